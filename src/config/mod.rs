@@ -1,0 +1,329 @@
+//! Typed configuration: one struct loaded from a TOML file, then overridden by
+//! `RLSPROXY__SECTION__KEY` environment variables, then validated so that a
+//! mistake is reported at start with the name of the key that is wrong.
+
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use validate::ConfigError;
+
+/// The whole configuration of one proxy process.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Client-facing listener.
+    pub listen: ListenConfig,
+    /// The real PostgreSQL server.
+    pub upstream: UpstreamConfig,
+    /// Upstream connection pooling.
+    pub pool: PoolConfig,
+    /// Token verification.
+    pub jwt: JwtConfig,
+    /// What is injected at every transaction start.
+    pub context: ContextConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Limits that protect the proxy from oversized or slow input.
+    pub limits: LimitsConfig,
+}
+
+/// When a client must use TLS before sending its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequireTls {
+    /// Every client must use TLS.
+    Always,
+    /// Clients on loopback may use plaintext (a sidecar on localhost).
+    #[default]
+    NonLoopback,
+    /// Plaintext is accepted from anywhere (development only).
+    Never,
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Address the proxy accepts clients on.
+    pub address: SocketAddr,
+    /// PEM certificate chain offered to clients; TLS is offered when set with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Whether a token may cross the network in clear.
+    pub require_tls: RequireTls,
+    /// Seconds that open transactions get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 6432)),
+            tls_cert_file: None,
+            tls_key_file: None,
+            require_tls: RequireTls::NonLoopback,
+            shutdown_grace_s: 30,
+        }
+    }
+}
+
+/// libpq's `sslmode` values, with libpq's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, without verification.
+    #[default]
+    Prefer,
+    /// TLS or fail; the certificate is verified only when `sslrootcert` is set (as libpq).
+    Require,
+    /// TLS with the chain verified against `sslrootcert`.
+    VerifyCa,
+    /// As `verify-ca`, and the certificate must name `host`.
+    VerifyFull,
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Server host name or address.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Database to connect to; when unset, the database the client asked for.
+    pub database: Option<String>,
+    /// The proxy's own role (must be NOINHERIT towards every allowed role).
+    pub user: String,
+    /// Password of `user`.
+    pub password: Option<String>,
+    /// File holding the password of `user` (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// TLS towards the server.
+    pub sslmode: SslMode,
+    /// PEM CA bundle to verify the server with.
+    pub sslrootcert: Option<PathBuf>,
+    /// Time allowed for TCP connect, TLS and authentication.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            database: None,
+            user: "app_proxy".into(),
+            password: None,
+            password_file: None,
+            sslmode: SslMode::Prefer,
+            sslrootcert: None,
+            connect_timeout_ms: 5000,
+        }
+    }
+}
+
+/// How server connections are shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolMode {
+    /// A client owns one server connection for its whole session.
+    #[default]
+    Session,
+    /// A server connection is lent for one transaction.
+    Transaction,
+}
+
+/// `[pool]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Sharing mode.
+    pub mode: PoolMode,
+    /// Upstream connections at most, over all databases.
+    pub size: usize,
+    /// How long a client waits for a connection before SQLSTATE 53300.
+    pub acquire_timeout_ms: u64,
+    /// Idle server connections older than this are closed.
+    pub idle_timeout_s: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self { mode: PoolMode::Session, size: 20, acquire_timeout_ms: 5000, idle_timeout_s: 600 }
+    }
+}
+
+/// `[jwt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Allowed `alg` values; anything else is rejected.
+    pub algorithms: Vec<String>,
+    /// HMAC secret (HS*).
+    pub secret: Option<String>,
+    /// File holding the HMAC secret (trailing newline ignored).
+    pub secret_file: Option<PathBuf>,
+    /// PEM public key (RS*, PS*, ES*, EdDSA).
+    pub public_key_file: Option<PathBuf>,
+    /// A JWKS document; the token's `kid` selects the key.
+    pub jwks_file: Option<PathBuf>,
+    /// PEM private key, used only by `rlsproxy token` to mint development tokens.
+    pub private_key_file: Option<PathBuf>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Clock skew allowed for `exp` and `nbf`, in seconds.
+    pub leeway_s: u64,
+    /// Dotted path to the tenant claim (string or integer).
+    pub tenant_claim: String,
+    /// Dotted path to the role claim; empty: roles are not used.
+    pub role_claim: String,
+    /// Roles a token may select.
+    pub allowed_roles: Vec<String>,
+    /// Reject tokens without `exp` (a token that never expires cannot be revoked).
+    pub require_exp: bool,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            algorithms: vec!["HS256".into()],
+            secret: None,
+            secret_file: None,
+            public_key_file: None,
+            jwks_file: None,
+            private_key_file: None,
+            issuer: None,
+            audience: None,
+            leeway_s: 30,
+            tenant_claim: "tenant_id".into(),
+            role_claim: String::new(),
+            allowed_roles: Vec::new(),
+            require_exp: true,
+        }
+    }
+}
+
+/// `[context]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContextConfig {
+    /// Setting that receives the tenant claim.
+    pub tenant_setting: String,
+    /// Setting that receives the whole claims JSON; empty: not set.
+    pub claims_setting: String,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        Self { tenant_setting: "app.current_tenant".into(), claims_setting: String::new() }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `RUST_LOG`-style filter; the `RUST_LOG` variable wins when set.
+    pub filter: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { filter: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest client message the proxy buffers whole (Query, Parse, Bind…); bigger is refused.
+    pub max_message_bytes: usize,
+    /// Time a client has to finish startup and authentication.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_message_bytes: 64 << 20, handshake_timeout_ms: 10_000 }
+    }
+}
+
+impl Config {
+    /// Loads `path` (TOML), applies `RLSPROXY__SECTION__KEY` overrides, and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("RLSPROXY")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("jwt.algorithms")
+                    .with_list_parse_key("jwt.allowed_roles")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text without environment overrides (tests, examples).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Reads a secret given inline or as a file; the file's trailing newline is dropped.
+pub fn read_secret(
+    key: &'static str,
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::Invalid {
+            key,
+            reason: "set either the value or the _file variant, not both".into(),
+        }),
+        (Some(v), None) => Ok(Some(v.clone())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                key,
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        (None, None) => Ok(None),
+    }
+}

@@ -1,0 +1,138 @@
+//! Checks that need more than serde: combinations of keys, names, ranges.
+
+use std::path::PathBuf;
+
+use super::{Config, PoolMode, SslMode};
+
+/// A configuration problem, always naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a value has the wrong type.
+    #[error("cannot load configuration: {0}")]
+    Load(String),
+    /// A value is present but unusable.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `jwt.secret_file`.
+        key: &'static str,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A file named by a key cannot be used.
+    #[error("{key}: {path}: {reason}")]
+    File {
+        /// Dotted key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+/// A setting name the server accepts for a custom GUC: `prefix.name`, identifier characters only.
+fn is_custom_setting_name(name: &str) -> bool {
+    let mut parts = name.split('.');
+    let ok_part = |p: &str| {
+        !p.is_empty()
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !p.starts_with(|c: char| c.is_ascii_digit())
+    };
+    matches!((parts.next(), parts.next()), (Some(a), Some(b)) if ok_part(a) && ok_part(b))
+        && parts.all(ok_part)
+}
+
+impl Config {
+    /// Checks the combinations serde cannot; file contents are checked by their users.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.listen.tls_cert_file, &self.listen.tls_key_file) {
+            (Some(_), None) => return Err(invalid("listen.tls_key_file", "required with tls_cert_file")),
+            (None, Some(_)) => return Err(invalid("listen.tls_cert_file", "required with tls_key_file")),
+            _ => {}
+        }
+        if self.listen.require_tls == super::RequireTls::Always && self.listen.tls_cert_file.is_none() {
+            return Err(invalid(
+                "listen.require_tls",
+                "\"always\" needs listen.tls_cert_file and listen.tls_key_file",
+            ));
+        }
+        if self.upstream.host.is_empty() {
+            return Err(invalid("upstream.host", "must not be empty"));
+        }
+        if self.upstream.user.is_empty() {
+            return Err(invalid("upstream.user", "must not be empty"));
+        }
+        if self.upstream.password.is_some() && self.upstream.password_file.is_some() {
+            return Err(invalid("upstream.password_file", "set either password or password_file"));
+        }
+        if matches!(self.upstream.sslmode, SslMode::VerifyCa | SslMode::VerifyFull)
+            && self.upstream.sslrootcert.is_none()
+        {
+            return Err(invalid("upstream.sslrootcert", "required with sslmode verify-ca or verify-full"));
+        }
+        if self.pool.size == 0 {
+            return Err(invalid("pool.size", "must be at least 1"));
+        }
+        if self.pool.mode == PoolMode::Transaction {
+            return Err(invalid("pool.mode", "\"transaction\" is not supported yet; use \"session\""));
+        }
+        if self.jwt.algorithms.is_empty() {
+            return Err(invalid("jwt.algorithms", "list at least one algorithm"));
+        }
+        if self.jwt.tenant_claim.is_empty() {
+            return Err(invalid("jwt.tenant_claim", "must not be empty"));
+        }
+        if self.jwt.role_claim.is_empty() && !self.jwt.allowed_roles.is_empty() {
+            return Err(invalid("jwt.allowed_roles", "set jwt.role_claim too, or leave this empty"));
+        }
+        if !self.jwt.role_claim.is_empty() && self.jwt.allowed_roles.is_empty() {
+            return Err(invalid("jwt.allowed_roles", "list the roles a token may select with jwt.role_claim"));
+        }
+        if !is_custom_setting_name(&self.context.tenant_setting) {
+            return Err(invalid(
+                "context.tenant_setting",
+                "must be a custom setting name such as app.current_tenant",
+            ));
+        }
+        if !self.context.claims_setting.is_empty() && !is_custom_setting_name(&self.context.claims_setting) {
+            return Err(invalid(
+                "context.claims_setting",
+                "must be a custom setting name such as request.jwt.claims",
+            ));
+        }
+        if self.limits.max_message_bytes < 1024 {
+            return Err(invalid("limits.max_message_bytes", "must be at least 1024"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_setting_names() {
+        assert!(is_custom_setting_name("app.current_tenant"));
+        assert!(is_custom_setting_name("request.jwt.claims"));
+        assert!(!is_custom_setting_name("search_path"));
+        assert!(!is_custom_setting_name("app."));
+        assert!(!is_custom_setting_name("app.x'; drop"));
+    }
+
+    #[test]
+    fn defaults_are_valid_and_errors_name_the_key() {
+        assert!(Config::default().validate().is_ok());
+        let err = Config::from_toml("[pool]\nsize = 0\n").err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("pool.size: must be at least 1"));
+        let err = Config::from_toml("[upstream]\nsslmode = \"verify-full\"\n").err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("upstream.sslrootcert: required with sslmode verify-ca or verify-full")
+        );
+    }
+}
