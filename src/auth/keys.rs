@@ -1,0 +1,174 @@
+//! Verification keys: loaded once at start from `jwt.secret`/`secret_file`, `jwt.public_key_file`
+//! and `jwt.jwks_file`, then chosen per token by algorithm family and `kid`.
+//!
+//! Each key knows exactly which algorithms it may verify (its kind, and a JWK's `alg` when set),
+//! so an HMAC token is only ever checked against the HMAC secret: the classic HS/RS confusion
+//! (an HS256 token "signed" with the RSA public key) finds no HMAC key, or the wrong one.
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use super::AuthError;
+use super::error::shown;
+use super::keyfiles::{load_jwks, load_public_pem};
+use crate::config::{ConfigError, JwtConfig, read_secret};
+
+/// The kind of key an algorithm needs; EC keys are split by curve because ES256 and ES384 each
+/// work with one curve only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Hmac,
+    Rsa,
+    P256,
+    P384,
+    Ed25519,
+}
+
+/// The key kind `alg` verifies with.
+pub(crate) fn kind_for(alg: Algorithm) -> Kind {
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Kind::Hmac,
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => Kind::Rsa,
+        Algorithm::ES256 => Kind::P256,
+        Algorithm::ES384 => Kind::P384,
+        Algorithm::EdDSA => Kind::Ed25519,
+    }
+}
+
+/// How to configure a key for `alg`, for the "has no key" start-up error.
+pub(crate) fn key_hint(alg: Algorithm) -> &'static str {
+    match kind_for(alg) {
+        Kind::Hmac => "set jwt.secret or jwt.secret_file",
+        Kind::Rsa => "set jwt.public_key_file or jwt.jwks_file to an RSA key",
+        Kind::P256 => "set jwt.public_key_file or jwt.jwks_file to a P-256 EC key",
+        Kind::P384 => "set jwt.public_key_file or jwt.jwks_file to a P-384 EC key",
+        Kind::Ed25519 => "set jwt.public_key_file or jwt.jwks_file to an Ed25519 key",
+    }
+}
+
+/// The header name of `alg`.
+pub(crate) fn alg_name(alg: Algorithm) -> String {
+    format!("{alg:?}")
+}
+
+/// One usable verification key.
+#[derive(Clone, Debug)]
+pub(crate) struct Key {
+    /// What the key is.
+    pub kind: Kind,
+    /// A JWK's `alg`: when set, the only algorithm this key verifies.
+    pub alg: Option<Algorithm>,
+    /// The key material.
+    pub key: DecodingKey,
+}
+
+impl Key {
+    /// Whether this key may verify a token signed with `alg`.
+    pub(crate) fn accepts(&self, alg: Algorithm) -> bool {
+        self.kind == kind_for(alg) && self.alg.is_none_or(|a| a == alg)
+    }
+}
+
+/// Every configured key.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct KeyStore {
+    secret: Option<Key>,
+    public: Option<Key>,
+    jwks: Vec<(Option<String>, Key)>,
+}
+
+impl KeyStore {
+    /// Loads every configured key; errors name the key and the file.
+    pub(crate) fn load(cfg: &JwtConfig) -> Result<Self, ConfigError> {
+        let secret_key = if cfg.secret_file.is_some() {
+            "jwt.secret_file"
+        } else {
+            "jwt.secret"
+        };
+        let secret = match read_secret(secret_key, &cfg.secret, &cfg.secret_file)? {
+            None => None,
+            Some(s) if s.is_empty() => {
+                return Err(ConfigError::Invalid {
+                    key: secret_key,
+                    reason: "must not be empty".into(),
+                });
+            }
+            Some(s) => {
+                if s.len() < 32 {
+                    tracing::warn!(
+                        "{secret_key}: shorter than 32 bytes; HS256 wants at least 32 random bytes"
+                    );
+                }
+                Some(Key {
+                    kind: Kind::Hmac,
+                    alg: None,
+                    key: DecodingKey::from_secret(s.as_bytes()),
+                })
+            }
+        };
+        let public = cfg
+            .public_key_file
+            .as_deref()
+            .map(load_public_pem)
+            .transpose()?;
+        let jwks = cfg
+            .jwks_file
+            .as_deref()
+            .map(load_jwks)
+            .transpose()?
+            .unwrap_or_default();
+        Ok(Self {
+            secret,
+            public,
+            jwks,
+        })
+    }
+
+    /// Whether some key can verify `alg`.
+    pub(crate) fn has_key_for(&self, alg: Algorithm) -> bool {
+        let fixed = [&self.secret, &self.public].into_iter().flatten();
+        fixed
+            .chain(self.jwks.iter().map(|(_, k)| k))
+            .any(|k| k.accepts(alg))
+    }
+
+    /// Picks the key for a token. With a JWKS, a `kid` must name one of its keys; without a `kid`,
+    /// the secret (HS*) or the PEM public key is used when it fits, else the JWKS's only key.
+    pub(crate) fn select(
+        &self,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<&DecodingKey, AuthError> {
+        if let (Some(kid), false) = (kid, self.jwks.is_empty()) {
+            let (_, key) = self
+                .jwks
+                .iter()
+                .find(|(k, _)| k.as_deref() == Some(kid))
+                .ok_or_else(|| AuthError::UnknownKid(shown(kid)))?;
+            if !key.accepts(alg) {
+                return Err(AuthError::KeyMismatch {
+                    kid: shown(kid),
+                    alg: alg_name(alg),
+                });
+            }
+            return Ok(&key.key);
+        }
+        let fixed = if kind_for(alg) == Kind::Hmac {
+            &self.secret
+        } else {
+            &self.public
+        };
+        if let Some(key) = fixed.as_ref().filter(|k| k.accepts(alg)) {
+            return Ok(&key.key);
+        }
+        match self.jwks.as_slice() {
+            [(_, key)] if key.accepts(alg) => Ok(&key.key),
+            [] | [_] => Err(AuthError::NoKey(alg_name(alg))),
+            _ => Err(AuthError::MissingKid),
+        }
+    }
+}
