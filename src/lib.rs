@@ -1,5 +1,34 @@
-//! rlsproxy: a PostgreSQL wire proxy that injects a verified tenant context
-//! at the start of every transaction.
+//! rlsproxy: a PostgreSQL wire proxy that makes row-level-security
+//! multi-tenancy an infrastructure guarantee. Clients log in with a JWT as
+//! the password; the proxy verifies it and sets the tenant context on the
+//! upstream connection at the start of every transaction.
+//!
+//! # Layout
+//! A client connection flows through the modules in this order:
+//! - [`server`]: listener, one task and tracing span per client, graceful shutdown.
+//! - [`frontend`]: TLS negotiation, StartupMessage and parameter filtering,
+//!   cleartext-password auth carrying the JWT, CancelRequest.
+//! - [`auth`]: JWT verification into a [`auth::TenantContext`]; token minting.
+//! - [`session`]: server connection for the client, startup settings, then the
+//!   relay loop: transaction tracking and context injection.
+//! - [`policy`]: what is injected and how, statements that need their own
+//!   transaction, the upstream-role safety check.
+//! - [`pool`]: bounded upstream connections, reset before reuse.
+//! - [`upstream`]: connecting and authenticating to PostgreSQL (TLS, SCRAM).
+//! - [`protocol`]: wire framing and the few messages the proxy reads or writes.
+//! - [`net`], [`tls`]: plain/TLS streams and rustls configurations.
+//! - [`config`]: the typed configuration and its validation.
 
 pub mod auth;
 pub mod config;
+pub mod frontend;
+pub mod net;
+pub mod policy;
+pub mod pool;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod tls;
+pub mod upstream;
+
+pub use server::{Proxy, ShutdownHandle};

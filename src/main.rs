@@ -1,1 +1,160 @@
-fn main() {}
+//! The `rlsproxy` command: run the proxy, check a configuration, mint a token.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use rlsproxy::auth::{MintRequest, mint};
+use rlsproxy::config::{Config, LogFormat};
+use rlsproxy::{Proxy, server, upstream::UpstreamError};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(version, about = "PostgreSQL proxy that injects a verified tenant context into every transaction")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the proxy.
+    Run {
+        /// Configuration file (TOML); RLSPROXY__SECTION__KEY variables override it.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration and every file it names.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Mint a development token with the configured secret or private key.
+    Token {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Tenant claim value.
+        #[arg(long)]
+        tenant: String,
+        /// `sub` claim.
+        #[arg(long)]
+        sub: Option<String>,
+        /// Role claim value (needs jwt.role_claim).
+        #[arg(long)]
+        role: Option<String>,
+        /// Lifetime, e.g. 1h, 15m.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Extra claim k=v (v parsed as JSON when it parses); repeatable.
+        #[arg(long = "claim", value_parser = parse_claim)]
+        claims: Vec<(String, String)>,
+    },
+}
+
+fn parse_claim(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::CheckConfig { config } => check_config(config),
+        Command::Token { config, tenant, sub, role, ttl, claims } => {
+            let request = MintRequest { tenant, subject: sub, role, ttl, extra: claims };
+            match Config::load(&config).map_err(|e| e.to_string()).and_then(|c| {
+                mint(&c.jwt, &request).map_err(|e| e.to_string())
+            }) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("rlsproxy: {message}");
+    ExitCode::FAILURE
+}
+
+fn check_config(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    match server::build_shared(config, rx) {
+        Ok(_) => {
+            println!("{}: configuration OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let proxy = match Proxy::bind(config).await {
+            Ok(p) => p,
+            Err(e) => return fail(&e.to_string()),
+        };
+        match proxy.check_upstream().await {
+            Ok(()) => tracing::info!("upstream reachable and its role is safe"),
+            Err(e @ UpstreamError::UnsafeRole(_)) => return fail(&e.to_string()),
+            Err(e) => tracing::warn!(error = %e, "upstream not reachable yet; clients will get 08006 until it is"),
+        }
+        let handle = proxy.shutdown_handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received");
+            handle.shutdown();
+        });
+        match proxy.local_addr() {
+            Ok(addr) => tracing::info!(%addr, "rlsproxy listening"),
+            Err(e) => return fail(&e.to_string()),
+        }
+        proxy.run().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! From an accepted socket to a verified [`TenantContext`], or a clear FATAL error.
+
+use std::net::SocketAddr;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::startup::{self, ClientStartup};
+use crate::auth::TenantContext;
+use crate::config::RequireTls;
+use crate::net::{ClientStream, Stream};
+use crate::protocol::{self, PgError, backend, frontend::StartupPacket};
+use crate::server::Shared;
+use crate::tls::ALPN_POSTGRESQL;
+
+/// Largest password message accepted: a token, never a document.
+pub const MAX_PASSWORD_MESSAGE: usize = 16 * 1024;
+
+/// What a new connection turned out to be.
+#[derive(Debug)]
+pub enum Accepted {
+    /// An authenticated client.
+    Session(Box<Handshake>),
+    /// A CancelRequest, already handled.
+    Cancel,
+}
+
+/// An authenticated client, ready for a server connection.
+#[derive(Debug)]
+pub struct Handshake {
+    /// The client's socket.
+    pub stream: ClientStream,
+    /// What the token says.
+    pub context: TenantContext,
+    /// Filtered startup parameters.
+    pub startup: ClientStartup,
+}
+
+/// Why a handshake ended without a session.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    /// Socket or TLS failure.
+    #[error("client connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client was refused with this error (already sent to it).
+    #[error("client refused: {0}")]
+    Refused(String),
+}
+
+/// Runs the handshake on a fresh connection.
+pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<Accepted, FrontendError> {
+    let mut stream: ClientStream = Stream::Plain(tcp);
+    let mut first = [0u8; 1];
+    if let Stream::Plain(tcp) = &stream
+        && tcp.peek(&mut first).await? == 1
+        && first[0] == 0x16
+    {
+        // PG17 direct TLS: a TLS ClientHello instead of SSLRequest; ALPN is mandatory.
+        stream = upgrade(stream, shared).await?;
+        if let Stream::Tls(tls) = &stream
+            && tls.get_ref().1.alpn_protocol() != Some(ALPN_POSTGRESQL)
+        {
+            return Err(FrontendError::Refused("direct TLS without the postgresql ALPN".into()));
+        }
+    }
+    let packet = loop {
+        let (code, body) = read_startup_packet(&mut stream).await?;
+        match code {
+            protocol::SSL_REQUEST if !stream.is_tls() && shared.client_tls.is_some() => {
+                stream.write_all(b"S").await?;
+                stream = upgrade(stream, shared).await?;
+            }
+            protocol::SSL_REQUEST | protocol::GSSENC_REQUEST if !stream.is_tls() => stream.write_all(b"N").await?,
+            protocol::CANCEL_REQUEST => {
+                handle_cancel(&body, shared).await;
+                return Ok(Accepted::Cancel);
+            }
+            version if version >> 16 == 3 => {
+                break StartupPacket::parse(version, &body)
+                    .ok_or_else(|| FrontendError::Refused("malformed startup packet".into()))?;
+            }
+            _ => {
+                return refuse(&mut stream, PgError::fatal("0A000", "unsupported frontend protocol: rlsproxy speaks 3.0"))
+                    .await;
+            }
+        }
+    };
+    let startup = match startup::filter(&packet) {
+        Ok(s) => s,
+        Err(e) => return refuse(&mut stream, e).await,
+    };
+    if !stream.is_tls() && tls_required(shared.config.listen.require_tls, peer) {
+        let e = PgError::fatal("28000", format!("rlsproxy requires TLS for connections from {}", peer.ip()))
+            .with_hint("Connect with sslmode=require: the token is a password and must not cross the network in clear.");
+        return refuse(&mut stream, e).await;
+    }
+    let mut out = BytesMut::new();
+    let minor = packet.version & 0xffff;
+    if minor > 0 || !startup.unsupported_options.is_empty() {
+        backend::negotiate_protocol_version(&mut out, 0, &startup.unsupported_options);
+    }
+    backend::authentication(&mut out, 3);
+    stream.write_all(&out).await?;
+    let token = match read_password(&mut stream).await? {
+        Ok(token) => token,
+        Err(e) => return refuse(&mut stream, e).await,
+    };
+    match shared.verifier.verify(&token) {
+        Ok(context) => Ok(Accepted::Session(Box::new(Handshake { stream, context, startup }))),
+        Err(e) => {
+            tracing::info!(reason = %e, "token rejected");
+            refuse(&mut stream, PgError::fatal(e.sqlstate(), e.to_string())).await
+        }
+    }
+}
+
+fn tls_required(policy: RequireTls, peer: SocketAddr) -> bool {
+    match policy {
+        RequireTls::Always => true,
+        RequireTls::NonLoopback => !peer.ip().to_canonical().is_loopback(),
+        RequireTls::Never => false,
+    }
+}
+
+/// Sends `error` and ends the handshake.
+pub(crate) async fn refuse<T>(stream: &mut ClientStream, error: PgError) -> Result<T, FrontendError> {
+    let mut buf = BytesMut::new();
+    error.encode(&mut buf);
+    let _ = stream.write_all(&buf).await;
+    let _ = stream.flush().await;
+    Err(FrontendError::Refused(error.message))
+}
+
+async fn upgrade(stream: ClientStream, shared: &Shared) -> Result<ClientStream, FrontendError> {
+    let (Stream::Plain(tcp), Some(cfg)) = (stream, &shared.client_tls) else {
+        return Err(FrontendError::Refused("TLS requested but not configured".into()));
+    };
+    let tls = tokio_rustls::TlsAcceptor::from(cfg.clone()).accept(tcp).await?;
+    Ok(Stream::Tls(Box::new(tls)))
+}
+
+/// Reads a length-prefixed startup-phase packet: (code, rest of body).
+async fn read_startup_packet(stream: &mut ClientStream) -> Result<(i32, Vec<u8>), FrontendError> {
+    let len = stream.read_i32().await?;
+    if !(8..=protocol::MAX_STARTUP_PACKET as i32).contains(&len) {
+        return Err(FrontendError::Refused(format!("invalid startup packet length {len}")));
+    }
+    let mut body = vec![0u8; len as usize - 4];
+    stream.read_exact(&mut body).await?;
+    let code = (&body[..4]).get_i32();
+    body.drain(..4);
+    Ok((code, body))
+}
+
+/// Reads the PasswordMessage; the outer error is I/O, the inner one goes to the client.
+async fn read_password(stream: &mut ClientStream) -> Result<Result<String, PgError>, FrontendError> {
+    let tag = stream.read_u8().await?;
+    let len = stream.read_i32().await?;
+    if tag != b'p' {
+        return Ok(Err(PgError::fatal("08P01", format!("expected a password message, got message type '{}'", tag as char))));
+    }
+    if !(5..=(MAX_PASSWORD_MESSAGE as i32)).contains(&len) {
+        return Ok(Err(PgError::fatal(
+            "28P01",
+            format!("password message of {len} bytes refused: a token is at most {MAX_PASSWORD_MESSAGE} bytes"),
+        )));
+    }
+    let mut body = vec![0u8; len as usize - 4];
+    stream.read_exact(&mut body).await?;
+    let token = protocol::read_cstr(&body)
+        .and_then(|(t, _)| std::str::from_utf8(t).ok())
+        .map(str::to_owned)
+        .filter(|t| !t.is_empty());
+    Ok(token.ok_or_else(|| {
+        PgError::fatal("28P01", "password authentication failed: the password must be a JWT")
+    }))
+}
+
+async fn handle_cancel(body: &[u8], shared: &Shared) {
+    if body.len() < 8 {
+        return;
+    }
+    let mut b = body;
+    let (pid, secret) = (b.get_i32(), b.get_i32());
+    match shared.cancels.lookup(pid, secret) {
+        Some(target) => {
+            tracing::info!(backend_pid = target.pid, "forwarding cancel request");
+            if let Err(e) = target.cancel().await {
+                tracing::warn!(error = %e, "cancel request to the upstream server failed");
+            }
+        }
+        None => tracing::info!("cancel request with an unknown key ignored"),
+    }
+}

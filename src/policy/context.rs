@@ -1,0 +1,90 @@
+//! The tenant context injection (DESIGN.md section 2): one statement prepared
+//! once per server connection under a reserved name, executed at every
+//! transaction start with the client's values as bind parameters, so they never
+//! appear in SQL text, pg_stat_activity or the server log.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::auth::TenantContext;
+use crate::config::Config;
+use crate::protocol::frontend;
+
+/// Name of the injection statement on every server connection.
+pub const STATEMENT_NAME: &str = "rlsproxy_ctx";
+
+/// Which settings are injected, in order; fixed for the life of the process.
+#[derive(Debug, Clone)]
+pub struct ContextSpec {
+    sql: String,
+    tenant_setting: String,
+    claims_setting: Option<String>,
+    sets_role: bool,
+}
+
+/// The messages that inject one client's context.
+#[derive(Debug, Clone)]
+pub struct Injection {
+    /// Close + Parse of the statement: for a connection where it may not exist.
+    pub prepare: Bytes,
+    /// Bind + Execute with this client's values; also the identity of the context it sets.
+    pub bind_execute: Bytes,
+}
+
+impl ContextSpec {
+    /// Builds the statement from `[context]` and `[jwt] role_claim`.
+    pub fn from_config(cfg: &Config) -> Self {
+        let claims_setting = Some(cfg.context.claims_setting.clone()).filter(|s| !s.is_empty());
+        let sets_role = !cfg.jwt.role_claim.is_empty();
+        let pairs = 1 + usize::from(claims_setting.is_some()) + usize::from(sets_role);
+        let calls: Vec<String> =
+            (0..pairs).map(|i| format!("set_config(${}, ${}, false)", 2 * i + 1, 2 * i + 2)).collect();
+        Self {
+            sql: format!("SELECT {}", calls.join(", ")),
+            tenant_setting: cfg.context.tenant_setting.clone(),
+            claims_setting,
+            sets_role,
+        }
+    }
+
+    /// The injection for `ctx`.
+    pub fn injection(&self, ctx: &TenantContext) -> Injection {
+        let claims = ctx.claims.to_string();
+        let mut values: Vec<&str> = vec![&self.tenant_setting, &ctx.tenant];
+        if let Some(name) = &self.claims_setting {
+            values.extend([name.as_str(), claims.as_str()]);
+        }
+        if self.sets_role {
+            // `none` is SET ROLE NONE: back to the proxy's own role when the token names no role.
+            values.extend(["role", ctx.role.as_deref().unwrap_or("none")]);
+        }
+        let mut prepare = BytesMut::new();
+        frontend::close_statement(&mut prepare, STATEMENT_NAME);
+        frontend::parse(&mut prepare, STATEMENT_NAME, &self.sql);
+        let mut bind_execute = BytesMut::new();
+        frontend::bind_text(&mut bind_execute, STATEMENT_NAME, &values);
+        frontend::execute(&mut bind_execute);
+        Injection { prepare: prepare.freeze(), bind_execute: bind_execute.freeze() }
+    }
+
+    /// The SQL of the injection statement (for logs and docs).
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_set_config_per_setting_with_bind_parameters() {
+        let mut cfg = Config::default();
+        assert_eq!(ContextSpec::from_config(&cfg).sql(), "SELECT set_config($1, $2, false)");
+        cfg.context.claims_setting = "request.jwt.claims".into();
+        cfg.jwt.role_claim = "role".into();
+        assert_eq!(
+            ContextSpec::from_config(&cfg).sql(),
+            "SELECT set_config($1, $2, false), set_config($3, $4, false), set_config($5, $6, false)"
+        );
+    }
+}

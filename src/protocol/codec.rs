@@ -1,0 +1,185 @@
+//! Splits a byte stream into messages (`tag`, `int32 length`, body) without
+//! copying them, so that relayed messages leave as the bytes they arrived in.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Messages larger than this may be relayed in pieces when the caller allows it,
+/// so one huge DataRow or CopyData never has to sit whole in memory.
+pub const STREAM_THRESHOLD: usize = 64 * 1024;
+
+/// A framing violation; the connection cannot continue.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The length field is below 4.
+    #[error("invalid message length {0}")]
+    BadLength(i32),
+    /// A message the proxy must read whole exceeds the configured limit.
+    #[error("message '{tag}' of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Message type byte, as a char.
+        tag: char,
+        /// Declared length.
+        len: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// A message body is not what its type requires.
+    #[error("malformed '{0}' message")]
+    Malformed(char),
+}
+
+/// One unit handed to the relay.
+#[derive(Debug)]
+pub enum Frame {
+    /// A whole message, header included.
+    Message(Bytes),
+    /// Raw bytes of a message that is being streamed (header included in the first piece).
+    Piece(Bytes),
+}
+
+impl Frame {
+    /// The message's type byte; `None` for a streamed piece.
+    pub fn tag(&self) -> Option<u8> {
+        match self {
+            Frame::Message(m) => m.first().copied(),
+            Frame::Piece(_) => None,
+        }
+    }
+}
+
+/// Read-side buffer plus the state of a message being streamed.
+#[derive(Debug)]
+pub struct Framer {
+    buf: BytesMut,
+    /// Bytes of a streamed message not yet handed out; while non-zero, every byte read belongs to it.
+    streaming: usize,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Self { buf: BytesMut::with_capacity(16 * 1024), streaming: 0 }
+    }
+}
+
+impl Framer {
+    /// The buffer to read into.
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        &mut self.buf
+    }
+
+    /// True when no partial message is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.streaming == 0
+    }
+
+    /// Takes everything buffered, for handing a connection's leftover bytes to another owner.
+    pub fn take_buffered(&mut self) -> BytesMut {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Next frame, or `None` when more bytes are needed.
+    ///
+    /// `streamable(tag)` says whether a large message of that type may be relayed in
+    /// pieces; other messages are buffered whole up to `limit` bytes.
+    pub fn next(
+        &mut self,
+        streamable: impl Fn(u8) -> bool,
+        limit: usize,
+    ) -> Result<Option<Frame>, ProtocolError> {
+        if self.streaming > 0 {
+            if self.buf.is_empty() {
+                return Ok(None);
+            }
+            let n = self.streaming.min(self.buf.len());
+            self.streaming -= n;
+            return Ok(Some(Frame::Piece(self.buf.split_to(n).freeze())));
+        }
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let tag = self.buf[0];
+        let declared = (&self.buf[1..5]).get_i32();
+        if declared < 4 {
+            return Err(ProtocolError::BadLength(declared));
+        }
+        let total = declared as usize + 1;
+        if self.buf.len() >= total {
+            return Ok(Some(Frame::Message(self.buf.split_to(total).freeze())));
+        }
+        if total > STREAM_THRESHOLD && streamable(tag) {
+            let n = self.buf.len();
+            self.streaming = total - n;
+            return Ok(Some(Frame::Piece(self.buf.split_to(n).freeze())));
+        }
+        if total > limit {
+            return Err(ProtocolError::TooLarge { tag: tag as char, len: total, limit });
+        }
+        self.buf.reserve(total - self.buf.len());
+        Ok(None)
+    }
+}
+
+/// The body of a whole message (after tag and length).
+pub fn body(msg: &[u8]) -> &[u8] {
+    msg.get(5..).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.put_i32(body.len() as i32 + 4);
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn splits_whole_messages_and_waits_for_more() {
+        let mut f = Framer::default();
+        let mut input = msg(b'Q', b"select 1\0");
+        input.extend(msg(b'S', b""));
+        f.buffer().extend_from_slice(&input[..7]);
+        assert!(f.next(|_| false, 1024).ok().flatten().is_none());
+        f.buffer().extend_from_slice(&input[7..]);
+        let a = f.next(|_| false, 1024).ok().flatten();
+        assert!(matches!(&a, Some(Frame::Message(m)) if m[..] == msg(b'Q', b"select 1\0")[..]));
+        let b = f.next(|_| false, 1024).ok().flatten();
+        assert!(matches!(&b, Some(Frame::Message(m)) if m[..] == msg(b'S', b"")[..]));
+        assert!(f.next(|_| false, 1024).ok().flatten().is_none());
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn refuses_bad_and_oversized_lengths() {
+        let mut f = Framer::default();
+        f.buffer().extend_from_slice(&[b'Q', 0, 0, 0, 3]);
+        assert!(matches!(f.next(|_| false, 1024), Err(ProtocolError::BadLength(3))));
+        let mut f = Framer::default();
+        f.buffer().extend_from_slice(&[b'Q', 0, 0, 8, 0, b'x']);
+        assert!(matches!(f.next(|_| false, 1024), Err(ProtocolError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn streams_large_streamable_messages_in_pieces() {
+        let big = vec![7u8; STREAM_THRESHOLD + 10];
+        let whole = msg(b'd', &big);
+        let mut f = Framer::default();
+        f.buffer().extend_from_slice(&whole[..1000]);
+        let mut got = Vec::new();
+        while let Some(Frame::Piece(p)) = f.next(|t| t == b'd', 1024).ok().flatten() {
+            got.extend_from_slice(&p);
+        }
+        f.buffer().extend_from_slice(&whole[1000..]);
+        while let Some(Frame::Piece(p)) = f.next(|t| t == b'd', 1024).ok().flatten() {
+            got.extend_from_slice(&p);
+        }
+        assert_eq!(got, whole);
+        assert!(f.is_empty());
+    }
+}

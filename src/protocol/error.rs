@@ -1,0 +1,108 @@
+//! The one place where proxy errors become PostgreSQL ErrorResponses.
+
+use bytes::{BufMut, BytesMut};
+
+use super::backend::finish_message;
+
+/// An error as the client will see it: severity, SQLSTATE, message, optional hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    /// `ERROR` (the session continues) or `FATAL` (the connection ends).
+    pub severity: &'static str,
+    /// Five-character SQLSTATE.
+    pub code: String,
+    /// Primary message.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+impl PgError {
+    /// A session-ending error.
+    pub fn fatal(code: &str, message: impl Into<String>) -> Self {
+        Self { severity: "FATAL", code: code.into(), message: message.into(), hint: None }
+    }
+
+    /// A statement-level error; the session continues.
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        Self { severity: "ERROR", code: code.into(), message: message.into(), hint: None }
+    }
+
+    /// Adds a hint.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Appends the ErrorResponse to `buf`.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        let start = buf.len();
+        buf.put_u8(b'E');
+        buf.put_i32(0);
+        for (field, value) in [
+            (b'S', self.severity),
+            (b'V', self.severity),
+            (b'C', self.code.as_str()),
+            (b'M', self.message.as_str()),
+        ] {
+            put_field(buf, field, value);
+        }
+        if let Some(hint) = &self.hint {
+            put_field(buf, b'H', hint);
+        }
+        buf.put_u8(0);
+        finish_message(buf, start);
+    }
+}
+
+fn put_field(buf: &mut BytesMut, field: u8, value: &str) {
+    buf.put_u8(field);
+    buf.put_slice(value.replace('\0', "").as_bytes());
+    buf.put_u8(0);
+}
+
+/// Reads the fields of an ErrorResponse or NoticeResponse body.
+pub fn parse_fields(body: &[u8]) -> Vec<(u8, String)> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some((&field, tail)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        let Some((value, tail)) = super::read_cstr(tail) else { break };
+        out.push((field, String::from_utf8_lossy(value).into_owned()));
+        rest = tail;
+    }
+    out
+}
+
+/// Rebuilds a server ErrorResponse body as a [`PgError`] (severity kept as ERROR or FATAL).
+pub fn from_server(body: &[u8]) -> PgError {
+    let fields = parse_fields(body);
+    let get = |f: u8| fields.iter().find(|(k, _)| *k == f).map(|(_, v)| v.clone());
+    let severity = match get(b'V').or_else(|| get(b'S')).as_deref() {
+        Some("FATAL") | Some("PANIC") => "FATAL",
+        _ => "ERROR",
+    };
+    PgError {
+        severity,
+        code: get(b'C').unwrap_or_else(|| "XX000".into()),
+        message: get(b'M').unwrap_or_default(),
+        hint: get(b'H'),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_the_wire_format() {
+        let e = PgError::fatal("28P01", "token expired").with_hint("get a new token");
+        let mut buf = BytesMut::new();
+        e.encode(&mut buf);
+        assert_eq!(buf[0], b'E');
+        assert_eq!(i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize, buf.len() - 1);
+        assert_eq!(from_server(&buf[5..]), e);
+    }
+}

@@ -1,0 +1,163 @@
+//! One authenticated connection to the real PostgreSQL server, opened as the
+//! proxy's own role: TCP, TLS per `sslmode`, SCRAM/md5/cleartext/trust, and the
+//! startup messages the client later sees replayed.
+
+mod connect;
+mod query;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::{ConfigError, UpstreamConfig};
+use crate::net::ServerStream;
+use crate::protocol::{Framer, ProtocolError};
+
+pub use query::Row;
+
+/// Why an upstream connection failed or broke.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// TCP, TLS or I/O failure.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// connect_timeout_ms elapsed.
+    #[error("timed out connecting to the upstream server")]
+    Timeout,
+    /// The server refused TLS that sslmode requires.
+    #[error("the upstream server does not support TLS, which upstream.sslmode requires")]
+    TlsRefused,
+    /// The server asked for an authentication method the proxy does not speak.
+    #[error("unsupported upstream authentication method {0}")]
+    UnsupportedAuth(i32),
+    /// The server sent an ErrorResponse.
+    #[error("upstream server error {code}: {message}")]
+    Server {
+        /// SQLSTATE.
+        code: String,
+        /// Server message.
+        message: String,
+    },
+    /// The server broke the protocol.
+    #[error("upstream protocol error: {0}")]
+    Protocol(String),
+    /// Framing failure.
+    #[error(transparent)]
+    Framing(#[from] ProtocolError),
+    /// The proxy's role would let policies of another role apply to every tenant.
+    #[error("unsafe upstream role: {0}")]
+    UnsafeRole(String),
+}
+
+/// Everything needed to open upstream connections; built once from the config.
+#[derive(Debug)]
+pub struct UpstreamTarget {
+    /// Host as configured (also the TLS server name).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Role the proxy logs in as.
+    pub user: String,
+    password: Option<String>,
+    sslmode: crate::config::SslMode,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    server_name: rustls_pki_types::ServerName<'static>,
+    /// Timeout for connect + TLS + auth.
+    pub connect_timeout: Duration,
+}
+
+impl UpstreamTarget {
+    /// Validates TLS and secrets of `[upstream]`.
+    pub fn from_config(cfg: &UpstreamConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            host: cfg.host.clone(),
+            port: cfg.port,
+            user: cfg.user.clone(),
+            password: crate::config::read_secret("upstream.password_file", &cfg.password, &cfg.password_file)?,
+            sslmode: cfg.sslmode,
+            tls: crate::tls::upstream_config(cfg.sslmode, cfg.sslrootcert.as_deref())?,
+            server_name: crate::tls::server_name(&cfg.host)?,
+            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+        })
+    }
+}
+
+/// Where a CancelRequest for a server connection must go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelKey {
+    /// Server address the connection was opened to.
+    pub addr: SocketAddr,
+    /// Backend process id.
+    pub pid: i32,
+    /// Backend secret.
+    pub secret: i32,
+}
+
+impl CancelKey {
+    /// Sends a CancelRequest to the server (plain TCP: the server accepts it before any TLS).
+    pub async fn cancel(&self) -> std::io::Result<()> {
+        let mut tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        let mut buf = BytesMut::new();
+        postgres_protocol::message::frontend::cancel_request(self.pid, self.secret, &mut buf);
+        tcp.write_all(&buf).await?;
+        // The server closes the connection when done; wait briefly so the request is processed.
+        let mut sink = [0u8; 1];
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut sink)).await;
+        Ok(())
+    }
+}
+
+/// An authenticated server connection and what the proxy knows about its session state.
+#[derive(Debug)]
+pub struct ServerConn {
+    /// The socket.
+    pub stream: ServerStream,
+    /// Bytes read but not yet consumed.
+    pub framer: Framer,
+    /// Database the connection is logged into.
+    pub database: String,
+    /// For cancel requests and logs.
+    pub cancel_key: CancelKey,
+    /// Current value of every reported setting, kept from ParameterStatus so a client can be told them.
+    pub params: BTreeMap<String, String>,
+    /// Whether the injection statement is prepared on this connection (a client's DISCARD drops it).
+    pub injection_prepared: bool,
+    /// The injection (Bind bytes) last committed on this connection: a failed injection then
+    /// leaves at most this context in place, so only a connection whose context is exactly the
+    /// client's may take the pipelined path.
+    pub context: Option<Bytes>,
+    /// When the connection was opened, for idle expiry.
+    pub created: Instant,
+}
+
+impl ServerConn {
+    /// Opens and authenticates a connection to `database`.
+    pub async fn connect(target: &UpstreamTarget, database: &str) -> Result<Self, UpstreamError> {
+        tokio::time::timeout(target.connect_timeout, connect::connect(target, database))
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+    }
+
+    /// Backend process id.
+    pub fn pid(&self) -> i32 {
+        self.cancel_key.pid
+    }
+
+    /// Writes `bytes` and flushes.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Closes politely with Terminate.
+    pub async fn terminate(mut self) {
+        let mut buf = BytesMut::new();
+        crate::protocol::frontend::terminate(&mut buf);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.write_all(&buf)).await;
+    }
+}

@@ -1,0 +1,96 @@
+//! Statements the proxy runs for itself on a server connection (role checks,
+//! resets, the isolated injection): send a batch, read to ReadyForQuery.
+
+use bytes::{Buf, BytesMut};
+
+use super::connect::read_message;
+use super::{ServerConn, UpstreamError};
+use crate::protocol::{PgError, backend, codec, error, frontend};
+
+/// A result row in text format.
+pub type Row = Vec<Option<String>>;
+
+/// What a batch produced.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// DataRows, text format.
+    pub rows: Vec<Row>,
+    /// Transaction status from the final ReadyForQuery.
+    pub status: u8,
+    /// The first error, if any (the server skipped the rest of the batch).
+    pub error: Option<PgError>,
+    /// NoticeResponse, NotificationResponse and ParameterStatus messages, raw, for the client.
+    pub passthrough: BytesMut,
+}
+
+impl ServerConn {
+    /// Sends `batch` (ending in Sync, or a simple Query) and reads up to its ReadyForQuery.
+    pub async fn run_batch(&mut self, batch: &[u8]) -> Result<BatchOutcome, UpstreamError> {
+        self.write_all(batch).await?;
+        let mut out = BatchOutcome { rows: Vec::new(), status: b'I', error: None, passthrough: BytesMut::new() };
+        loop {
+            let (tag, msg) = read_message(self).await?;
+            let body = codec::body(&msg);
+            match tag {
+                b'Z' => {
+                    out.status = backend::ready_status(body)
+                        .ok_or_else(|| UpstreamError::Protocol("malformed ReadyForQuery".into()))?;
+                    return Ok(out);
+                }
+                b'E' => {
+                    let e = error::from_server(body);
+                    if e.severity == "FATAL" {
+                        return Err(UpstreamError::Server { code: e.code, message: e.message });
+                    }
+                    out.error.get_or_insert(e);
+                }
+                b'S' => {
+                    if let Some((k, v)) = backend::parse_parameter_status(body) {
+                        self.params.insert(k, v);
+                    }
+                    out.passthrough.extend_from_slice(&msg);
+                }
+                b'A' | b'N' => out.passthrough.extend_from_slice(&msg),
+                b'D' => out.rows.push(parse_data_row(body)?),
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs one statement with text parameters and returns its rows, or the server's error.
+    pub async fn query_rows(&mut self, sql: &str, params: &[&str]) -> Result<Vec<Row>, UpstreamError> {
+        let mut buf = BytesMut::new();
+        frontend::parse(&mut buf, "", sql);
+        frontend::bind_text(&mut buf, "", params);
+        frontend::execute(&mut buf);
+        frontend::sync(&mut buf);
+        let outcome = self.run_batch(&buf).await?;
+        match outcome.error {
+            Some(e) => Err(UpstreamError::Server { code: e.code, message: e.message }),
+            None => Ok(outcome.rows),
+        }
+    }
+}
+
+fn parse_data_row(mut body: &[u8]) -> Result<Row, UpstreamError> {
+    let bad = || UpstreamError::Protocol("malformed DataRow".into());
+    if body.len() < 2 {
+        return Err(bad());
+    }
+    let n = body.get_i16();
+    let mut row = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        if body.len() < 4 {
+            return Err(bad());
+        }
+        let len = body.get_i32();
+        if len < 0 {
+            row.push(None);
+            continue;
+        }
+        let value = body.get(..len as usize).ok_or_else(bad)?;
+        row.push(Some(String::from_utf8_lossy(value).into_owned()));
+        body.advance(len as usize);
+    }
+    Ok(row)
+}
