@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# rlsproxy quick start: a throwaway PostgreSQL loaded with the example schema
+# (migrations/), the proxy in front of it, and one token per tenant, so that the
+# same query through the proxy returns different rows for each tenant.
+#
+#   deploy/quickstart.sh             demo, then keep running until Ctrl-C
+#   deploy/quickstart.sh --no-wait   demo, then stop and clean up (CI smoke test)
+#   deploy/quickstart.sh --db-only   only PostgreSQL + schema, to run the proxy yourself
+#
+# Everything lives in one temp dir that is removed on exit. Nothing is installed
+# except PostgreSQL itself (apt-get), and only when no initdb is found.
+set -euo pipefail
+
+usage() { sed -n '2,11s/^# \{0,1\}//p' "$0"; }
+
+WAIT=1
+DB_ONLY=0
+for arg in "$@"; do
+    case "$arg" in
+        --no-wait) WAIT=0 ;;
+        --db-only) DB_ONLY=1 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "unknown argument: $arg" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
+
+# Root-only steps (apt-get) through sudo when we are not root.
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else die "need root (or sudo) to run: $*"; fi
+}
+
+# The PostgreSQL server refuses to run as root: as root, use the postgres OS user.
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then (cd "$WORK" && runuser -u postgres -- "$@")
+    else (cd "$WORK" && "$@"); fi
+}
+
+find_pg_bindir() {
+    local dir
+    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+        if [ -x "$dir/initdb" ]; then echo "$dir"; return 0; fi
+    done
+    if command -v initdb >/dev/null; then dirname "$(command -v initdb)"; return 0; fi
+    return 1
+}
+
+random_secret() { printf 'qs%s' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"; }
+
+# A TCP connect to a free port on loopback fails at once.
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+free_port() {
+    local port
+    for _ in $(seq 1 100); do
+        port=$((20000 + RANDOM % 40000))
+        if [ "$port" != "${PG_PORT:-}" ] && ! port_in_use "$port"; then echo "$port"; return 0; fi
+    done
+    die "no free TCP port found on 127.0.0.1"
+}
+
+# --- prerequisites -------------------------------------------------------------
+
+PACKAGES=()
+PG_BIN=$(find_pg_bindir) || PACKAGES+=(postgresql)
+if [ "$DB_ONLY" = 0 ]; then
+    command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs first"
+    # The statement guard builds libpg_query through bindgen, which needs libclang and a C compiler.
+    if grep -q '^pg_query' Cargo.toml; then
+        ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || PACKAGES+=(libclang-dev)
+        command -v cc >/dev/null || PACKAGES+=(build-essential)
+    fi
+fi
+if [ "${#PACKAGES[@]}" -gt 0 ]; then
+    command -v apt-get >/dev/null || die "please install: ${PACKAGES[*]} (no apt-get here)"
+    say "Installing ${PACKAGES[*]} with apt-get"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+    PG_BIN=$(find_pg_bindir) || die "PostgreSQL installed, but no initdb found"
+fi
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    die "running as root needs an OS user 'postgres' (PostgreSQL refuses to run as root)"
+fi
+PSQL=$(command -v psql || echo "$PG_BIN/psql")
+
+if [ "$DB_ONLY" = 0 ]; then
+    [ -f config/rlsproxy.example.toml ] || die "config/rlsproxy.example.toml is missing"
+    say "Building rlsproxy (cargo build --release)"
+    cargo build --release
+    BIN="$REPO/target/release/rlsproxy"
+fi
+
+# --- cleanup on every exit: Ctrl-C, error or end of demo -----------------------
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/rlsproxy-quickstart.XXXXXX")
+PROXY_PID=
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    set +e
+    if [ "$rc" != 0 ] && [ "$rc" != 130 ] && [ "$rc" != 143 ]; then
+        for log in "$WORK/rlsproxy.log" "$WORK/postgres.log"; do
+            [ -s "$log" ] && { echo "--- last lines of $log" >&2; tail -n 30 "$log" >&2; }
+        done
+    fi
+    if [ -n "$PROXY_PID" ] && kill -0 "$PROXY_PID" 2>/dev/null; then
+        kill -TERM "$PROXY_PID"
+        for _ in $(seq 1 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$PROXY_PID" 2>/dev/null && kill -KILL "$PROXY_PID"
+        wait "$PROXY_PID" 2>/dev/null
+    fi
+    if [ -f "$WORK/data/postmaster.pid" ]; then
+        # pg_ctl stops the server by the PID in postmaster.pid (fast shutdown).
+        as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast -w stop >/dev/null 2>&1
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
+
+# --- PostgreSQL ----------------------------------------------------------------
+
+PG_PORT=$(free_port)
+SUPERUSER_PW=$(random_secret)
+PROXY_PW=$(random_secret)
+say "Starting a throwaway PostgreSQL ($PG_BIN) on 127.0.0.1:$PG_PORT in $WORK"
+(umask 077 && printf '%s\n' "$SUPERUSER_PW" >"$WORK/superuser.pw")
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK/superuser.pw"
+as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    --pwfile="$WORK/superuser.pw" -E UTF8 --locale=C --no-sync >"$WORK/initdb.log" 2>&1 \
+    || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
+rm -f "$WORK/superuser.pw"
+# postgresql.auto.conf is read last: these settings win over initdb's defaults.
+cat >"$WORK/data/postgresql.auto.conf" <<EOF
+port = $PG_PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$WORK'
+password_encryption = 'scram-sha-256'
+fsync = off
+EOF
+as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w -t 60 start >/dev/null
+
+# Superuser over the Unix socket in $WORK (trust): schema owner, bypasses RLS.
+pg_super() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PG_PORT" -U postgres "$@"; }
+
+say "Applying migrations/*.sql to database app"
+pg_super -d postgres -c 'CREATE DATABASE app'
+for file in migrations/*.sql; do
+    echo "    $file" >&2
+    pg_super -d app -f "$file" >/dev/null
+done
+# A psql variable, so the password is quoted by psql rather than spliced by hand.
+echo "ALTER ROLE app_proxy PASSWORD :'pw';" | pg_super -d app -v pw="$PROXY_PW"
+
+if [ "$DB_ONLY" = 1 ]; then
+    cat <<EOF
+
+PostgreSQL is ready (upstream of the proxy):
+  host 127.0.0.1  port $PG_PORT  database app  user app_proxy  password $PROXY_PW
+  superuser:  $PSQL -h $WORK -p $PG_PORT -U postgres app
+
+Run the proxy against it, e.g.:
+  RLSPROXY__UPSTREAM__PORT=$PG_PORT RLSPROXY__UPSTREAM__PASSWORD=$PROXY_PW \\
+  RLSPROXY__UPSTREAM__SSLMODE=disable RLSPROXY__UPSTREAM__DATABASE=app \\
+  cargo run --release -- run --config config/rlsproxy.example.toml
+EOF
+    if [ "$WAIT" = 1 ]; then
+        say "Press Ctrl-C to stop PostgreSQL and remove $WORK"
+        while true; do sleep 3600; done
+    fi
+    exit 0
+fi
+
+# --- the proxy -----------------------------------------------------------------
+
+PROXY_PORT=$(free_port)
+CFG="$WORK/rlsproxy.toml"
+cp config/rlsproxy.example.toml "$CFG"
+# RLSPROXY__SECTION__KEY overrides the file: the example stays untouched.
+export RLSPROXY__LISTEN__ADDRESS="127.0.0.1:$PROXY_PORT"
+export RLSPROXY__LISTEN__REQUIRE_TLS=non-loopback
+export RLSPROXY__UPSTREAM__HOST=127.0.0.1
+export RLSPROXY__UPSTREAM__PORT="$PG_PORT"
+export RLSPROXY__UPSTREAM__DATABASE=app
+export RLSPROXY__UPSTREAM__USER=app_proxy
+export RLSPROXY__UPSTREAM__PASSWORD="$PROXY_PW"
+export RLSPROXY__UPSTREAM__SSLMODE=disable
+export RLSPROXY__JWT__ALGORITHMS=HS256
+RLSPROXY__JWT__SECRET=$(random_secret)
+export RLSPROXY__JWT__SECRET
+
+say "Starting rlsproxy on 127.0.0.1:$PROXY_PORT (log: $WORK/rlsproxy.log)"
+"$BIN" run --config "$CFG" >"$WORK/rlsproxy.log" 2>&1 &
+PROXY_PID=$!
+for _ in $(seq 1 100); do
+    kill -0 "$PROXY_PID" 2>/dev/null || die "rlsproxy exited at start"
+    port_in_use "$PROXY_PORT" && break
+    sleep 0.1
+done
+port_in_use "$PROXY_PORT" || die "rlsproxy is not listening on 127.0.0.1:$PROXY_PORT after 10 s"
+
+mint() { "$BIN" token --config "$CFG" --tenant "$1" | tail -n 1 | tr -d '[:space:]'; }
+TOKEN1=$(mint 1)
+TOKEN2=$(mint 2)
+[ -n "$TOKEN1" ] && [ -n "$TOKEN2" ] || die "rlsproxy token printed no token"
+
+# The token is the password; the tenant comes from its signed claim, not from the user name.
+conninfo() { echo "host=127.0.0.1 port=$PROXY_PORT user=$1 dbname=app password=$2 sslmode=disable"; }
+QUERY="select title from documents"
+cat <<EOF
+
+rlsproxy is ready. Paste either line into another terminal:
+
+# tenant 1 (acme)
+$PSQL "$(conninfo alice "$TOKEN1")" -c "$QUERY"
+
+# tenant 2 (globex)
+$PSQL "$(conninfo bob "$TOKEN2")" -c "$QUERY"
+EOF
+
+say "Running both: same query, same table, different rows"
+echo "--- tenant 1:"
+OUT1=$("$PSQL" -X -v ON_ERROR_STOP=1 "$(conninfo alice "$TOKEN1")" -c "$QUERY") \
+    || die "psql through the proxy failed for tenant 1"
+echo "$OUT1"
+echo "--- tenant 2:"
+OUT2=$("$PSQL" -X -v ON_ERROR_STOP=1 "$(conninfo bob "$TOKEN2")" -c "$QUERY") \
+    || die "psql through the proxy failed for tenant 2"
+echo "$OUT2"
+# Smoke test: each tenant sees its own documents and none of the other's.
+grep -q 'acme roadmap' <<<"$OUT1" && ! grep -q globex <<<"$OUT1" \
+    && grep -q 'globex handbook' <<<"$OUT2" && ! grep -q acme <<<"$OUT2" \
+    || die "unexpected rows: tenant isolation did not hold"
+
+if [ "$WAIT" = 0 ]; then
+    say "Demo passed; stopping (--no-wait)"
+    exit 0
+fi
+say "Press Ctrl-C to stop the proxy and PostgreSQL and remove $WORK"
+rc=0
+wait "$PROXY_PID" || rc=$?
+PROXY_PID=
+die "rlsproxy exited unexpectedly (status $rc)"
