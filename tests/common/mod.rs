@@ -9,6 +9,7 @@
 
 mod cluster;
 mod host;
+pub mod proxy;
 pub mod raw;
 
 use std::net::SocketAddr;
