@@ -67,9 +67,10 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(config),
         Command::Token { config, tenant, sub, role, ttl, claims } => {
             let request = MintRequest { tenant, subject: sub, role, ttl, extra: claims };
-            match Config::load(&config).map_err(|e| e.to_string()).and_then(|c| {
-                mint(&c.jwt, &request).map_err(|e| e.to_string())
-            }) {
+            match Config::load(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|c| mint(&c.jwt, &request).map_err(|e| e.to_string()))
+            {
                 Ok(token) => {
                     println!("{token}");
                     ExitCode::SUCCESS

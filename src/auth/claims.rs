@@ -37,11 +37,7 @@ impl Rules {
     }
 
     /// Checks verified claims at `now` (unix seconds) and extracts the context.
-    pub(crate) fn check(
-        &self,
-        claims: Map<String, Value>,
-        now: u64,
-    ) -> Result<TenantContext, AuthError> {
+    pub(crate) fn check(&self, claims: Map<String, Value>, now: u64) -> Result<TenantContext, AuthError> {
         let expires_at = numeric_date(&claims, "exp")?;
         match expires_at {
             None if self.require_exp => return Err(AuthError::MissingClaim("exp")),
@@ -59,10 +55,7 @@ impl Rules {
                 Some(Value::String(iss)) if iss == issuer => {}
                 Some(Value::String(_)) => return Err(AuthError::WrongIssuer),
                 Some(_) => {
-                    return Err(AuthError::ClaimType {
-                        claim: "iss",
-                        expected: "a string",
-                    });
+                    return Err(AuthError::ClaimType { claim: "iss", expected: "a string" });
                 }
             }
         }
@@ -86,17 +79,8 @@ impl Rules {
                 Some(_) => return Err(AuthError::RoleClaimType(self.role_claim.clone())),
             }
         };
-        let subject = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        Ok(TenantContext {
-            tenant,
-            role,
-            claims,
-            expires_at,
-            subject,
-        })
+        let subject = claims.get("sub").and_then(Value::as_str).map(str::to_string);
+        Ok(TenantContext { tenant, role, claims, expires_at, subject })
     }
 }
 
@@ -107,17 +91,12 @@ pub(crate) fn expired(exp: u64, now: u64, leeway_s: u64) -> bool {
 
 /// A NumericDate claim: a non-negative number of seconds (fractions are truncated).
 fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, AuthError> {
-    let bad = AuthError::ClaimType {
-        claim: name,
-        expected: "a non-negative number",
-    };
+    let bad = AuthError::ClaimType { claim: name, expected: "a non-negative number" };
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
             (Some(v), _) => Ok(Some(v)),
-            (None, Some(f)) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => {
-                Ok(Some(f as u64))
-            }
+            (None, Some(f)) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => Ok(Some(f as u64)),
             _ => Err(bad),
         },
         Some(_) => Err(bad),
@@ -126,10 +105,7 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
 
 /// `aud` may be one string or an array of strings; one of them must be `audience`.
 fn check_audience(aud: Option<&Value>, audience: &str) -> Result<(), AuthError> {
-    let bad = AuthError::ClaimType {
-        claim: "aud",
-        expected: "a string or an array of strings",
-    };
+    let bad = AuthError::ClaimType { claim: "aud", expected: "a string or an array of strings" };
     match aud {
         None => Err(AuthError::MissingClaim("aud")),
         Some(Value::String(a)) if a == audience => Ok(()),
@@ -142,11 +118,7 @@ fn check_audience(aud: Option<&Value>, audience: &str) -> Result<(), AuthError> 
                     _ => return Err(bad),
                 }
             }
-            if found {
-                Ok(())
-            } else {
-                Err(AuthError::WrongAudience)
-            }
+            if found { Ok(()) } else { Err(AuthError::WrongAudience) }
         }
         Some(_) => Err(bad),
     }
@@ -154,6 +126,5 @@ fn check_audience(aud: Option<&Value>, audience: &str) -> Result<(), AuthError> 
 
 /// The value at a dotted path (`app_metadata.tenant`) through nested objects.
 pub(crate) fn lookup<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.')
-        .try_fold(claims, |v, part| v.as_object()?.get(part))
+    path.split('.').try_fold(claims, |v, part| v.as_object()?.get(part))
 }

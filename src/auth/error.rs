@@ -117,9 +117,5 @@ pub(crate) fn shown(s: &str) -> String {
             out.extend(c.escape_default());
         }
     }
-    if out.is_empty() {
-        "\"\"".to_string()
-    } else {
-        out
-    }
+    if out.is_empty() { "\"\"".to_string() } else { out }
 }

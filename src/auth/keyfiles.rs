@@ -17,43 +17,26 @@ const MIN_RSA_BITS: usize = 2048;
 
 /// Loads `jwt.public_key_file`, detecting RSA, EC (P-256, P-384) or Ed25519.
 pub(crate) fn load_public_pem(path: &Path) -> Result<Key, ConfigError> {
-    let err = |reason: String| ConfigError::File {
-        key: "jwt.public_key_file",
-        path: path.to_path_buf(),
-        reason,
-    };
+    let err = |reason: String| ConfigError::File { key: "jwt.public_key_file", path: path.to_path_buf(), reason };
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let text = String::from_utf8_lossy(&bytes);
-    let label = text
-        .split_once("-----BEGIN ")
-        .and_then(|(_, rest)| rest.split_once("-----"))
-        .map(|(label, _)| label);
+    let label = text.split_once("-----BEGIN ").and_then(|(_, rest)| rest.split_once("-----")).map(|(label, _)| label);
     match label {
         Some("PUBLIC KEY" | "RSA PUBLIC KEY") => {}
         Some(l) if l.ends_with("PRIVATE KEY") => {
-            return Err(err(
-                "is a private key; give the public key (openssl pkey -pubout)".into(),
-            ));
+            return Err(err("is a private key; give the public key (openssl pkey -pubout)".into()));
         }
         Some("CERTIFICATE") => {
-            return Err(err(
-                "is a certificate; give its public key (openssl x509 -pubkey -noout)".into(),
-            ));
+            return Err(err("is a certificate; give its public key (openssl x509 -pubkey -noout)".into()));
         }
         _ => return Err(err(NOT_PUBLIC_PEM.into())),
     }
     if let Ok(key) = DecodingKey::from_rsa_pem(&bytes) {
         let bits = rsa_modulus_bits(key.as_bytes()).ok_or_else(|| err(NOT_PUBLIC_PEM.into()))?;
         if bits < MIN_RSA_BITS {
-            return Err(err(format!(
-                "RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"
-            )));
+            return Err(err(format!("RSA key of {bits} bits; at least {MIN_RSA_BITS} are required")));
         }
-        return Ok(Key {
-            kind: Kind::Rsa,
-            alg: None,
-            key,
-        });
+        return Ok(Key { kind: Kind::Rsa, alg: None, key });
     }
     if let Ok(key) = DecodingKey::from_ec_pem(&bytes) {
         // The uncompressed point 04 || x || y: 65 bytes on P-256, 97 on P-384.
@@ -61,23 +44,13 @@ pub(crate) fn load_public_pem(path: &Path) -> Result<Key, ConfigError> {
             65 => Kind::P256,
             97 => Kind::P384,
             _ => {
-                return Err(err(
-                    "EC key on an unsupported curve; use P-256 or P-384".into()
-                ));
+                return Err(err("EC key on an unsupported curve; use P-256 or P-384".into()));
             }
         };
-        return Ok(Key {
-            kind,
-            alg: None,
-            key,
-        });
+        return Ok(Key { kind, alg: None, key });
     }
     match DecodingKey::from_ed_pem(&bytes) {
-        Ok(key) if key.as_bytes().len() == 32 => Ok(Key {
-            kind: Kind::Ed25519,
-            alg: None,
-            key,
-        }),
+        Ok(key) if key.as_bytes().len() == 32 => Ok(Key { kind: Kind::Ed25519, alg: None, key }),
         _ => Err(err(NOT_PUBLIC_PEM.into())),
     }
 }
@@ -85,14 +58,9 @@ pub(crate) fn load_public_pem(path: &Path) -> Result<Key, ConfigError> {
 /// Loads `jwt.jwks_file`. Encryption keys (`use: enc`, RSA-OAEP…) and P-521 keys are skipped
 /// with a warning; any other unusable key is an error naming its index and `kid`.
 pub(crate) fn load_jwks(path: &Path) -> Result<Vec<(Option<String>, Key)>, ConfigError> {
-    let err = |reason: String| ConfigError::File {
-        key: "jwt.jwks_file",
-        path: path.to_path_buf(),
-        reason,
-    };
+    let err = |reason: String| ConfigError::File { key: "jwt.jwks_file", path: path.to_path_buf(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let doc: Value =
-        serde_json::from_str(&text).map_err(|e| err(format!("not a JWKS document: {e}")))?;
+    let doc: Value = serde_json::from_str(&text).map_err(|e| err(format!("not a JWKS document: {e}")))?;
     let raw_keys = doc
         .get("keys")
         .and_then(Value::as_array)
@@ -111,9 +79,7 @@ pub(crate) fn load_jwks(path: &Path) -> Result<Vec<(Option<String>, Key)>, Confi
         let key = match jwk_key(raw) {
             Ok(Some(key)) => key,
             Ok(None) => {
-                tracing::warn!(
-                    "jwt.jwks_file: {label}: skipped, not a signature algorithm or curve rlsproxy supports"
-                );
+                tracing::warn!("jwt.jwks_file: {label}: skipped, not a signature algorithm or curve rlsproxy supports");
                 continue;
             }
             Err(reason) => return Err(err(format!("{label}: {reason}"))),
@@ -146,15 +112,10 @@ fn jwk_key(raw: &Value) -> Result<Option<Key>, String> {
         AlgorithmParameters::RSA(p) => {
             let bits = modulus_bits(&decode("n", &p.n)?);
             if bits < MIN_RSA_BITS {
-                return Err(format!(
-                    "RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"
-                ));
+                return Err(format!("RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"));
             }
             decode("e", &p.e)?;
-            (
-                Kind::Rsa,
-                DecodingKey::from_rsa_components(&p.n, &p.e).map_err(bad)?,
-            )
+            (Kind::Rsa, DecodingKey::from_rsa_components(&p.n, &p.e).map_err(bad)?)
         }
         AlgorithmParameters::EllipticCurve(p) => {
             let (kind, len) = match p.curve {
@@ -166,10 +127,7 @@ fn jwk_key(raw: &Value) -> Result<Option<Key>, String> {
             if decode("x", &p.x)?.len() != len || decode("y", &p.y)?.len() != len {
                 return Err(format!("x and y must be {len} bytes for this curve"));
             }
-            (
-                kind,
-                DecodingKey::from_ec_components(&p.x, &p.y).map_err(bad)?,
-            )
+            (kind, DecodingKey::from_ec_components(&p.x, &p.y).map_err(bad)?)
         }
         AlgorithmParameters::OctetKeyPair(p) => {
             if p.curve != EllipticCurve::Ed25519 {
@@ -178,10 +136,7 @@ fn jwk_key(raw: &Value) -> Result<Option<Key>, String> {
             if decode("x", &p.x)?.len() != 32 {
                 return Err("x must be 32 bytes for Ed25519".into());
             }
-            (
-                Kind::Ed25519,
-                DecodingKey::from_ed_components(&p.x).map_err(bad)?,
-            )
+            (Kind::Ed25519, DecodingKey::from_ed_components(&p.x).map_err(bad)?)
         }
         AlgorithmParameters::OctetKey(p) => {
             if decode("k", &p.value)?.is_empty() {
@@ -206,8 +161,7 @@ fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
 /// Bit length of a big-endian unsigned integer.
 fn modulus_bits(n: &[u8]) -> usize {
     let n = &n[n.iter().take_while(|b| **b == 0).count()..];
-    n.first()
-        .map_or(0, |first| n.len() * 8 - first.leading_zeros() as usize)
+    n.first().map_or(0, |first| n.len() * 8 - first.leading_zeros() as usize)
 }
 
 /// Splits one DER tag-length-value off `b`: (tag, value, rest).
@@ -217,10 +171,7 @@ fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (len, rest) = match first {
         0..=0x7f => (usize::from(first), rest),
         0x81 => (usize::from(*rest.first()?), rest.get(1..)?),
-        0x82 => (
-            usize::from(*rest.first()?) << 8 | usize::from(*rest.get(1)?),
-            rest.get(2..)?,
-        ),
+        0x82 => (usize::from(*rest.first()?) << 8 | usize::from(*rest.get(1)?), rest.get(2..)?),
         _ => return None,
     };
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))

@@ -84,65 +84,33 @@ pub(crate) struct KeyStore {
 impl KeyStore {
     /// Loads every configured key; errors name the key and the file.
     pub(crate) fn load(cfg: &JwtConfig) -> Result<Self, ConfigError> {
-        let secret_key = if cfg.secret_file.is_some() {
-            "jwt.secret_file"
-        } else {
-            "jwt.secret"
-        };
+        let secret_key = if cfg.secret_file.is_some() { "jwt.secret_file" } else { "jwt.secret" };
         let secret = match read_secret(secret_key, &cfg.secret, &cfg.secret_file)? {
             None => None,
             Some(s) if s.is_empty() => {
-                return Err(ConfigError::Invalid {
-                    key: secret_key,
-                    reason: "must not be empty".into(),
-                });
+                return Err(ConfigError::Invalid { key: secret_key, reason: "must not be empty".into() });
             }
             Some(s) => {
                 if s.len() < 32 {
-                    tracing::warn!(
-                        "{secret_key}: shorter than 32 bytes; HS256 wants at least 32 random bytes"
-                    );
+                    tracing::warn!("{secret_key}: shorter than 32 bytes; HS256 wants at least 32 random bytes");
                 }
-                Some(Key {
-                    kind: Kind::Hmac,
-                    alg: None,
-                    key: DecodingKey::from_secret(s.as_bytes()),
-                })
+                Some(Key { kind: Kind::Hmac, alg: None, key: DecodingKey::from_secret(s.as_bytes()) })
             }
         };
-        let public = cfg
-            .public_key_file
-            .as_deref()
-            .map(load_public_pem)
-            .transpose()?;
-        let jwks = cfg
-            .jwks_file
-            .as_deref()
-            .map(load_jwks)
-            .transpose()?
-            .unwrap_or_default();
-        Ok(Self {
-            secret,
-            public,
-            jwks,
-        })
+        let public = cfg.public_key_file.as_deref().map(load_public_pem).transpose()?;
+        let jwks = cfg.jwks_file.as_deref().map(load_jwks).transpose()?.unwrap_or_default();
+        Ok(Self { secret, public, jwks })
     }
 
     /// Whether some key can verify `alg`.
     pub(crate) fn has_key_for(&self, alg: Algorithm) -> bool {
         let fixed = [&self.secret, &self.public].into_iter().flatten();
-        fixed
-            .chain(self.jwks.iter().map(|(_, k)| k))
-            .any(|k| k.accepts(alg))
+        fixed.chain(self.jwks.iter().map(|(_, k)| k)).any(|k| k.accepts(alg))
     }
 
     /// Picks the key for a token. With a JWKS, a `kid` must name one of its keys; without a `kid`,
     /// the secret (HS*) or the PEM public key is used when it fits, else the JWKS's only key.
-    pub(crate) fn select(
-        &self,
-        alg: Algorithm,
-        kid: Option<&str>,
-    ) -> Result<&DecodingKey, AuthError> {
+    pub(crate) fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&DecodingKey, AuthError> {
         if let (Some(kid), false) = (kid, self.jwks.is_empty()) {
             let (_, key) = self
                 .jwks
@@ -150,18 +118,11 @@ impl KeyStore {
                 .find(|(k, _)| k.as_deref() == Some(kid))
                 .ok_or_else(|| AuthError::UnknownKid(shown(kid)))?;
             if !key.accepts(alg) {
-                return Err(AuthError::KeyMismatch {
-                    kid: shown(kid),
-                    alg: alg_name(alg),
-                });
+                return Err(AuthError::KeyMismatch { kid: shown(kid), alg: alg_name(alg) });
             }
             return Ok(&key.key);
         }
-        let fixed = if kind_for(alg) == Kind::Hmac {
-            &self.secret
-        } else {
-            &self.public
-        };
+        let fixed = if kind_for(alg) == Kind::Hmac { &self.secret } else { &self.public };
         if let Some(key) = fixed.as_ref().filter(|k| k.accepts(alg)) {
             return Ok(&key.key);
         }

@@ -60,17 +60,11 @@ pub enum MintError {
 pub fn mint(cfg: &JwtConfig, req: &MintRequest) -> Result<String, MintError> {
     let algorithms = parse_algorithms(&cfg.algorithms)?;
     let claims = build_claims(cfg, req, now_unix())?;
-    let secret_key = if cfg.secret_file.is_some() {
-        "jwt.secret_file"
-    } else {
-        "jwt.secret"
-    };
+    let secret_key = if cfg.secret_file.is_some() { "jwt.secret_file" } else { "jwt.secret" };
     let secret = read_secret(secret_key, &cfg.secret, &cfg.secret_file)?.filter(|s| !s.is_empty());
     let private = match &cfg.private_key_file {
         None => None,
-        Some(path) => {
-            Some(std::fs::read(path).map_err(|e| private_key_error(path, e.to_string()))?)
-        }
+        Some(path) => Some(std::fs::read(path).map_err(|e| private_key_error(path, e.to_string()))?),
     };
     let mut refused = Vec::new();
     for alg in algorithms {
@@ -82,29 +76,21 @@ pub fn mint(cfg: &JwtConfig, req: &MintRequest) -> Result<String, MintError> {
             (Kind::Ed25519, _, Some(pem)) => EncodingKey::from_ed_pem(pem),
         };
         // A key of another type (or curve) fails here or when signing: try the next algorithm.
-        match key.and_then(|key| {
-            jsonwebtoken::encode(&Header::new(alg), &claims, &key).map(|t| (key, t))
-        }) {
+        match key.and_then(|key| jsonwebtoken::encode(&Header::new(alg), &claims, &key).map(|t| (key, t))) {
             Ok((key, token)) => return with_kid(cfg, alg, &key, &claims, token),
             Err(_) => refused.push(alg_name(alg)),
         }
     }
     match (&cfg.private_key_file, refused.is_empty()) {
-        (Some(path), false) => Err(private_key_error(
-            path,
-            format!("not a PEM private key usable with {}", refused.join(", ")),
-        )
-        .into()),
+        (Some(path), false) => {
+            Err(private_key_error(path, format!("not a PEM private key usable with {}", refused.join(", "))).into())
+        }
         _ => Err(MintError::NoSigningKey),
     }
 }
 
 fn private_key_error(path: &std::path::Path, reason: String) -> ConfigError {
-    ConfigError::File {
-        key: "jwt.private_key_file",
-        path: PathBuf::from(path),
-        reason,
-    }
+    ConfigError::File { key: "jwt.private_key_file", path: PathBuf::from(path), reason }
 }
 
 /// Re-signs with the `kid` of the JWKS key that verifies `token`, when there is one.
@@ -121,15 +107,11 @@ fn with_kid(
     let parts = token::split(&token).map_err(|e| MintError::Sign(e.to_string()))?;
     let kid = load_jwks(path)?.into_iter().find_map(|(kid, k)| {
         let ok = k.accepts(alg)
-            && jsonwebtoken::crypto::verify(parts.signature, parts.message.as_bytes(), &k.key, alg)
-                .unwrap_or(false);
+            && jsonwebtoken::crypto::verify(parts.signature, parts.message.as_bytes(), &k.key, alg).unwrap_or(false);
         if ok { kid } else { None }
     });
     let Some(kid) = kid else { return Ok(token) };
-    let header = Header {
-        kid: Some(kid),
-        ..Header::new(alg)
-    };
+    let header = Header { kid: Some(kid), ..Header::new(alg) };
     jsonwebtoken::encode(&header, claims, key).map_err(|e| MintError::Sign(e.to_string()))
 }
 
@@ -149,28 +131,19 @@ fn build_claims(cfg: &JwtConfig, req: &MintRequest, now: u64) -> Result<Value, M
     }
     for (name, raw) in &req.extra {
         if name.is_empty() {
-            return Err(MintError::Claim {
-                path: String::new(),
-                reason: "the claim name is empty".into(),
-            });
+            return Err(MintError::Claim { path: String::new(), reason: "the claim name is empty".into() });
         }
         let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone()));
         map.insert(name.clone(), value);
     }
     let mut claims = Value::Object(map);
     if req.tenant.is_empty() {
-        return Err(MintError::Claim {
-            path: cfg.tenant_claim.clone(),
-            reason: "the tenant is empty".into(),
-        });
+        return Err(MintError::Claim { path: cfg.tenant_claim.clone(), reason: "the tenant is empty".into() });
     }
     set_path(&mut claims, &cfg.tenant_claim, tenant_value(&req.tenant))?;
     if let Some(role) = &req.role {
         if cfg.role_claim.is_empty() {
-            return Err(MintError::Claim {
-                path: "role".into(),
-                reason: "jwt.role_claim is not set".into(),
-            });
+            return Err(MintError::Claim { path: "role".into(), reason: "jwt.role_claim is not set".into() });
         }
         set_path(&mut claims, &cfg.role_claim, Value::String(role.clone()))?;
     }
@@ -179,8 +152,7 @@ fn build_claims(cfg: &JwtConfig, req: &MintRequest, now: u64) -> Result<Value, M
 
 /// Digits without a leading zero become an integer (so the verifier renders the same string).
 fn tenant_value(tenant: &str) -> Value {
-    let canonical =
-        tenant.bytes().all(|b| b.is_ascii_digit()) && (tenant == "0" || !tenant.starts_with('0'));
+    let canonical = tenant.bytes().all(|b| b.is_ascii_digit()) && (tenant == "0" || !tenant.starts_with('0'));
     match tenant.parse::<u64>() {
         Ok(n) if canonical => Value::from(n),
         _ => Value::String(tenant.to_string()),
@@ -189,10 +161,7 @@ fn tenant_value(tenant: &str) -> Value {
 
 /// Sets `value` at a dotted path, creating the objects on the way.
 fn set_path(root: &mut Value, path: &str, value: Value) -> Result<(), MintError> {
-    let not_object = |upto: &str| MintError::Claim {
-        path: upto.to_string(),
-        reason: "is not an object".into(),
-    };
+    let not_object = |upto: &str| MintError::Claim { path: upto.to_string(), reason: "is not an object".into() };
     let (parents, last) = match path.rsplit_once('.') {
         Some((parents, last)) => (Some(parents), last),
         None => (None, path),
@@ -201,9 +170,7 @@ fn set_path(root: &mut Value, path: &str, value: Value) -> Result<(), MintError>
     let mut upto = 0;
     for (i, part) in parents.into_iter().flat_map(|p| p.split('.')).enumerate() {
         upto += usize::from(i > 0) + part.len();
-        let obj = cur
-            .as_object_mut()
-            .ok_or_else(|| not_object(&path[..upto]))?;
+        let obj = cur.as_object_mut().ok_or_else(|| not_object(&path[..upto]))?;
         cur = obj.entry(part).or_insert_with(|| Value::Object(Map::new()));
         if !cur.is_object() {
             return Err(not_object(&path[..upto]));

@@ -60,8 +60,7 @@ impl TenantContext {
     /// `now >= exp + leeway_s`, the rule [`Verifier::verify`] applies. A token without `exp`
     /// never expires.
     pub fn is_expired_at(&self, now: u64, leeway_s: u64) -> bool {
-        self.expires_at
-            .is_some_and(|exp| claims::expired(exp, now, leeway_s))
+        self.expires_at.is_some_and(|exp| claims::expired(exp, now, leeway_s))
     }
 }
 
@@ -83,18 +82,10 @@ impl Verifier {
         if let Some(alg) = algorithms.iter().find(|a| !keys.has_key_for(**a)) {
             return Err(ConfigError::Invalid {
                 key: "jwt.algorithms",
-                reason: format!(
-                    "{} has no key; {}",
-                    keys::alg_name(*alg),
-                    keys::key_hint(*alg)
-                ),
+                reason: format!("{} has no key; {}", keys::alg_name(*alg), keys::key_hint(*alg)),
             });
         }
-        Ok(Self {
-            algorithms,
-            keys,
-            rules: claims::Rules::new(cfg),
-        })
+        Ok(Self { algorithms, keys, rules: claims::Rules::new(cfg) })
     }
 
     /// Verifies `token` now.
@@ -129,10 +120,7 @@ impl Verifier {
 /// Parses `jwt.algorithms`, naming the first unknown entry.
 pub(crate) fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, ConfigError> {
     if names.is_empty() {
-        return Err(ConfigError::Invalid {
-            key: "jwt.algorithms",
-            reason: "list at least one algorithm".into(),
-        });
+        return Err(ConfigError::Invalid { key: "jwt.algorithms", reason: "list at least one algorithm".into() });
     }
     names
         .iter()
@@ -147,7 +135,5 @@ pub(crate) fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, Confi
 
 /// Seconds since the epoch (0 if the clock reads before 1970).
 pub(crate) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -28,9 +28,7 @@ pub(crate) fn split(token: &str) -> Result<Parts<'_>, AuthError> {
     let (header, payload, signature) = match (it.next(), it.next(), it.next(), it.next()) {
         (Some(h), Some(p), Some(s), None) if !h.is_empty() && !p.is_empty() => (h, p, s),
         _ => {
-            return Err(AuthError::Malformed(
-                "expected three base64url parts separated by dots",
-            ));
+            return Err(AuthError::Malformed("expected three base64url parts separated by dots"));
         }
     };
     let message = &token[..header.len() + 1 + payload.len()];
@@ -53,22 +51,14 @@ pub(crate) fn split(token: &str) -> Result<Parts<'_>, AuthError> {
     if header.contains_key("crit") {
         return Err(AuthError::Malformed("header has crit extensions"));
     }
-    Ok(Parts {
-        alg,
-        kid,
-        message,
-        payload,
-        signature,
-    })
+    Ok(Parts { alg, kid, message, payload, signature })
 }
 
 /// Decodes the payload into a JSON object.
 pub(crate) fn payload(parts: &Parts<'_>) -> Result<serde_json::Map<String, Value>, AuthError> {
     let value: Value = b64url_decode(parts.payload)
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or(AuthError::Malformed(
-            "payload is not base64url-encoded JSON",
-        ))?;
+        .ok_or(AuthError::Malformed("payload is not base64url-encoded JSON"))?;
     match value {
         Value::Object(map) => Ok(map),
         _ => Err(AuthError::Malformed("payload is not a JSON object")),
@@ -95,8 +85,7 @@ pub(crate) fn parse_alg(name: &str) -> Option<Algorithm> {
 }
 
 /// Every algorithm name [`parse_alg`] accepts, for error messages.
-pub(crate) const ALG_NAMES: &str =
-    "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
+pub(crate) const ALG_NAMES: &str = "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
 
 /// Decodes unpadded base64url (RFC 7515 section 2); `None` on any other character or length.
 pub(crate) fn b64url_decode(s: &str) -> Option<Vec<u8>> {

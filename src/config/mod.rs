@@ -311,10 +311,9 @@ pub fn read_secret(
     file: &Option<PathBuf>,
 ) -> Result<Option<String>, ConfigError> {
     match (inline, file) {
-        (Some(_), Some(_)) => Err(ConfigError::Invalid {
-            key,
-            reason: "set either the value or the _file variant, not both".into(),
-        }),
+        (Some(_), Some(_)) => {
+            Err(ConfigError::Invalid { key, reason: "set either the value or the _file variant, not both".into() })
+        }
         (Some(v), None) => Ok(Some(v.clone())),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {

@@ -42,8 +42,7 @@ fn is_custom_setting_name(name: &str) -> bool {
             && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !p.starts_with(|c: char| c.is_ascii_digit())
     };
-    matches!((parts.next(), parts.next()), (Some(a), Some(b)) if ok_part(a) && ok_part(b))
-        && parts.all(ok_part)
+    matches!((parts.next(), parts.next()), (Some(a), Some(b)) if ok_part(a) && ok_part(b)) && parts.all(ok_part)
 }
 
 impl Config {
@@ -55,10 +54,7 @@ impl Config {
             _ => {}
         }
         if self.listen.require_tls == super::RequireTls::Always && self.listen.tls_cert_file.is_none() {
-            return Err(invalid(
-                "listen.require_tls",
-                "\"always\" needs listen.tls_cert_file and listen.tls_key_file",
-            ));
+            return Err(invalid("listen.require_tls", "\"always\" needs listen.tls_cert_file and listen.tls_key_file"));
         }
         if self.upstream.host.is_empty() {
             return Err(invalid("upstream.host", "must not be empty"));
@@ -93,16 +89,10 @@ impl Config {
             return Err(invalid("jwt.allowed_roles", "list the roles a token may select with jwt.role_claim"));
         }
         if !is_custom_setting_name(&self.context.tenant_setting) {
-            return Err(invalid(
-                "context.tenant_setting",
-                "must be a custom setting name such as app.current_tenant",
-            ));
+            return Err(invalid("context.tenant_setting", "must be a custom setting name such as app.current_tenant"));
         }
         if !self.context.claims_setting.is_empty() && !is_custom_setting_name(&self.context.claims_setting) {
-            return Err(invalid(
-                "context.claims_setting",
-                "must be a custom setting name such as request.jwt.claims",
-            ));
+            return Err(invalid("context.claims_setting", "must be a custom setting name such as request.jwt.claims"));
         }
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("limits.max_message_bytes", "must be at least 1024"));
@@ -130,9 +120,6 @@ mod tests {
         let err = Config::from_toml("[pool]\nsize = 0\n").err().map(|e| e.to_string());
         assert_eq!(err.as_deref(), Some("pool.size: must be at least 1"));
         let err = Config::from_toml("[upstream]\nsslmode = \"verify-full\"\n").err().map(|e| e.to_string());
-        assert_eq!(
-            err.as_deref(),
-            Some("upstream.sslrootcert: required with sslmode verify-ca or verify-full")
-        );
+        assert_eq!(err.as_deref(), Some("upstream.sslrootcert: required with sslmode verify-ca or verify-full"));
     }
 }

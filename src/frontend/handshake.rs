@@ -81,8 +81,11 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result
                     .ok_or_else(|| FrontendError::Refused("malformed startup packet".into()))?;
             }
             _ => {
-                return refuse(&mut stream, PgError::fatal("0A000", "unsupported frontend protocol: rlsproxy speaks 3.0"))
-                    .await;
+                return refuse(
+                    &mut stream,
+                    PgError::fatal("0A000", "unsupported frontend protocol: rlsproxy speaks 3.0"),
+                )
+                .await;
             }
         }
     };
@@ -91,8 +94,9 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result
         Err(e) => return refuse(&mut stream, e).await,
     };
     if !stream.is_tls() && tls_required(shared.config.listen.require_tls, peer) {
-        let e = PgError::fatal("28000", format!("rlsproxy requires TLS for connections from {}", peer.ip()))
-            .with_hint("Connect with sslmode=require: the token is a password and must not cross the network in clear.");
+        let e = PgError::fatal("28000", format!("rlsproxy requires TLS for connections from {}", peer.ip())).with_hint(
+            "Connect with sslmode=require: the token is a password and must not cross the network in clear.",
+        );
         return refuse(&mut stream, e).await;
     }
     let mut out = BytesMut::new();
@@ -158,7 +162,10 @@ async fn read_password(stream: &mut ClientStream) -> Result<Result<String, PgErr
     let tag = stream.read_u8().await?;
     let len = stream.read_i32().await?;
     if tag != b'p' {
-        return Ok(Err(PgError::fatal("08P01", format!("expected a password message, got message type '{}'", tag as char))));
+        return Ok(Err(PgError::fatal(
+            "08P01",
+            format!("expected a password message, got message type '{}'", tag as char),
+        )));
     }
     if !(5..=(MAX_PASSWORD_MESSAGE as i32)).contains(&len) {
         return Ok(Err(PgError::fatal(
@@ -172,9 +179,7 @@ async fn read_password(stream: &mut ClientStream) -> Result<Result<String, PgErr
         .and_then(|(t, _)| std::str::from_utf8(t).ok())
         .map(str::to_owned)
         .filter(|t| !t.is_empty());
-    Ok(token.ok_or_else(|| {
-        PgError::fatal("28P01", "password authentication failed: the password must be a JWT")
-    }))
+    Ok(token.ok_or_else(|| PgError::fatal("28P01", "password authentication failed: the password must be a JWT")))
 }
 
 async fn handle_cancel(body: &[u8], shared: &Shared) {

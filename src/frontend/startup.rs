@@ -110,7 +110,10 @@ mod tests {
             })
         );
         let e = filter(&packet(&[("user", "a"), ("search_path", "evil")])).err();
-        assert_eq!(e.map(|e| (e.code, e.message)), Some(("42501".into(), "rlsproxy does not accept the startup parameter \"search_path\"".into())));
+        assert_eq!(
+            e.map(|e| (e.code, e.message)),
+            Some(("42501".into(), "rlsproxy does not accept the startup parameter \"search_path\"".into()))
+        );
         let e = filter(&packet(&[("user", "a"), ("options", "-c app.current_tenant=2")])).err();
         assert_eq!(e.map(|e| e.code), Some("42501".into()));
         let e = filter(&packet(&[("user", "a"), ("replication", "database")])).err();

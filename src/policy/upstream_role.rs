@@ -1,12 +1,14 @@
 //! Refuses an upstream role that would defeat row-level security: a superuser or
-//! BYPASSRLS role skips every policy, and a role that *inherits* an allowed role
-//! gets that role's policies (`TO admin_role`) for every tenant without any `SET ROLE`.
+//! BYPASSRLS role skips every policy, and a role that *inherits* an allowed role,
+//! or any role a policy of this database is written `TO`, gets that role's
+//! policies (`TO admin_role USING (true)`) for every tenant without any `SET ROLE`.
 
 use crate::upstream::{ServerConn, UpstreamError};
 
 const CHECK_SQL: &str = "SELECT r.rolsuper::text, r.rolbypassrls::text, \
   coalesce((SELECT string_agg(a.rolname, ', ' ORDER BY a.rolname) FROM pg_roles a \
-    WHERE a.rolname = ANY($1::text[]) AND a.oid <> r.oid AND pg_has_role(r.oid, a.oid, 'USAGE')), ''), \
+    WHERE (a.rolname = ANY($1::text[]) OR a.oid IN (SELECT unnest(polroles) FROM pg_policy)) \
+    AND a.oid <> r.oid AND pg_has_role(r.oid, a.oid, 'USAGE')), ''), \
   coalesce((SELECT string_agg(x, ', ' ORDER BY x) FROM unnest($1::text[]) x WHERE NOT EXISTS \
     (SELECT 1 FROM pg_roles a WHERE a.rolname = x AND pg_has_role(r.oid, a.oid, 'MEMBER'))), '') \
   FROM pg_roles r WHERE r.rolname = current_user";

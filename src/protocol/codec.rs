@@ -84,11 +84,7 @@ impl Framer {
     ///
     /// `streamable(tag)` says whether a large message of that type may be relayed in
     /// pieces; other messages are buffered whole up to `limit` bytes.
-    pub fn next(
-        &mut self,
-        streamable: impl Fn(u8) -> bool,
-        limit: usize,
-    ) -> Result<Option<Frame>, ProtocolError> {
+    pub fn next(&mut self, streamable: impl Fn(u8) -> bool, limit: usize) -> Result<Option<Frame>, ProtocolError> {
         if self.streaming > 0 {
             if self.buf.is_empty() {
                 return Ok(None);

@@ -39,12 +39,9 @@ impl PgError {
         let start = buf.len();
         buf.put_u8(b'E');
         buf.put_i32(0);
-        for (field, value) in [
-            (b'S', self.severity),
-            (b'V', self.severity),
-            (b'C', self.code.as_str()),
-            (b'M', self.message.as_str()),
-        ] {
+        for (field, value) in
+            [(b'S', self.severity), (b'V', self.severity), (b'C', self.code.as_str()), (b'M', self.message.as_str())]
+        {
             put_field(buf, field, value);
         }
         if let Some(hint) = &self.hint {

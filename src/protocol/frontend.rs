@@ -26,10 +26,7 @@ impl StartupPacket {
                 return Some(Self { version, params });
             }
             let (value, rest) = read_cstr(rest)?;
-            params.push((
-                String::from_utf8(name.to_vec()).ok()?,
-                String::from_utf8(value.to_vec()).ok()?,
-            ));
+            params.push((String::from_utf8(name.to_vec()).ok()?, String::from_utf8(value.to_vec()).ok()?));
             body = rest;
         }
     }

@@ -214,10 +214,7 @@ impl<'a> Relay<'a> {
             return Ok(None);
         }
         if !matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'H' | b'F' | b'd' | b'c' | b'f') {
-            return Ok(Some(Exit::Fatal(PgError::fatal(
-                "08P01",
-                format!("invalid frontend message type {}", tag),
-            ))));
+            return Ok(Some(Exit::Fatal(PgError::fatal("08P01", format!("invalid frontend message type {}", tag)))));
         }
         let Some(names) = frontend::referenced_names(tag, body) else {
             return Ok(Some(Exit::Fatal(client_protocol_error(&ProtocolError::Malformed(tag as char)))));
@@ -405,10 +402,9 @@ impl<'a> Relay<'a> {
         let server_usable = !matches!(exit, Ok(Exit::ServerGone) | Err(SessionError::Upstream(_)));
         let (farewell, result) = match exit {
             Ok(Exit::ClientGone) => (None, Ok(())),
-            Ok(Exit::Shutdown) => (
-                Some(PgError::fatal("57P01", "terminating connection because rlsproxy is shutting down")),
-                Ok(()),
-            ),
+            Ok(Exit::Shutdown) => {
+                (Some(PgError::fatal("57P01", "terminating connection because rlsproxy is shutting down")), Ok(()))
+            }
             Ok(Exit::ServerGone) => {
                 let e = PgError::fatal("08006", "rlsproxy: the upstream server closed the connection");
                 (Some(e).filter(|_| !self.server_said_fatal), Ok(()))

@@ -12,126 +12,48 @@ fn verifier(cfg: JwtConfig) -> Verifier {
 #[test]
 fn expiry_and_not_before_with_leeway() {
     let strict = verifier(hs_cfg());
-    let lenient = verifier(JwtConfig {
-        leeway_s: 30,
-        ..hs_cfg()
-    });
+    let lenient = verifier(JwtConfig { leeway_s: 30, ..hs_cfg() });
     let expired = hs(&with(json!({"exp": NOW - 10})));
-    assert_fails(
-        &strict,
-        &expired,
-        AuthError::Expired,
-        "token has expired",
-        BAD,
-    );
+    assert_fails(&strict, &expired, AuthError::Expired, "token has expired", BAD);
     assert_eq!(ok(&lenient, &expired).expires_at, Some(NOW - 10));
     let at_exp = hs(&with(json!({"exp": NOW})));
-    assert_fails(
-        &strict,
-        &at_exp,
-        AuthError::Expired,
-        "token has expired",
-        BAD,
-    );
-    assert_eq!(
-        ok(&strict, &hs(&with(json!({"exp": NOW + 1})))).expires_at,
-        Some(NOW + 1)
-    );
-    assert_fails(
-        &lenient,
-        &hs(&with(json!({"exp": NOW - 30}))),
-        AuthError::Expired,
-        "token has expired",
-        BAD,
-    );
+    assert_fails(&strict, &at_exp, AuthError::Expired, "token has expired", BAD);
+    assert_eq!(ok(&strict, &hs(&with(json!({"exp": NOW + 1})))).expires_at, Some(NOW + 1));
+    assert_fails(&lenient, &hs(&with(json!({"exp": NOW - 30}))), AuthError::Expired, "token has expired", BAD);
     // Fractional NumericDate is accepted (truncated).
-    assert_eq!(
-        ok(&strict, &hs(&with(json!({"exp": (NOW + 5) as f64 + 0.5})))).expires_at,
-        Some(NOW + 5)
-    );
+    assert_eq!(ok(&strict, &hs(&with(json!({"exp": (NOW + 5) as f64 + 0.5})))).expires_at, Some(NOW + 5));
 
     let early = hs(&with(json!({"nbf": NOW + 10})));
-    assert_fails(
-        &strict,
-        &early,
-        AuthError::NotYetValid,
-        "token is not valid yet",
-        BAD,
-    );
+    assert_fails(&strict, &early, AuthError::NotYetValid, "token is not valid yet", BAD);
     ok(&lenient, &early);
     ok(&strict, &hs(&with(json!({"nbf": NOW}))));
-    let nbf_type = AuthError::ClaimType {
-        claim: "nbf",
-        expected: "a non-negative number",
-    };
-    assert_fails(
-        &strict,
-        &hs(&with(json!({"nbf": "soon"}))),
-        nbf_type,
-        "claim nbf must be a non-negative number",
-        BAD,
-    );
+    let nbf_type = AuthError::ClaimType { claim: "nbf", expected: "a non-negative number" };
+    assert_fails(&strict, &hs(&with(json!({"nbf": "soon"}))), nbf_type, "claim nbf must be a non-negative number", BAD);
 }
 
 #[test]
 fn exp_is_required_unless_configured_otherwise() {
     let no_exp = hs(&with(json!({"exp": null})));
     let v = verifier(hs_cfg());
-    assert_fails(
-        &v,
-        &no_exp,
-        AuthError::MissingClaim("exp"),
-        "token has no exp claim",
-        BAD,
-    );
-    let relaxed = verifier(JwtConfig {
-        require_exp: false,
-        ..hs_cfg()
-    });
+    assert_fails(&v, &no_exp, AuthError::MissingClaim("exp"), "token has no exp claim", BAD);
+    let relaxed = verifier(JwtConfig { require_exp: false, ..hs_cfg() });
     assert_eq!(ok(&relaxed, &no_exp).expires_at, None);
-    let exp_type = AuthError::ClaimType {
-        claim: "exp",
-        expected: "a non-negative number",
-    };
+    let exp_type = AuthError::ClaimType { claim: "exp", expected: "a non-negative number" };
     for bad in [json!("tomorrow"), json!(-5), json!(true), json!([1])] {
         let token = hs(&with(json!({"exp": bad})));
-        assert_fails(
-            &v,
-            &token,
-            exp_type.clone(),
-            "claim exp must be a non-negative number",
-            BAD,
-        );
+        assert_fails(&v, &token, exp_type.clone(), "claim exp must be a non-negative number", BAD);
     }
 }
 
 #[test]
 fn issuer() {
-    let v = verifier(JwtConfig {
-        issuer: Some("https://auth.example".into()),
-        ..hs_cfg()
-    });
+    let v = verifier(JwtConfig { issuer: Some("https://auth.example".into()), ..hs_cfg() });
     ok(&v, &hs(&with(json!({"iss": "https://auth.example"}))));
-    assert_fails(
-        &v,
-        &hs(&good()),
-        AuthError::MissingClaim("iss"),
-        "token has no iss claim",
-        BAD,
-    );
+    assert_fails(&v, &hs(&good()), AuthError::MissingClaim("iss"), "token has no iss claim", BAD);
     let wrong = hs(&with(json!({"iss": "https://evil.example"})));
-    assert_fails(
-        &v,
-        &wrong,
-        AuthError::WrongIssuer,
-        "token issuer is not accepted",
-        BAD,
-    );
+    assert_fails(&v, &wrong, AuthError::WrongIssuer, "token issuer is not accepted", BAD);
     let typed = hs(&with(json!({"iss": ["https://auth.example"]})));
-    let expected = AuthError::ClaimType {
-        claim: "iss",
-        expected: "a string",
-    };
+    let expected = AuthError::ClaimType { claim: "iss", expected: "a string" };
     assert_fails(&v, &typed, expected, "claim iss must be a string", BAD);
     // Without jwt.issuer, iss is not looked at.
     ok(&verifier(hs_cfg()), &wrong);
@@ -139,42 +61,18 @@ fn issuer() {
 
 #[test]
 fn audience() {
-    let v = verifier(JwtConfig {
-        audience: Some("rlsproxy".into()),
-        ..hs_cfg()
-    });
+    let v = verifier(JwtConfig { audience: Some("rlsproxy".into()), ..hs_cfg() });
     ok(&v, &hs(&with(json!({"aud": "rlsproxy"}))));
     ok(&v, &hs(&with(json!({"aud": ["other", "rlsproxy"]}))));
-    assert_fails(
-        &v,
-        &hs(&good()),
-        AuthError::MissingClaim("aud"),
-        "token has no aud claim",
-        BAD,
-    );
+    assert_fails(&v, &hs(&good()), AuthError::MissingClaim("aud"), "token has no aud claim", BAD);
     for wrong in [json!("other"), json!(["a", "b"]), json!([])] {
         let token = hs(&with(json!({"aud": wrong})));
-        assert_fails(
-            &v,
-            &token,
-            AuthError::WrongAudience,
-            "token audience is not accepted",
-            BAD,
-        );
+        assert_fails(&v, &token, AuthError::WrongAudience, "token audience is not accepted", BAD);
     }
-    let expected = AuthError::ClaimType {
-        claim: "aud",
-        expected: "a string or an array of strings",
-    };
+    let expected = AuthError::ClaimType { claim: "aud", expected: "a string or an array of strings" };
     for typed in [json!(5), json!(["rlsproxy", 5]), json!({"rlsproxy": true})] {
         let token = hs(&with(json!({"aud": typed})));
-        assert_fails(
-            &v,
-            &token,
-            expected.clone(),
-            "claim aud must be a string or an array of strings",
-            BAD,
-        );
+        assert_fails(&v, &token, expected.clone(), "claim aud must be a string or an array of strings", BAD);
     }
     // Without jwt.audience, aud is not looked at.
     ok(&verifier(hs_cfg()), &hs(&with(json!({"aud": "other"}))));
@@ -190,69 +88,28 @@ fn tenant_claim_values() {
         (json!(u64::MAX), "18446744073709551615"),
         (json!(i64::MIN), "-9223372036854775808"),
     ] {
-        assert_eq!(
-            ok(&v, &hs(&with(json!({"tenant_id": value})))).tenant,
-            tenant
-        );
+        assert_eq!(ok(&v, &hs(&with(json!({"tenant_id": value})))).tenant, tenant);
     }
     let missing = hs(&with(json!({"tenant_id": null})));
     let expected = AuthError::TenantClaimMissing("tenant_id".into());
-    assert_fails(
-        &v,
-        &missing,
-        expected,
-        "token has no tenant claim tenant_id",
-        AUTHZ,
-    );
+    assert_fails(&v, &missing, expected, "token has no tenant claim tenant_id", AUTHZ);
     let mut null = good();
     null["tenant_id"] = Value::Null;
-    let wrong = [
-        json!(1.5),
-        json!(true),
-        json!({"id": 1}),
-        json!(["acme"]),
-        json!(""),
-        json!("a\u{0}b"),
-    ];
-    for token in wrong
-        .into_iter()
-        .map(|t| hs(&with(json!({"tenant_id": t}))))
-        .chain([hs(&null)])
-    {
+    let wrong = [json!(1.5), json!(true), json!({"id": 1}), json!(["acme"]), json!(""), json!("a\u{0}b")];
+    for token in wrong.into_iter().map(|t| hs(&with(json!({"tenant_id": t})))).chain([hs(&null)]) {
         let expected = AuthError::TenantClaimType("tenant_id".into());
-        assert_fails(
-            &v,
-            &token,
-            expected,
-            "tenant claim tenant_id must be a string or an integer",
-            AUTHZ,
-        );
+        assert_fails(&v, &token, expected, "tenant claim tenant_id must be a string or an integer", AUTHZ);
     }
 }
 
 #[test]
 fn nested_tenant_claim() {
-    let v = verifier(JwtConfig {
-        tenant_claim: "app_metadata.tenant".into(),
-        ..hs_cfg()
-    });
-    let token = hs(&with(
-        json!({"tenant_id": null, "app_metadata": {"tenant": 12, "plan": "pro"}}),
-    ));
+    let v = verifier(JwtConfig { tenant_claim: "app_metadata.tenant".into(), ..hs_cfg() });
+    let token = hs(&with(json!({"tenant_id": null, "app_metadata": {"tenant": 12, "plan": "pro"}})));
     assert_eq!(ok(&v, &token).tenant, "12");
     let expected = AuthError::TenantClaimMissing("app_metadata.tenant".into());
-    for claims in [
-        good(),
-        with(json!({"app_metadata": {}})),
-        with(json!({"app_metadata": "t1"})),
-    ] {
-        assert_fails(
-            &v,
-            &hs(&claims),
-            expected.clone(),
-            "token has no tenant claim app_metadata.tenant",
-            AUTHZ,
-        );
+    for claims in [good(), with(json!({"app_metadata": {}})), with(json!({"app_metadata": "t1"}))] {
+        assert_fails(&v, &hs(&claims), expected.clone(), "token has no tenant claim app_metadata.tenant", AUTHZ);
     }
     // A top-level claim whose name contains the dot is not the nested path.
     assert_fails(
@@ -267,62 +124,26 @@ fn nested_tenant_claim() {
 #[test]
 fn role_claim() {
     let roles = vec!["app_user".to_string(), "app_admin".to_string()];
-    let v = verifier(JwtConfig {
-        role_claim: "role".into(),
-        allowed_roles: roles.clone(),
-        ..hs_cfg()
-    });
+    let v = verifier(JwtConfig { role_claim: "role".into(), allowed_roles: roles.clone(), ..hs_cfg() });
     assert_eq!(ok(&v, &hs(&good())).role, None);
-    assert_eq!(
-        ok(&v, &hs(&with(json!({"role": "app_admin"}))))
-            .role
-            .as_deref(),
-        Some("app_admin")
-    );
+    assert_eq!(ok(&v, &hs(&with(json!({"role": "app_admin"})))).role.as_deref(), Some("app_admin"));
     let root = hs(&with(json!({"role": "postgres"})));
-    assert_fails(
-        &v,
-        &root,
-        AuthError::RoleNotAllowed("postgres".into()),
-        "role postgres is not allowed",
-        AUTHZ,
-    );
+    assert_fails(&v, &root, AuthError::RoleNotAllowed("postgres".into()), "role postgres is not allowed", AUTHZ);
     let mut null = good();
     null["role"] = Value::Null;
     let typed = [json!(1), json!(["app_user"])].map(|r| hs(&with(json!({"role": r}))));
     for token in typed.into_iter().chain([hs(&null)]) {
-        assert_fails(
-            &v,
-            &token,
-            AuthError::RoleClaimType("role".into()),
-            "role claim role must be a string",
-            AUTHZ,
-        );
+        assert_fails(&v, &token, AuthError::RoleClaimType("role".into()), "role claim role must be a string", AUTHZ);
     }
-    let nested = verifier(JwtConfig {
-        role_claim: "app.role".into(),
-        allowed_roles: roles,
-        ..hs_cfg()
-    });
-    assert_eq!(
-        ok(&nested, &hs(&with(json!({"app": {"role": "app_user"}}))))
-            .role
-            .as_deref(),
-        Some("app_user")
-    );
+    let nested = verifier(JwtConfig { role_claim: "app.role".into(), allowed_roles: roles, ..hs_cfg() });
+    assert_eq!(ok(&nested, &hs(&with(json!({"app": {"role": "app_user"}})))).role.as_deref(), Some("app_user"));
     // Without jwt.role_claim, a role claim is ignored.
     assert_eq!(ok(&verifier(hs_cfg()), &root).role, None);
 }
 
 #[test]
 fn is_expired_at_uses_exp_plus_leeway() {
-    let ctx = |exp| TenantContext {
-        tenant: "t".into(),
-        role: None,
-        claims: json!({}),
-        expires_at: exp,
-        subject: None,
-    };
+    let ctx = |exp| TenantContext { tenant: "t".into(), role: None, claims: json!({}), expires_at: exp, subject: None };
     let c = ctx(Some(100));
     assert!(!c.is_expired_at(99, 0));
     assert!(c.is_expired_at(100, 0));

@@ -9,13 +9,7 @@ use crate::auth::token::split;
 use crate::auth::{MintError, MintRequest, mint};
 
 fn req(tenant: &str) -> MintRequest {
-    MintRequest {
-        tenant: tenant.into(),
-        subject: None,
-        role: None,
-        ttl: Duration::from_secs(600),
-        extra: Vec::new(),
-    }
+    MintRequest { tenant: tenant.into(), subject: None, role: None, ttl: Duration::from_secs(600), extra: Vec::new() }
 }
 
 /// Mints with `cfg`, verifies with the same `cfg`, and returns the header alg and the context.
@@ -30,22 +24,10 @@ fn every_algorithm_round_trips() {
     let dir = Dir::new();
     let mut cases: Vec<(&str, JwtConfig)> = ["HS256", "HS384", "HS512"]
         .into_iter()
-        .map(|alg| {
-            (
-                alg,
-                JwtConfig {
-                    secret: Some(SECRET.into()),
-                    ..cfg(&[alg])
-                },
-            )
-        })
+        .map(|alg| (alg, JwtConfig { secret: Some(SECRET.into()), ..cfg(&[alg]) }))
         .collect();
     for (name, kind, algs) in [
-        (
-            "rsa",
-            Gen::Rsa(2048),
-            &["RS256", "PS256", "RS512", "PS384"][..],
-        ),
+        ("rsa", Gen::Rsa(2048), &["RS256", "PS256", "RS512", "PS384"][..]),
         ("p256", Gen::Ec("P-256"), &["ES256"][..]),
         ("p384", Gen::Ec("P-384"), &["ES384"][..]),
         ("ed", Gen::Ed25519, &["EdDSA"][..]),
@@ -63,10 +45,7 @@ fn every_algorithm_round_trips() {
     for (alg, cfg) in cases {
         let (header_alg, ctx) = round_trip(&cfg, &req("acme"));
         assert_eq!((header_alg.as_str(), ctx.tenant.as_str()), (alg, "acme"));
-        assert_eq!(
-            ctx.claims["exp"].as_u64().unwrap() - ctx.claims["iat"].as_u64().unwrap(),
-            600
-        );
+        assert_eq!(ctx.claims["exp"].as_u64().unwrap() - ctx.claims["iat"].as_u64().unwrap(), 600);
     }
 }
 
@@ -91,10 +70,7 @@ fn claims_follow_the_configured_paths() {
     let request = MintRequest {
         subject: Some("user-1".into()),
         role: Some("app_user".into()),
-        extra: extra
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        extra: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         ..req("42")
     };
     let (_, ctx) = round_trip(&cfg, &request);
@@ -106,11 +82,7 @@ fn claims_follow_the_configured_paths() {
     });
     assert_eq!(ctx.claims, expected);
     assert_eq!(
-        (
-            ctx.tenant.as_str(),
-            ctx.role.as_deref(),
-            ctx.subject.as_deref()
-        ),
+        (ctx.tenant.as_str(), ctx.role.as_deref(), ctx.subject.as_deref()),
         ("42", Some("app_user"), Some("user-1"))
     );
     assert_eq!(ctx.expires_at, Some(iat + 600));
@@ -127,33 +99,21 @@ fn only_canonical_digits_become_integers() {
         ("99999999999999999999", json!("99999999999999999999")),
     ] {
         let (_, ctx) = round_trip(&cfg, &req(tenant));
-        assert_eq!(
-            (ctx.claims["tenant_id"].clone(), ctx.tenant.as_str()),
-            (value, tenant)
-        );
+        assert_eq!((ctx.claims["tenant_id"].clone(), ctx.tenant.as_str()), (value, tenant));
     }
 }
 
 #[test]
 fn extra_claims_override_registered_ones() {
     let cfg = hs_cfg();
-    let expired = MintRequest {
-        extra: vec![("exp".into(), "1".into())],
-        ..req("acme")
-    };
+    let expired = MintRequest { extra: vec![("exp".into(), "1".into())], ..req("acme") };
     let token = mint(&cfg, &expired).unwrap();
-    assert_eq!(
-        Verifier::from_config(&cfg).unwrap().verify(&token),
-        Err(AuthError::Expired)
-    );
+    assert_eq!(Verifier::from_config(&cfg).unwrap().verify(&token), Err(AuthError::Expired));
 }
 
 #[test]
 fn first_algorithm_with_a_key_signs() {
-    let cfg = JwtConfig {
-        secret: Some(SECRET.into()),
-        ..cfg(&["RS256", "HS384"])
-    };
+    let cfg = JwtConfig { secret: Some(SECRET.into()), ..cfg(&["RS256", "HS384"]) };
     let token = mint(&cfg, &req("acme")).unwrap();
     assert_eq!(split(&token).ok().unwrap().alg, "HS384");
 }
@@ -165,21 +125,10 @@ fn minted_tokens_carry_the_kid_of_their_jwks_key() {
     let (b, _) = dir.keypair("b", Gen::Ec("P-256"));
     let keys = json!({"keys": [dir.jwk("a", Gen::Ec("P-256"), Some("ka"), None), dir.jwk("b", Gen::Ec("P-256"), Some("kb"), None)]});
     let jwks = dir.write("jwks.json", keys.to_string());
-    let cfg = JwtConfig {
-        private_key_file: Some(b),
-        jwks_file: Some(jwks),
-        ..cfg(&["ES256"])
-    };
+    let cfg = JwtConfig { private_key_file: Some(b), jwks_file: Some(jwks), ..cfg(&["ES256"]) };
     let token = mint(&cfg, &req("acme")).unwrap();
     assert_eq!(split(&token).ok().unwrap().kid.as_deref(), Some("kb"));
-    assert_eq!(
-        Verifier::from_config(&cfg)
-            .unwrap()
-            .verify(&token)
-            .unwrap()
-            .tenant,
-        "acme"
-    );
+    assert_eq!(Verifier::from_config(&cfg).unwrap().verify(&token).unwrap().tenant, "acme");
 }
 
 #[test]
@@ -191,69 +140,28 @@ fn mint_errors() {
         message(&cfg(&["RS256"]), &req("acme")),
         "no signing key for jwt.algorithms: set jwt.secret or jwt.secret_file (HS*), or jwt.private_key_file (RS*, PS*, ES*, EdDSA)"
     );
-    assert!(matches!(
-        mint(&cfg(&["RS256"]), &req("acme")),
-        Err(MintError::NoSigningKey)
-    ));
-    let ec_with_rsa = JwtConfig {
-        private_key_file: Some(rsa.clone()),
-        ..cfg(&["ES256", "EdDSA"])
-    };
+    assert!(matches!(mint(&cfg(&["RS256"]), &req("acme")), Err(MintError::NoSigningKey)));
+    let ec_with_rsa = JwtConfig { private_key_file: Some(rsa.clone()), ..cfg(&["ES256", "EdDSA"]) };
     assert_eq!(
         message(&ec_with_rsa, &req("acme")),
-        format!(
-            "jwt.private_key_file: {}: not a PEM private key usable with ES256, EdDSA",
-            rsa.display()
-        )
+        format!("jwt.private_key_file: {}: not a PEM private key usable with ES256, EdDSA", rsa.display())
     );
     let missing = dir.path("missing.key");
-    let missing_cfg = JwtConfig {
-        private_key_file: Some(missing.clone()),
-        ..cfg(&["RS256"])
-    };
+    let missing_cfg = JwtConfig { private_key_file: Some(missing.clone()), ..cfg(&["RS256"]) };
     assert_eq!(
         message(&missing_cfg, &req("acme")),
-        format!(
-            "jwt.private_key_file: {}: No such file or directory (os error 2)",
-            missing.display()
-        )
+        format!("jwt.private_key_file: {}: No such file or directory (os error 2)", missing.display())
     );
     assert_eq!(
-        message(
-            &hs_cfg(),
-            &MintRequest {
-                role: Some("r".into()),
-                ..req("acme")
-            }
-        ),
+        message(&hs_cfg(), &MintRequest { role: Some("r".into()), ..req("acme") }),
         "claim role: jwt.role_claim is not set"
     );
-    assert_eq!(
-        message(&hs_cfg(), &req("")),
-        "claim tenant_id: the tenant is empty"
-    );
-    let nested = JwtConfig {
-        tenant_claim: "app.meta.tenant".into(),
-        ..hs_cfg()
-    };
-    let conflict = MintRequest {
-        extra: vec![("app".into(), "{\"meta\": 5}".into())],
-        ..req("acme")
-    };
-    assert_eq!(
-        message(&nested, &conflict),
-        "claim app.meta: is not an object"
-    );
-    let conflict = MintRequest {
-        extra: vec![("app".into(), "x".into())],
-        ..req("acme")
-    };
+    assert_eq!(message(&hs_cfg(), &req("")), "claim tenant_id: the tenant is empty");
+    let nested = JwtConfig { tenant_claim: "app.meta.tenant".into(), ..hs_cfg() };
+    let conflict = MintRequest { extra: vec![("app".into(), "{\"meta\": 5}".into())], ..req("acme") };
+    assert_eq!(message(&nested, &conflict), "claim app.meta: is not an object");
+    let conflict = MintRequest { extra: vec![("app".into(), "x".into())], ..req("acme") };
     assert_eq!(message(&nested, &conflict), "claim app: is not an object");
-    let unknown = JwtConfig {
-        secret: Some(SECRET.into()),
-        ..cfg(&["HS257"])
-    };
-    assert!(
-        message(&unknown, &req("acme")).starts_with("jwt.algorithms: unknown algorithm \"HS257\"")
-    );
+    let unknown = JwtConfig { secret: Some(SECRET.into()), ..cfg(&["HS257"]) };
+    assert!(message(&unknown, &req("acme")).starts_with("jwt.algorithms: unknown algorithm \"HS257\""));
 }

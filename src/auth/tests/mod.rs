@@ -50,16 +50,8 @@ impl Dir {
     }
 
     fn openssl(&self, args: &[&str]) -> Vec<u8> {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.0.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("openssl").args(args).current_dir(self.0.path()).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     }
 
@@ -91,30 +83,16 @@ impl Dir {
         let mut jwk = match kind {
             Gen::Rsa(_) => {
                 let key = EncodingKey::from_rsa_pem(&private).unwrap();
-                serde_json::to_value(
-                    jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap(),
-                )
-                .unwrap()
-            }
-            Gen::Ec(c) => {
-                let alg = if c == "P-384" {
-                    Algorithm::ES384
-                } else {
-                    Algorithm::ES256
-                };
-                let key = EncodingKey::from_ec_pem(&private).unwrap();
-                serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&key, alg).unwrap())
+                serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap())
                     .unwrap()
             }
+            Gen::Ec(c) => {
+                let alg = if c == "P-384" { Algorithm::ES384 } else { Algorithm::ES256 };
+                let key = EncodingKey::from_ec_pem(&private).unwrap();
+                serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&key, alg).unwrap()).unwrap()
+            }
             Gen::Ed25519 => {
-                let der = self.openssl(&[
-                    "pkey",
-                    "-in",
-                    &format!("{name}.key"),
-                    "-pubout",
-                    "-outform",
-                    "DER",
-                ]);
+                let der = self.openssl(&["pkey", "-in", &format!("{name}.key"), "-pubout", "-outform", "DER"]);
                 json!({"kty": "OKP", "crv": "Ed25519", "x": b64url(&der[der.len() - 32..])})
             }
         };
@@ -135,10 +113,7 @@ fn b64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -148,38 +123,23 @@ fn b64url(bytes: &[u8]) -> String {
 
 /// A configuration allowing `algorithms`, no leeway, tenant at `tenant_id`.
 fn cfg(algorithms: &[&str]) -> JwtConfig {
-    JwtConfig {
-        algorithms: algorithms.iter().map(|a| a.to_string()).collect(),
-        leeway_s: 0,
-        ..Default::default()
-    }
+    JwtConfig { algorithms: algorithms.iter().map(|a| a.to_string()).collect(), leeway_s: 0, ..Default::default() }
 }
 
 /// An HS256 configuration with [`SECRET`].
 fn hs_cfg() -> JwtConfig {
-    JwtConfig {
-        secret: Some(SECRET.into()),
-        ..cfg(&["HS256"])
-    }
+    JwtConfig { secret: Some(SECRET.into()), ..cfg(&["HS256"]) }
 }
 
 /// Signs `claims` with jsonwebtoken.
 fn sign(alg: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: &Value) -> String {
-    let header = Header {
-        kid: kid.map(str::to_string),
-        ..Header::new(alg)
-    };
+    let header = Header { kid: kid.map(str::to_string), ..Header::new(alg) };
     jsonwebtoken::encode(&header, claims, key).unwrap()
 }
 
 /// Signs `claims` with HS256 and [`SECRET`].
 fn hs(claims: &Value) -> String {
-    sign(
-        Algorithm::HS256,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-        None,
-        claims,
-    )
+    sign(Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()), None, claims)
 }
 
 /// Valid claims at [`NOW`].

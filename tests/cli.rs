@@ -1,0 +1,171 @@
+//! The `rlsproxy` binary: check-config, token, and run with a graceful SIGTERM.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Postgres;
+use rlsproxy::auth::Verifier;
+use rlsproxy::config::Config;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rlsproxy");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A config file for the test cluster, listening on `port`, with `extra` appended.
+fn write_config(dir: &tempfile::TempDir, port: u16, upstream_user: (&str, &str), extra: &str) -> std::path::PathBuf {
+    let pg = common::postgres();
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:{port}\"\nshutdown_grace_s = 10\n\n\
+         [upstream]\nport = {}\ndatabase = \"app\"\nuser = \"{}\"\npassword = \"{}\"\nsslmode = \"disable\"\n\n\
+         [jwt]\nsecret = \"{}\"\n{extra}",
+        pg.port(),
+        upstream_user.0,
+        upstream_user.1,
+        common::proxy::SECRET
+    );
+    let path = dir.path().join("rlsproxy.toml");
+    std::fs::File::create(&path).and_then(|mut f| f.write_all(text.as_bytes())).expect("write config");
+    path
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).env_remove("RUST_LOG").output().expect("run rlsproxy");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_names_the_wrong_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ok = write_config(&dir, 6432, (Postgres::PROXY_USER, Postgres::PROXY_PASSWORD), "");
+    let (code, stdout, _) = run(&["check-config", "--config", ok.to_str().expect("utf8")]);
+    assert_eq!((code, stdout.trim().ends_with("configuration OK")), (0, true));
+
+    let bad = write_config(&dir, 6432, ("u", "p"), "public_key_file = \"/nonexistent/key.pem\"\nalgorithms = [\"RS256\"]\n");
+    let (code, _, stderr) = run(&["check-config", "--config", bad.to_str().expect("utf8")]);
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("rlsproxy: jwt.public_key_file: /nonexistent/key.pem:"), "{stderr}");
+
+    let bad = write_config(&dir, 6432, ("u", "p"), "tenant_claim = \"\"\n");
+    let (code, _, stderr) = run(&["check-config", "--config", bad.to_str().expect("utf8")]);
+    assert_eq!((code, stderr.trim()), (1, "rlsproxy: jwt.tenant_claim: must not be empty"));
+}
+
+#[test]
+fn token_mints_what_the_verifier_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(&dir, 6432, ("u", "p"), "role_claim = \"role\"\nallowed_roles = [\"admin_role\"]\n");
+    let path_str = path.to_str().expect("utf8");
+    let (code, token, stderr) =
+        run(&["token", "--config", path_str, "--tenant", "42", "--sub", "alice", "--role", "admin_role", "--ttl", "5m"]);
+    assert_eq!(code, 0, "{stderr}");
+    let config = Config::load(&path).expect("config");
+    let ctx = Verifier::from_config(&config.jwt).expect("verifier").verify(token.trim()).expect("valid token");
+    assert_eq!((ctx.tenant.as_str(), ctx.subject.as_deref(), ctx.role.as_deref()), ("42", Some("alice"), Some("admin_role")));
+    let ttl = ctx.expires_at.expect("exp") as i64 - rlsproxy::session::now_unix() as i64;
+    assert!((295..=300).contains(&ttl), "ttl {ttl}");
+}
+
+fn spawn_proxy(config: &std::path::Path) -> Child {
+    Command::new(BIN)
+        .args(["run", "--config", config.to_str().expect("utf8")])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rlsproxy")
+}
+
+fn wait_for_port(port: u16, child: &mut Child) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(child.try_wait().expect("try_wait").is_none(), "rlsproxy exited early");
+        assert!(start.elapsed() < Duration::from_secs(20), "rlsproxy did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_open_transaction_finish_then_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let path = write_config(&dir, port, (Postgres::PROXY_USER, Postgres::PROXY_PASSWORD), "leeway_s = 0\n");
+    let mut child = spawn_proxy(&path);
+    wait_for_port(port, &mut child);
+    let token = {
+        let config = Config::load(&path).expect("config");
+        let req = rlsproxy::auth::MintRequest {
+            tenant: "1".into(),
+            subject: None,
+            role: None,
+            ttl: Duration::from_secs(600),
+            extra: vec![],
+        };
+        rlsproxy::auth::mint(&config.jwt, &req).expect("mint")
+    };
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1").port(port).user("alice").dbname("app").password(&token);
+    let client = common::connect(&cfg).await;
+    client.batch_execute("BEGIN").await.expect("begin");
+
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    // New clients are refused once the listener is closed.
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(5), "listener still open after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The open transaction still works and commits.
+    let rows = client.query("SELECT count(*) FROM documents", &[]).await.expect("query in open transaction");
+    assert_eq!(rows[0].get::<_, i64>(0), 3);
+    client.batch_execute("COMMIT").await.expect("commit");
+    // Then the session is closed and the process exits cleanly.
+    let after = client.simple_query("SELECT 1").await;
+    assert!(after.is_err(), "session still open after the drain");
+    assert_eq!(wait_for_exit(&mut child, Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn run_refuses_an_upstream_role_that_inherits_an_allowed_role() {
+    assert_inheriting_role_refused("role_claim = \"role\"\nallowed_roles = [\"admin_role\"]\n");
+}
+
+/// Without any role claim, inheriting a role that policies name still leaks every tenant's rows.
+#[test]
+fn run_refuses_an_upstream_role_that_inherits_a_policy_role() {
+    assert_inheriting_role_refused("");
+}
+
+fn assert_inheriting_role_refused(jwt_extra: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(&dir, free_port(), (Postgres::INHERIT_USER, Postgres::INHERIT_PASSWORD), jwt_extra);
+    let mut child = spawn_proxy(&path);
+    assert_eq!(wait_for_exit(&mut child, Duration::from_secs(20)), Some(1));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read");
+    assert!(stderr.contains("unsafe upstream role: upstream.user inherits the privileges of admin_role"), "{stderr}");
+}
