@@ -52,6 +52,11 @@ pub fn referenced_names(tag: u8, body: &[u8]) -> Option<Vec<&[u8]>> {
     }
 }
 
+/// The statement name a Bind body refers to.
+pub fn bound_statement(body: &[u8]) -> Option<&[u8]> {
+    Some(read_cstr(read_cstr(body)?.1)?.0)
+}
+
 /// SQL text of a Query or Parse body.
 pub fn sql_text(tag: u8, body: &[u8]) -> Option<&[u8]> {
     match tag {

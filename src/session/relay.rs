@@ -14,7 +14,7 @@
 //!   connection has carried only this client's committed context since the
 //!   awaited injection, and a rolled-back injection can only fall back to it.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -78,6 +78,9 @@ pub struct Relay<'a> {
     /// messages up to Sync and answer that Sync, as the server would have.
     skipping: bool,
     intercepts: VecDeque<Intercept>,
+    /// Prepared statements (by name) whose SQL needs its own transaction, so that a batch
+    /// starting with their Bind gets the awaited injection too.
+    isolating_statements: HashSet<Vec<u8>>,
     /// The last server message relayed was a FATAL error (no need to add one on close).
     server_said_fatal: bool,
     /// Shutdown requested: end at the next idle point.
@@ -108,6 +111,7 @@ impl<'a> Relay<'a> {
             batch_failed: false,
             skipping: false,
             intercepts: VecDeque::new(),
+            isolating_statements: HashSet::new(),
             server_said_fatal: false,
             draining: false,
             to_client: BytesMut::with_capacity(16 * 1024),
@@ -223,6 +227,7 @@ impl<'a> Relay<'a> {
             PgError::error("42501", "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy")
         });
         let simple = matches!(tag, b'Q' | b'F');
+        self.track_statement(tag, body);
         if self.batch_start && !matches!(tag, b'd' | b'c' | b'f') {
             self.batch_start = false;
             self.batch_failed = false;
@@ -253,6 +258,21 @@ impl<'a> Relay<'a> {
         Ok(None)
     }
 
+    /// Remembers which prepared statements need the awaited injection (see `isolating_statements`).
+    fn track_statement(&mut self, tag: u8, body: &[u8]) {
+        let closes_statement = tag == b'C' && body.first() == Some(&b'S');
+        if tag != b'P' && !closes_statement {
+            return;
+        }
+        let Some(&name) = frontend::referenced_names(tag, body).as_deref().and_then(<[_]>::first) else { return };
+        let isolating = tag == b'P' && frontend::sql_text(tag, body).is_some_and(isolation::needs_own_transaction);
+        if isolating {
+            self.isolating_statements.insert(name.to_vec());
+        } else if !self.isolating_statements.is_empty() {
+            self.isolating_statements.remove(name);
+        }
+    }
+
     fn check_expiry(&self) -> Option<Exit> {
         self.context.is_expired_at(now_unix(), self.shared.verifier.leeway_s()).then(|| {
             tracing::info!("token expired during the session");
@@ -270,7 +290,9 @@ impl<'a> Relay<'a> {
             return Ok(true);
         }
         let ours = self.server.context.as_ref() == Some(&self.injection.bind_execute);
-        let isolate = !ours || frontend::sql_text(tag, body).is_some_and(isolation::needs_own_transaction);
+        let isolate = !ours
+            || frontend::sql_text(tag, body).is_some_and(isolation::needs_own_transaction)
+            || tag == b'B' && frontend::bound_statement(body).is_some_and(|s| self.isolating_statements.contains(s));
         if !isolate {
             self.to_server.extend_from_slice(&self.injection.bind_execute);
             self.intercepts.push_back(Intercept::Injection { before_simple: matches!(tag, b'Q' | b'F') });
@@ -399,6 +421,7 @@ impl<'a> Relay<'a> {
     }
 
     async fn finish(mut self, exit: Result<Exit, SessionError>) -> Result<(), SessionError> {
+        tracing::debug!(?exit, in_flight = self.in_flight, status = %(self.status as char), "relay finished");
         let server_usable = !matches!(exit, Ok(Exit::ServerGone) | Err(SessionError::Upstream(_)));
         let (farewell, result) = match exit {
             Ok(Exit::ClientGone) => (None, Ok(())),

@@ -1,0 +1,144 @@
+//! Server connections coming and going: an upstream that dies or is unreachable,
+//! and statements that need the injection in a transaction of their own.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use common::proxy::{self, db_error};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A TCP forwarder between the proxy and PostgreSQL that a test can cut.
+struct Forwarder {
+    addr: SocketAddr,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Forwarder {
+    async fn start(to: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind forwarder");
+        let addr = listener.local_addr().expect("addr");
+        let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let registry = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                registry.lock().expect("lock").push(conn);
+            }
+        });
+        tasks.lock().expect("lock").push(accept);
+        Self { addr, tasks }
+    }
+
+    /// Closes the listener and every relayed connection, like a server that went away.
+    fn cut(&self) {
+        for task in self.tasks.lock().expect("lock").drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Connects and keeps the connection task's own result: an error the server sends to an
+/// idle client (FATAL on termination) ends that task rather than a later query.
+async fn connect_watched(
+    proxy: &proxy::TestProxy,
+    token: &str,
+) -> (tokio_postgres::Client, JoinHandle<Result<(), tokio_postgres::Error>>) {
+    let (client, conn) = proxy.client_config(token).connect(tokio_postgres::NoTls).await.expect("connect");
+    (client, tokio::spawn(conn))
+}
+
+async fn connection_error(task: JoinHandle<Result<(), tokio_postgres::Error>>) -> (String, String) {
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), task).await.expect("connection ends");
+    db_error(&result.expect("task").expect_err("connection ends with an error"))
+}
+
+fn config_via(addr: SocketAddr) -> rlsproxy::config::Config {
+    let mut config = proxy::base_config(common::postgres());
+    config.upstream.port = addr.port();
+    config.upstream.connect_timeout_ms = 1000;
+    config
+}
+
+#[tokio::test]
+async fn upstream_loss_gives_08006_and_later_clients_reconnect() {
+    let forwarder = Forwarder::start(common::postgres().addr()).await;
+    let proxy = proxy::start(config_via(forwarder.addr)).await;
+    let (client, conn) = connect_watched(&proxy, &proxy.token("1")).await;
+    // simple_query completes at ReadyForQuery: nothing is in flight when the server goes.
+    let rows = client.simple_query("SELECT count(*) FROM documents").await.expect("query");
+    assert!(matches!(&rows[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("3")));
+
+    forwarder.cut();
+    let (code, message) = connection_error(conn).await;
+    assert_eq!(code, "08006", "{message}");
+    assert!(message.starts_with("rlsproxy: "), "{message}");
+
+    // While the server is unreachable, logins fail with 08006 and the proxy stays up.
+    let err = proxy.try_connect(&proxy.token("2")).await.err().expect("no upstream");
+    let (code, message) = db_error(&err);
+    assert_eq!(code, "08006");
+    assert!(message.contains("the upstream server is unavailable"), "{message}");
+
+    // A new server path: the same proxy serves new clients again.
+    let forwarder2 = Forwarder::start(common::postgres().addr()).await;
+    let proxy2 = proxy::start(config_via(forwarder2.addr)).await;
+    let client = proxy2.connect(&proxy2.token("2")).await;
+    assert_eq!(client.query_one("SELECT count(*) FROM documents", &[]).await.expect("query").get::<_, i64>(0), 2);
+    assert_eq!(proxy.pool.stats(), (0, 0), "the dead connection must not stay in the pool");
+}
+
+#[tokio::test]
+async fn a_terminated_backend_reaches_the_client_and_the_pool_recovers() {
+    let mut config = proxy::base_config(common::postgres());
+    config.pool.size = 1;
+    let proxy = proxy::start(config).await;
+    let (client, conn) = connect_watched(&proxy, &proxy.token("1")).await;
+    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.expect("pid").get(0);
+    let admin = common::postgres().superuser_client("app").await;
+    admin.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.expect("terminate");
+    let (code, message) = connection_error(conn).await;
+    assert_eq!((code.as_str(), message.as_str()), ("57P01", "terminating connection due to administrator command"));
+    drop(client);
+
+    // The only pool slot is free again, with a fresh connection behind it.
+    let client = proxy.connect(&proxy.token("2")).await;
+    let rows = client.query("SELECT title FROM documents ORDER BY id", &[]).await.expect("query");
+    let titles: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(titles, ["globex merger plan", "globex handbook"]);
+}
+
+/// VACUUM and friends refuse to share a pipeline with the injection; through the
+/// extended protocol the batch that runs them starts with a Bind of a prepared statement.
+#[tokio::test]
+async fn statements_that_refuse_a_transaction_block_run_through_every_protocol_path() {
+    let proxy = proxy::start_default().await;
+    let mut client = proxy.connect(&proxy.token("1")).await;
+    client.batch_execute("VACUUM documents").await.expect("simple VACUUM");
+    client.execute("VACUUM documents", &[]).await.expect("extended VACUUM (unnamed)");
+    let stmt = client.prepare("VACUUM documents").await.expect("prepare");
+    client.execute(&stmt, &[]).await.expect("named VACUUM, first run");
+    client.execute(&stmt, &[]).await.expect("named VACUUM, second run");
+    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.expect("begin RR");
+    let level: String = client.query_one("SHOW transaction_isolation", &[]).await.expect("show").get(0);
+    assert_eq!(level, "repeatable read");
+    client.batch_execute("COMMIT").await.expect("commit");
+    let t = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::Serializable)
+        .start()
+        .await
+        .expect("serializable transaction");
+    assert_eq!(t.query_one("SELECT count(*) FROM documents", &[]).await.expect("count").get::<_, i64>(0), 3);
+    t.commit().await.expect("commit");
+    // Every statement still ran as tenant 1.
+    let tenant: String =
+        client.query_one("SELECT current_setting('app.current_tenant')", &[]).await.expect("setting").get(0);
+    assert_eq!(tenant, "1");
+}
