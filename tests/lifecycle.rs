@@ -142,3 +142,51 @@ async fn statements_that_refuse_a_transaction_block_run_through_every_protocol_p
         client.query_one("SELECT current_setting('app.current_tenant')", &[]).await.expect("setting").get(0);
     assert_eq!(tenant, "1");
 }
+
+/// A client that writes a long pipeline (tens of MB each way) while reading the replies
+/// concurrently gets every reply, filtered, in order: the proxy keeps draining the server
+/// while it is still forwarding the client's messages.
+#[tokio::test]
+async fn a_long_pipeline_read_concurrently_does_not_deadlock() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const QUERIES: usize = 20_000;
+    let proxy = proxy::start_default().await;
+    let mut raw = common::raw::connect(proxy.addr).await;
+    raw.send_startup(&[("user", "alice"), ("database", "app")]).await;
+    assert_eq!(raw.read_message().await.0, b'R');
+    raw.send_password(&proxy.token("2")).await;
+    raw.read_until_ready().await;
+    let (mut rd, mut wr) = raw.into_inner().into_split();
+
+    let mut batch = Vec::new();
+    // Long statements (a comment pads each to ~1 KB) make the client's side as heavy as the replies.
+    let sql = format!("SELECT repeat('x', 1000) FROM tenants /* {} */\0", "p".repeat(1000));
+    let sql = sql.as_bytes();
+    for _ in 0..QUERIES {
+        batch.push(b'Q');
+        batch.extend_from_slice(&(sql.len() as i32 + 4).to_be_bytes());
+        batch.extend_from_slice(sql);
+    }
+    let writer = tokio::spawn(async move { wr.write_all(&batch).await.map(|()| wr) });
+    let reader = async {
+        let (mut ready, mut rows) = (0, 0);
+        let mut header = [0u8; 5];
+        while ready < QUERIES {
+            rd.read_exact(&mut header).await.expect("read header");
+            let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize - 4;
+            let mut body = vec![0u8; len];
+            rd.read_exact(&mut body).await.expect("read body");
+            match header[0] {
+                b'Z' => ready += 1,
+                b'D' => rows += 1,
+                b'E' => panic!("error: {:?}", common::raw::error_fields(&body)),
+                _ => {}
+            }
+        }
+        rows
+    };
+    let rows = tokio::time::timeout(std::time::Duration::from_secs(120), reader).await.expect("pipeline completes");
+    // Tenant 2 sees exactly its own row of `tenants` in every one of the queries.
+    assert_eq!(rows, QUERIES);
+    writer.await.expect("writer task").expect("write pipeline");
+}

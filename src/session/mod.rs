@@ -2,6 +2,7 @@
 //! applies the client's startup settings and the first tenant context, greets
 //! the client, then relays messages (see [`relay`]) until either side leaves.
 
+mod pump;
 mod relay;
 mod start;
 

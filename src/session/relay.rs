@@ -16,10 +16,12 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::task::{Context, Poll};
 
-use super::{SessionError, now_unix};
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+use super::{SessionError, now_unix, pump};
 use crate::auth::TenantContext;
 use crate::frontend::Handshake;
 use crate::frontend::cancel::Registration;
@@ -85,6 +87,8 @@ pub struct Relay<'a> {
     server_said_fatal: bool,
     /// Shutdown requested: end at the next idle point.
     draining: bool,
+    /// Which side `poll_io` reads first next time (alternates, for fairness).
+    client_first: bool,
     to_client: BytesMut,
     to_server: BytesMut,
 }
@@ -114,6 +118,7 @@ impl<'a> Relay<'a> {
             isolating_statements: HashSet::new(),
             server_said_fatal: false,
             draining: false,
+            client_first: false,
             to_client: BytesMut::with_capacity(16 * 1024),
             to_server: BytesMut::with_capacity(16 * 1024),
         }
@@ -134,36 +139,71 @@ impl<'a> Relay<'a> {
             if let Some(exit) = self.process_client().await? {
                 return Ok(exit);
             }
-            self.flush().await?;
             if self.draining && self.is_idle() {
+                self.flush().await?;
                 return Ok(Exit::Shutdown);
             }
-            let paused = self.paused();
-            let server = &mut *self.server;
+            let draining = self.draining;
             let event = tokio::select! {
-                r = self.client.read_buf(self.client_in.buffer()), if !paused => Event::Client(r),
-                r = server.stream.read_buf(server.framer.buffer()) => Event::Server(r),
-                _ = shutdown.changed(), if !self.draining => Event::Shutdown,
+                event = std::future::poll_fn(|cx| self.poll_io(cx)) => event,
+                _ = shutdown.changed(), if !draining => Event::Shutdown,
             };
             match event {
-                Event::Client(Ok(0)) => return Ok(Exit::ClientGone),
-                Event::Client(Ok(_)) => {}
-                Event::Client(Err(e)) => return Err(SessionError::Client(e)),
-                Event::Server(Ok(0)) => return Ok(Exit::ServerGone),
-                Event::Server(Ok(_)) => {
+                Event::ClientData => {}
+                Event::ServerData => {
                     if let Some(exit) = self.process_server()? {
                         return Ok(exit);
                     }
                 }
-                Event::Server(Err(e)) => return Err(SessionError::Upstream(e.into())),
+                Event::ClientEof => return Ok(Exit::ClientGone),
+                Event::ServerEof => return Ok(Exit::ServerGone),
+                Event::ClientError(e) => return Err(SessionError::Client(e)),
+                Event::ServerError(e) => return Err(SessionError::Upstream(e.into())),
                 Event::Shutdown => self.draining = true,
             }
         }
     }
 
+    /// Writes what is pending to both sides and reads whichever side has data, alternating
+    /// which side is read first so that neither can starve the other.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        let paused = self.paused_for_injection();
+        let server = &mut *self.server;
+        if let Poll::Ready(Err(e)) = pump::poll_drain(&mut server.stream, &mut self.to_server, cx) {
+            return Poll::Ready(Event::ServerError(e));
+        }
+        if let Poll::Ready(Err(e)) = pump::poll_drain(&mut self.client, &mut self.to_client, cx) {
+            return Poll::Ready(Event::ClientError(e));
+        }
+        let read_client = !paused && self.to_server.len() < pump::HIGH_WATER;
+        let read_server = self.to_client.len() < pump::HIGH_WATER;
+        self.client_first = !self.client_first;
+        for client_turn in [self.client_first, !self.client_first] {
+            let polled = match client_turn {
+                true if read_client => pump::poll_read_into(&mut self.client, self.client_in.buffer(), cx)
+                    .map(|r| match r {
+                        Ok(0) => Event::ClientEof,
+                        Ok(_) => Event::ClientData,
+                        Err(e) => Event::ClientError(e),
+                    }),
+                false if read_server => pump::poll_read_into(&mut server.stream, server.framer.buffer(), cx)
+                    .map(|r| match r {
+                        Ok(0) => Event::ServerEof,
+                        Ok(_) => Event::ServerData,
+                        Err(e) => Event::ServerError(e),
+                    }),
+                _ => Poll::Pending,
+            };
+            if polled.is_ready() {
+                return polled;
+            }
+        }
+        Poll::Pending
+    }
+
     /// While the pipelined injection in front of a Query is unanswered, further client
     /// messages wait: if it fails, the proxy's Sync must reach the server right after that Query.
-    fn paused(&self) -> bool {
+    fn paused_for_injection(&self) -> bool {
         self.intercepts.iter().any(|i| matches!(i, Intercept::Injection { before_simple: true }))
     }
 
@@ -186,7 +226,7 @@ impl<'a> Relay<'a> {
 
     async fn process_client(&mut self) -> Result<Option<Exit>, SessionError> {
         let limit = self.shared.config.limits.max_message_bytes;
-        while !self.paused() {
+        while !self.paused_for_injection() {
             let frame = match self.client_in.next(|tag| tag == b'd', limit) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
@@ -459,9 +499,14 @@ impl<'a> Relay<'a> {
     }
 }
 
+/// What woke the relay.
 enum Event {
-    Client(std::io::Result<usize>),
-    Server(std::io::Result<usize>),
+    ClientData,
+    ServerData,
+    ClientEof,
+    ServerEof,
+    ClientError(std::io::Error),
+    ServerError(std::io::Error),
     Shutdown,
 }
 

@@ -1,0 +1,48 @@
+//! Non-blocking I/O for the relay: both sockets are read and written in one
+//! poll, so the proxy keeps reading server replies while it is still writing a
+//! client's long pipeline (a blocking write there would deadlock: the server
+//! stops reading when nobody drains its replies). Reads stop while the data
+//! already waiting for the other side is above [`HIGH_WATER`]: a slow reader
+//! slows its peer instead of growing the proxy's memory.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Bytes read per syscall at most.
+pub const READ_CHUNK: usize = 32 * 1024;
+/// Above this many bytes waiting to be written to one side, the other side is not read.
+pub const HIGH_WATER: usize = 128 * 1024;
+
+/// Reads once into the spare end of `buf`; `Ok(0)` is end of stream.
+pub fn poll_read_into<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let len = buf.len();
+    buf.resize(len + READ_CHUNK, 0);
+    let mut read = ReadBuf::new(&mut buf[len..]);
+    let result = Pin::new(stream).poll_read(cx, &mut read);
+    let n = match &result {
+        Poll::Ready(Ok(())) => read.filled().len(),
+        _ => 0,
+    };
+    buf.truncate(len + n);
+    result.map_ok(|()| n)
+}
+
+/// Writes all of `buf` and flushes; `Pending` while the peer is not reading.
+pub fn poll_drain<S: AsyncWrite + Unpin>(stream: &mut S, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    while !buf.is_empty() {
+        let n = ready!(Pin::new(&mut *stream).poll_write(cx, buf))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        buf.advance(n);
+    }
+    Pin::new(stream).poll_flush(cx)
+}
