@@ -1,4 +1,5 @@
 //! The `rlsproxy` binary: check-config, token, and run with a graceful SIGTERM.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed expectation is the report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Server connections coming and going: an upstream that dies or is unreachable,
 //! and statements that need the injection in a transaction of their own.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed expectation is the report
 
 mod common;
 
@@ -81,7 +82,7 @@ async fn upstream_loss_gives_08006_and_later_clients_reconnect() {
     assert!(message.starts_with("rlsproxy: "), "{message}");
 
     // While the server is unreachable, logins fail with 08006 and the proxy stays up.
-    let err = proxy.try_connect(&proxy.token("2")).await.err().expect("no upstream");
+    let err = proxy.try_connect(&proxy.token("2")).await.expect_err("no upstream");
     let (code, message) = db_error(&err);
     assert_eq!(code, "08006");
     assert!(message.contains("the upstream server is unavailable"), "{message}");

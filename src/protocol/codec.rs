@@ -102,16 +102,17 @@ impl Framer {
             return Err(ProtocolError::BadLength(declared));
         }
         let total = declared as usize + 1;
+        let stream = total > STREAM_THRESHOLD && streamable(tag);
+        if total > limit && !stream {
+            return Err(ProtocolError::TooLarge { tag: tag as char, len: total, limit });
+        }
         if self.buf.len() >= total {
             return Ok(Some(Frame::Message(self.buf.split_to(total).freeze())));
         }
-        if total > STREAM_THRESHOLD && streamable(tag) {
+        if stream {
             let n = self.buf.len();
             self.streaming = total - n;
             return Ok(Some(Frame::Piece(self.buf.split_to(n).freeze())));
-        }
-        if total > limit {
-            return Err(ProtocolError::TooLarge { tag: tag as char, len: total, limit });
         }
         self.buf.reserve(total - self.buf.len());
         Ok(None)
@@ -159,6 +160,10 @@ mod tests {
         let mut f = Framer::default();
         f.buffer().extend_from_slice(&[b'Q', 0, 0, 8, 0, b'x']);
         assert!(matches!(f.next(|_| false, 1024), Err(ProtocolError::TooLarge { .. })));
+        // Refused even when the whole message is already buffered.
+        let mut f = Framer::default();
+        f.buffer().extend_from_slice(&[b'Q', 0, 0, 0, 9, b'x', b'x', b'x', b'x', 0]);
+        assert!(matches!(f.next(|_| false, 8), Err(ProtocolError::TooLarge { len: 10, .. })));
     }
 
     #[test]

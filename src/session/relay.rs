@@ -263,7 +263,10 @@ impl<'a> Relay<'a> {
         let Some(names) = frontend::referenced_names(tag, body) else {
             return Ok(Some(Exit::Fatal(client_protocol_error(&ProtocolError::Malformed(tag as char)))));
         };
-        let refusal = names.iter().any(|n| n.starts_with(RESERVED_PREFIX)).then(|| {
+        let reserved_name = names.iter().any(|n| n.starts_with(RESERVED_PREFIX));
+        // SQL-level EXECUTE/DEALLOCATE/PREPARE share the names of protocol-level statements.
+        let reserved_in_sql = frontend::sql_text(tag, body).is_some_and(mentions_reserved_prefix);
+        let refusal = (reserved_name || reserved_in_sql).then(|| {
             PgError::error("42501", "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy")
         });
         let simple = matches!(tag, b'Q' | b'F');
@@ -508,6 +511,11 @@ enum Event {
     ClientError(std::io::Error),
     ServerError(std::io::Error),
     Shutdown,
+}
+
+/// Whether SQL text names anything with the reserved prefix, in any letter case.
+fn mentions_reserved_prefix(sql: &[u8]) -> bool {
+    sql.windows(RESERVED_PREFIX.len()).any(|w| w.eq_ignore_ascii_case(RESERVED_PREFIX))
 }
 
 /// A client statement that drops prepared statements or settings, i.e. the injection's.

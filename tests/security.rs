@@ -1,0 +1,165 @@
+//! Security integration tests: the proxy in front of the throwaway cluster,
+//! attacked the ways DESIGN.md section 4 lists (tokens, startup packets, TLS,
+//! upstream roles, context injection, reserved names, malformed and oversized
+//! messages, cancel keys). Every test asserts the exact SQLSTATE and message a
+//! client sees, and leaves no data behind (temp tables only).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+#[path = "security/injection.rs"]
+mod injection;
+#[path = "security/protocol.rs"]
+mod protocol;
+#[path = "security/startup.rs"]
+mod startup;
+#[path = "security/tls.rs"]
+mod tls;
+#[path = "security/tokens.rs"]
+mod tokens;
+#[path = "security/upstream.rs"]
+mod upstream;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::proxy::TestProxy;
+use common::raw::{self, RawClient};
+
+/// Tenant 1's documents, by id.
+pub const ACME: [&str; 3] = ["acme roadmap", "acme payroll", "acme onboarding"];
+/// Tenant 2's documents, by id.
+pub const GLOBEX: [&str; 2] = ["globex merger plan", "globex handbook"];
+
+/// Titles of the documents the client can see, by id.
+pub async fn titles(client: &tokio_postgres::Client) -> Vec<String> {
+    let rows = client.query("SELECT title FROM documents ORDER BY id", &[]).await.expect("select documents");
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// `current_setting('app.current_tenant')` as the client sees it.
+pub async fn current_tenant(client: &tokio_postgres::Client) -> String {
+    let row = client.query_one("SELECT current_setting('app.current_tenant')", &[]).await.expect("current_setting");
+    row.get(0)
+}
+
+/// Severity, SQLSTATE and message of a server (or proxy) error; panics on a client-side error.
+pub fn server_error(e: &tokio_postgres::Error) -> (String, String, String) {
+    let db = e.as_db_error().unwrap_or_else(|| panic!("expected an ErrorResponse, got: {e}"));
+    (db.severity().to_string(), db.code().code().to_string(), db.message().to_string())
+}
+
+/// Connecting with `token` must fail with an ErrorResponse: (severity, SQLSTATE, message).
+pub async fn refused(proxy: &TestProxy, token: &str) -> (String, String, String) {
+    match proxy.try_connect(token).await {
+        Ok(client) => {
+            let seen = client.simple_query("SELECT title FROM documents").await;
+            panic!("connection accepted; it sees: {seen:?}")
+        }
+        Err(e) => server_error(&e),
+    }
+}
+
+/// A raw client through the startup and authentication with `token`: the client
+/// and every message up to and including the first ReadyForQuery.
+pub async fn raw_login(proxy: &TestProxy, token: &str, extra: &[(&str, &str)]) -> (RawClient, Vec<(u8, Vec<u8>)>) {
+    let mut c = raw::connect(proxy.addr).await;
+    let mut params = vec![("user", "alice"), ("database", "app")];
+    params.extend_from_slice(extra);
+    c.send_startup(&params).await;
+    let (tag, body) = c.read_message().await;
+    assert_eq!((tag as char, body), ('R', 3i32.to_be_bytes().to_vec()), "AuthenticationCleartextPassword");
+    c.send_password(token).await;
+    let msgs = c.read_until_ready().await;
+    assert!(
+        msgs.iter().any(|(t, b)| *t == b'R' && b[..] == 0i32.to_be_bytes()),
+        "no AuthenticationOk in {:?}",
+        tags(&msgs)
+    );
+    (c, msgs)
+}
+
+/// Sends a simple Query and returns every reply up to ReadyForQuery.
+pub async fn raw_query(c: &mut RawClient, sql: &str) -> Vec<(u8, Vec<u8>)> {
+    c.send_query(sql).await;
+    c.read_until_ready().await
+}
+
+/// The message types, as characters, for readable assertions.
+pub fn tags(msgs: &[(u8, Vec<u8>)]) -> String {
+    msgs.iter().map(|(t, _)| *t as char).collect()
+}
+
+/// The text columns of every DataRow.
+pub fn data_rows(msgs: &[(u8, Vec<u8>)]) -> Vec<Vec<Option<String>>> {
+    msgs.iter()
+        .filter(|(t, _)| *t == b'D')
+        .map(|(_, body)| {
+            let n = i16::from_be_bytes([body[0], body[1]]) as usize;
+            let mut at = 2;
+            (0..n)
+                .map(|_| {
+                    let len = i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+                    at += 4;
+                    (len >= 0).then(|| {
+                        let v = String::from_utf8_lossy(&body[at..at + len as usize]).into_owned();
+                        at += len as usize;
+                        v
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The first column of every DataRow.
+pub fn first_column(msgs: &[(u8, Vec<u8>)]) -> Vec<String> {
+    data_rows(msgs).into_iter().map(|r| r[0].clone().unwrap_or_default()).collect()
+}
+
+/// The fields of the only ErrorResponse among `msgs`.
+pub fn the_error(msgs: &[(u8, Vec<u8>)]) -> HashMap<char, String> {
+    let errors: Vec<_> = msgs.iter().filter(|(t, _)| *t == b'E').collect();
+    assert_eq!(errors.len(), 1, "expected one ErrorResponse in {}", tags(msgs));
+    raw::error_fields(&errors[0].1)
+}
+
+/// (severity, SQLSTATE, message) of ErrorResponse fields.
+pub fn sev_code_msg(fields: &HashMap<char, String>) -> (&str, &str, &str) {
+    (fields[&'S'].as_str(), fields[&'C'].as_str(), fields[&'M'].as_str())
+}
+
+/// The peer closes the connection (EOF or reset) without sending anything more.
+pub async fn assert_closed(c: &mut RawClient) {
+    match c.try_read_message(Duration::from_secs(5)).await {
+        Ok(None) => {}
+        Ok(Some((tag, body))) => panic!("expected the connection to close, got '{}' {:?}", tag as char, body),
+        Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::TimedOut, "connection still open: {e}"),
+    }
+}
+
+/// The proxy still serves a fresh client of tenant 1 normally.
+pub async fn assert_serves(proxy: &TestProxy) {
+    let client = proxy.connect(&proxy.token("1")).await;
+    assert_eq!(titles(&client).await, ACME);
+}
+
+/// psql through a conninfo, off the runtime's threads: (success, stdout, stderr).
+pub async fn psql(conninfo: String, sql: &'static str) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = common::postgres().psql().arg(conninfo).args(["-At", "-c", sql]).output().expect("run psql");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("psql task")
+}
+
+/// Runs a shell command, panicking with its stderr on failure.
+pub fn run(cmd: &mut std::process::Command) {
+    let out = cmd.output().expect("spawn command");
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,184 @@
+//! Context injection invariants (DESIGN.md section 2): interleaved tenants stay
+//! apart, a reused server connection carries nothing of its last client, and a
+//! failed injection runs none of the transaction's statements.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::common::{postgres, proxy};
+use crate::{ACME, GLOBEX, current_tenant, refused, server_error, titles};
+
+/// Titles through the simple protocol (a Query message rather than Parse/Bind).
+async fn simple_titles(client: &Client) -> Vec<String> {
+    let msgs = client.simple_query("SELECT title FROM documents ORDER BY id").await.expect("simple select");
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or_default().to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn count(client: &Client, table: &str) -> i64 {
+    client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.expect("count").get(0)
+}
+
+#[tokio::test]
+async fn interleaved_tenants_never_see_each_other() {
+    let proxy = proxy::start_default().await;
+    let a = proxy.connect(&proxy.token("1")).await;
+    let b = proxy.connect(&proxy.token("2")).await;
+    for i in 0..30 {
+        let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        first.batch_execute("BEGIN").await.unwrap();
+        second.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(titles(&a).await, ACME, "iteration {i}");
+        assert_eq!(simple_titles(&b).await, GLOBEX, "iteration {i}");
+        first.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(simple_titles(&a).await, ACME, "iteration {i}");
+        assert_eq!(titles(&b).await, GLOBEX, "iteration {i}");
+        second.batch_execute("COMMIT").await.unwrap();
+        // Outside explicit transactions, concurrently.
+        let (ta, tb, ca, cb) = tokio::join!(titles(&a), titles(&b), current_tenant(&a), current_tenant(&b));
+        assert_eq!((ta, ca), (ACME.map(String::from).to_vec(), "1".to_string()), "iteration {i}");
+        assert_eq!((tb, cb), (GLOBEX.map(String::from).to_vec(), "2".to_string()), "iteration {i}");
+    }
+}
+
+/// pool.size = 1: the second client gets the first one's server connection, reset.
+#[tokio::test]
+async fn reused_server_connection_carries_nothing_across_tenants() {
+    let mut cfg = proxy::base_config(postgres());
+    cfg.pool.size = 1;
+    let proxy = proxy::start(cfg).await;
+    let a = proxy.connect(&proxy.token("1")).await;
+    let pid: i32 = a.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    a.batch_execute(
+        "SET search_path = pg_catalog, public; \
+         CREATE TEMP TABLE sec_reuse_probe (secret text); \
+         INSERT INTO sec_reuse_probe VALUES ('acme secret')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(titles(&a).await, ACME);
+    drop(a);
+
+    let b = proxy.connect(&proxy.token("2")).await;
+    let pid_b: i32 = b.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_eq!(pid_b, pid, "pool.size = 1 must hand over the same server connection");
+    assert_eq!(current_tenant(&b).await, "2");
+    assert_eq!(titles(&b).await, GLOBEX);
+    let search_path: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(search_path, "\"$user\", public");
+    let temp: Option<String> =
+        b.query_one("SELECT to_regclass('pg_temp.sec_reuse_probe')::text", &[]).await.unwrap().get(0);
+    assert_eq!(temp, None, "the first client's temp table survived");
+    let any: i64 =
+        b.query_one("SELECT count(*) FROM pg_class WHERE relname = 'sec_reuse_probe'", &[]).await.unwrap().get(0);
+    assert_eq!(any, 0);
+}
+
+async fn ensure_role_without_membership() {
+    let su = postgres().superuser_client("app").await;
+    su.batch_execute(
+        "DO $$ BEGIN \
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'no_such_member') THEN \
+             CREATE ROLE no_such_member NOLOGIN; \
+           END IF; \
+         END $$",
+    )
+    .await
+    .expect("create role no_such_member");
+}
+
+/// A role the upstream role cannot SET: the first injection fails at session start, so the
+/// client never gets a session, let alone a row.
+#[tokio::test]
+async fn failed_role_injection_refuses_the_session() {
+    ensure_role_without_membership().await;
+    let mut cfg = proxy::base_config(postgres());
+    cfg.jwt.role_claim = "role".into();
+    cfg.jwt.allowed_roles = vec!["admin_role".into(), "no_such_member".into()];
+    let proxy = proxy::start(cfg).await;
+    let hour = Duration::from_secs(3600);
+
+    let token = proxy.token_with("1", Some("no_such_member"), hour, &[]);
+    let (severity, code, message) = refused(&proxy, &token).await;
+    assert_eq!(
+        (severity.as_str(), code.as_str(), message.as_str()),
+        ("FATAL", "42501", "rlsproxy: cannot start the session: permission denied to set role \"no_such_member\"")
+    );
+
+    // Controls: the role mechanism works, and the failure left the proxy usable.
+    let admin = proxy.connect(&proxy.token_with("1", Some("admin_role"), hour, &[])).await;
+    let all: Vec<&str> = ACME.iter().chain(&GLOBEX).copied().collect();
+    assert_eq!(titles(&admin).await, all);
+    let plain = proxy.connect(&proxy.token("2")).await;
+    assert_eq!(titles(&plain).await, GLOBEX);
+    let who: String = plain.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    assert_eq!(who, "app_proxy");
+}
+
+const DROPPED: &str = "rlsproxy: could not set the tenant context, so no statement of this transaction ran: \
+                       prepared statement \"rlsproxy_ctx\" does not exist";
+
+fn assert_injection_failed(err: &tokio_postgres::Error) {
+    assert_eq!(server_error(err), ("ERROR".into(), "26000".into(), DROPPED.into()));
+}
+
+/// `DEALLOCATE ALL` drops the injection statement; the next transaction must not run
+/// (simple and extended protocol), and the one after works again.
+#[tokio::test]
+async fn dropped_injection_statement_fails_closed() {
+    let proxy = proxy::start_default().await;
+    let c = proxy.connect(&proxy.token("1")).await;
+    c.batch_execute("CREATE TEMP TABLE sec_dealloc_probe (x int)").await.unwrap();
+
+    c.batch_execute("DEALLOCATE ALL").await.unwrap();
+    let err = c.batch_execute("INSERT INTO sec_dealloc_probe VALUES (1)").await.expect_err("INSERT ran");
+    assert_injection_failed(&err);
+    assert_eq!(count(&c, "sec_dealloc_probe").await, 0);
+    assert_eq!(titles(&c).await, ACME);
+
+    c.batch_execute("DEALLOCATE ALL").await.unwrap();
+    let err = c.execute("INSERT INTO sec_dealloc_probe VALUES (2)", &[]).await.expect_err("INSERT ran");
+    assert_injection_failed(&err);
+    assert_eq!(count(&c, "sec_dealloc_probe").await, 0);
+    assert_eq!(current_tenant(&c).await, "1");
+    c.batch_execute("INSERT INTO sec_dealloc_probe VALUES (3)").await.unwrap();
+    assert_eq!(count(&c, "sec_dealloc_probe").await, 1);
+}
+
+/// The same drop hidden from any text inspection (dynamic SQL): the proxy still believes its
+/// context is committed and pipelines the injection in front of the next transaction. The
+/// failed injection must make the server skip the client's statements.
+#[tokio::test]
+async fn hidden_injection_drop_fails_closed_on_the_pipelined_path() {
+    let proxy = proxy::start_default().await;
+    let c = proxy.connect(&proxy.token("1")).await;
+    c.batch_execute("CREATE TEMP TABLE sec_hidden_probe (x int)").await.unwrap();
+    let hide = "DO $$ BEGIN EXECUTE 'DEALLOC' || 'ATE ALL'; END $$";
+    if let Err(e) = c.batch_execute(hide).await {
+        // A statement guard refusing DO blocks closes this path too.
+        assert_eq!(server_error(&e).1, "42501", "{e}");
+        return;
+    }
+    let err = c.batch_execute("INSERT INTO sec_hidden_probe VALUES (1)").await.expect_err("INSERT ran");
+    assert_injection_failed(&err);
+    assert_eq!(count(&c, "sec_hidden_probe").await, 0);
+
+    c.batch_execute(hide).await.unwrap();
+    let err = c.execute("INSERT INTO sec_hidden_probe VALUES (2)", &[]).await.expect_err("INSERT ran");
+    assert_injection_failed(&err);
+    assert_eq!(count(&c, "sec_hidden_probe").await, 0);
+
+    // A multi-statement transaction block: none of it runs.
+    c.batch_execute(hide).await.unwrap();
+    let err =
+        c.batch_execute("BEGIN; INSERT INTO sec_hidden_probe VALUES (3); COMMIT").await.expect_err("transaction ran");
+    assert_injection_failed(&err);
+    assert_eq!(count(&c, "sec_hidden_probe").await, 0);
+    assert_eq!(titles(&c).await, ACME);
+    assert_eq!(current_tenant(&c).await, "1");
+}

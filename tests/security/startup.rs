@@ -1,0 +1,174 @@
+//! The startup packet: only allow-listed settings pass, newer protocol minors are
+//! negotiated down, GSSENC is declined, and malformed first bytes are harmless.
+
+use crate::common::proxy;
+use crate::common::raw::{self, RawClient};
+use crate::{ACME, assert_closed, assert_serves, first_column, raw_login, raw_query, server_error, sev_code_msg, tags};
+
+/// A raw client whose StartupMessage (3.0, user alice, database app, plus `extra`) is refused
+/// before any password is asked: returns the error fields.
+async fn refused_startup(
+    addr: std::net::SocketAddr,
+    extra: &[(&str, &str)],
+) -> std::collections::HashMap<char, String> {
+    let mut c = raw::connect(addr).await;
+    let mut params = vec![("user", "alice"), ("database", "app")];
+    params.extend_from_slice(extra);
+    c.send_startup(&params).await;
+    let (tag, body) = c.read_message().await;
+    assert_eq!(tag as char, 'E', "expected an ErrorResponse before any authentication request");
+    assert_closed(&mut c).await;
+    raw::error_fields(&body)
+}
+
+#[tokio::test]
+async fn startup_parameters_outside_the_allow_list_are_refused() {
+    let proxy = proxy::start_default().await;
+    let token = proxy.token("1");
+
+    // tokio-postgres sends `options` as a startup parameter.
+    let mut cfg = proxy.client_config(&token);
+    cfg.options("-c app.current_tenant=2");
+    let err = cfg.connect(tokio_postgres::NoTls).await.err().expect("options accepted");
+    assert_eq!(
+        server_error(&err),
+        (
+            "FATAL".into(),
+            "42501".into(),
+            "rlsproxy does not accept the \"options\" startup parameter: server settings cannot be changed at \
+             connection time through the proxy"
+                .into()
+        )
+    );
+
+    let f = refused_startup(proxy.addr, &[("options", "-c app.current_tenant=2")]).await;
+    assert_eq!(sev_code_msg(&f).1, "42501");
+    let f = refused_startup(proxy.addr, &[("search_path", "evil, public")]).await;
+    assert_eq!(sev_code_msg(&f), ("FATAL", "42501", "rlsproxy does not accept the startup parameter \"search_path\""));
+    let f = refused_startup(proxy.addr, &[("app.current_tenant", "2")]).await;
+    assert_eq!(
+        sev_code_msg(&f),
+        ("FATAL", "42501", "rlsproxy does not accept the startup parameter \"app.current_tenant\"")
+    );
+    let f = refused_startup(proxy.addr, &[("role", "admin_role")]).await;
+    assert_eq!(sev_code_msg(&f), ("FATAL", "42501", "rlsproxy does not accept the startup parameter \"role\""));
+    let f = refused_startup(proxy.addr, &[("replication", "database")]).await;
+    assert_eq!(sev_code_msg(&f), ("FATAL", "0A000", "rlsproxy does not accept replication connections"));
+    let f = refused_startup(proxy.addr, &[("replication", "true")]).await;
+    assert_eq!(sev_code_msg(&f).1, "0A000");
+    assert_serves(&proxy).await;
+}
+
+#[tokio::test]
+async fn allowed_startup_settings_are_applied() {
+    let proxy = proxy::start_default().await;
+    let token = proxy.token("1");
+    let mut cfg = proxy.client_config(&token);
+    cfg.application_name("security-test-app");
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.expect("connect with application_name");
+    tokio::spawn(conn);
+    let row = client.query_one("SHOW application_name", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "security-test-app");
+
+    // Any case of the name, as the server accepts it.
+    let (mut c, _) = raw_login(&proxy, &token, &[("datestyle", "SQL, DMY"), ("application_name", "raw-app")]).await;
+    assert_eq!(first_column(&raw_query(&mut c, "SHOW DateStyle").await), ["SQL, DMY"]);
+    assert_eq!(first_column(&raw_query(&mut c, "SHOW application_name").await), ["raw-app"]);
+    assert_eq!(first_column(&raw_query(&mut c, "SELECT title FROM documents ORDER BY id").await), ACME);
+}
+
+#[tokio::test]
+async fn protocol_3_2_is_negotiated_down_to_3_0() {
+    let proxy = proxy::start_default().await;
+    let token = proxy.token("1");
+    let mut c = raw::connect(proxy.addr).await;
+    let mut body = ((3i32 << 16) | 2).to_be_bytes().to_vec();
+    for s in ["user", "alice", "database", "app", "_pq_.security_test", "1"] {
+        body.extend(raw::cstr(s));
+    }
+    body.push(0);
+    c.send_untagged(&body).await;
+    let (tag, body) = c.read_message().await;
+    assert_eq!(tag as char, 'v', "NegotiateProtocolVersion");
+    let mut expected = 0i32.to_be_bytes().to_vec();
+    expected.extend(1i32.to_be_bytes());
+    expected.extend(raw::cstr("_pq_.security_test"));
+    assert_eq!(body, expected, "minor 0 and the unsupported option");
+    let (tag, body) = c.read_message().await;
+    assert_eq!((tag as char, body), ('R', 3i32.to_be_bytes().to_vec()));
+    c.send_password(&token).await;
+    let msgs = c.read_until_ready().await;
+    assert!(tags(&msgs).contains('K'), "{}", tags(&msgs));
+    assert_eq!(first_column(&raw_query(&mut c, "SELECT title FROM documents ORDER BY id").await), ACME);
+}
+
+#[tokio::test]
+async fn gssenc_request_is_declined_and_startup_continues() {
+    let proxy = proxy::start_default().await;
+    let token = proxy.token("1");
+    let mut c = raw::connect(proxy.addr).await;
+    c.send_untagged(&80_877_104i32.to_be_bytes()).await;
+    assert_eq!(c.read_byte().await, b'N');
+    c.send_startup(&[("user", "alice"), ("database", "app")]).await;
+    assert_eq!(c.read_message().await.0, b'R');
+    c.send_password(&token).await;
+    c.read_until_ready().await;
+    assert_eq!(first_column(&raw_query(&mut c, "SELECT title FROM documents ORDER BY id").await), ACME);
+}
+
+/// Sends `bytes` as the first bytes of a connection; the proxy must close it
+/// (after at most an ErrorResponse) without ever asking for a password.
+async fn garbage(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<std::collections::HashMap<char, String>> {
+    let mut c: RawClient = raw::connect(addr).await;
+    let _ = c.try_send_raw(bytes).await;
+    match c.try_read_message(std::time::Duration::from_secs(5)).await {
+        Ok(None) => None,
+        Ok(Some((b'E', body))) => {
+            assert_closed(&mut c).await;
+            Some(raw::error_fields(&body))
+        }
+        Ok(Some((tag, body))) => panic!("unexpected reply '{}' {body:?} to {bytes:?}", tag as char),
+        Err(e) => {
+            assert_ne!(e.kind(), std::io::ErrorKind::TimedOut, "no reply and not closed after {bytes:?}");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn invalid_startup_lengths_and_garbage_are_harmless() {
+    let proxy = proxy::start_default().await;
+    // Lengths below the minimum, negative, and above the startup packet limit.
+    for len in [0i32, 4, 7, -1, 10_001, i32::MAX] {
+        let mut bytes = len.to_be_bytes().to_vec();
+        bytes.extend(raw::PROTOCOL_3_0.to_be_bytes());
+        assert_eq!(garbage(proxy.addr, &bytes).await, None, "length {len}");
+    }
+    // Truncated: a length promising more than is sent, then EOF.
+    {
+        let mut c = raw::connect(proxy.addr).await;
+        c.send_raw(&100i32.to_be_bytes()).await;
+        c.send_raw(&raw::PROTOCOL_3_0.to_be_bytes()).await;
+        let stream = c.into_inner();
+        drop(stream);
+    }
+    let http = garbage(proxy.addr, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert_eq!(http, None);
+    // A fake TLS ClientHello while no TLS is configured.
+    assert_eq!(garbage(proxy.addr, &[0x16, 3, 1, 0, 5, 1, 0, 0, 1, 0]).await, None);
+    // A well-framed packet with an unknown version code.
+    let mut unknown = 8i32.to_be_bytes().to_vec();
+    unknown.extend(0x0004_0000i32.to_be_bytes());
+    let f = garbage(proxy.addr, &unknown).await.expect("an ErrorResponse for protocol 4.0");
+    assert_eq!(sev_code_msg(&f), ("FATAL", "0A000", "unsupported frontend protocol: rlsproxy speaks 3.0"));
+    // A startup packet whose parameters are not NUL-terminated.
+    let params = b"user\0alice\0dat";
+    let mut malformed = (8 + params.len() as i32).to_be_bytes().to_vec();
+    malformed.extend(raw::PROTOCOL_3_0.to_be_bytes());
+    malformed.extend(params);
+    let _ = garbage(proxy.addr, &malformed).await;
+    // Random bytes.
+    let noise: Vec<u8> = [0xde, 0xad, 0xbe, 0xef].into_iter().chain((0..60u32).map(|i| (i * 37 + 11) as u8)).collect();
+    let _ = garbage(proxy.addr, &noise).await;
+    assert_serves(&proxy).await;
+}
