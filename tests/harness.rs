@@ -2,7 +2,6 @@
 //! without the proxy: the RLS policies filter by `app.current_tenant`, fail
 //! closed without it, yield to `SET ROLE admin_role`, and the cluster offers
 //! the auth methods and TLS that the proxy's own tests rely on.
-#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed expectation is the report
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
