@@ -55,7 +55,7 @@ pub fn upstream_config(mode: SslMode, root: Option<&Path>) -> Result<Option<Arc<
         return Ok(None);
     }
     let verifier: Arc<dyn ServerCertVerifier> = match root {
-        None => Arc::new(AcceptAny(provider())),
+        None => Arc::new(Relaxed { chain: None, provider: provider() }),
         Some(path) => {
             let mut roots = RootCertStore::empty();
             for cert in load_certs("upstream.sslrootcert", path)? {
@@ -64,7 +64,11 @@ pub fn upstream_config(mode: SslMode, root: Option<&Path>) -> Result<Option<Arc<
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
                 .map_err(|e| file_err("upstream.sslrootcert", path, e))?;
-            if mode == SslMode::VerifyFull { webpki } else { Arc::new(ChainOnly(webpki)) }
+            if mode == SslMode::VerifyFull {
+                webpki
+            } else {
+                Arc::new(Relaxed { chain: Some(webpki), provider: provider() })
+            }
         }
     };
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
@@ -83,47 +87,16 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, ConfigError> {
         .map_err(|e| ConfigError::Invalid { key: "upstream.host", reason: e.to_string() })
 }
 
-/// libpq's `sslmode=prefer|require` without a root certificate: encryption without authentication.
+/// libpq's `prefer`/`require` without a root certificate (`chain: None`: encryption without
+/// authentication) and `verify-ca` (`chain: Some`: the chain must lead to a trusted root, the
+/// host name is not checked). `verify-full` uses rustls' own verifier instead.
 #[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
-
-/// libpq's `verify-ca`: the chain must lead to a trusted root; the host name is not checked.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Relaxed {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Relaxed {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -132,7 +105,8 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -145,7 +119,7 @@ impl ServerCertVerifier for ChainOnly {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls12_signature(m, c, d)
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
     fn verify_tls13_signature(
         &self,
@@ -153,9 +127,9 @@ impl ServerCertVerifier for ChainOnly {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls13_signature(m, c, d)
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
