@@ -77,9 +77,13 @@ fn token_mints_what_the_verifier_accepts() {
 }
 
 fn spawn_proxy(config: &std::path::Path) -> Child {
+    spawn_proxy_logging(config, "info")
+}
+
+fn spawn_proxy_logging(config: &std::path::Path, filter: &str) -> Child {
     Command::new(BIN)
         .args(["run", "--config", config.to_str().expect("utf8")])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", filter)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -109,6 +113,59 @@ fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<i32> {
     }
 }
 
+fn mint_for(path: &std::path::Path, tenant: &str, ttl: Duration) -> String {
+    let config = Config::load(path).expect("config");
+    let req = rlsproxy::auth::MintRequest { tenant: tenant.into(), subject: None, role: None, ttl, extra: vec![] };
+    rlsproxy::auth::mint(&config.jwt, &req).expect("mint")
+}
+
+/// JSON logs: one object per line, the client span carries the tenant and backend pid,
+/// and neither the token nor the upstream password ever appears, even at trace level
+/// and when the token is rejected.
+#[tokio::test]
+async fn json_logs_carry_the_span_and_never_a_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let path = write_config(
+        &dir,
+        port,
+        (Postgres::PROXY_USER, Postgres::PROXY_PASSWORD),
+        "leeway_s = 0\n\n[log]\nformat = \"json\"\n",
+    );
+    let mut child = spawn_proxy_logging(&path, "trace");
+    wait_for_port(port, &mut child);
+    let token = mint_for(&path, "2", Duration::from_secs(600));
+    let expired = mint_for(&path, "2", Duration::ZERO);
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1").port(port).user("alice").dbname("app").password(&token);
+    let client = common::connect(&cfg).await;
+    let rows = client.query("SELECT title FROM documents ORDER BY id", &[]).await.expect("query");
+    assert_eq!(rows.len(), 2);
+    drop(client);
+    cfg.password(&expired);
+    assert!(cfg.connect(tokio_postgres::NoTls).await.is_err(), "expired token refused");
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert_eq!(wait_for_exit(&mut child, Duration::from_secs(10)), Some(0));
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut logs).expect("read");
+    let mut saw_session = false;
+    for line in logs.lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if value["message"] == "session started" {
+            assert_eq!(value["span"]["tenant"], "2", "{line}");
+            assert!(value["span"]["backend_pid"].as_i64().is_some_and(|pid| pid > 0), "{line}");
+            saw_session = true;
+        }
+    }
+    assert!(saw_session, "no session line in {logs}");
+    for secret in [token.as_str(), expired.as_str(), Postgres::PROXY_PASSWORD, common::proxy::SECRET] {
+        assert!(!logs.contains(secret), "a secret appears in the logs");
+    }
+    let signature = token.rsplit('.').next().expect("signature");
+    assert!(!logs.contains(signature), "a token signature appears in the logs");
+}
+
 #[tokio::test]
 async fn sigterm_lets_the_open_transaction_finish_then_closes() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -116,17 +173,7 @@ async fn sigterm_lets_the_open_transaction_finish_then_closes() {
     let path = write_config(&dir, port, (Postgres::PROXY_USER, Postgres::PROXY_PASSWORD), "leeway_s = 0\n");
     let mut child = spawn_proxy(&path);
     wait_for_port(port, &mut child);
-    let token = {
-        let config = Config::load(&path).expect("config");
-        let req = rlsproxy::auth::MintRequest {
-            tenant: "1".into(),
-            subject: None,
-            role: None,
-            ttl: Duration::from_secs(600),
-            extra: vec![],
-        };
-        rlsproxy::auth::mint(&config.jwt, &req).expect("mint")
-    };
+    let token = mint_for(&path, "1", Duration::from_secs(600));
     let mut cfg = tokio_postgres::Config::new();
     cfg.host("127.0.0.1").port(port).user("alice").dbname("app").password(&token);
     let client = common::connect(&cfg).await;
