@@ -115,3 +115,79 @@ async fn upstream_certificate_from_another_ca_is_refused() {
         );
     }
 }
+
+/// A TLS client for the raw tests, trusting the test CA and offering `alpn`.
+fn raw_tls_connector(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(postgres().ca_cert_path()).expect("ca") {
+        roots.add(cert.expect("cert")).expect("add root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// Reads one message (tag, body) from any stream.
+async fn read_msg<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let tag = s.read_u8().await.expect("tag");
+    let len = s.read_i32().await.expect("len") as usize;
+    let mut body = vec![0u8; len - 4];
+    s.read_exact(&mut body).await.expect("body");
+    (tag, body)
+}
+
+/// PostgreSQL 17's direct TLS (`sslnegotiation=direct`): a ClientHello instead of SSLRequest,
+/// with the `postgresql` ALPN; the session then works as usual. Without that ALPN it is refused.
+#[tokio::test]
+async fn direct_tls_with_the_postgresql_alpn() {
+    use tokio::io::AsyncWriteExt;
+    let proxy = tls_proxy(RequireTls::Always).await;
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut tls = raw_tls_connector(&[b"postgresql"]).connect(name.clone(), tcp).await.expect("direct TLS handshake");
+    let mut startup = Vec::new();
+    for part in ["user", "alice", "database", "app"] {
+        startup.extend_from_slice(part.as_bytes());
+        startup.push(0);
+    }
+    startup.push(0);
+    let mut packet = ((startup.len() + 8) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&raw::PROTOCOL_3_0.to_be_bytes());
+    packet.extend_from_slice(&startup);
+    tls.write_all(&packet).await.expect("startup");
+    assert_eq!(read_msg(&mut tls).await, (b'R', 3i32.to_be_bytes().to_vec()), "cleartext password request");
+    let token = proxy.token("1");
+    let mut password = vec![b'p'];
+    password.extend_from_slice(&((token.len() + 5) as i32).to_be_bytes());
+    password.extend_from_slice(token.as_bytes());
+    password.push(0);
+    tls.write_all(&password).await.expect("password");
+    assert_eq!(read_msg(&mut tls).await, (b'R', 0i32.to_be_bytes().to_vec()), "AuthenticationOk");
+    loop {
+        let (tag, body) = read_msg(&mut tls).await;
+        if tag == b'Z' {
+            assert_eq!(body, b"I");
+            break;
+        }
+    }
+
+    // Without ALPN, a direct TLS client is not a PostgreSQL client: no session.
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.expect("connect");
+    let refused = match raw_tls_connector(&[]).connect(name, tcp).await {
+        Err(_) => true,
+        Ok(mut tls) => {
+            let _ = tls.write_all(&packet).await;
+            let mut byte = [0u8; 1];
+            matches!(tokio::io::AsyncReadExt::read(&mut tls, &mut byte).await, Ok(0) | Err(_))
+        }
+    };
+    assert!(refused, "direct TLS without ALPN must not reach authentication");
+}
