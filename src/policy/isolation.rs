@@ -16,8 +16,8 @@ pub fn needs_own_transaction(sql: &[u8]) -> bool {
     let first = first_word(&text);
     let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
     match first {
-        // CALL and DO may COMMIT inside; the others refuse any transaction block.
-        "vacuum" | "reindex" | "cluster" | "call" | "do" => true,
+        // CALL and DO may COMMIT inside; the others refuse any transaction block or pipeline.
+        "vacuum" | "reindex" | "cluster" | "call" | "do" | "discard" => true,
         "create" | "drop" | "alter" => has(&["database", "tablespace", "concurrently", "subscription", "system"]),
         "commit" | "rollback" | "end" | "abort" => has(&["prepared"]),
         "begin" | "start" => has(&["isolation", "read", "deferrable"]),
@@ -58,6 +58,7 @@ mod tests {
         assert!(n(b"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"));
         assert!(n(b"COMMIT PREPARED 'x'"));
         assert!(n(b"CALL p()"));
+        assert!(n(b"DISCARD ALL"));
         assert!(n(b"DO $$ BEGIN COMMIT; END $$"));
         assert!(!n(b"BEGIN"));
         assert!(!n(b"select * from documents"));
