@@ -1,18 +1,22 @@
 //! Upstream connection pool: at most `pool.size` server connections, idle ones
-//! kept per database, clients waiting up to `acquire_timeout_ms` for one.
+//! kept per database, clients queued first-come first-served for up to
+//! `acquire_timeout_ms`, at most `max_waiting_clients` of them.
 //!
-//! Every new connection passes the upstream-role safety check before use, and a
-//! connection only returns to the idle list after a reset (`DISCARD ALL`) that
-//! left it idle: session state never passes from one client to the next.
+//! Every new connection passes the upstream-role safety check before use. A
+//! connection remembers whose session state it carries (`ServerConn::owner`):
+//! the pool prefers handing a client a connection it or its identity last used
+//! (tenant affinity), and the session resets a connection that carried another
+//! identity's state before using it. Session-mode connections are reset with
+//! `DISCARD ALL` when the client leaves.
 
+use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
-use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
 
 use crate::config::PoolConfig;
 use crate::policy::upstream_role;
@@ -25,6 +29,9 @@ pub enum PoolError {
     /// Every connection stayed busy for the whole acquire timeout.
     #[error("no upstream connection became available within {0} ms (pool.size reached)")]
     Timeout(u64),
+    /// Too many clients are already waiting.
+    #[error("too many clients are waiting for an upstream connection (pool.max_waiting_clients = {0})")]
+    QueueFull(usize),
     /// Opening a new connection failed.
     #[error("cannot connect to the upstream server: {0}")]
     Connect(#[from] UpstreamError),
@@ -39,14 +46,10 @@ pub struct Pool {
 #[derive(Debug)]
 struct Inner {
     target: UpstreamTarget,
-    size: usize,
-    acquire_timeout: Duration,
-    idle_timeout: Duration,
+    cfg: PoolConfig,
     /// Roles a token may select: a new connection must not inherit any of them.
     allowed_roles: Vec<String>,
     state: Mutex<State>,
-    /// Woken when a connection returns or closes, so waiters re-check.
-    returned: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -54,21 +57,25 @@ struct State {
     /// Connections that exist (idle + lent + being opened); never above `size`.
     open: usize,
     idle: Vec<ServerConn>,
+    waiters: VecDeque<Waiter>,
+    next_waiter: u64,
+}
+
+/// What a waiting client is handed: a connection, or a slot to open one.
+type Handoff = Option<ServerConn>;
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    database: String,
+    tx: oneshot::Sender<Handoff>,
 }
 
 impl Pool {
     /// A pool for `target`; opens nothing until asked.
     pub fn new(target: UpstreamTarget, cfg: &PoolConfig, allowed_roles: Vec<String>) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                target,
-                size: cfg.size,
-                acquire_timeout: Duration::from_millis(cfg.acquire_timeout_ms),
-                idle_timeout: Duration::from_secs(cfg.idle_timeout_s),
-                allowed_roles,
-                state: Mutex::new(State::default()),
-                returned: Notify::new(),
-            }),
+            inner: Arc::new(Inner { target, cfg: cfg.clone(), allowed_roles, state: Mutex::new(State::default()) }),
         }
     }
 
@@ -79,29 +86,63 @@ impl Pool {
         Ok(())
     }
 
-    /// Lends a connection to `database`, waiting up to the acquire timeout.
-    pub async fn acquire(&self, database: &str) -> Result<Lease, PoolError> {
-        let deadline = Instant::now() + self.inner.acquire_timeout;
-        loop {
-            let mut notified = pin!(self.inner.returned.notified());
-            notified.as_mut().enable();
-            match self.inner.take_or_reserve(database) {
-                Some(Ok(conn)) => return Ok(self.lease(conn)),
-                Some(Err(())) => {
-                    return match self.inner.open(database).await {
-                        Ok(conn) => Ok(self.lease(conn)),
-                        Err(e) => {
-                            self.inner.forget_one();
-                            Err(PoolError::Connect(e))
-                        }
-                    };
+    /// Lends a connection to `database`, preferring one last used by `owner`.
+    pub async fn acquire(&self, database: &str, owner: &Bytes) -> Result<Lease, PoolError> {
+        let ticket = {
+            let mut state = self.inner.lock();
+            self.inner.expire(&mut state);
+            if let Some(conn) = take_idle(&mut state, database, owner) {
+                return Ok(self.lease(conn));
+            }
+            if state.open < self.inner.cfg.size {
+                state.open += 1;
+                None
+            } else if !state.idle.is_empty() {
+                // Full, but an idle connection to another database can make room.
+                state.idle.remove(0);
+                None
+            } else if state.waiters.len() >= self.inner.cfg.max_waiting_clients {
+                return Err(PoolError::QueueFull(self.inner.cfg.max_waiting_clients));
+            } else {
+                let (tx, rx) = oneshot::channel();
+                let id = state.next_waiter;
+                state.next_waiter += 1;
+                state.waiters.push_back(Waiter { id, database: database.to_string(), tx });
+                Some((id, rx))
+            }
+        };
+        let handoff = match ticket {
+            None => None,
+            Some((id, rx)) => self.wait(id, rx).await?,
+        };
+        match handoff {
+            Some(conn) => Ok(self.lease(conn)),
+            None => match self.inner.open(database).await {
+                Ok(conn) => Ok(self.lease(conn)),
+                Err(e) => {
+                    self.inner.closed_one();
+                    Err(PoolError::Connect(e))
                 }
-                None => {}
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(PoolError::Timeout(self.inner.acquire_timeout.as_millis() as u64));
-            }
+            },
         }
+    }
+
+    async fn wait(&self, id: u64, mut rx: oneshot::Receiver<Handoff>) -> Result<Handoff, PoolError> {
+        let timeout = Duration::from_millis(self.inner.cfg.acquire_timeout_ms);
+        if let Ok(Ok(handoff)) = tokio::time::timeout(timeout, &mut rx).await {
+            return Ok(handoff);
+        }
+        let still_waiting = {
+            let mut state = self.inner.lock();
+            let before = state.waiters.len();
+            state.waiters.retain(|w| w.id != id);
+            state.waiters.len() < before
+        };
+        if still_waiting {
+            return Err(PoolError::Timeout(self.inner.cfg.acquire_timeout_ms));
+        }
+        // Handed over just as the timeout fired: take it rather than lose the slot.
+        rx.await.map_err(|_| PoolError::Timeout(self.inner.cfg.acquire_timeout_ms))
     }
 
     fn lease(&self, conn: ServerConn) -> Lease {
@@ -113,40 +154,104 @@ impl Pool {
         let state = self.inner.lock();
         (state.open, state.idle.len())
     }
+
+    /// Keeps `min_idle` clean connections to `database` open and closes expired idle ones,
+    /// until the pool is dropped.
+    pub async fn maintain(self, database: String) {
+        let weak = Arc::downgrade(&self.inner);
+        drop(self);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let wanted = {
+                let mut state = inner.lock();
+                inner.expire(&mut state);
+                let idle = state.idle.iter().filter(|c| c.database == database).count();
+                let room = inner.cfg.size.saturating_sub(state.open);
+                let wanted = inner.cfg.min_idle.saturating_sub(idle).min(room);
+                state.open += wanted;
+                wanted
+            };
+            for _ in 0..wanted {
+                match inner.open(&database).await {
+                    Ok(conn) => inner.put_back(conn),
+                    Err(e) => {
+                        inner.closed_one();
+                        tracing::warn!(error = %e, "could not open a warm upstream connection");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An idle connection for `database`: one last used by `owner`, else a clean one, else any.
+fn take_idle(state: &mut State, database: &str, owner: &Bytes) -> Option<ServerConn> {
+    let rank = |c: &ServerConn| match &c.owner {
+        Some(o) if o == owner => 0,
+        None => 1,
+        Some(_) => 2,
+    };
+    let pos = state.idle.iter().enumerate().filter(|(_, c)| c.database == database).min_by_key(|(_, c)| rank(c))?.0;
+    Some(state.idle.swap_remove(pos))
 }
 
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the counters inconsistent
-        // (every update is a single statement), so a poisoned lock is still usable.
+        // Every update is a single statement, so a poisoned lock is still consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An idle connection for `database` (`Ok`), a reserved slot to open one (`Err(())`), or nothing.
-    fn take_or_reserve(&self, database: &str) -> Option<Result<ServerConn, ()>> {
-        let mut state = self.lock();
-        let now = std::time::Instant::now();
+    /// Closes idle connections past the idle timeout or the lifetime limit.
+    fn expire(&self, state: &mut State) {
+        let now = Instant::now();
+        let idle_timeout = Duration::from_secs(self.cfg.idle_timeout_s);
+        let lifetime = Duration::from_secs(self.cfg.max_lifetime_s);
         let before = state.idle.len();
-        state.idle.retain(|c| now.duration_since(c.created) < self.idle_timeout);
+        state.idle.retain(|c| now - c.last_used < idle_timeout && now - c.created < lifetime);
         state.open -= before - state.idle.len();
-        if let Some(pos) = state.idle.iter().rposition(|c| c.database == database) {
-            return Some(Ok(state.idle.swap_remove(pos)));
-        }
-        if state.open < self.size {
-            state.open += 1;
-            return Some(Err(()));
-        }
-        if !state.idle.is_empty() {
-            // Full, but an idle connection to another database can make room.
-            state.idle.remove(0);
-            return Some(Err(()));
-        }
-        None
     }
 
-    fn forget_one(&self) {
-        self.lock().open -= 1;
-        self.returned.notify_one();
+    /// A connection stopped existing: its slot goes to the first waiter, if any.
+    fn closed_one(&self) {
+        let mut state = self.lock();
+        while let Some(waiter) = state.waiters.pop_front() {
+            if waiter.tx.send(None).is_ok() {
+                return;
+            }
+        }
+        state.open -= 1;
+    }
+
+    /// A usable connection came back: to the first waiter for its database, else idle.
+    fn put_back(&self, mut conn: ServerConn) {
+        if conn.created.elapsed() >= Duration::from_secs(self.cfg.max_lifetime_s) {
+            drop(conn);
+            self.closed_one();
+            return;
+        }
+        conn.last_used = Instant::now();
+        let mut state = self.lock();
+        while let Some(pos) = state.waiters.iter().position(|w| w.database == conn.database) {
+            let Some(waiter) = state.waiters.remove(pos) else { break };
+            match waiter.tx.send(Some(conn)) {
+                Ok(()) => return,
+                // That client stopped waiting; try the next one.
+                Err(back) => match back {
+                    Some(back) => conn = back,
+                    None => return,
+                },
+            }
+        }
+        if state.waiters.is_empty() {
+            state.idle.push(conn);
+            return;
+        }
+        // Only clients of other databases wait: close this one and hand over its slot.
+        drop(state);
+        drop(conn);
+        self.closed_one();
     }
 
     async fn open(&self, database: &str) -> Result<ServerConn, UpstreamError> {
@@ -168,7 +273,7 @@ impl Lease {
     /// Resets the connection's session state and returns it to the pool; closes it if that fails.
     /// Call only when the connection is idle with nothing in flight.
     pub async fn release(mut self) {
-        let Some(mut conn) = self.conn.take() else { return };
+        let Some(conn) = self.conn.as_mut() else { return };
         let mut buf = BytesMut::new();
         frontend::query(&mut buf, "DISCARD ALL");
         let reset = tokio::time::timeout(Duration::from_secs(5), conn.run_batch(&buf)).await;
@@ -176,21 +281,31 @@ impl Lease {
             Ok(Ok(outcome)) if outcome.error.is_none() && outcome.status == b'I' => {
                 conn.injection_prepared = false;
                 conn.context = None;
-                self.pool.lock().idle.push(conn);
-                self.pool.returned.notify_one();
+                conn.owner = None;
+                conn.statements.clear();
+                self.give_back().await;
             }
-            _ => {
-                tracing::warn!("upstream reset failed; closing the connection");
-                self.pool.forget_one();
-            }
+            _ => tracing::warn!("upstream reset failed; closing the connection"),
         }
+    }
+
+    /// Returns the connection as it is, session state included (transaction pooling: the
+    /// next borrower with another identity resets it). Call only when idle.
+    pub async fn give_back(mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        {
+            // Wait for a cancel being sent for the current borrower, then invalidate older ones.
+            let _held = conn.gate.lock.lock().await;
+            conn.gate.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        self.pool.put_back(conn);
     }
 }
 
 impl Deref for Lease {
     type Target = ServerConn;
     fn deref(&self) -> &ServerConn {
-        // Invariant: `conn` is `Some` until `release` or `drop` consume the lease.
+        // Invariant: `conn` is `Some` until `release`, `give_back` or `drop` consume the lease.
         self.conn.as_ref().unwrap_or_else(|| unreachable!("lease used after release"))
     }
 }
@@ -204,7 +319,7 @@ impl DerefMut for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.conn.take().is_some() {
-            self.pool.forget_one();
+            self.pool.closed_one();
         }
     }
 }

@@ -148,15 +148,32 @@ pub struct PoolConfig {
     pub mode: PoolMode,
     /// Upstream connections at most, over all databases.
     pub size: usize,
+    /// Clean connections kept open for `upstream.database` (needs it set).
+    pub min_idle: usize,
     /// How long a client waits for a connection before SQLSTATE 53300.
     pub acquire_timeout_ms: u64,
-    /// Idle server connections older than this are closed.
+    /// Clients that may wait at once; more get SQLSTATE 53300 at once.
+    pub max_waiting_clients: usize,
+    /// Idle server connections unused for this long are closed.
     pub idle_timeout_s: u64,
+    /// Server connections older than this are closed when next idle.
+    pub max_lifetime_s: u64,
+    /// Client statements kept prepared per server connection in transaction mode.
+    pub max_prepared_statements: usize,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { mode: PoolMode::Session, size: 20, acquire_timeout_ms: 5000, idle_timeout_s: 600 }
+        Self {
+            mode: PoolMode::Session,
+            size: 20,
+            min_idle: 0,
+            acquire_timeout_ms: 5000,
+            max_waiting_clients: 10_000,
+            idle_timeout_s: 600,
+            max_lifetime_s: 3600,
+            max_prepared_statements: 200,
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{Config, PoolMode, SslMode};
+use super::{Config, SslMode};
 
 /// A configuration problem, always naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +73,14 @@ impl Config {
         if self.pool.size == 0 {
             return Err(invalid("pool.size", "must be at least 1"));
         }
-        if self.pool.mode == PoolMode::Transaction {
-            return Err(invalid("pool.mode", "\"transaction\" is not supported yet; use \"session\""));
+        if self.pool.min_idle > self.pool.size {
+            return Err(invalid("pool.min_idle", "must not exceed pool.size"));
+        }
+        if self.pool.min_idle > 0 && self.upstream.database.is_none() {
+            return Err(invalid("pool.min_idle", "needs upstream.database: warm connections need a database"));
+        }
+        if self.pool.max_prepared_statements == 0 {
+            return Err(invalid("pool.max_prepared_statements", "must be at least 1"));
         }
         if self.jwt.algorithms.is_empty() {
             return Err(invalid("jwt.algorithms", "list at least one algorithm"));

@@ -7,10 +7,45 @@ use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 
-use crate::upstream::CancelKey;
+use std::sync::atomic::Ordering;
 
-/// Proxy pid → (proxy secret, upstream target of the client's current server connection).
-type Entries = HashMap<i32, (i32, Option<CancelKey>)>;
+use crate::upstream::{CancelKey, LendGate, ServerConn};
+
+/// The server connection serving a client right now, as seen when it was lent.
+#[derive(Debug, Clone)]
+pub struct CancelTarget {
+    key: CancelKey,
+    gate: Arc<LendGate>,
+    generation: u64,
+}
+
+impl CancelTarget {
+    /// The target for `conn` as lent now.
+    pub fn of(conn: &ServerConn) -> Self {
+        Self { key: conn.cancel_key, gate: conn.gate.clone(), generation: conn.gate.generation.load(Ordering::SeqCst) }
+    }
+
+    /// Sends the cancel, unless the connection has changed hands since it was looked up.
+    pub async fn cancel(&self) {
+        let _held = self.gate.lock.lock().await;
+        if self.gate.generation.load(Ordering::SeqCst) != self.generation {
+            tracing::info!("cancel request arrived after the transaction ended; dropped");
+            return;
+        }
+        tracing::info!(backend_pid = self.key.pid, "forwarding cancel request");
+        if let Err(e) = self.key.cancel().await {
+            tracing::warn!(error = %e, "cancel request to the upstream server failed");
+        }
+    }
+
+    /// The backend process id, for tests.
+    pub fn backend_pid(&self) -> i32 {
+        self.key.pid
+    }
+}
+
+/// Proxy pid → (proxy secret, the client's current server connection).
+type Entries = HashMap<i32, (i32, Option<CancelTarget>)>;
 
 /// Live proxy keys and their current upstream target.
 #[derive(Debug, Default, Clone)]
@@ -48,16 +83,16 @@ impl CancelRegistry {
     }
 
     /// The upstream target of a key, if the pair matches a live registration.
-    pub fn lookup(&self, pid: i32, secret: i32) -> Option<CancelKey> {
+    pub fn lookup(&self, pid: i32, secret: i32) -> Option<CancelTarget> {
         let map = self.lock();
         let (expected, target) = map.get(&pid)?;
-        if *expected == secret { *target } else { None }
+        if *expected == secret { target.clone() } else { None }
     }
 }
 
 impl Registration {
     /// Points the key at the server connection now serving the client (`None`: none).
-    pub fn set_target(&self, target: Option<CancelKey>) {
+    pub fn set_target(&self, target: Option<CancelTarget>) {
         if let Some(entry) = self.registry.lock().get_mut(&self.pid) {
             entry.1 = target;
         }
@@ -78,12 +113,12 @@ mod tests {
     fn only_the_exact_key_finds_the_target() {
         let reg = CancelRegistry::default();
         let a = reg.register();
-        let target = CancelKey { addr: ([127, 0, 0, 1], 5432).into(), pid: 42, secret: 7 };
-        a.set_target(Some(target));
-        assert_eq!(reg.lookup(a.pid, a.secret), Some(target));
-        assert_eq!(reg.lookup(a.pid, a.secret.wrapping_add(1)), None);
+        let key = CancelKey { addr: ([127, 0, 0, 1], 5432).into(), pid: 42, secret: 7 };
+        a.set_target(Some(CancelTarget { key, gate: Arc::default(), generation: 0 }));
+        assert_eq!(reg.lookup(a.pid, a.secret).map(|t| t.backend_pid()), Some(42));
+        assert!(reg.lookup(a.pid, a.secret.wrapping_add(1)).is_none());
         let (pid, secret) = (a.pid, a.secret);
         drop(a);
-        assert_eq!(reg.lookup(pid, secret), None);
+        assert!(reg.lookup(pid, secret).is_none());
     }
 }

@@ -189,12 +189,7 @@ async fn handle_cancel(body: &[u8], shared: &Shared) {
     let mut b = body;
     let (pid, secret) = (b.get_i32(), b.get_i32());
     match shared.cancels.lookup(pid, secret) {
-        Some(target) => {
-            tracing::info!(backend_pid = target.pid, "forwarding cancel request");
-            if let Err(e) = target.cancel().await {
-                tracing::warn!(error = %e, "cancel request to the upstream server failed");
-            }
-        }
-        None => tracing::info!("cancel request with an unknown key ignored"),
+        Some(target) => target.cancel().await,
+        None => tracing::info!("cancel request with an unknown key, or for a client with no query running, ignored"),
     }
 }

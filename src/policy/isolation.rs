@@ -27,7 +27,7 @@ pub fn needs_own_transaction(sql: &[u8]) -> bool {
 }
 
 /// The first keyword, skipping whitespace, comments and opening parentheses.
-fn first_word(text: &str) -> &str {
+pub(super) fn first_word(text: &str) -> &str {
     let mut rest = text;
     loop {
         rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(' || c == ';');

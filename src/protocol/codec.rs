@@ -75,11 +75,6 @@ impl Framer {
         self.buf.is_empty() && self.streaming == 0
     }
 
-    /// Takes everything buffered, for handing a connection's leftover bytes to another owner.
-    pub fn take_buffered(&mut self) -> BytesMut {
-        std::mem::take(&mut self.buf)
-    }
-
     /// Next frame, or `None` when more bytes are needed.
     ///
     /// `streamable(tag)` says whether a large message of that type may be relayed in

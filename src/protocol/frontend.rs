@@ -98,6 +98,11 @@ pub fn close_statement(buf: &mut BytesMut, name: &str) {
     let _ = frontend::close(b'S', name, buf);
 }
 
+/// Close of a portal (not an error when it does not exist).
+pub fn close_portal(buf: &mut BytesMut, name: &str) {
+    let _ = frontend::close(b'P', name, buf);
+}
+
 /// Sync.
 pub fn sync(buf: &mut BytesMut) {
     frontend::sync(buf);

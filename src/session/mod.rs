@@ -1,14 +1,30 @@
-//! One client's session after authentication: takes a server connection,
-//! applies the client's startup settings and the first tenant context, greets
-//! the client, then relays messages (see [`relay`]) until either side leaves.
+//! One client's session after authentication: the startup (a first server
+//! connection, the client's settings, the first injection, the greeting), then
+//! the relay loop until either side leaves.
+//!
+//! - `start`: the greeting and the client's identity;
+//! - `relay`: the loop, message routing and the end of the session;
+//! - `transaction`: what happens at a transaction's first message: a server
+//!   connection lent (transaction pooling), reset when it carried another
+//!   identity's state, the context injected;
+//! - `tracker`: which replies the server still owes, and to whom;
+//! - `statements`: named prepared statements under transaction pooling;
+//! - `pump`: non-blocking reads and writes on both sockets.
 
 mod pump;
 mod relay;
 mod start;
+mod statements;
+mod tracker;
+mod transaction;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+
+use crate::auth::TenantContext;
 use crate::frontend::Handshake;
+use crate::policy::context::Injection;
 use crate::protocol::PgError;
 use crate::server::Shared;
 
@@ -29,6 +45,22 @@ pub enum SessionError {
     /// The session was ended with this error sent to the client.
     #[error("{}", .0.message)]
     Ended(PgError),
+}
+
+/// Who the client is, for the whole session.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    /// What the token says.
+    pub context: TenantContext,
+    /// The messages that set its context.
+    pub injection: Injection,
+    /// Tenant, role, subject and startup settings: a server connection carrying another
+    /// key's session state is reset before this client uses it.
+    pub key: Bytes,
+    /// Startup settings to apply on every server connection it uses.
+    pub settings: Vec<(String, String)>,
+    /// Upstream database.
+    pub database: String,
 }
 
 /// Seconds since the epoch, for token expiry.

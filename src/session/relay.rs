@@ -1,7 +1,7 @@
-//! The relay loop: client messages to the server and back, unchanged, with
-//! the tenant context injected in front of every transaction's first message.
+//! The relay loop: client messages to the server and back, unchanged except
+//! where a rule says otherwise, with every reply routed by the [`Tracker`].
 //!
-//! Injection rules (DESIGN.md section 2):
+//! Injection rules (DESIGN.md section 2; see `transaction` for the code):
 //! - a transaction starts at the first client message after a ReadyForQuery
 //!   `I` with nothing in flight; there the token's expiry is re-checked;
 //! - if the connection's committed context is exactly this client's, the
@@ -14,40 +14,27 @@
 //!   connection has carried only this client's committed context since the
 //!   awaited injection, and a rolled-back injection can only fall back to it.
 
-use std::collections::{HashSet, VecDeque};
-
+use std::collections::HashSet;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
-use super::{SessionError, now_unix, pump};
-use crate::auth::TenantContext;
-use crate::frontend::Handshake;
+use super::statements::ClientStatements;
+use super::tracker::{Kind, Owner, Route, Tracker};
+use super::{Identity, SessionError, now_unix, pump};
+use crate::config::PoolMode;
 use crate::frontend::cancel::Registration;
 use crate::net::ClientStream;
-use crate::policy::context::Injection;
-use crate::policy::{RESERVED_PREFIX, isolation};
+use crate::policy::{RESERVED_PREFIX, isolation, session_state};
 use crate::pool::Lease;
 use crate::protocol::{Frame, Framer, PgError, ProtocolError, backend, codec, error, frontend};
 use crate::server::Shared;
 use crate::upstream::UpstreamError;
 
-/// Replies from the server that answer the proxy's own messages, in order.
-#[derive(Debug)]
-enum Intercept {
-    /// The pipelined injection: BindComplete, DataRow, CommandComplete, or an ErrorResponse.
-    /// `before_simple`: a Query/FunctionCall follows, which the server skips on error
-    /// without answering, so the proxy must send the Sync that ends the skipping.
-    Injection { before_simple: bool },
-    /// A Bind of a statement that cannot exist, sent in place of a refused client message
-    /// so the server fails the batch exactly as for a real error; its ErrorResponse becomes `error`.
-    Reject { error: PgError },
-}
-
 /// How the session ended.
 #[derive(Debug)]
-enum Exit {
+pub(super) enum Exit {
     /// Terminate message or end of stream from the client.
     ClientGone,
     /// The server closed the connection.
@@ -60,61 +47,65 @@ enum Exit {
 
 /// One client's relay state.
 pub struct Relay<'a> {
-    shared: &'a Shared,
+    pub(super) shared: &'a Shared,
     client: ClientStream,
     client_in: Framer,
-    server: Lease,
-    context: TenantContext,
-    injection: Injection,
+    /// The connection serving the client: for the whole session in session mode; in
+    /// transaction mode from a transaction's first message until it ends (or for good once pinned).
+    pub(super) server: Option<Lease>,
+    pub(super) identity: Identity,
     /// Keeps the client's cancel key alive and pointed at `server`.
-    _cancel: Registration,
-    /// Last ReadyForQuery status relayed; authoritative only when `in_flight` is 0.
-    status: u8,
-    /// Sync, Query and FunctionCall messages sent upstream and not yet answered by ReadyForQuery.
-    in_flight: usize,
+    pub(super) cancel: Registration,
+    /// Last ReadyForQuery status relayed; authoritative only when nothing is in flight.
+    pub(super) status: u8,
+    /// Replies owed by the server, in order.
+    pub(super) tracker: Tracker,
     /// The next client message starts a batch (the last one sent ended one).
-    batch_start: bool,
+    pub(super) batch_start: bool,
     /// A refused message already failed the current batch upstream: later ones are dropped.
     batch_failed: bool,
-    /// The proxy failed the current batch itself (awaited injection failed): drop client
-    /// messages up to Sync and answer that Sync, as the server would have.
-    skipping: bool,
-    intercepts: VecDeque<Intercept>,
-    /// Prepared statements (by name) whose SQL needs its own transaction, so that a batch
-    /// starting with their Bind gets the awaited injection too.
-    isolating_statements: HashSet<Vec<u8>>,
+    /// The proxy failed the current batch itself: drop client messages up to Sync and answer
+    /// that Sync, as the server would have.
+    pub(super) skipping: bool,
+    /// Transaction mode: the client created session state, so it keeps its connection.
+    pinned: bool,
+    /// Transaction mode: the client's named statements.
+    statements: ClientStatements,
+    /// Prepared statements (by client name) whose SQL needs its own transaction, so that a
+    /// batch starting with their Bind gets the awaited injection too.
+    pub(super) isolating_statements: HashSet<Vec<u8>>,
     /// The last server message relayed was a FATAL error (no need to add one on close).
     server_said_fatal: bool,
     /// Shutdown requested: end at the next idle point.
     draining: bool,
     /// Which side `poll_io` reads first next time (alternates, for fairness).
     client_first: bool,
-    to_client: BytesMut,
-    to_server: BytesMut,
+    pub(super) to_client: BytesMut,
+    pub(super) to_server: BytesMut,
 }
 
 impl<'a> Relay<'a> {
     pub(super) fn new(
         shared: &'a Shared,
-        hs: Handshake,
-        server: Lease,
-        injection: Injection,
+        client: ClientStream,
+        server: Option<Lease>,
+        identity: Identity,
         cancel: Registration,
     ) -> Self {
         Self {
             shared,
-            client: hs.stream,
+            client,
             client_in: Framer::default(),
             server,
-            context: hs.context,
-            injection,
-            _cancel: cancel,
+            identity,
+            cancel,
             status: b'I',
-            in_flight: 0,
+            tracker: Tracker::default(),
             batch_start: true,
             batch_failed: false,
             skipping: false,
-            intercepts: VecDeque::new(),
+            pinned: false,
+            statements: ClientStatements::default(),
             isolating_statements: HashSet::new(),
             server_said_fatal: false,
             draining: false,
@@ -122,6 +113,14 @@ impl<'a> Relay<'a> {
             to_client: BytesMut::with_capacity(16 * 1024),
             to_server: BytesMut::with_capacity(16 * 1024),
         }
+    }
+
+    pub(super) fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+
+    fn transaction_mode(&self) -> bool {
+        self.shared.config.pool.mode == PoolMode::Transaction
     }
 
     /// Relays until either side leaves, then returns or closes the server connection.
@@ -139,6 +138,7 @@ impl<'a> Relay<'a> {
             if let Some(exit) = self.process_client().await? {
                 return Ok(exit);
             }
+            self.give_back_if_done().await;
             if self.draining && self.is_idle() {
                 self.flush().await?;
                 return Ok(Exit::Shutdown);
@@ -168,8 +168,9 @@ impl<'a> Relay<'a> {
     /// which side is read first so that neither can starve the other.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         let paused = self.paused_for_injection();
-        let server = &mut *self.server;
-        if let Poll::Ready(Err(e)) = pump::poll_drain(&mut server.stream, &mut self.to_server, cx) {
+        if let Some(server) = self.server.as_deref_mut()
+            && let Poll::Ready(Err(e)) = pump::poll_drain(&mut server.stream, &mut self.to_server, cx)
+        {
             return Poll::Ready(Event::ServerError(e));
         }
         if let Poll::Ready(Err(e)) = pump::poll_drain(&mut self.client, &mut self.to_client, cx) {
@@ -179,19 +180,21 @@ impl<'a> Relay<'a> {
         let read_server = self.to_client.len() < pump::HIGH_WATER;
         self.client_first = !self.client_first;
         for client_turn in [self.client_first, !self.client_first] {
-            let polled = match client_turn {
-                true if read_client => pump::poll_read_into(&mut self.client, self.client_in.buffer(), cx)
-                    .map(|r| match r {
+            let polled = match (client_turn, self.server.as_deref_mut()) {
+                (true, _) if read_client => {
+                    pump::poll_read_into(&mut self.client, self.client_in.buffer(), cx).map(|r| match r {
                         Ok(0) => Event::ClientEof,
                         Ok(_) => Event::ClientData,
                         Err(e) => Event::ClientError(e),
-                    }),
-                false if read_server => pump::poll_read_into(&mut server.stream, server.framer.buffer(), cx)
-                    .map(|r| match r {
+                    })
+                }
+                (false, Some(server)) if read_server => {
+                    pump::poll_read_into(&mut server.stream, server.framer.buffer(), cx).map(|r| match r {
                         Ok(0) => Event::ServerEof,
                         Ok(_) => Event::ServerData,
                         Err(e) => Event::ServerError(e),
-                    }),
+                    })
+                }
                 _ => Poll::Pending,
             };
             if polled.is_ready() {
@@ -204,16 +207,18 @@ impl<'a> Relay<'a> {
     /// While the pipelined injection in front of a Query is unanswered, further client
     /// messages wait: if it fails, the proxy's Sync must reach the server right after that Query.
     fn paused_for_injection(&self) -> bool {
-        self.intercepts.iter().any(|i| matches!(i, Intercept::Injection { before_simple: true }))
+        self.tracker.awaits_injection_before_simple()
     }
 
-    fn is_idle(&self) -> bool {
-        self.in_flight == 0 && self.status == b'I' && self.intercepts.is_empty() && !self.skipping
+    pub(super) fn is_idle(&self) -> bool {
+        self.tracker.is_empty() && self.status == b'I' && !self.skipping
     }
 
-    async fn flush(&mut self) -> Result<(), SessionError> {
-        if !self.to_server.is_empty() {
-            self.server.write_all(&self.to_server).await?;
+    pub(super) async fn flush(&mut self) -> Result<(), SessionError> {
+        if !self.to_server.is_empty()
+            && let Some(server) = self.server.as_mut()
+        {
+            server.write_all(&self.to_server).await?;
             self.to_server.clear();
         }
         if !self.to_client.is_empty() {
@@ -233,7 +238,8 @@ impl<'a> Relay<'a> {
                 Err(e) => return Ok(Some(Exit::Fatal(client_protocol_error(&e)))),
             };
             match frame {
-                Frame::Piece(bytes) => self.to_server.extend_from_slice(&bytes),
+                Frame::Piece(bytes) if self.server.is_some() => self.to_server.extend_from_slice(&bytes),
+                Frame::Piece(_) => {}
                 Frame::Message(msg) => {
                     if let Some(exit) = self.on_client_message(msg).await? {
                         return Ok(Some(exit));
@@ -253,6 +259,7 @@ impl<'a> Relay<'a> {
         if self.skipping {
             if tag == b'S' {
                 self.skipping = false;
+                self.batch_start = true;
                 backend::ready_for_query(&mut self.to_client, self.status);
             }
             return Ok(None);
@@ -265,8 +272,8 @@ impl<'a> Relay<'a> {
         };
         let reserved_name = names.iter().any(|n| n.starts_with(RESERVED_PREFIX));
         // SQL-level EXECUTE/DEALLOCATE/PREPARE share the names of protocol-level statements.
-        let reserved_in_sql = frontend::sql_text(tag, body).is_some_and(mentions_reserved_prefix);
-        let refusal = (reserved_name || reserved_in_sql).then(|| {
+        let sql = frontend::sql_text(tag, body);
+        let refusal = (reserved_name || sql.is_some_and(mentions_reserved_prefix)).then(|| {
             PgError::error("42501", "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy")
         });
         let simple = matches!(tag, b'Q' | b'F');
@@ -283,22 +290,71 @@ impl<'a> Relay<'a> {
                 return Ok(None);
             }
         }
+        if self.server.is_none() {
+            // Only a refused Query (answered here, nothing in flight) or stray COPY data.
+            if let Some(error) = refusal.filter(|_| simple) {
+                error.encode(&mut self.to_client);
+                backend::ready_for_query(&mut self.to_client, self.status);
+                self.batch_start = true;
+            }
+            return Ok(None);
+        }
+        if self.transaction_mode() && !self.pinned && sql.is_some_and(session_state::creates_session_state) {
+            tracing::debug!("session state created: the client keeps its server connection");
+            self.pinned = true;
+        }
         match refusal {
             Some(error) => self.refuse(simple, error),
             None if self.batch_failed && tag != b'S' => {}
             None => {
-                if resets_session(tag, body) {
-                    // DISCARD/DEALLOCATE drop the injection statement and reset the settings.
-                    self.server.context = None;
+                if sql.is_some_and(resets_session)
+                    && let Some(server) = self.server.as_mut()
+                {
+                    // DISCARD/DEALLOCATE/RESET may drop the injection statement, every statement
+                    // prepared on this connection and the settings: re-prepare and re-inject.
+                    server.context = None;
+                    server.injection_prepared = false;
+                    server.statements.clear();
                 }
-                self.to_server.extend_from_slice(&msg);
+                if let Some(exit) = self.forward(msg, simple)? {
+                    return Ok(Some(exit));
+                }
             }
         }
         if matches!(tag, b'S' | b'Q' | b'F') {
-            self.in_flight += 1;
-            self.batch_start = true;
+            // A Sync the server ignores (sent during COPY IN) ends nothing.
+            self.batch_start = self.tracker.last_ends_batch();
         }
         Ok(None)
+    }
+
+    /// Sends a client message, translating statement names in transaction mode.
+    fn forward(&mut self, msg: Bytes, simple: bool) -> Result<Option<Exit>, SessionError> {
+        let Some(server) = self.server.as_mut() else { return Ok(None) };
+        if !self.shared.config.pool.mode.eq(&PoolMode::Transaction) {
+            if let Some(kind) = Kind::of(msg[0], codec::body(&msg)) {
+                self.tracker.sent(kind, Owner::Client);
+            }
+            self.to_server.extend_from_slice(&msg);
+            return Ok(None);
+        }
+        let capacity = self.shared.config.pool.max_prepared_statements;
+        match self.statements.translate(msg, &mut server.statements, capacity) {
+            Ok(outs) => {
+                for out in outs {
+                    if let Some(kind) = out.kind {
+                        self.tracker.sent(kind, out.owner);
+                    }
+                    self.to_server.extend_from_slice(&out.bytes);
+                }
+                Ok(None)
+            }
+            Err(e) if e.severity == "FATAL" => Ok(Some(Exit::Fatal(e))),
+            Err(e) => {
+                self.refuse(simple, e);
+                Ok(None)
+            }
+        }
     }
 
     /// Remembers which prepared statements need the awaited injection (see `isolating_statements`).
@@ -317,55 +373,13 @@ impl<'a> Relay<'a> {
     }
 
     fn check_expiry(&self) -> Option<Exit> {
-        self.context.is_expired_at(now_unix(), self.shared.verifier.leeway_s()).then(|| {
+        self.identity.context.is_expired_at(now_unix(), self.shared.verifier.leeway_s()).then(|| {
             tracing::info!("token expired during the session");
             Exit::Fatal(
                 PgError::fatal("28000", "rlsproxy: the token has expired; no further transaction can start")
                     .with_hint("Reconnect with a fresh token."),
             )
         })
-    }
-
-    /// Injects the context if a transaction starts here; false when the client's message
-    /// has been answered by the proxy (a failed awaited injection) and must not be sent.
-    async fn begin_transaction(&mut self, tag: u8, body: &[u8]) -> Result<bool, SessionError> {
-        if self.in_flight > 0 || self.status != b'I' {
-            return Ok(true);
-        }
-        let ours = self.server.context.as_ref() == Some(&self.injection.bind_execute);
-        let isolate = !ours
-            || frontend::sql_text(tag, body).is_some_and(isolation::needs_own_transaction)
-            || tag == b'B' && frontend::bound_statement(body).is_some_and(|s| self.isolating_statements.contains(s));
-        if !isolate {
-            self.to_server.extend_from_slice(&self.injection.bind_execute);
-            self.intercepts.push_back(Intercept::Injection { before_simple: matches!(tag, b'Q' | b'F') });
-            return Ok(true);
-        }
-        self.flush().await?;
-        let mut batch = BytesMut::new();
-        if !self.server.injection_prepared {
-            batch.extend_from_slice(&self.injection.prepare);
-        }
-        batch.extend_from_slice(&self.injection.bind_execute);
-        frontend::sync(&mut batch);
-        let outcome = self.server.run_batch(&batch).await?;
-        self.to_client.extend_from_slice(&outcome.passthrough);
-        self.status = outcome.status;
-        let Some(e) = outcome.error else {
-            self.server.injection_prepared = true;
-            self.server.context = Some(self.injection.bind_execute.clone());
-            return Ok(true);
-        };
-        self.server.injection_prepared = false;
-        self.server.context = None;
-        injection_failed(e).encode(&mut self.to_client);
-        if matches!(tag, b'Q' | b'F' | b'S') {
-            backend::ready_for_query(&mut self.to_client, self.status);
-            self.batch_start = true;
-        } else {
-            self.skipping = true;
-        }
-        Ok(false)
     }
 
     /// Fails the current batch upstream in place of the refused message.
@@ -375,17 +389,18 @@ impl<'a> Relay<'a> {
         }
         self.batch_failed = true;
         frontend::bind_text(&mut self.to_server, "rlsproxy_refused", &[]);
-        self.intercepts.push_back(Intercept::Reject { error });
+        self.tracker.sent(Kind::Bind, Owner::Refusal(error));
         if simple {
             frontend::sync(&mut self.to_server);
+            self.tracker.sent(Kind::Sync, Owner::Client);
         }
     }
 
     fn process_server(&mut self) -> Result<Option<Exit>, SessionError> {
         loop {
-            let swallowing = !self.intercepts.is_empty();
-            let server = &mut *self.server;
-            let frame = server.framer.next(|tag| !swallowing && matches!(tag, b'D' | b'd' | b'V'), 1 << 30)?;
+            let stream_rows = self.tracker.front_is_client();
+            let Some(server) = self.server.as_deref_mut() else { return Ok(None) };
+            let frame = server.framer.next(|tag| stream_rows && matches!(tag, b'D' | b'd' | b'V'), 1 << 30)?;
             match frame {
                 None => return Ok(None),
                 Some(Frame::Piece(bytes)) => self.to_client.extend_from_slice(&bytes),
@@ -401,53 +416,72 @@ impl<'a> Relay<'a> {
     fn on_server_message(&mut self, msg: Bytes) -> Result<Option<Exit>, SessionError> {
         let tag = msg[0];
         let body = codec::body(&msg);
-        if !matches!(tag, b'N' | b'S' | b'A')
-            && let Some(front) = self.intercepts.front()
-        {
-            match (front, tag) {
-                (Intercept::Injection { .. }, b'2' | b'D') => return Ok(None),
-                (Intercept::Injection { .. }, b'C') => {
-                    self.intercepts.pop_front();
-                    return Ok(None);
-                }
-                (&Intercept::Injection { before_simple }, b'E') => {
-                    self.intercepts.pop_front();
-                    self.server.context = None;
-                    self.server.injection_prepared = false;
-                    injection_failed(error::from_server(body)).encode(&mut self.to_client);
-                    if before_simple {
-                        frontend::sync(&mut self.to_server);
+        let owner = match self.tracker.on_server(tag) {
+            Route::Relay => None,
+            Route::Swallow => return Ok(None),
+            Route::Unexpected if tag == b'E' => None,
+            Route::Unexpected => {
+                let e = format!("unexpected message '{}' with no reply owed", tag as char);
+                return Err(UpstreamError::Protocol(e).into());
+            }
+            Route::Ended { owner, skipped } => {
+                if let Some(server) = self.server.as_mut() {
+                    for pending in &skipped {
+                        self.statements.failed(&pending.owner, &mut server.statements);
                     }
+                }
+                Some(owner)
+            }
+        };
+        match owner {
+            None | Some(Owner::Client) => {}
+            Some(owner @ Owner::ClientParse { .. }) => {
+                if tag == b'E'
+                    && let Some(server) = self.server.as_mut()
+                {
+                    self.statements.failed(&owner, &mut server.statements);
+                }
+            }
+            Some(owner @ Owner::Prepare { .. }) => {
+                if tag != b'E' {
                     return Ok(None);
                 }
-                (Intercept::Reject { .. }, b'E') => {
-                    if let Some(Intercept::Reject { error }) = self.intercepts.pop_front() {
-                        error.encode(&mut self.to_client);
-                    }
-                    return Ok(None);
+                if let Some(server) = self.server.as_mut() {
+                    self.statements.failed(&owner, &mut server.statements);
                 }
-                // The batch had failed before the refused message: the client has its error.
-                (Intercept::Reject { .. }, b'Z') => {
-                    self.intercepts.pop_front();
+            }
+            Some(Owner::AsParseComplete) if tag == b'3' => {
+                self.to_client.extend_from_slice(&[b'1', 0, 0, 0, 4]);
+                return Ok(None);
+            }
+            Some(Owner::AsParseComplete) => {}
+            Some(Owner::Quiet) if tag != b'E' => return Ok(None),
+            Some(Owner::Quiet) => {}
+            Some(Owner::Injection { before_simple }) => {
+                if tag == b'E' {
+                    self.injection_failed_in_pipeline(body, before_simple);
                 }
-                _ => {
-                    return Err(UpstreamError::Protocol(format!(
-                        "unexpected message '{}' in reply to the proxy's own message",
-                        tag as char
-                    ))
-                    .into());
-                }
+                return Ok(None);
+            }
+            Some(Owner::Refusal(error)) => {
+                error.encode(&mut self.to_client);
+                return Ok(None);
             }
         }
         match tag {
+            b'G' => {
+                // Syncs sent before the COPY's data turned out to be ignored by the server.
+                self.batch_start = self.batch_start && self.tracker.last_ends_batch();
+            }
             b'Z' => {
                 self.status = backend::ready_status(body)
                     .ok_or_else(|| UpstreamError::Protocol("malformed ReadyForQuery".into()))?;
-                self.in_flight = self.in_flight.saturating_sub(1);
             }
             b'S' => {
-                if let Some((name, value)) = backend::parse_parameter_status(body) {
-                    self.server.params.insert(name, value);
+                if let (Some((name, value)), Some(server)) =
+                    (backend::parse_parameter_status(body), self.server.as_mut())
+                {
+                    server.params.insert(name, value);
                 }
             }
             b'W' => {
@@ -463,8 +497,22 @@ impl<'a> Relay<'a> {
         Ok(None)
     }
 
+    fn injection_failed_in_pipeline(&mut self, body: &[u8], before_simple: bool) {
+        if let Some(server) = self.server.as_mut() {
+            server.context = None;
+            server.injection_prepared = false;
+        }
+        let error = injection_failed(error::from_server(body));
+        tracing::warn!(code = error.code, message = error.message, "context injection failed");
+        error.encode(&mut self.to_client);
+        if before_simple {
+            frontend::sync(&mut self.to_server);
+            self.tracker.sent(Kind::Sync, Owner::Client);
+        }
+    }
+
     async fn finish(mut self, exit: Result<Exit, SessionError>) -> Result<(), SessionError> {
-        tracing::debug!(?exit, in_flight = self.in_flight, status = %(self.status as char), "relay finished");
+        tracing::debug!(?exit, in_flight = self.tracker.batches_in_flight(), status = %(self.status as char), "relay finished");
         let server_usable = !matches!(exit, Ok(Exit::ServerGone) | Err(SessionError::Upstream(_)));
         let (farewell, result) = match exit {
             Ok(Exit::ClientGone) => (None, Ok(())),
@@ -488,15 +536,21 @@ impl<'a> Relay<'a> {
             let _ = self.client.write_all(&self.to_client).await;
             let _ = self.client.shutdown().await;
         }
-        if server_usable && self.is_idle() && self.server.framer.is_empty() {
-            self.server.release().await;
+        self.cancel.set_target(None);
+        let Some(server) = self.server.take() else { return result };
+        let clean = server_usable && self.is_idle() && server.framer.is_empty() && self.to_server.is_empty();
+        if clean && self.transaction_mode() && !self.pinned {
+            // Its state belongs to this identity, which is what the next borrower is checked against.
+            server.give_back().await;
+        } else if clean {
+            server.release().await;
         } else {
-            if self.in_flight > 0 {
+            if self.tracker.batches_in_flight() > 0 {
                 // The backend would finish a long statement before noticing the closed socket.
-                let key = self.server.cancel_key;
+                let key = server.cancel_key;
                 tokio::spawn(async move { key.cancel().await });
             }
-            drop(self.server);
+            drop(server);
         }
         result
     }
@@ -519,13 +573,13 @@ fn mentions_reserved_prefix(sql: &[u8]) -> bool {
 }
 
 /// A client statement that drops prepared statements or settings, i.e. the injection's.
-fn resets_session(tag: u8, body: &[u8]) -> bool {
-    let Some(text) = frontend::sql_text(tag, body) else { return false };
-    let lower = text.to_ascii_lowercase();
+fn resets_session(sql: &[u8]) -> bool {
+    let lower = sql.to_ascii_lowercase();
     [&b"discard"[..], b"deallocate", b"reset"].iter().any(|w| lower.windows(w.len()).any(|x| x == *w))
 }
 
-fn injection_failed(e: PgError) -> PgError {
+/// The error a client gets when its context could not be set.
+pub(super) fn injection_failed(e: PgError) -> PgError {
     PgError {
         severity: e.severity,
         code: e.code,

@@ -1,33 +1,36 @@
-//! Session start: a server connection, the client's settings, the first
-//! injection (awaited, so the first transaction already runs in this client's
-//! context), then AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery.
+//! Session start: the client's identity, a server connection prepared for it
+//! (settings and first injection, awaited, so the first transaction already runs
+//! in this client's context), then AuthenticationOk, ParameterStatus,
+//! BackendKeyData, ReadyForQuery. In transaction pooling the connection goes back
+//! to the pool right after; its ParameterStatus values are those every
+//! connection prepared for this identity will have.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
-use super::{Relay, SessionError};
+use super::{Identity, Relay, SessionError};
+use crate::config::PoolMode;
 use crate::frontend::Handshake;
-use crate::policy::context::Injection;
+use crate::frontend::cancel::CancelTarget;
 use crate::pool::{Lease, PoolError};
-use crate::protocol::{PgError, backend, frontend};
+use crate::protocol::{PgError, backend};
 use crate::server::Shared;
 use crate::upstream::UpstreamError;
 
 pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Relay<'_>, SessionError> {
-    let injection = shared.context.injection(&hs.context);
-    let database = shared.config.upstream.database.clone().unwrap_or_else(|| hs.startup.database.clone());
+    let identity = identity(&hs, shared);
     let span = tracing::Span::current();
-    span.record("tenant", hs.context.tenant.as_str());
-    if let Some(sub) = &hs.context.subject {
+    span.record("tenant", identity.context.tenant.as_str());
+    if let Some(sub) = &identity.context.subject {
         span.record("sub", sub.as_str());
     }
     // A pooled connection may have died while idle: one retry with a fresh one.
     let mut attempt = 0;
     let server = loop {
         attempt += 1;
-        let result = match shared.pool.acquire(&database).await {
-            Ok(lease) => prepare(lease, &hs, &injection).await,
-            Err(e) => Err(pool_error(e)),
+        let result = match shared.pool.acquire(&identity.database, &identity.key).await {
+            Ok(lease) => adopt(lease, &identity).await,
+            Err(e) => Err(Failure::Refuse(pool_error(&e, "FATAL"))),
         };
         match result {
             Ok(lease) => break lease,
@@ -38,7 +41,6 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Relay<'_
     };
     span.record("backend_pid", server.pid());
     let cancel = shared.cancels.register();
-    cancel.set_target(Some(server.cancel_key));
     let mut out = BytesMut::new();
     backend::authentication(&mut out, 0);
     for (name, value) in &server.params {
@@ -46,9 +48,31 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Relay<'_
     }
     backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
     backend::ready_for_query(&mut out, b'I');
+    let server = match shared.config.pool.mode {
+        PoolMode::Session => {
+            cancel.set_target(Some(CancelTarget::of(&server)));
+            Some(server)
+        }
+        PoolMode::Transaction => {
+            server.give_back().await;
+            None
+        }
+    };
     hs.stream.write_all(&out).await.map_err(SessionError::Client)?;
-    tracing::info!(database, "session started");
-    Ok(Relay::new(shared, hs, server, injection, cancel))
+    tracing::info!(database = identity.database, "session started");
+    Ok(Relay::new(shared, hs.stream, server, identity, cancel))
+}
+
+fn identity(hs: &Handshake, shared: &Shared) -> Identity {
+    let ctx = &hs.context;
+    let key = serde_json::to_vec(&(&ctx.tenant, &ctx.role, &ctx.subject, &hs.startup.settings)).unwrap_or_default();
+    Identity {
+        injection: shared.context.injection(ctx),
+        context: ctx.clone(),
+        key: Bytes::from(key),
+        settings: hs.startup.settings.clone(),
+        database: shared.config.upstream.database.clone().unwrap_or_else(|| hs.startup.database.clone()),
+    }
 }
 
 enum Failure {
@@ -56,44 +80,36 @@ enum Failure {
     Refuse(PgError),
 }
 
-fn pool_error(e: PoolError) -> Failure {
-    match e {
-        PoolError::Timeout(_) => Failure::Refuse(
-            PgError::fatal("53300", format!("rlsproxy: {e}"))
-                .with_hint("Every upstream connection is in use; retry later or raise pool.size."),
-        ),
-        PoolError::Connect(e) => Failure::Refuse(upstream_unavailable(&e)),
+/// The error a client gets when no connection can be lent, at `severity`.
+pub(super) fn pool_error(e: &PoolError, severity: &'static str) -> PgError {
+    let (code, message, hint) = match e {
+        PoolError::Timeout(_) | PoolError::QueueFull(_) => {
+            ("53300", format!("rlsproxy: {e}"), Some("Every upstream connection is in use; retry later or raise pool.size."))
+        }
+        PoolError::Connect(e) => ("08006", format!("rlsproxy: the upstream server is unavailable: {e}"), None),
+    };
+    let mut error = PgError { severity, code: code.into(), message, hint: None };
+    if let Some(hint) = hint {
+        error = error.with_hint(hint);
     }
+    error
 }
 
 fn upstream_unavailable(e: &UpstreamError) -> PgError {
     PgError::fatal("08006", format!("rlsproxy: the upstream server is unavailable: {e}"))
 }
 
-/// Applies the startup settings and the first injection in one round trip.
-async fn prepare(mut lease: Lease, hs: &Handshake, injection: &Injection) -> Result<Lease, Failure> {
-    let mut batch = BytesMut::new();
-    batch.extend_from_slice(&injection.prepare);
-    batch.extend_from_slice(&injection.bind_execute);
-    if !hs.startup.settings.is_empty() {
-        let calls: Vec<String> = (0..hs.startup.settings.len())
-            .map(|i| format!("set_config(${}, ${}, false)", 2 * i + 1, 2 * i + 2))
-            .collect();
-        let values: Vec<&str> = hs.startup.settings.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]).collect();
-        frontend::parse(&mut batch, "", &format!("SELECT {}", calls.join(", ")));
-        frontend::bind_text(&mut batch, "", &values);
-        frontend::execute(&mut batch);
-    }
-    frontend::sync(&mut batch);
-    let outcome = lease.run_batch(&batch).await.map_err(Failure::Retry)?;
+/// Resets the connection if needed, applies the settings and the first injection, in one round trip.
+async fn adopt(mut lease: Lease, identity: &Identity) -> Result<Lease, Failure> {
+    let (batch, readies) = super::transaction::adoption_batch(&lease, identity);
+    let outcome = lease.run_batches(&batch, readies).await.map_err(Failure::Retry)?;
     if let Some(e) = outcome.error {
         return Err(Failure::Refuse(PgError::fatal(
             &e.code,
             format!("rlsproxy: cannot start the session: {}", e.message),
         )));
     }
-    lease.injection_prepared = true;
-    lease.context = Some(injection.bind_execute.clone());
+    super::transaction::adopted(&mut lease, identity);
     Ok(lease)
 }
 

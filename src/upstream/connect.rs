@@ -31,7 +31,11 @@ pub(super) async fn connect(target: &UpstreamTarget, database: &str) -> Result<S
         params: BTreeMap::new(),
         injection_prepared: false,
         context: None,
+        owner: None,
+        statements: Default::default(),
+        gate: Default::default(),
         created: Instant::now(),
+        last_used: Instant::now(),
     };
     let mut buf = BytesMut::new();
     frontend::startup_message([("user", target.user.as_str()), ("database", database)], &mut buf)?;

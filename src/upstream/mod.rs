@@ -4,6 +4,7 @@
 
 mod connect;
 mod query;
+mod statements;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use crate::net::ServerStream;
 use crate::protocol::{Framer, ProtocolError};
 
 pub use query::Row;
+pub use statements::StatementCache;
 
 /// Why an upstream connection failed or broke.
 #[derive(Debug, thiserror::Error)]
@@ -130,8 +132,28 @@ pub struct ServerConn {
     /// leaves at most this context in place, so only a connection whose context is exactly the
     /// client's may take the pipelined path.
     pub context: Option<Bytes>,
-    /// When the connection was opened, for idle expiry.
+    /// Identity (tenant, role, subject, startup settings) of the client whose session state the
+    /// connection carries; `None` when clean. Another identity gets it only after a reset.
+    pub owner: Option<Bytes>,
+    /// Client statements prepared here (transaction pooling).
+    pub statements: StatementCache,
+    /// Orders cancel requests against lending: see [`LendGate`].
+    pub gate: Arc<LendGate>,
+    /// When the connection was opened, for the lifetime limit.
     pub created: Instant,
+    /// When it was last returned, for the idle timeout.
+    pub last_used: Instant,
+}
+
+/// A cancel request holds the lock while it is sent and goes out only if the connection is
+/// still lent to the client that asked (same generation); returning the connection takes
+/// the lock and bumps the generation, so a late cancel never reaches the next borrower.
+#[derive(Debug, Default)]
+pub struct LendGate {
+    /// Held while a cancel is being sent, and while the connection changes hands.
+    pub lock: tokio::sync::Mutex<()>,
+    /// Incremented each time the connection is returned.
+    pub generation: std::sync::atomic::AtomicU64,
 }
 
 impl ServerConn {

@@ -26,6 +26,11 @@ pub struct BatchOutcome {
 impl ServerConn {
     /// Sends `batch` (ending in Sync, or a simple Query) and reads up to its ReadyForQuery.
     pub async fn run_batch(&mut self, batch: &[u8]) -> Result<BatchOutcome, UpstreamError> {
+        self.run_batches(batch, 1).await
+    }
+
+    /// Sends `batch` and reads up to its `readies`-th ReadyForQuery (one per Sync or Query).
+    pub async fn run_batches(&mut self, batch: &[u8], mut readies: usize) -> Result<BatchOutcome, UpstreamError> {
         self.write_all(batch).await?;
         let mut out = BatchOutcome { rows: Vec::new(), status: b'I', error: None, passthrough: BytesMut::new() };
         loop {
@@ -35,7 +40,10 @@ impl ServerConn {
                 b'Z' => {
                     out.status = backend::ready_status(body)
                         .ok_or_else(|| UpstreamError::Protocol("malformed ReadyForQuery".into()))?;
-                    return Ok(out);
+                    readies = readies.saturating_sub(1);
+                    if readies == 0 {
+                        return Ok(out);
+                    }
                 }
                 b'E' => {
                     let e = error::from_server(body);
