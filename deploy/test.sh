@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs rlsproxy's test suite on a fresh Debian/Ubuntu machine: installs what the
 # tests need when it is missing (PostgreSQL server and client, openssl), then
-# checks formatting and lints and runs every test against a real PostgreSQL
-# that the tests start themselves (initdb into a temp dir, random port).
+# checks formatting and lints, runs every test against a real PostgreSQL that
+# the tests start themselves (initdb into a temp dir, random port), and the
+# real-driver client matrix (which installs its own drivers).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,3 +23,5 @@ fi
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
+# Real drivers through the proxy in both pool modes (installs them into tests/clients/.deps).
+tests/clients/run.sh

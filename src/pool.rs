@@ -74,9 +74,7 @@ struct Waiter {
 impl Pool {
     /// A pool for `target`; opens nothing until asked.
     pub fn new(target: UpstreamTarget, cfg: &PoolConfig, allowed_roles: Vec<String>) -> Self {
-        Self {
-            inner: Arc::new(Inner { target, cfg: cfg.clone(), allowed_roles, state: Mutex::new(State::default()) }),
-        }
+        Self { inner: Arc::new(Inner { target, cfg: cfg.clone(), allowed_roles, state: Mutex::new(State::default()) }) }
     }
 
     /// Opens one connection outside the pool and runs the safety check (used at start).

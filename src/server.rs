@@ -124,6 +124,10 @@ impl Proxy {
 
     /// Accepts clients until shutdown, then waits up to the grace period for sessions to end.
     pub async fn run(self) {
+        if let Some(database) = &self.shared.config.upstream.database {
+            // Warm connections and idle expiry; the task ends with the pool.
+            tokio::spawn(self.shared.pool.clone().maintain(database.clone()));
+        }
         let mut sessions = JoinSet::new();
         let mut shutdown = self.shared.shutdown.clone();
         let handshake_timeout = Duration::from_millis(self.shared.config.limits.handshake_timeout_ms);

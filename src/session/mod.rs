@@ -3,7 +3,9 @@
 //! the relay loop until either side leaves.
 //!
 //! - `start`: the greeting and the client's identity;
-//! - `relay`: the loop, message routing and the end of the session;
+//! - `relay`: the loop, the I/O pump's events and the end of the session;
+//! - `client`: client messages: checks, transaction starts, forwarding;
+//! - `replies`: server messages, routed to the client or to the proxy's own needs;
 //! - `transaction`: what happens at a transaction's first message: a server
 //!   connection lent (transaction pooling), reset when it carried another
 //!   identity's state, the context injected;
@@ -11,8 +13,10 @@
 //! - `statements`: named prepared statements under transaction pooling;
 //! - `pump`: non-blocking reads and writes on both sockets.
 
+mod client;
 mod pump;
 mod relay;
+mod replies;
 mod start;
 mod statements;
 mod tracker;

@@ -36,7 +36,11 @@ pub fn poll_read_into<S: AsyncRead + Unpin>(
 }
 
 /// Writes all of `buf` and flushes; `Pending` while the peer is not reading.
-pub fn poll_drain<S: AsyncWrite + Unpin>(stream: &mut S, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+pub fn poll_drain<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
     while !buf.is_empty() {
         let n = ready!(Pin::new(&mut *stream).poll_write(cx, buf))?;
         if n == 0 {

@@ -83,9 +83,11 @@ enum Failure {
 /// The error a client gets when no connection can be lent, at `severity`.
 pub(super) fn pool_error(e: &PoolError, severity: &'static str) -> PgError {
     let (code, message, hint) = match e {
-        PoolError::Timeout(_) | PoolError::QueueFull(_) => {
-            ("53300", format!("rlsproxy: {e}"), Some("Every upstream connection is in use; retry later or raise pool.size."))
-        }
+        PoolError::Timeout(_) | PoolError::QueueFull(_) => (
+            "53300",
+            format!("rlsproxy: {e}"),
+            Some("Every upstream connection is in use; retry later or raise pool.size."),
+        ),
         PoolError::Connect(e) => ("08006", format!("rlsproxy: the upstream server is unavailable: {e}"), None),
     };
     let mut error = PgError { severity, code: code.into(), message, hint: None };

@@ -103,26 +103,13 @@ impl ClientStatements {
             b'B' => {
                 let (portal, rest) = read_cstr(body).ok_or_else(malformed)?;
                 let (name, params) = read_cstr(rest).ok_or_else(malformed)?;
-                if name.is_empty() {
-                    self.ensure_unnamed(cache, &mut out);
-                    out.push(client_out(msg, tag));
-                } else {
-                    let stmt = self.lookup(name)?;
-                    ensure(&stmt, cache, capacity, &mut out);
-                    let bytes = message(b'B', &[portal, b"\0", stmt.server.as_bytes(), b"\0", params]);
-                    out.push(client_out(bytes, tag));
-                }
+                let rebuild = |server: &str| message(b'B', &[portal, b"\0", server.as_bytes(), b"\0", params]);
+                self.use_statement(name, &msg, rebuild, cache, capacity, &mut out)?;
             }
             b'D' if body.first() == Some(&b'S') => {
                 let (name, _) = read_cstr(&body[1..]).ok_or_else(malformed)?;
-                if name.is_empty() {
-                    self.ensure_unnamed(cache, &mut out);
-                    out.push(client_out(msg, tag));
-                } else {
-                    let stmt = self.lookup(name)?;
-                    ensure(&stmt, cache, capacity, &mut out);
-                    out.push(client_out(message(b'D', &[b"S", stmt.server.as_bytes(), b"\0"]), tag));
-                }
+                let rebuild = |server: &str| message(b'D', &[b"S", server.as_bytes(), b"\0"]);
+                self.use_statement(name, &msg, rebuild, cache, capacity, &mut out)?;
             }
             b'C' if body.first() == Some(&b'S') => {
                 let (name, _) = read_cstr(&body[1..]).ok_or_else(malformed)?;
@@ -143,10 +130,31 @@ impl ClientStatements {
         Ok(out)
     }
 
-    fn lookup(&self, name: &[u8]) -> Result<Statement, PgError> {
-        self.named.get(name).cloned().ok_or_else(|| {
+    /// A Bind or Describe of statement `name`: the unnamed statement made current, or the named
+    /// one prepared on this connection and the message `rebuild` with its server name.
+    fn use_statement(
+        &self,
+        name: &[u8],
+        msg: &Bytes,
+        rebuild: impl FnOnce(&str) -> Bytes,
+        cache: &mut StatementCache,
+        capacity: usize,
+        out: &mut Vec<Out>,
+    ) -> Result<(), PgError> {
+        let tag = msg[0];
+        if name.is_empty() {
+            self.ensure_unnamed(cache, out);
+            out.push(client_out(msg.clone(), tag));
+            return Ok(());
+        }
+        let stmt = self.named.get(name).ok_or_else(|| {
             PgError::error("26000", format!("prepared statement \"{}\" does not exist", String::from_utf8_lossy(name)))
-        })
+        })?;
+        if !cache.has(&stmt.server, &stmt.text) {
+            prepare(stmt, cache, capacity, Owner::Prepare { server: stmt.server.clone() }, out);
+        }
+        out.push(client_out(rebuild(&stmt.server), tag));
+        Ok(())
     }
 
     fn ensure_unnamed(&self, cache: &mut StatementCache, out: &mut Vec<Out>) {
@@ -154,7 +162,11 @@ impl ClientStatements {
             && cache.unnamed.as_ref() != Some(parse)
         {
             cache.unnamed = Some(parse.clone());
-            out.push(Out { bytes: parse.clone(), kind: Some(Kind::Parse), owner: Owner::Prepare { server: String::new() } });
+            out.push(Out {
+                bytes: parse.clone(),
+                kind: Some(Kind::Parse),
+                owner: Owner::Prepare { server: String::new() },
+            });
         }
     }
 
@@ -171,13 +183,6 @@ impl ClientStatements {
             Owner::Prepare { server } => cache.remove(server),
             _ => {}
         }
-    }
-}
-
-/// Makes `stmt` exist on the connection before a message that uses it.
-fn ensure(stmt: &Statement, cache: &mut StatementCache, capacity: usize, out: &mut Vec<Out>) {
-    if !cache.has(&stmt.server, &stmt.text) {
-        prepare(stmt, cache, capacity, Owner::Prepare { server: stmt.server.clone() }, out);
     }
 }
 

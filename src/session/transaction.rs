@@ -5,7 +5,8 @@
 
 use bytes::BytesMut;
 
-use super::relay::{Relay, injection_failed};
+use super::relay::Relay;
+use super::replies::injection_failed;
 use super::start::pool_error;
 use super::tracker::{Kind, Owner};
 use super::{Identity, SessionError};
@@ -63,8 +64,7 @@ impl Relay<'_> {
             return Ok(true);
         }
         let isolating_sql = frontend::sql_text(tag, body).is_some_and(isolation::needs_own_transaction)
-            || tag == b'B'
-                && frontend::bound_statement(body).is_some_and(|s| self.isolating_statements.contains(s));
+            || tag == b'B' && frontend::bound_statement(body).is_some_and(|s| self.isolating_statements.contains(s));
         for attempt in 1..=2 {
             let fresh = self.server.is_none();
             if fresh {

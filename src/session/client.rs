@@ -1,0 +1,200 @@
+//! Client messages: checked (message type, reserved names, token expiry), the
+//! transaction start handled, then forwarded (with statement names translated in
+//! transaction mode) and recorded in the tracker.
+
+use bytes::Bytes;
+
+use super::relay::{Exit, Relay};
+use super::tracker::{Kind, Owner};
+use super::{SessionError, now_unix};
+use crate::config::PoolMode;
+use crate::policy::{RESERVED_PREFIX, isolation, session_state};
+use crate::protocol::{Frame, PgError, ProtocolError, backend, codec, frontend};
+
+impl Relay<'_> {
+    pub(super) async fn process_client(&mut self) -> Result<Option<Exit>, SessionError> {
+        let limit = self.shared.config.limits.max_message_bytes;
+        while !self.paused_for_injection() {
+            let frame = match self.client_in.next(|tag| tag == b'd', limit) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => return Ok(Some(Exit::Fatal(client_protocol_error(&e)))),
+            };
+            match frame {
+                Frame::Piece(bytes) if self.server.is_some() => self.to_server.extend_from_slice(&bytes),
+                Frame::Piece(_) => {}
+                Frame::Message(msg) => {
+                    if let Some(exit) = self.on_client_message(msg).await? {
+                        return Ok(Some(exit));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn on_client_message(&mut self, msg: Bytes) -> Result<Option<Exit>, SessionError> {
+        let tag = msg[0];
+        let body = codec::body(&msg);
+        if tag == b'X' {
+            return Ok(Some(Exit::ClientGone));
+        }
+        if self.skipping {
+            if tag == b'S' {
+                self.skipping = false;
+                self.batch_start = true;
+                backend::ready_for_query(&mut self.to_client, self.status);
+            }
+            return Ok(None);
+        }
+        if !matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'H' | b'F' | b'd' | b'c' | b'f') {
+            return Ok(Some(Exit::Fatal(PgError::fatal("08P01", format!("invalid frontend message type {}", tag)))));
+        }
+        let Some(names) = frontend::referenced_names(tag, body) else {
+            return Ok(Some(Exit::Fatal(client_protocol_error(&ProtocolError::Malformed(tag as char)))));
+        };
+        let reserved_name = names.iter().any(|n| n.starts_with(RESERVED_PREFIX));
+        // SQL-level EXECUTE/DEALLOCATE/PREPARE share the names of protocol-level statements.
+        let sql = frontend::sql_text(tag, body);
+        let refusal = (reserved_name || sql.is_some_and(mentions_reserved_prefix)).then(|| {
+            PgError::error("42501", "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy")
+        });
+        let simple = matches!(tag, b'Q' | b'F');
+        self.track_statement(tag, body);
+        if self.batch_start && !matches!(tag, b'd' | b'c' | b'f') {
+            self.batch_start = false;
+            self.batch_failed = false;
+            if let Some(exit) = self.check_expiry() {
+                return Ok(Some(exit));
+            }
+            // A refused Query runs nothing, so it needs no context.
+            let runs_something = !(simple && refusal.is_some());
+            if runs_something && !self.begin_transaction(tag, body).await? {
+                return Ok(None);
+            }
+        }
+        if self.server.is_none() {
+            // Only a refused Query (answered here, nothing in flight) or stray COPY data.
+            if let Some(error) = refusal.filter(|_| simple) {
+                error.encode(&mut self.to_client);
+                backend::ready_for_query(&mut self.to_client, self.status);
+                self.batch_start = true;
+            }
+            return Ok(None);
+        }
+        if self.transaction_mode() && !self.pinned && sql.is_some_and(session_state::creates_session_state) {
+            tracing::debug!("session state created: the client keeps its server connection");
+            self.pinned = true;
+        }
+        match refusal {
+            Some(error) => self.refuse(simple, error),
+            None if self.batch_failed && tag != b'S' => {}
+            None => {
+                if sql.is_some_and(resets_session)
+                    && let Some(server) = self.server.as_mut()
+                {
+                    // DISCARD/DEALLOCATE/RESET may drop the injection statement, every statement
+                    // prepared on this connection and the settings: re-prepare and re-inject.
+                    server.context = None;
+                    server.injection_prepared = false;
+                    server.statements.clear();
+                }
+                if let Some(exit) = self.forward(msg, simple)? {
+                    return Ok(Some(exit));
+                }
+            }
+        }
+        if matches!(tag, b'S' | b'Q' | b'F') {
+            // A Sync the server ignores (sent during COPY IN) ends nothing.
+            self.batch_start = self.tracker.last_ends_batch();
+        }
+        Ok(None)
+    }
+
+    /// Sends a client message, translating statement names in transaction mode.
+    fn forward(&mut self, msg: Bytes, simple: bool) -> Result<Option<Exit>, SessionError> {
+        let Some(server) = self.server.as_mut() else { return Ok(None) };
+        if !self.shared.config.pool.mode.eq(&PoolMode::Transaction) {
+            if let Some(kind) = Kind::of(msg[0], codec::body(&msg)) {
+                self.tracker.sent(kind, Owner::Client);
+            }
+            self.to_server.extend_from_slice(&msg);
+            return Ok(None);
+        }
+        let capacity = self.shared.config.pool.max_prepared_statements;
+        match self.statements.translate(msg, &mut server.statements, capacity) {
+            Ok(outs) => {
+                for out in outs {
+                    if let Some(kind) = out.kind {
+                        self.tracker.sent(kind, out.owner);
+                    }
+                    self.to_server.extend_from_slice(&out.bytes);
+                }
+                Ok(None)
+            }
+            Err(e) if e.severity == "FATAL" => Ok(Some(Exit::Fatal(e))),
+            Err(e) => {
+                self.refuse(simple, e);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Remembers which prepared statements need the awaited injection (see `isolating_statements`).
+    fn track_statement(&mut self, tag: u8, body: &[u8]) {
+        let closes_statement = tag == b'C' && body.first() == Some(&b'S');
+        if tag != b'P' && !closes_statement {
+            return;
+        }
+        let Some(&name) = frontend::referenced_names(tag, body).as_deref().and_then(<[_]>::first) else { return };
+        let isolating = tag == b'P' && frontend::sql_text(tag, body).is_some_and(isolation::needs_own_transaction);
+        if isolating {
+            self.isolating_statements.insert(name.to_vec());
+        } else if !self.isolating_statements.is_empty() {
+            self.isolating_statements.remove(name);
+        }
+    }
+
+    fn check_expiry(&self) -> Option<Exit> {
+        self.identity.context.is_expired_at(now_unix(), self.shared.verifier.leeway_s()).then(|| {
+            tracing::info!("token expired during the session");
+            Exit::Fatal(
+                PgError::fatal("28000", "rlsproxy: the token has expired; no further transaction can start")
+                    .with_hint("Reconnect with a fresh token."),
+            )
+        })
+    }
+
+    /// Fails the current batch upstream in place of the refused message.
+    fn refuse(&mut self, simple: bool, error: PgError) {
+        if self.batch_failed {
+            return;
+        }
+        self.batch_failed = true;
+        frontend::bind_text(&mut self.to_server, "rlsproxy_refused", &[]);
+        self.tracker.sent(Kind::Bind, Owner::Refusal(error));
+        if simple {
+            frontend::sync(&mut self.to_server);
+            self.tracker.sent(Kind::Sync, Owner::Client);
+        }
+    }
+}
+
+/// Whether SQL text names anything with the reserved prefix, in any letter case.
+fn mentions_reserved_prefix(sql: &[u8]) -> bool {
+    sql.windows(RESERVED_PREFIX.len()).any(|w| w.eq_ignore_ascii_case(RESERVED_PREFIX))
+}
+
+/// A client statement that drops prepared statements or settings, i.e. the injection's.
+fn resets_session(sql: &[u8]) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    [&b"discard"[..], b"deallocate", b"reset"].iter().any(|w| lower.windows(w.len()).any(|x| x == *w))
+}
+
+fn client_protocol_error(e: &ProtocolError) -> PgError {
+    match e {
+        ProtocolError::TooLarge { .. } => PgError::fatal("54000", format!("rlsproxy: {e}"))
+            .with_hint("Raise limits.max_message_bytes if such messages are expected."),
+        _ => PgError::fatal("08P01", format!("rlsproxy: {e}")),
+    }
+}
