@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::Postgres;
 use super::host::{
-    check, find_bindir, free_port, make_tls_files, random_hex, server_command, server_owner,
-    spawn_watchdog,
+    check, find_bindir, free_port, make_tls_files, random_hex, server_command, server_owner, spawn_watchdog,
 };
 
 /// Attempts at finding a free port: another process may take the one we probed.
@@ -19,11 +18,8 @@ const PORT_ATTEMPTS: usize = 5;
 pub(super) fn start() -> Postgres {
     let bindir = find_bindir();
     let owner = server_owner();
-    let root = tempfile::Builder::new()
-        .prefix("rlsproxy-test-pg-")
-        .tempdir()
-        .expect("create the cluster's temp dir")
-        .keep();
+    let root =
+        tempfile::Builder::new().prefix("rlsproxy-test-pg-").tempdir().expect("create the cluster's temp dir").keep();
     // Armed first, so that whatever fails below, the directory (and a server
     // that did start) goes away when this process exits.
     spawn_watchdog(&root);
@@ -33,12 +29,7 @@ pub(super) fn start() -> Postgres {
     fs::write(&pwfile, &superuser_password).expect("write the superuser password file");
     make_tls_files(&root);
     if let Some((uid, gid)) = owner {
-        for path in [
-            &root,
-            &pwfile,
-            &root.join("server.crt"),
-            &root.join("server.key"),
-        ] {
+        for path in [&root, &pwfile, &root.join("server.crt"), &root.join("server.key")] {
             std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown to postgres");
         }
     }
@@ -47,12 +38,7 @@ pub(super) fn start() -> Postgres {
     let out = server_command(&bindir, "initdb", &root, owner)
         .arg("-D")
         .arg(&data)
-        .args([
-            "-U",
-            "postgres",
-            "--auth-host=scram-sha-256",
-            "--auth-local=trust",
-        ])
+        .args(["-U", "postgres", "--auth-host=scram-sha-256", "--auth-local=trust"])
         .arg(format!("--pwfile={}", pwfile.display()))
         .args(["-E", "UTF8", "--locale=C", "--no-sync"])
         .output()
@@ -69,12 +55,7 @@ pub(super) fn start() -> Postgres {
     .expect("write pg_hba.conf");
 
     let port = start_server(&bindir, &root, owner);
-    let pg = Postgres {
-        root,
-        bindir,
-        port,
-        superuser_password,
-    };
+    let pg = Postgres { root, bindir, port, superuser_password };
     load(&pg);
     pg
 }
@@ -141,10 +122,7 @@ fn wait_ready(bindir: &Path, root: &Path, port: u16, child: &mut Child) -> bool 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!(
-        "postgres not ready after 60 s; see {}",
-        root.join("postgres.log").display()
-    );
+    panic!("postgres not ready after 60 s; see {}", root.join("postgres.log").display());
 }
 
 /// Creates the databases, applies `migrations/*.sql` in name order, then the
@@ -191,12 +169,8 @@ fn run_psql(pg: &Postgres, db: &str, file: Option<&Path>, sql: Option<&str>) {
     if let Some(file) = file {
         cmd.arg("-f").arg(file);
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn psql");
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn psql");
     let stdin = child.stdin.take().expect("psql stdin");
     if let Some(sql) = sql {
         std::io::Write::write_all(&mut { stdin }, sql.as_bytes()).expect("write SQL to psql");
@@ -204,11 +178,5 @@ fn run_psql(pg: &Postgres, db: &str, file: Option<&Path>, sql: Option<&str>) {
         drop(stdin);
     }
     let out = child.wait_with_output().expect("wait for psql");
-    check(
-        &out,
-        &format!(
-            "psql {}",
-            file.map_or("<setup SQL>".into(), |f| f.display().to_string())
-        ),
-    );
+    check(&out, &format!("psql {}", file.map_or("<setup SQL>".into(), |f| f.display().to_string())));
 }

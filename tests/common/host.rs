@@ -70,34 +70,14 @@ pub(super) fn make_tls_files(root: &Path) {
             .expect("run openssl (is the openssl CLI installed?)");
         check(&out, &format!("openssl {}", args.join(" ")));
     };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     #[rustfmt::skip]
     openssl(&[&["req", "-x509"][..], &ec, &[
         "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650", "-subj", "/CN=rlsproxy test CA",
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
     ]].concat());
-    openssl(
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
-        ]
-        .concat(),
-    );
+    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
     fs::write(
         root.join("server.ext"),
         "basicConstraints = critical,CA:FALSE\n\
@@ -112,18 +92,12 @@ pub(super) fn make_tls_files(root: &Path) {
         "-out", "server.crt", "-days", "3650", "-sha256", "-extfile", "server.ext",
     ]);
     // The server refuses a key readable by others.
-    fs::set_permissions(root.join("server.key"), fs::Permissions::from_mode(0o600))
-        .expect("chmod server.key");
+    fs::set_permissions(root.join("server.key"), fs::Permissions::from_mode(0o600)).expect("chmod server.key");
 }
 
 /// A command for a server binary; as user `postgres` when we are root (the
 /// server refuses to run as root), else as ourselves.
-pub(super) fn server_command(
-    bindir: &Path,
-    name: &str,
-    cwd: &Path,
-    owner: Option<(u32, u32)>,
-) -> Command {
+pub(super) fn server_command(bindir: &Path, name: &str, cwd: &Path, owner: Option<(u32, u32)>) -> Command {
     let mut cmd = Command::new(bindir.join(name));
     cmd.current_dir(cwd);
     for var in PG_ENV_VARS {
@@ -189,9 +163,7 @@ pub(super) fn free_port() -> u16 {
 
 pub(super) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .expect("read /dev/urandom");
+    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).expect("read /dev/urandom");
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 

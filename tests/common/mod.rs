@@ -186,14 +186,7 @@ impl Postgres {
     pub fn superuser_psql(&self, db: &str) -> Command {
         let mut cmd = self.psql();
         cmd.arg("-h").arg(&self.root);
-        cmd.args([
-            "-p",
-            &self.port.to_string(),
-            "-U",
-            Self::SUPERUSER,
-            "-d",
-            db,
-        ]);
+        cmd.args(["-p", &self.port.to_string(), "-U", Self::SUPERUSER, "-d", db]);
         cmd
     }
 
@@ -213,10 +206,7 @@ impl Postgres {
 
 /// Connects with `config` (no TLS) and spawns the connection task.
 pub async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test cluster");
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect to the test cluster");
     tokio::spawn(async move {
         // The error, if any, reaches the test through the client's next call.
         let _ = connection.await;

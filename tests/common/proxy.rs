@@ -105,12 +105,8 @@ impl TestProxy {
 
     /// Runs psql through the proxy with `-At -c sql`; returns (success, stdout, stderr).
     pub fn psql(&self, token: &str, sql: &str) -> (bool, String, String) {
-        let out = super::postgres()
-            .psql()
-            .arg(self.conninfo(token))
-            .args(["-At", "-c", sql])
-            .output()
-            .expect("run psql");
+        let out =
+            super::postgres().psql().arg(self.conninfo(token)).args(["-At", "-c", sql]).output().expect("run psql");
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -42,10 +42,7 @@ pub struct RawClient {
 pub async fn connect(addr: impl ToSocketAddrs) -> RawClient {
     let stream = TcpStream::connect(addr).await.expect("raw connect");
     stream.set_nodelay(true).expect("set TCP_NODELAY");
-    RawClient {
-        stream,
-        timeout: DEFAULT_TIMEOUT,
-    }
+    RawClient { stream, timeout: DEFAULT_TIMEOUT }
 }
 
 impl RawClient {
@@ -115,10 +112,7 @@ impl RawClient {
 
     /// The next message, `Ok(None)` on a clean EOF before its first byte, or an
     /// error (`TimedOut` after `timeout`, `UnexpectedEof` mid-message, a reset…).
-    pub async fn try_read_message(
-        &mut self,
-        timeout: Duration,
-    ) -> io::Result<Option<(u8, Vec<u8>)>> {
+    pub async fn try_read_message(&mut self, timeout: Duration) -> io::Result<Option<(u8, Vec<u8>)>> {
         tokio::time::timeout(timeout, async {
             let mut header = [0u8; 5];
             let first = self.stream.read(&mut header[..1]).await?;
@@ -127,9 +121,8 @@ impl RawClient {
             }
             self.stream.read_exact(&mut header[1..]).await?;
             let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
-            let body_len = usize::try_from(len - 4).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("message length {len}"))
-            })?;
+            let body_len = usize::try_from(len - 4)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("message length {len}")))?;
             let mut body = vec![0u8; body_len];
             self.stream.read_exact(&mut body).await?;
             Ok(Some((header[0], body)))
@@ -154,9 +147,7 @@ impl RawClient {
     /// One byte (the answer to SSLRequest or GSSENCRequest).
     pub async fn read_byte(&mut self) -> u8 {
         let read = tokio::time::timeout(self.timeout, self.stream.read_u8());
-        read.await
-            .expect("raw read_byte: timeout")
-            .expect("raw read_byte")
+        read.await.expect("raw read_byte: timeout").expect("raw read_byte")
     }
 
     /// The socket, e.g. to start TLS on it after `S`.
@@ -183,17 +174,12 @@ pub fn error_fields(body: &[u8]) -> HashMap<char, String> {
             break;
         }
         let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-        fields.insert(
-            char::from(code),
-            String::from_utf8_lossy(&tail[..end]).into_owned(),
-        );
+        fields.insert(char::from(code), String::from_utf8_lossy(&tail[..end]).into_owned());
         rest = tail.get(end + 1..).unwrap_or(&[]);
     }
     fields
 }
 
 fn frame_len(body_len: usize) -> [u8; 4] {
-    i32::try_from(body_len + 4)
-        .expect("message too large to frame")
-        .to_be_bytes()
+    i32::try_from(body_len + 4).expect("message too large to frame").to_be_bytes()
 }
