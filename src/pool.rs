@@ -185,7 +185,11 @@ impl Pool {
 }
 
 /// An idle connection for `database`: one last used by `owner`, else a clean one, else any.
+/// Connections that received anything while idle are closed instead (see `ServerConn::is_quiet`).
 fn take_idle(state: &mut State, database: &str, owner: &Bytes) -> Option<ServerConn> {
+    let before = state.idle.len();
+    state.idle.retain(|c| c.is_quiet());
+    state.open -= before - state.idle.len();
     let rank = |c: &ServerConn| match &c.owner {
         Some(o) if o == owner => 0,
         None => 1,
@@ -280,6 +284,7 @@ impl Lease {
                 conn.injection_prepared = false;
                 conn.context = None;
                 conn.owner = None;
+                conn.settings_applied = false;
                 conn.statements.clear();
                 self.give_back().await;
             }

@@ -26,6 +26,12 @@ pub fn needs_own_transaction(sql: &[u8]) -> bool {
     }
 }
 
+/// True when `sql` starts an explicit transaction block (`BEGIN`, `START TRANSACTION`).
+pub fn opens_block(sql: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
+    matches!(first_word(&text), "begin" | "start")
+}
+
 /// The first keyword, skipping whitespace, comments and opening parentheses.
 pub(super) fn first_word(text: &str) -> &str {
     let mut rest = text;

@@ -97,7 +97,11 @@ impl Relay<'_> {
                     // prepared on this connection and the settings: re-prepare and re-inject.
                     server.context = None;
                     server.injection_prepared = false;
+                    server.settings_applied = false;
                     server.statements.clear();
+                    if sql.is_some_and(drops_all_statements) {
+                        self.statements.forget_all();
+                    }
                 }
                 if let Some(exit) = self.forward(msg, simple)? {
                     return Ok(Some(exit));
@@ -122,7 +126,7 @@ impl Relay<'_> {
             return Ok(None);
         }
         let capacity = self.shared.config.pool.max_prepared_statements;
-        match self.statements.translate(msg, &mut server.statements, capacity) {
+        match self.statements.translate(msg, &mut server.statements, capacity, self.pinned) {
             Ok(outs) => {
                 for out in outs {
                     if let Some(kind) = out.kind {
@@ -183,6 +187,13 @@ impl Relay<'_> {
 /// Whether SQL text names anything with the reserved prefix, in any letter case.
 fn mentions_reserved_prefix(sql: &[u8]) -> bool {
     sql.windows(RESERVED_PREFIX.len()).any(|w| w.eq_ignore_ascii_case(RESERVED_PREFIX))
+}
+
+/// `DEALLOCATE ALL` or `DISCARD ALL`: every prepared statement of the session is gone.
+fn drops_all_statements(sql: &[u8]) -> bool {
+    let lower = String::from_utf8_lossy(sql).to_ascii_lowercase();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').filter(|w| !w.is_empty()).collect();
+    words.windows(2).any(|w| matches!(w, ["deallocate" | "discard" | "prepare", "all"]))
 }
 
 /// A client statement that drops prepared statements or settings, i.e. the injection's.

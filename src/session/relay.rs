@@ -14,7 +14,7 @@
 //!   connection has carried only this client's committed context since the
 //!   awaited injection, and a rolled-back injection can only fall back to it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
@@ -72,6 +72,9 @@ pub struct Relay<'a> {
     /// Prepared statements (by client name) whose SQL needs its own transaction, so that a
     /// batch starting with their Bind gets the awaited injection too.
     pub(super) isolating_statements: HashSet<Vec<u8>>,
+    /// Parameter values the client has been told, to report only real changes when
+    /// another server connection starts serving it.
+    pub(super) client_params: BTreeMap<String, String>,
     /// The last server message relayed was a FATAL error (no need to add one on close).
     pub(super) server_said_fatal: bool,
     /// Shutdown requested: end at the next idle point.
@@ -89,8 +92,10 @@ impl<'a> Relay<'a> {
         server: Option<Lease>,
         identity: Identity,
         cancel: Registration,
+        client_params: BTreeMap<String, String>,
     ) -> Self {
         Self {
+            client_params,
             shared,
             client,
             client_in: Framer::default(),

@@ -1,6 +1,6 @@
 //! Server messages: each routed by the tracker to the client, or handled for the
 //! proxy's own messages (injection replies swallowed, a failed injection reported,
-//! CloseComplete turned into the client's ParseComplete, refusals), and the
+//! refusals, statement bookkeeping), and the
 //! connection state they report (status, parameters) recorded.
 
 use bytes::Bytes;
@@ -66,18 +66,21 @@ impl Relay<'_> {
                     self.statements.failed(&owner, &mut server.statements);
                 }
             }
-            Some(Owner::AsParseComplete) if tag == b'3' => {
-                self.to_client.extend_from_slice(&[b'1', 0, 0, 0, 4]);
-                return Ok(None);
-            }
-            Some(Owner::AsParseComplete) => {}
-            Some(Owner::Quiet) if tag != b'E' => return Ok(None),
-            Some(Owner::Quiet) => {}
-            Some(Owner::Injection { before_simple }) => {
-                if tag == b'E' {
-                    self.injection_failed_in_pipeline(body, before_simple);
+            Some(Owner::ClientClose { .. }) => {}
+            Some(Owner::Capture { client }) => {
+                if tag != b'E' {
+                    self.statements.captured(&client, &msg);
                 }
                 return Ok(None);
+            }
+            Some(Owner::Quiet) if tag != b'E' => return Ok(None),
+            Some(Owner::Quiet) => {}
+            Some(Owner::Injection { before_simple, own_sync }) => {
+                if tag != b'E' {
+                    return Ok(None);
+                }
+                let error = self.injection_failed_in_pipeline(body, before_simple);
+                return Ok(own_sync.then_some(Exit::Fatal(PgError { severity: "FATAL", ..error })));
             }
             Some(Owner::Refusal(error)) => {
                 error.encode(&mut self.to_client);
@@ -94,10 +97,11 @@ impl Relay<'_> {
                     .ok_or_else(|| UpstreamError::Protocol("malformed ReadyForQuery".into()))?;
             }
             b'S' => {
-                if let (Some((name, value)), Some(server)) =
-                    (backend::parse_parameter_status(body), self.server.as_mut())
-                {
-                    server.params.insert(name, value);
+                if let Some((name, value)) = backend::parse_parameter_status(body) {
+                    self.client_params.insert(name.clone(), value.clone());
+                    if let Some(server) = self.server.as_mut() {
+                        server.params.insert(name, value);
+                    }
                 }
             }
             b'W' => {
@@ -106,14 +110,24 @@ impl Relay<'_> {
                     "rlsproxy does not relay COPY BOTH (replication) streams",
                 ))));
             }
-            b'E' => self.server_said_fatal = error::from_server(body).severity == "FATAL",
+            b'E' => {
+                let e = error::from_server(body);
+                self.server_said_fatal = e.severity == "FATAL";
+                if e.code == "0A000"
+                    && let Some(server) = self.server.as_mut()
+                {
+                    // "cached plan must not change result type": a shared statement is stale;
+                    // prepare every statement afresh (each Parse is preceded by a Close).
+                    server.statements.clear();
+                }
+            }
             _ => {}
         }
         self.to_client.extend_from_slice(&msg);
         Ok(None)
     }
 
-    fn injection_failed_in_pipeline(&mut self, body: &[u8], before_simple: bool) {
+    fn injection_failed_in_pipeline(&mut self, body: &[u8], before_simple: bool) -> PgError {
         if let Some(server) = self.server.as_mut() {
             server.context = None;
             server.injection_prepared = false;
@@ -125,6 +139,7 @@ impl Relay<'_> {
             frontend::sync(&mut self.to_server);
             self.tracker.sent(Kind::Sync, Owner::Client);
         }
+        error
     }
 }
 

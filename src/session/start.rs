@@ -41,6 +41,7 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Relay<'_
     };
     span.record("backend_pid", server.pid());
     let cancel = shared.cancels.register();
+    let client_params = server.params.clone();
     let mut out = BytesMut::new();
     backend::authentication(&mut out, 0);
     for (name, value) in &server.params {
@@ -60,7 +61,7 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Relay<'_
     };
     hs.stream.write_all(&out).await.map_err(SessionError::Client)?;
     tracing::info!(database = identity.database, "session started");
-    Ok(Relay::new(shared, hs.stream, server, identity, cancel))
+    Ok(Relay::new(shared, hs.stream, server, identity, cancel, client_params))
 }
 
 fn identity(hs: &Handshake, shared: &Shared) -> Identity {
@@ -103,7 +104,8 @@ fn upstream_unavailable(e: &UpstreamError) -> PgError {
 
 /// Resets the connection if needed, applies the settings and the first injection, in one round trip.
 async fn adopt(mut lease: Lease, identity: &Identity) -> Result<Lease, Failure> {
-    let (batch, readies) = super::transaction::adoption_batch(&lease, identity);
+    let (mut batch, readies) = super::transaction::adoption_batch(&mut lease, identity);
+    crate::protocol::frontend::sync(&mut batch);
     let outcome = lease.run_batches(&batch, readies).await.map_err(Failure::Retry)?;
     if let Some(e) = outcome.error {
         return Err(Failure::Refuse(PgError::fatal(

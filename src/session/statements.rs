@@ -5,7 +5,8 @@
 //! share it. Each client message naming a statement is rewritten for the server
 //! connection serving the current transaction, which is prepared on demand
 //! (pipelined, never awaited); the connection's cache is bounded with LRU
-//! eviction. The unnamed statement is re-parsed when the connection's unnamed
+//! eviction. A client's own Parse is always sent (as Close + Parse), so it gets a
+//! plan made against the tables as they are now. The unnamed statement is re-parsed when the connection's unnamed
 //! statement is someone else's.
 
 use std::collections::HashMap;
@@ -34,6 +35,34 @@ struct Statement {
     server: String,
     /// Query text and parameter types, as in the client's Parse after the name.
     text: Bytes,
+    /// Result column types when the client prepared it (see [`shape`]), once known.
+    shape: Option<Vec<u8>>,
+    /// Prepared again with another result shape: PostgreSQL would refuse it from now on.
+    stale: bool,
+}
+
+/// The result shape in a RowDescription or NoData message: column count and each column's
+/// type, length and modifier. Names and table OIDs may change (a recreated table) without
+/// PostgreSQL calling the plan stale; types may not.
+pub fn shape(msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let body = codec::body(msg);
+    if msg.first() != Some(&b'T') || body.len() < 2 {
+        return out;
+    }
+    out.extend_from_slice(&body[..2]);
+    let mut rest = &body[2..];
+    while let Some((_, tail)) = read_cstr(rest) {
+        // table oid (4), attnum (2), type oid (4), typlen (2), typmod (4), format (2)
+        let Some(field) = tail.get(..18) else { break };
+        out.extend_from_slice(&field[6..16]);
+        rest = &tail[18..];
+    }
+    out
+}
+
+fn stale_error() -> PgError {
+    PgError::error("0A000", "cached plan must not change result type")
 }
 
 /// One client's statements.
@@ -69,7 +98,15 @@ fn client_out(bytes: Bytes, tag: u8) -> Out {
 impl ClientStatements {
     /// Rewrites one client message for the connection whose cache is `cache`; `Err` refuses it
     /// with the error the server would have given.
-    pub fn translate(&mut self, msg: Bytes, cache: &mut StatementCache, capacity: usize) -> Result<Vec<Out>, PgError> {
+    /// A `pinned` client's unknown names go to the server as they are: they may be its SQL
+    /// `PREPARE`d statements, which live on its (pinned) connection.
+    pub fn translate(
+        &mut self,
+        msg: Bytes,
+        cache: &mut StatementCache,
+        capacity: usize,
+        pinned: bool,
+    ) -> Result<Vec<Out>, PgError> {
         let tag = msg[0];
         let body = codec::body(&msg);
         let malformed = || PgError::fatal("08P01", format!("rlsproxy: malformed '{}' message", tag as char));
@@ -80,7 +117,8 @@ impl ClientStatements {
                 if name.is_empty() {
                     self.unnamed = Some(msg.clone());
                     cache.unnamed = Some(msg.clone());
-                    out.push(client_out(msg, tag));
+                    let owner = Owner::ClientParse { client: Vec::new(), server: String::new() };
+                    out.push(Out { bytes: msg, kind: Some(Kind::Parse), owner });
                     return Ok(out);
                 }
                 if self.named.contains_key(name) {
@@ -89,27 +127,27 @@ impl ClientStatements {
                         format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name)),
                     ));
                 }
-                let stmt = Statement { server: server_name(text), text: Bytes::copy_from_slice(text) };
+                let stmt =
+                    Statement { server: server_name(text), text: Bytes::copy_from_slice(text), shape: None, stale: false };
                 self.named.insert(name.to_vec(), stmt.clone());
-                if cache.has(&stmt.server, &stmt.text) {
-                    let mut close = BytesMut::new();
-                    frontend::close_portal(&mut close, "rlsproxy_none");
-                    out.push(Out { bytes: close.freeze(), kind: Some(Kind::Close), owner: Owner::AsParseComplete });
-                } else {
-                    let owner = Owner::ClientParse { client: name.to_vec(), server: stmt.server.clone() };
-                    prepare(&stmt, cache, capacity, owner, &mut out);
-                }
+                // Always a real Parse, even when the connection has this text already: the
+                // client gets a plan made now, as PostgreSQL would give it (the tables may
+                // have changed since the cached one was made).
+                let owner = Owner::ClientParse { client: name.to_vec(), server: stmt.server.clone() };
+                prepare(&stmt, cache, capacity, owner, &mut out);
+                let describe = message(b'D', &[b"S", stmt.server.as_bytes(), b"\0"]);
+                out.push(Out { bytes: describe, kind: Some(Kind::Describe), owner: Owner::Capture { client: name.to_vec() } });
             }
             b'B' => {
                 let (portal, rest) = read_cstr(body).ok_or_else(malformed)?;
                 let (name, params) = read_cstr(rest).ok_or_else(malformed)?;
                 let rebuild = |server: &str| message(b'B', &[portal, b"\0", server.as_bytes(), b"\0", params]);
-                self.use_statement(name, &msg, rebuild, cache, capacity, &mut out)?;
+                self.use_statement(name, &msg, rebuild, cache, capacity, pinned, &mut out)?;
             }
             b'D' if body.first() == Some(&b'S') => {
                 let (name, _) = read_cstr(&body[1..]).ok_or_else(malformed)?;
                 let rebuild = |server: &str| message(b'D', &[b"S", server.as_bytes(), b"\0"]);
-                self.use_statement(name, &msg, rebuild, cache, capacity, &mut out)?;
+                self.use_statement(name, &msg, rebuild, cache, capacity, pinned, &mut out)?;
             }
             b'C' if body.first() == Some(&b'S') => {
                 let (name, _) = read_cstr(&body[1..]).ok_or_else(malformed)?;
@@ -119,19 +157,38 @@ impl ClientStatements {
                     out.push(client_out(msg, tag));
                 } else {
                     // The server copy stays for other clients; the client gets its CloseComplete.
-                    self.named.remove(name);
                     let mut close = BytesMut::new();
                     frontend::close_statement(&mut close, "rlsproxy_none");
-                    out.push(client_out(close.freeze(), tag));
+                    match self.named.remove(name) {
+                        Some(s) => {
+                            let owner = Owner::ClientClose { client: name.to_vec(), server: s.server, text: s.text };
+                            out.push(Out { bytes: close.freeze(), kind: Some(Kind::Close), owner });
+                        }
+                        None if pinned => out.push(client_out(msg, tag)),
+                        None => out.push(client_out(close.freeze(), tag)),
+                    }
                 }
+            }
+            b'Q' => {
+                // A simple Query drops the server's unnamed statement.
+                self.unnamed = None;
+                cache.unnamed = None;
+                out.push(client_out(msg, tag));
             }
             _ => out.push(client_out(msg, tag)),
         }
         Ok(out)
     }
 
+    /// The client ran `DEALLOCATE ALL` or `DISCARD ALL`: its statement names are gone too.
+    pub fn forget_all(&mut self) {
+        self.named.clear();
+        self.unnamed = None;
+    }
+
     /// A Bind or Describe of statement `name`: the unnamed statement made current, or the named
     /// one prepared on this connection and the message `rebuild` with its server name.
+    #[allow(clippy::too_many_arguments)] // one call per message kind; a struct would only rename them
     fn use_statement(
         &self,
         name: &[u8],
@@ -139,6 +196,7 @@ impl ClientStatements {
         rebuild: impl FnOnce(&str) -> Bytes,
         cache: &mut StatementCache,
         capacity: usize,
+        pinned: bool,
         out: &mut Vec<Out>,
     ) -> Result<(), PgError> {
         let tag = msg[0];
@@ -147,9 +205,17 @@ impl ClientStatements {
             out.push(client_out(msg.clone(), tag));
             return Ok(());
         }
-        let stmt = self.named.get(name).ok_or_else(|| {
-            PgError::error("26000", format!("prepared statement \"{}\" does not exist", String::from_utf8_lossy(name)))
-        })?;
+        let Some(stmt) = self.named.get(name) else {
+            if pinned {
+                out.push(client_out(msg.clone(), tag));
+                return Ok(());
+            }
+            let name = String::from_utf8_lossy(name);
+            return Err(PgError::error("26000", format!("prepared statement \"{name}\" does not exist")));
+        };
+        if stmt.stale {
+            return Err(stale_error());
+        }
         if !cache.has(&stmt.server, &stmt.text) {
             prepare(stmt, cache, capacity, Owner::Prepare { server: stmt.server.clone() }, out);
         }
@@ -170,19 +236,72 @@ impl ClientStatements {
         }
     }
 
-    /// A Parse the proxy sent failed or was skipped: the statement does not exist there.
+    /// A message the proxy sent for a statement failed or was skipped by the server: undo
+    /// what the proxy assumed when sending it.
     pub fn failed(&mut self, owner: &Owner, cache: &mut StatementCache) {
         match owner {
+            Owner::ClientParse { client, .. } if client.is_empty() => self.forget_unnamed(cache),
+            Owner::Prepare { server } if server.is_empty() => self.forget_unnamed(cache),
             Owner::ClientParse { client, server } => {
                 if self.named.get(client).is_some_and(|s| &s.server == server) {
                     self.named.remove(client);
                 }
                 cache.remove(server);
             }
-            Owner::Prepare { server } if server.is_empty() => cache.unnamed = None,
             Owner::Prepare { server } => cache.remove(server),
+            Owner::ClientClose { client, server, text } => {
+                let restored = Statement { server: server.clone(), text: text.clone(), shape: None, stale: false };
+                self.named.entry(client.clone()).or_insert(restored);
+            }
             _ => {}
         }
+    }
+
+    /// The result shape of the client's statement `client`, as the server described it.
+    pub fn captured(&mut self, client: &[u8], described: &[u8]) {
+        if let Some(stmt) = self.named.get_mut(client) {
+            stmt.shape = Some(shape(described));
+        }
+    }
+
+    /// At a transaction's first message: the statement a Bind or Describe names, when this
+    /// connection lacks it and its result shape is known, so that the awaited preparation of
+    /// the connection can prepare it again and check the shape before the client's message.
+    pub fn to_verify(&self, tag: u8, body: &[u8], cache: &mut StatementCache) -> Option<Vec<u8>> {
+        let name = match tag {
+            b'B' => frontend::bound_statement(body)?,
+            b'D' if body.first() == Some(&b'S') => read_cstr(&body[1..])?.0,
+            _ => return None,
+        };
+        let stmt = self.named.get(name)?;
+        (stmt.shape.is_some() && !stmt.stale && !cache.has(&stmt.server, &stmt.text)).then(|| name.to_vec())
+    }
+
+    /// Appends Close, Parse and Describe of `client`'s statement to `batch` (see `to_verify`).
+    pub fn verify_batch(&self, client: &[u8], cache: &mut StatementCache, capacity: usize, batch: &mut BytesMut) {
+        let Some(stmt) = self.named.get(client) else { return };
+        let mut out = Vec::new();
+        prepare(stmt, cache, capacity, Owner::Quiet, &mut out);
+        for o in out {
+            batch.extend_from_slice(&o.bytes);
+        }
+        batch.extend_from_slice(&message(b'D', &[b"S", stmt.server.as_bytes(), b"\0"]));
+    }
+
+    /// Checks the description of the statement prepared again against the one the client got;
+    /// a different result shape makes the statement stale, as in PostgreSQL.
+    pub fn verify(&mut self, client: &[u8], described: Option<&[u8]>) -> Result<(), PgError> {
+        let Some(stmt) = self.named.get_mut(client) else { return Ok(()) };
+        if described.map(shape) == stmt.shape {
+            return Ok(());
+        }
+        stmt.stale = true;
+        Err(stale_error())
+    }
+
+    fn forget_unnamed(&mut self, cache: &mut StatementCache) {
+        self.unnamed = None;
+        cache.unnamed = None;
     }
 }
 
@@ -219,31 +338,31 @@ mod tests {
     fn prepares_on_demand_under_shared_names() {
         let (mut a, mut b) = (ClientStatements::default(), ClientStatements::default());
         let mut conn = StatementCache::default();
-        let out = a.translate(parse("s1", "select 1"), &mut conn, 10).expect("parse");
-        assert_eq!(out.len(), 2, "{:?}", owners(&out));
+        let out = a.translate(parse("s1", "select 1"), &mut conn, 10, false).expect("parse");
+        assert_eq!(out.len(), 3, "Close, Parse, Describe: {:?}", owners(&out));
         assert!(matches!(out[1].owner, Owner::ClientParse { .. }));
-        // Another client with the same text on the same connection: no second Parse.
-        let out = b.translate(parse("x", "select 1"), &mut conn, 10).expect("parse");
-        assert!(matches!(out[..], [Out { owner: Owner::AsParseComplete, .. }]));
+        // Another client with the same text on the same connection: the same server name.
+        let out = b.translate(parse("x", "select 1"), &mut conn, 10, false).expect("parse");
+        assert!(matches!(&out[1].owner, Owner::ClientParse { server, .. } if server == &server_name(b"select 1\0\0\0")));
         // On another connection, a Bind prepares it first, and names the server statement.
         let mut other = StatementCache::default();
-        let out = a.translate(bind("s1"), &mut other, 10).expect("bind");
+        let out = a.translate(bind("s1"), &mut other, 10, false).expect("bind");
         assert!(matches!(out[1].owner, Owner::Prepare { .. }));
         let bound = frontend::bound_statement(codec::body(&out[2].bytes)).map(<[u8]>::to_vec);
         assert_eq!(bound, Some(server_name(&parse("s1", "select 1")[8..]).into_bytes()));
         // Unknown and duplicate names get the server's errors.
-        assert_eq!(a.translate(bind("nope"), &mut conn, 10).err().map(|e| e.code), Some("26000".into()));
-        assert_eq!(a.translate(parse("s1", "select 2"), &mut conn, 10).err().map(|e| e.code), Some("42P05".into()));
+        assert_eq!(a.translate(bind("nope"), &mut conn, 10, false).err().map(|e| e.code), Some("26000".into()));
+        assert_eq!(a.translate(parse("s1", "select 2"), &mut conn, 10, false).err().map(|e| e.code), Some("42P05".into()));
     }
 
     #[test]
     fn a_failed_parse_forgets_the_name() {
         let mut a = ClientStatements::default();
         let mut conn = StatementCache::default();
-        let out = a.translate(parse("s1", "selec 1"), &mut conn, 10).expect("parse");
-        let owner = out.into_iter().last().map(|o| o.owner).expect("owner");
+        let out = a.translate(parse("s1", "selec 1"), &mut conn, 10, false).expect("parse");
+        let owner = out.into_iter().nth(1).map(|o| o.owner).expect("owner");
         a.failed(&owner, &mut conn);
         assert!(conn.is_empty());
-        assert_eq!(a.translate(bind("s1"), &mut conn, 10).err().map(|e| e.code), Some("26000".into()));
+        assert_eq!(a.translate(bind("s1"), &mut conn, 10, false).err().map(|e| e.code), Some("26000".into()));
     }
 }

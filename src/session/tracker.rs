@@ -86,16 +86,31 @@ pub enum Owner {
         /// The name used on the server.
         server: String,
     },
-    /// Stands for the client's Parse of a statement the connection already has:
-    /// its CloseComplete becomes the client's ParseComplete.
-    AsParseComplete,
+    /// The client's Close of its statement `client` (already forgotten): restored if the server
+    /// skips the Close after an earlier error.
+    ClientClose {
+        /// The client's statement name.
+        client: Vec<u8>,
+        /// The server name and text it had.
+        server: String,
+        /// Query text and parameter types.
+        text: bytes::Bytes,
+    },
+    /// A Describe the proxy adds after the client's Parse of `client`: its RowDescription or
+    /// NoData is kept as the statement's result shape, then swallowed.
+    Capture {
+        /// The client's statement name.
+        client: Vec<u8>,
+    },
     /// The proxy's own housekeeping (Close before a Parse, eviction): swallowed.
     Quiet,
     /// The pipelined context injection (Bind and Execute).
     Injection {
-        /// A Query or FunctionCall follows: on failure the server skips it without
-        /// replying, so the proxy must send the Sync that ends the skipping.
+        /// A Query or FunctionCall follows in the same implicit transaction: on failure the
+        /// server skips it without replying, so the proxy must send the Sync that ends the skipping.
         before_simple: bool,
+        /// It has a Sync of its own (in front of BEGIN): a failure ends the session.
+        own_sync: bool,
     },
     /// A Bind of a statement that cannot exist, sent in place of a refused client message
     /// so the server fails the batch as for a real error; its ErrorResponse becomes this one.
@@ -178,7 +193,7 @@ impl Tracker {
 
     /// A pipelined injection in front of a Query or FunctionCall is still unanswered.
     pub fn awaits_injection_before_simple(&self) -> bool {
-        self.queue.iter().any(|p| matches!(p.owner, Owner::Injection { before_simple: true }))
+        self.queue.iter().any(|p| matches!(p.owner, Owner::Injection { before_simple: true, .. }))
     }
 
     /// Advances over one server message and says whose it is.
@@ -295,8 +310,8 @@ mod tests {
     #[test]
     fn proxy_entries_are_routed_to_their_owner() {
         let mut t = Tracker::default();
-        t.sent(Kind::Bind, Owner::Injection { before_simple: false });
-        t.sent(Kind::Execute, Owner::Injection { before_simple: false });
+        t.sent(Kind::Bind, Owner::Injection { before_simple: false, own_sync: false });
+        t.sent(Kind::Execute, Owner::Injection { before_simple: false, own_sync: false });
         client(&mut t, &[Kind::Parse]);
         t.sent(Kind::Bind, Owner::Refusal(PgError::error("42501", "no")));
         client(&mut t, &[Kind::Sync]);

@@ -17,18 +17,19 @@ use crate::protocol::{PgError, backend, frontend};
 use crate::upstream::{ServerConn, UpstreamError};
 
 /// The awaited preparation of `conn` for `identity`, and how many ReadyForQuery it gets:
-/// `DISCARD ALL` when the connection carries another identity's state, the client's startup
-/// settings when the connection is not already this identity's, the injection (prepared
-/// first when needed), one Sync.
-pub(super) fn adoption_batch(conn: &ServerConn, identity: &Identity) -> (BytesMut, usize) {
+/// `DISCARD ALL` when the connection carries another identity's state (its statement cache
+/// is emptied with it), the client's startup settings when the connection is not already
+/// this identity's, the injection (prepared first when needed). The caller ends it with Sync.
+pub(super) fn adoption_batch(conn: &mut ServerConn, identity: &Identity) -> (BytesMut, usize) {
     let mut batch = BytesMut::new();
     let mut readies = 1;
     let foreign = conn.owner.as_ref() != Some(&identity.key);
     if foreign && conn.owner.is_some() {
         frontend::query(&mut batch, "DISCARD ALL");
+        conn.statements.clear();
         readies += 1;
     }
-    if foreign && !identity.settings.is_empty() {
+    if (foreign || !conn.settings_applied) && !identity.settings.is_empty() {
         let calls: Vec<String> = (0..identity.settings.len())
             .map(|i| format!("set_config(${}, ${}, false)", 2 * i + 1, 2 * i + 2))
             .collect();
@@ -41,16 +42,13 @@ pub(super) fn adoption_batch(conn: &ServerConn, identity: &Identity) -> (BytesMu
         batch.extend_from_slice(&identity.injection.prepare);
     }
     batch.extend_from_slice(&identity.injection.bind_execute);
-    frontend::sync(&mut batch);
     (batch, readies)
 }
 
 /// Records a successful adoption batch.
 pub(super) fn adopted(conn: &mut ServerConn, identity: &Identity) {
-    if conn.owner.as_ref() != Some(&identity.key) && conn.owner.is_some() {
-        conn.statements.clear();
-    }
     conn.owner = Some(identity.key.clone());
+    conn.settings_applied = true;
     conn.injection_prepared = true;
     conn.context = Some(identity.injection.bind_execute.clone());
 }
@@ -82,22 +80,21 @@ impl Relay<'_> {
             }
             let Some(server) = self.server.as_mut() else { return Ok(false) };
             let ready = server.owner.as_ref() == Some(&self.identity.key)
+                && server.settings_applied
                 && server.context.as_ref() == Some(&self.identity.injection.bind_execute);
-            if ready && !isolating_sql {
-                self.to_server.extend_from_slice(&self.identity.injection.bind_execute);
-                let before_simple = matches!(tag, b'Q' | b'F');
-                self.tracker.sent(Kind::Bind, Owner::Injection { before_simple });
-                self.tracker.sent(Kind::Execute, Owner::Injection { before_simple });
+            let verify = self.statements.to_verify(tag, body, &mut server.statements);
+            if ready && !isolating_sql && verify.is_none() {
+                self.pipeline_injection(tag, body);
                 return Ok(true);
             }
-            match self.awaited_injection().await {
+            match self.awaited_injection(verify).await {
                 Ok(None) => return Ok(true),
                 Ok(Some(error)) => {
                     self.fail_locally(tag, error);
                     return Ok(false);
                 }
                 // A connection that died while idle in the pool: try once more with another.
-                Err(SessionError::Upstream(e)) if fresh && attempt == 1 && is_io(&e) => {
+                Err(SessionError::Upstream(e)) if fresh && attempt == 1 && is_dead(&e) => {
                     tracing::debug!(error = %e, "lent connection was dead; retrying");
                     self.cancel.set_target(None);
                     self.server = None;
@@ -108,21 +105,79 @@ impl Relay<'_> {
         Ok(false)
     }
 
-    /// Runs the adoption batch and waits for it; `Some(error)` when it failed.
-    async fn awaited_injection(&mut self) -> Result<Option<PgError>, SessionError> {
+    /// Sends the injection in front of the client's message without waiting. Normally it
+    /// shares the client's implicit transaction, so that a failure makes the server skip the
+    /// client's statements. Before `BEGIN`/`START TRANSACTION` it gets a Sync of its own:
+    /// its snapshot would otherwise forbid a later `SET TRANSACTION ISOLATION LEVEL` in the
+    /// block; a failure there ends the session, as the block may already be running.
+    fn pipeline_injection(&mut self, tag: u8, body: &[u8]) {
+        let own_sync = frontend::sql_text(tag, body).is_some_and(isolation::opens_block);
+        let owner = || Owner::Injection { before_simple: matches!(tag, b'Q' | b'F') && !own_sync, own_sync };
+        self.to_server.extend_from_slice(&self.identity.injection.bind_execute);
+        self.tracker.sent(Kind::Bind, owner());
+        self.tracker.sent(Kind::Execute, owner());
+        if own_sync {
+            frontend::sync(&mut self.to_server);
+            self.tracker.sent(Kind::Sync, Owner::Quiet);
+        }
+    }
+
+    /// Tells the client the parameter values of the connection now serving it that differ
+    /// from what it was last told; values a reset passed through on the way are not reported.
+    pub(super) fn report_parameter_changes(&mut self) {
+        let Some(server) = self.server.as_ref() else { return };
+        for (name, value) in &server.params {
+            if self.client_params.get(name) != Some(value) {
+                backend::parameter_status(&mut self.to_client, name, value);
+                self.client_params.insert(name.clone(), value.clone());
+            }
+        }
+    }
+
+    /// Runs the adoption batch and waits for it; `Some(error)` when it failed. With `verify`,
+    /// the batch also prepares that client statement again and checks its result shape.
+    async fn awaited_injection(&mut self, verify: Option<Vec<u8>>) -> Result<Option<PgError>, SessionError> {
         self.flush().await?;
+        let capacity = self.shared.config.pool.max_prepared_statements;
         let Some(server) = self.server.as_mut() else { return Ok(None) };
-        let (batch, readies) = adoption_batch(server, &self.identity);
+        let foreign = server.owner.as_ref() != Some(&self.identity.key);
+        let (mut batch, adoption_readies) = adoption_batch(server, &self.identity);
+        frontend::sync(&mut batch);
+        let mut readies = adoption_readies;
+        if let Some(client) = &verify {
+            // A segment of its own: its failure is the client statement's, not the injection's.
+            self.statements.verify_batch(client, &mut server.statements, capacity, &mut batch);
+            frontend::sync(&mut batch);
+            readies += 1;
+        }
         let outcome = server.run_batches(&batch, readies).await?;
-        self.to_client.extend_from_slice(&outcome.passthrough);
+        if !foreign {
+            // Notices and notifications of this identity's own session.
+            self.to_client.extend_from_slice(&outcome.passthrough);
+        }
         self.status = outcome.status;
-        let Some(e) = outcome.error else {
+        let adoption_failed = outcome.error.is_some() && outcome.error_segment < adoption_readies;
+        if adoption_failed {
+            server.context = None;
+            server.injection_prepared = false;
+        } else {
             adopted(server, &self.identity);
-            return Ok(None);
-        };
-        server.context = None;
-        server.injection_prepared = false;
-        if readies > 1 {
+        }
+        self.report_parameter_changes();
+        if let (Some(client), false) = (verify, adoption_failed) {
+            return Ok(match outcome.error {
+                // The statement no longer prepares (e.g. its table is gone): the server's error.
+                Some(e) => {
+                    if let Some(server) = self.server.as_mut() {
+                        server.statements.clear();
+                    }
+                    Some(e)
+                }
+                None => self.statements.verify(&client, outcome.description.as_deref()).err(),
+            });
+        }
+        let Some(e) = outcome.error else { return Ok(None) };
+        if adoption_readies > 1 {
             // The reset may not have happened: this connection may still hold another
             // identity's state, so nobody gets it again.
             self.cancel.set_target(None);
@@ -164,6 +219,7 @@ impl Relay<'_> {
     }
 }
 
-fn is_io(e: &UpstreamError) -> bool {
-    matches!(e, UpstreamError::Io(_))
+/// The connection is gone (closed, or the server ended it with a FATAL error).
+fn is_dead(e: &UpstreamError) -> bool {
+    matches!(e, UpstreamError::Io(_) | UpstreamError::Server { .. })
 }

@@ -32,6 +32,7 @@ pub(super) async fn connect(target: &UpstreamTarget, database: &str) -> Result<S
         injection_prepared: false,
         context: None,
         owner: None,
+        settings_applied: false,
         statements: Default::default(),
         gate: Default::default(),
         created: Instant::now(),

@@ -135,6 +135,8 @@ pub struct ServerConn {
     /// Identity (tenant, role, subject, startup settings) of the client whose session state the
     /// connection carries; `None` when clean. Another identity gets it only after a reset.
     pub owner: Option<Bytes>,
+    /// The owner's startup settings are in effect (a client's RESET/DISCARD undoes them).
+    pub settings_applied: bool,
     /// Client statements prepared here (transaction pooling).
     pub statements: StatementCache,
     /// Orders cancel requests against lending: see [`LendGate`].
@@ -162,6 +164,23 @@ impl ServerConn {
         tokio::time::timeout(target.connect_timeout, connect::connect(target, database))
             .await
             .map_err(|_| UpstreamError::Timeout)?
+    }
+
+    /// True when nothing has arrived on an idle connection. A pooled connection that has
+    /// something to say (a FATAL from a terminated backend, end of stream, a notification
+    /// for a LISTEN of its last user) must not be lent: its bytes belong to nobody now.
+    pub fn is_quiet(&self) -> bool {
+        if !self.framer.is_empty() {
+            return false;
+        }
+        let tcp = match &self.stream {
+            crate::net::Stream::Plain(tcp) => tcp,
+            crate::net::Stream::Tls(tls) => tls.get_ref().0,
+        };
+        let mut probe = [0u8; 1];
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut buf = tokio::io::ReadBuf::new(&mut probe);
+        tcp.poll_peek(&mut cx, &mut buf).is_pending()
     }
 
     /// Backend process id.

@@ -17,9 +17,14 @@ pub struct BatchOutcome {
     pub rows: Vec<Row>,
     /// Transaction status from the final ReadyForQuery.
     pub status: u8,
-    /// The first error, if any (the server skipped the rest of the batch).
+    /// The first error, if any (the server skipped the rest of its segment up to a Sync).
     pub error: Option<PgError>,
-    /// NoticeResponse, NotificationResponse and ParameterStatus messages, raw, for the client.
+    /// How many ReadyForQuery had arrived before that error: which segment failed.
+    pub error_segment: usize,
+    /// The last RowDescription or NoData, whole.
+    pub description: Option<bytes::Bytes>,
+    /// NoticeResponse and NotificationResponse messages, raw. ParameterStatus only updates
+    /// `ServerConn::params`: the session tells its client what changed.
     pub passthrough: BytesMut,
 }
 
@@ -30,9 +35,18 @@ impl ServerConn {
     }
 
     /// Sends `batch` and reads up to its `readies`-th ReadyForQuery (one per Sync or Query).
-    pub async fn run_batches(&mut self, batch: &[u8], mut readies: usize) -> Result<BatchOutcome, UpstreamError> {
+    pub async fn run_batches(&mut self, batch: &[u8], readies: usize) -> Result<BatchOutcome, UpstreamError> {
+        let mut seen = 0;
         self.write_all(batch).await?;
-        let mut out = BatchOutcome { rows: Vec::new(), status: b'I', error: None, passthrough: BytesMut::new() };
+        let mut out =
+            BatchOutcome {
+            rows: Vec::new(),
+            status: b'I',
+            error: None,
+            error_segment: 0,
+            description: None,
+            passthrough: BytesMut::new(),
+        };
         loop {
             let (tag, msg) = read_message(self).await?;
             let body = codec::body(&msg);
@@ -40,8 +54,8 @@ impl ServerConn {
                 b'Z' => {
                     out.status = backend::ready_status(body)
                         .ok_or_else(|| UpstreamError::Protocol("malformed ReadyForQuery".into()))?;
-                    readies = readies.saturating_sub(1);
-                    if readies == 0 {
+                    seen += 1;
+                    if seen >= readies {
                         return Ok(out);
                     }
                 }
@@ -50,15 +64,18 @@ impl ServerConn {
                     if e.severity == "FATAL" {
                         return Err(UpstreamError::Server { code: e.code, message: e.message });
                     }
-                    out.error.get_or_insert(e);
+                    if out.error.is_none() {
+                        out.error = Some(e);
+                        out.error_segment = seen;
+                    }
                 }
                 b'S' => {
                     if let Some((k, v)) = backend::parse_parameter_status(body) {
                         self.params.insert(k, v);
                     }
-                    out.passthrough.extend_from_slice(&msg);
                 }
                 b'A' | b'N' => out.passthrough.extend_from_slice(&msg),
+                b'T' | b'n' => out.description = Some(msg.clone()),
                 b'D' => out.rows.push(parse_data_row(body)?),
                 _ => {}
             }
