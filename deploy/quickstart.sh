@@ -30,41 +30,9 @@ cd "$REPO"
 say() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
 
-# Root-only steps (apt-get) through sudo when we are not root.
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"
-    elif command -v sudo >/dev/null; then sudo "$@"
-    else die "need root (or sudo) to run: $*"; fi
-}
-
-# The PostgreSQL server refuses to run as root: as root, use the postgres OS user.
-as_pg() {
-    if [ "$(id -u)" = 0 ]; then (cd "$WORK" && runuser -u postgres -- "$@")
-    else (cd "$WORK" && "$@"); fi
-}
-
-find_pg_bindir() {
-    local dir
-    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-        if [ -x "$dir/initdb" ]; then echo "$dir"; return 0; fi
-    done
-    if command -v initdb >/dev/null; then dirname "$(command -v initdb)"; return 0; fi
-    return 1
-}
-
-random_secret() { printf 'qs%s' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"; }
-
-# A TCP connect to a free port on loopback fails at once.
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-    local port
-    for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 40000))
-        if [ "$port" != "${PG_PORT:-}" ] && ! port_in_use "$port"; then echo "$port"; return 0; fi
-    done
-    die "no free TCP port found on 127.0.0.1"
-}
+SECRET_PREFIX=qs
+# as_root, as_pg, find_pg_bindir, random_secret, free_port, pg_start, pg_super, ...
+. "$REPO/deploy/lib/throwaway-pg.sh"
 
 # --- prerequisites -------------------------------------------------------------
 
@@ -85,10 +53,7 @@ if [ "${#PACKAGES[@]}" -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
     PG_BIN=$(find_pg_bindir) || die "PostgreSQL installed, but no initdb found"
 fi
-if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
-    die "running as root needs an OS user 'postgres' (PostgreSQL refuses to run as root)"
-fi
-PSQL=$(command -v psql || echo "$PG_BIN/psql")
+pg_tools
 
 if [ "$DB_ONLY" = 0 ]; then
     [ -f config/rlsproxy.example.toml ] || die "config/rlsproxy.example.toml is missing"
@@ -99,8 +64,6 @@ fi
 
 # --- cleanup on every exit: Ctrl-C, error or end of demo -----------------------
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/rlsproxy-quickstart.XXXXXX")
-PROXY_PID=
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
@@ -110,57 +73,19 @@ cleanup() {
             [ -s "$log" ] && { echo "--- last lines of $log" >&2; tail -n 30 "$log" >&2; }
         done
     fi
-    if [ -n "$PROXY_PID" ] && kill -0 "$PROXY_PID" 2>/dev/null; then
-        kill -TERM "$PROXY_PID"
-        for _ in $(seq 1 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$PROXY_PID" 2>/dev/null && kill -KILL "$PROXY_PID"
-        wait "$PROXY_PID" 2>/dev/null
-    fi
-    if [ -f "$WORK/data/postmaster.pid" ]; then
-        # pg_ctl stops the server by the PID in postmaster.pid (fast shutdown).
-        as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast -w stop >/dev/null 2>&1
-    fi
-    rm -rf "$WORK"
+    stop_proxy
+    pg_remove
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
+make_work rlsproxy-quickstart
 
 # --- PostgreSQL ----------------------------------------------------------------
 
 PG_PORT=$(free_port)
-SUPERUSER_PW=$(random_secret)
-PROXY_PW=$(random_secret)
 say "Starting a throwaway PostgreSQL ($PG_BIN) on 127.0.0.1:$PG_PORT in $WORK"
-(umask 077 && printf '%s\n' "$SUPERUSER_PW" >"$WORK/superuser.pw")
-[ "$(id -u)" = 0 ] && chown postgres: "$WORK/superuser.pw"
-as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-    --pwfile="$WORK/superuser.pw" -E UTF8 --locale=C --no-sync >"$WORK/initdb.log" 2>&1 \
-    || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
-rm -f "$WORK/superuser.pw"
-# postgresql.auto.conf is read last: these settings win over initdb's defaults.
-cat >"$WORK/data/postgresql.auto.conf" <<EOF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
-password_encryption = 'scram-sha-256'
-fsync = off
-EOF
-as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w -t 60 start >/dev/null
-
-# Superuser over the Unix socket in $WORK (trust): schema owner, bypasses RLS.
-pg_super() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PG_PORT" -U postgres "$@"; }
-
+pg_start
 say "Applying migrations/*.sql to database app"
-pg_super -d postgres -c 'CREATE DATABASE app'
-for file in migrations/*.sql; do
-    echo "    $file" >&2
-    pg_super -d app -f "$file" >/dev/null
-done
-# A psql variable, so the password is quoted by psql rather than spliced by hand.
-echo "ALTER ROLE app_proxy PASSWORD :'pw';" | pg_super -d app -v pw="$PROXY_PW"
+pg_create_app list
 
 if [ "$DB_ONLY" = 1 ]; then
     cat <<EOF
@@ -202,12 +127,10 @@ export RLSPROXY__JWT__SECRET
 say "Starting rlsproxy on 127.0.0.1:$PROXY_PORT (log: $WORK/rlsproxy.log)"
 "$BIN" run --config "$CFG" >"$WORK/rlsproxy.log" 2>&1 &
 PROXY_PID=$!
-for _ in $(seq 1 100); do
-    kill -0 "$PROXY_PID" 2>/dev/null || die "rlsproxy exited at start"
-    port_in_use "$PROXY_PORT" && break
-    sleep 0.1
-done
-port_in_use "$PROXY_PORT" || die "rlsproxy is not listening on 127.0.0.1:$PROXY_PORT after 10 s"
+rc=0
+wait_listening "$PROXY_PID" "$PROXY_PORT" || rc=$?
+[ "$rc" != 1 ] || die "rlsproxy exited at start"
+[ "$rc" = 0 ] || die "rlsproxy is not listening on 127.0.0.1:$PROXY_PORT after 10 s"
 
 mint() { "$BIN" token --config "$CFG" --tenant "$1" | tail -n 1 | tr -d '[:space:]'; }
 TOKEN1=$(mint 1)

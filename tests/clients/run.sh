@@ -48,11 +48,9 @@ START=$SECONDS
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'tests/clients: %s\n' "$*" >&2; exit 1; }
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"
-    elif command -v sudo >/dev/null; then sudo "$@"
-    else die "need root (or sudo) to run: $*"; fi
-}
+SECRET_PREFIX=cm
+# as_root, as_pg, find_pg_bindir, random_secret, free_port, pg_start, pg_super, ...
+. "$REPO/deploy/lib/throwaway-pg.sh"
 
 APT_UPDATED=0
 apt_install() {
@@ -62,32 +60,6 @@ apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
 }
 
-# The PostgreSQL server refuses to run as root: as root, use the postgres OS user.
-as_pg() {
-    if [ "$(id -u)" = 0 ]; then (cd "$WORK" && runuser -u postgres -- "$@")
-    else (cd "$WORK" && "$@"); fi
-}
-
-find_pg_bindir() {
-    local dir
-    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-        if [ -x "$dir/initdb" ]; then echo "$dir"; return 0; fi
-    done
-    if command -v initdb >/dev/null; then dirname "$(command -v initdb)"; return 0; fi
-    return 1
-}
-
-random_secret() { printf 'cm%s' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"; }
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-    local port
-    for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 40000))
-        if ! port_in_use "$port"; then echo "$port"; return 0; fi
-    done
-    die "no free TCP port found on 127.0.0.1"
-}
-
 # Content hash of files: a stamp that tells whether an install is up to date.
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 
@@ -95,10 +67,7 @@ stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 install_postgres() {
     PG_BIN=$(find_pg_bindir) || { apt_install postgresql; PG_BIN=$(find_pg_bindir) || die "no initdb after install"; }
-    if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
-        die "running as root needs an OS user 'postgres' (PostgreSQL refuses to run as root)"
-    fi
-    PSQL=$(command -v psql || echo "$PG_BIN/psql")
+    pg_tools
 }
 
 install_python() {
@@ -158,18 +127,6 @@ say "Installs and build ready after $((SECONDS - START)) s"
 
 # --- cleanup of everything started here, by PID ------------------------------------
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/rlsproxy-clients.XXXXXX")
-PROXY_PID=
-stop_proxy() {
-    [ -n "$PROXY_PID" ] || return 0
-    if kill -0 "$PROXY_PID" 2>/dev/null; then
-        kill -TERM "$PROXY_PID"
-        for _ in $(seq 1 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$PROXY_PID" 2>/dev/null && kill -KILL "$PROXY_PID"
-    fi
-    wait "$PROXY_PID" 2>/dev/null || true
-    PROXY_PID=
-}
 DRIVER_PID=
 cleanup() {
     local rc=$?
@@ -181,43 +138,17 @@ cleanup() {
     if [ -n "${RLSPROXY_CLIENT_KEEP:-}" ]; then
         mkdir -p "$RLSPROXY_CLIENT_KEEP" && cp "$WORK"/*.log "$WORK"/*.out "$RLSPROXY_CLIENT_KEEP"/ 2>/dev/null
     fi
-    if [ -f "$WORK/data/postmaster.pid" ]; then
-        as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast -w stop >/dev/null 2>&1
-    fi
-    rm -rf "$WORK"
+    pg_remove
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
+make_work rlsproxy-clients
 
 # --- PostgreSQL ----------------------------------------------------------------------
 
 PG_PORT=$(free_port)
-SUPERUSER_PW=$(random_secret)
-PROXY_PW=$(random_secret)
 say "PostgreSQL ($PG_BIN) on 127.0.0.1:$PG_PORT"
-(umask 077 && printf '%s\n' "$SUPERUSER_PW" >"$WORK/superuser.pw")
-[ "$(id -u)" = 0 ] && chown postgres: "$WORK/superuser.pw"
-as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-    --pwfile="$WORK/superuser.pw" -E UTF8 --locale=C --no-sync >"$WORK/initdb.log" 2>&1 \
-    || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
-rm -f "$WORK/superuser.pw"
-cat >"$WORK/data/postgresql.auto.conf" <<EOF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
-password_encryption = 'scram-sha-256'
-max_connections = 200
-fsync = off
-EOF
-as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w -t 60 start >/dev/null
-
-pg_super() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PG_PORT" -U postgres "$@"; }
-pg_super -d postgres -c 'CREATE DATABASE app'
-for file in migrations/*.sql; do pg_super -d app -f "$file" >/dev/null; done
-echo "ALTER ROLE app_proxy PASSWORD :'pw';" | pg_super -d app -v pw="$PROXY_PW"
+pg_start 'max_connections = 200'
+pg_create_app
 
 # --- the proxy's configuration: a TOML file, per-mode RLSPROXY__* overrides ----------
 
@@ -285,18 +216,16 @@ start_proxy() {
         RLSPROXY__LISTEN__ADDRESS="127.0.0.1:$PROXY_PORT" \
         "$BIN" run --config "$CFG" >"$log" 2>&1 &
     PROXY_PID=$!
-    for _ in $(seq 1 100); do
-        if ! kill -0 "$PROXY_PID" 2>/dev/null; then
-            wait "$PROXY_PID" 2>/dev/null || true
-            PROXY_PID=
-            echo "rlsproxy exited at start: $(grep -v '^[[:space:]]*$' "$log" | tail -n 1)" >"$WORK/why"
-            return 1
-        fi
-        port_in_use "$PROXY_PORT" && return 0
-        sleep 0.1
-    done
-    echo "rlsproxy is not listening on 127.0.0.1:$PROXY_PORT after 10 s" >"$WORK/why"
-    return 1
+    local rc=0
+    wait_listening "$PROXY_PID" "$PROXY_PORT" || rc=$?
+    if [ "$rc" = 1 ]; then
+        wait "$PROXY_PID" 2>/dev/null || true
+        PROXY_PID=
+        echo "rlsproxy exited at start: $(grep -v '^[[:space:]]*$' "$log" | tail -n 1)" >"$WORK/why"
+    elif [ "$rc" = 2 ]; then
+        echo "rlsproxy is not listening on 127.0.0.1:$PROXY_PORT after 10 s" >"$WORK/why"
+    fi
+    return "$rc"
 }
 
 # Sets CMD to the command line of a driver's program.

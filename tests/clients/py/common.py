@@ -8,6 +8,7 @@ prints one result line per check: `PASS <mode> <driver> <check>`,
 
 import os
 import sys
+import threading
 import traceback
 
 MODE = os.environ.get("RLS_MODE", "session")
@@ -108,6 +109,25 @@ def own_rows_only(tenant, rows, what, titles=TITLES):
 def worker_plan():
     """(worker index, tenant) pairs: workers alternate tenants 1, 2, 1, 2, ..."""
     return [(i, 1 + i % 2) for i in range(WORKERS)]
+
+
+def run_workers(work):
+    """Runs work(i, tenant) in one thread per worker_plan() pair, all at once; fails
+    naming the first three workers that raised."""
+    errors = []
+
+    def guarded(i, tenant):
+        try:
+            work(i, tenant)
+        except Exception as exc:  # noqa: BLE001 - reported below, per worker
+            errors.append(f"worker {i} (tenant {tenant}): {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=guarded, args=p) for p in worker_plan()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expect(not errors, "; ".join(errors[:3]))
 
 
 # Rows COPYed into a temp table and back; non-ASCII to exercise client_encoding.

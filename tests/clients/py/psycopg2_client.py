@@ -1,19 +1,19 @@
 """psycopg2 through rlsproxy (simple protocol only: parameters are bound client-side).
 
-Checks: simple query, parameterized query, SQL-level PREPARE/EXECUTE reused 10
-times (not in transaction mode: psycopg2 has no protocol-level prepared statements;
-SQL PREPARE is session state that transaction pooling does not keep), BEGIN/COMMIT
-and ROLLBACK, COPY in/out with copy_expert (temp table dropped at commit), tenant
-isolation with two tokens, and concurrent workers of both tenants (threads,
-autocommit off: psycopg2 sends BEGIN itself).
+Checks: simple query, parameterized query, one SQL-level PREPARE run by EXECUTE in
+10 separate transactions (psycopg2 has no protocol-level prepared statements; in
+transaction pooling, SQL PREPARE pins the client to its server connection, so the
+statement stays where the client expects it), BEGIN/COMMIT and ROLLBACK, COPY
+in/out with copy_expert (temp table dropped at commit), tenant isolation with two
+tokens, and concurrent workers of both tenants (threads, autocommit off: psycopg2
+sends BEGIN itself).
 """
 
 import io
-import threading
 
 import psycopg2
 import psycopg2.errors
-from common import COPY_ROWS, MODE, TITLES, TXNS, Checks, conninfo, expect, expect_eq, own_rows_only, worker_plan
+from common import COPY_ROWS, MODE, TITLES, TXNS, Checks, conninfo, expect_eq, own_rows_only, run_workers
 
 DOCS = "SELECT tenant_id, title FROM documents"
 
@@ -41,16 +41,28 @@ def parameterized(conn):
     expect_eq(query(conn, sql, ("globex%",)), [], "other tenant's titles")
 
 
-def prepared(conn):
-    query(conn, "PREPARE doc_by_id (integer) AS " + DOCS + " WHERE id = $1")
+def prepared():
+    # Connections of its own: the PREPARE pins `conn` in transaction pooling, the
+    # other checks' connection stays unpinned. Between `conn`'s transactions another
+    # session of tenant 1 opens or ends one: were `conn` not pinned, its next
+    # transaction would run on another server connection, one without the statement.
+    conn, other = connect(1), connect(1, autocommit=False)
     try:
-        rows = []
-        for doc_id in range(1, 11):
-            rows += query(conn, "EXECUTE doc_by_id (%s)", (doc_id,))
+        query(conn, "PREPARE docs_titled (text) AS " + DOCS + " WHERE title LIKE $1")
+        for n in range(1, 11):
+            query(conn, "BEGIN")
+            rows = query(conn, "EXECUTE docs_titled (%s)", ("%",))
+            query(conn, "COMMIT")
+            own_rows_only(1, rows, f"EXECUTE in transaction {n}")
+            expect_eq({r[1] for r in rows}, TITLES[1], f"titles of EXECUTE in transaction {n}")
+            if n % 2:
+                query(other, "SELECT 1")  # psycopg2 sends BEGIN first
+            else:
+                other.rollback()
+        query(conn, "DEALLOCATE docs_titled")
     finally:
-        query(conn, "DEALLOCATE doc_by_id")
-    own_rows_only(1, rows, "prepared statement")
-    expect_eq({r[1] for r in rows}, TITLES[1], "titles by id 1..10")
+        other.close()
+        conn.close()
 
 
 def commit(conn, other2):
@@ -116,32 +128,22 @@ def isolation(conns):
 
 
 def concurrent():
-    errors = []
-
     def work(i, tenant):
+        conn = connect(tenant, autocommit=False)
         try:
-            conn = connect(tenant, autocommit=False)
-            try:
-                for n in range(TXNS):
-                    if n % 2:
-                        query(conn, "INSERT INTO documents (tenant_id, title) VALUES (%s, %s)", (tenant, f"w{i}"))
-                    rows = query(conn, DOCS)
-                    if n % 2:
-                        conn.rollback()
-                    else:
-                        conn.commit()
-                    own_rows_only(tenant, rows, f"worker {i} txn {n}")
-            finally:
-                conn.close()
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"worker {i} (tenant {tenant}): {type(exc).__name__}: {exc}")
+            for n in range(TXNS):
+                if n % 2:
+                    query(conn, "INSERT INTO documents (tenant_id, title) VALUES (%s, %s)", (tenant, f"w{i}"))
+                rows = query(conn, DOCS)
+                if n % 2:
+                    conn.rollback()
+                else:
+                    conn.commit()
+                own_rows_only(tenant, rows, f"worker {i} txn {n}")
+        finally:
+            conn.close()
 
-    threads = [threading.Thread(target=work, args=p) for p in worker_plan()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    expect(not errors, "; ".join(errors[:3]))
+    run_workers(work)
 
 
 def main():
@@ -153,11 +155,7 @@ def main():
     c1 = conns[1]
     checks.run("simple_query", simple_query, c1)
     checks.run("parameterized", parameterized, c1)
-    if MODE != "transaction":
-        checks.run("prepared", prepared, c1)
-    else:
-        checks.skip("prepared", "psycopg2 has no protocol-level prepare; SQL PREPARE is session state, "
-                    "not carried across transactions in transaction pooling")
+    checks.run("prepared", prepared)
     checks.run("commit", commit, c1, conns[2])
     checks.run("rollback", rollback, c1)
     checks.run("copy_in", copy_in, c1)

@@ -10,10 +10,8 @@ Sessions of both tenants in threads. COPY is not an SQLAlchemy API (psycopg 3's
 cursor.copy is checked by psycopg3_client.py).
 """
 
-import threading
-
 from common import DB, HOST, MODE, PORT, TITLES, TOKENS, TXNS, USERS, WORKERS, Checks, expect, expect_eq, \
-    own_rows_only, worker_plan
+    own_rows_only, run_workers
 from rls_app.models import Document
 from rls_app.queries import add_document, document_rows, tenant_names
 from sqlalchemy import URL, create_engine, delete, func, select, text
@@ -115,29 +113,19 @@ def isolation(engines):
 
 
 def concurrent(engines):
-    errors = []
-
     def work(i, tenant):
-        try:
-            for n in range(TXNS):
-                with Session(engines[tenant]) as s:
-                    if n % 2:
-                        add_document(s, tenant, f"w{i}")
-                    rows = document_rows(s)
-                    if n % 2:
-                        s.rollback()
-                    else:
-                        s.commit()
-                own_rows_only(tenant, rows, f"worker {i} txn {n}")
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"worker {i} (tenant {tenant}): {type(exc).__name__}: {exc}")
+        for n in range(TXNS):
+            with Session(engines[tenant]) as s:
+                if n % 2:
+                    add_document(s, tenant, f"w{i}")
+                rows = document_rows(s)
+                if n % 2:
+                    s.rollback()
+                else:
+                    s.commit()
+            own_rows_only(tenant, rows, f"worker {i} txn {n}")
 
-    threads = [threading.Thread(target=work, args=p) for p in worker_plan()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    expect(not errors, "; ".join(errors[:3]))
+    run_workers(work)
 
 
 def main():
