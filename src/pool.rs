@@ -68,7 +68,14 @@ type Handoff = Option<ServerConn>;
 struct Waiter {
     id: u64,
     database: String,
+    startup: Vec<(String, String)>,
     tx: oneshot::Sender<Handoff>,
+}
+
+/// A connection can serve a client of `database` whose startup settings are `startup`: they
+/// are the connection's own startup parameters, so `RESET` returns to them as in PostgreSQL.
+fn serves(conn: &ServerConn, database: &str, startup: &[(String, String)]) -> bool {
+    conn.database == database && conn.startup == startup
 }
 
 impl Pool {
@@ -79,24 +86,30 @@ impl Pool {
 
     /// Opens one connection outside the pool and runs the safety check (used at start).
     pub async fn check_upstream(&self, database: &str) -> Result<(), UpstreamError> {
-        let conn = self.inner.open(database).await?;
+        let conn = self.inner.open(database, &[]).await?;
         conn.terminate().await;
         Ok(())
     }
 
-    /// Lends a connection to `database`, preferring one last used by `owner`.
-    pub async fn acquire(&self, database: &str, owner: &Bytes) -> Result<Lease, PoolError> {
+    /// Lends a connection to `database` opened with `startup` settings, preferring one last
+    /// used by `owner`.
+    pub async fn acquire(
+        &self,
+        database: &str,
+        owner: &Bytes,
+        startup: &[(String, String)],
+    ) -> Result<Lease, PoolError> {
         let ticket = {
             let mut state = self.inner.lock();
             self.inner.expire(&mut state);
-            if let Some(conn) = take_idle(&mut state, database, owner) {
+            if let Some(conn) = take_idle(&mut state, database, owner, startup) {
                 return Ok(self.lease(conn));
             }
             if state.open < self.inner.cfg.size {
                 state.open += 1;
                 None
             } else if !state.idle.is_empty() {
-                // Full, but an idle connection to another database can make room.
+                // Full, but an idle connection for other clients' database or settings makes room.
                 state.idle.remove(0);
                 None
             } else if state.waiters.len() >= self.inner.cfg.max_waiting_clients {
@@ -105,7 +118,8 @@ impl Pool {
                 let (tx, rx) = oneshot::channel();
                 let id = state.next_waiter;
                 state.next_waiter += 1;
-                state.waiters.push_back(Waiter { id, database: database.to_string(), tx });
+                let (database, startup) = (database.to_string(), startup.to_vec());
+                state.waiters.push_back(Waiter { id, database, startup, tx });
                 Some((id, rx))
             }
         };
@@ -115,7 +129,7 @@ impl Pool {
         };
         match handoff {
             Some(conn) => Ok(self.lease(conn)),
-            None => match self.inner.open(database).await {
+            None => match self.inner.open(database, startup).await {
                 Ok(conn) => Ok(self.lease(conn)),
                 Err(e) => {
                     self.inner.closed_one();
@@ -164,14 +178,14 @@ impl Pool {
             let wanted = {
                 let mut state = inner.lock();
                 inner.expire(&mut state);
-                let idle = state.idle.iter().filter(|c| c.database == database).count();
+                let idle = state.idle.iter().filter(|c| serves(c, &database, &[])).count();
                 let room = inner.cfg.size.saturating_sub(state.open);
                 let wanted = inner.cfg.min_idle.saturating_sub(idle).min(room);
                 state.open += wanted;
                 wanted
             };
             for _ in 0..wanted {
-                match inner.open(&database).await {
+                match inner.open(&database, &[]).await {
                     Ok(conn) => inner.put_back(conn),
                     Err(e) => {
                         inner.closed_one();
@@ -184,9 +198,10 @@ impl Pool {
     }
 }
 
-/// An idle connection for `database`: one last used by `owner`, else a clean one, else any.
-/// Connections that received anything while idle are closed instead (see `ServerConn::is_quiet`).
-fn take_idle(state: &mut State, database: &str, owner: &Bytes) -> Option<ServerConn> {
+/// An idle connection that serves `database` and `startup`: one last used by `owner`, else a
+/// clean one, else any. Connections that received anything while idle are closed instead
+/// (see `ServerConn::is_quiet`).
+fn take_idle(state: &mut State, database: &str, owner: &Bytes, startup: &[(String, String)]) -> Option<ServerConn> {
     let before = state.idle.len();
     state.idle.retain(|c| c.is_quiet());
     state.open -= before - state.idle.len();
@@ -195,7 +210,8 @@ fn take_idle(state: &mut State, database: &str, owner: &Bytes) -> Option<ServerC
         None => 1,
         Some(_) => 2,
     };
-    let pos = state.idle.iter().enumerate().filter(|(_, c)| c.database == database).min_by_key(|(_, c)| rank(c))?.0;
+    let pos =
+        state.idle.iter().enumerate().filter(|(_, c)| serves(c, database, startup)).min_by_key(|(_, c)| rank(c))?.0;
     Some(state.idle.swap_remove(pos))
 }
 
@@ -235,7 +251,7 @@ impl Inner {
         }
         conn.last_used = Instant::now();
         let mut state = self.lock();
-        while let Some(pos) = state.waiters.iter().position(|w| w.database == conn.database) {
+        while let Some(pos) = state.waiters.iter().position(|w| serves(&conn, &w.database, &w.startup)) {
             let Some(waiter) = state.waiters.remove(pos) else { break };
             match waiter.tx.send(Some(conn)) {
                 Ok(()) => return,
@@ -250,14 +266,14 @@ impl Inner {
             state.idle.push(conn);
             return;
         }
-        // Only clients of other databases wait: close this one and hand over its slot.
+        // Only clients of other databases or settings wait: close this one, hand over its slot.
         drop(state);
         drop(conn);
         self.closed_one();
     }
 
-    async fn open(&self, database: &str) -> Result<ServerConn, UpstreamError> {
-        let mut conn = ServerConn::connect(&self.target, database).await?;
+    async fn open(&self, database: &str, startup: &[(String, String)]) -> Result<ServerConn, UpstreamError> {
+        let mut conn = ServerConn::connect(&self.target, database, startup).await?;
         upstream_role::check(&mut conn, &self.allowed_roles).await?;
         tracing::debug!(backend_pid = conn.pid(), database, "opened upstream connection");
         Ok(conn)
@@ -284,7 +300,6 @@ impl Lease {
                 conn.injection_prepared = false;
                 conn.context = None;
                 conn.owner = None;
-                conn.settings_applied = false;
                 conn.statements.clear();
                 self.give_back().await;
             }

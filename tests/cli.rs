@@ -51,7 +51,8 @@ fn check_config_names_the_wrong_key() {
     let (code, stdout, _) = run(&["check-config", "--config", ok.to_str().expect("utf8")]);
     assert_eq!((code, stdout.trim().ends_with("configuration OK")), (0, true));
 
-    let bad = write_config(&dir, 6432, ("u", "p"), "public_key_file = \"/nonexistent/key.pem\"\nalgorithms = [\"RS256\"]\n");
+    let bad =
+        write_config(&dir, 6432, ("u", "p"), "public_key_file = \"/nonexistent/key.pem\"\nalgorithms = [\"RS256\"]\n");
     let (code, _, stderr) = run(&["check-config", "--config", bad.to_str().expect("utf8")]);
     assert_eq!(code, 1);
     assert!(stderr.starts_with("rlsproxy: jwt.public_key_file: /nonexistent/key.pem:"), "{stderr}");
@@ -66,12 +67,26 @@ fn token_mints_what_the_verifier_accepts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_config(&dir, 6432, ("u", "p"), "role_claim = \"role\"\nallowed_roles = [\"admin_role\"]\n");
     let path_str = path.to_str().expect("utf8");
-    let (code, token, stderr) =
-        run(&["token", "--config", path_str, "--tenant", "42", "--sub", "alice", "--role", "admin_role", "--ttl", "5m"]);
+    let (code, token, stderr) = run(&[
+        "token",
+        "--config",
+        path_str,
+        "--tenant",
+        "42",
+        "--sub",
+        "alice",
+        "--role",
+        "admin_role",
+        "--ttl",
+        "5m",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let config = Config::load(&path).expect("config");
     let ctx = Verifier::from_config(&config.jwt).expect("verifier").verify(token.trim()).expect("valid token");
-    assert_eq!((ctx.tenant.as_str(), ctx.subject.as_deref(), ctx.role.as_deref()), ("42", Some("alice"), Some("admin_role")));
+    assert_eq!(
+        (ctx.tenant.as_str(), ctx.subject.as_deref(), ctx.role.as_deref()),
+        ("42", Some("alice"), Some("admin_role"))
+    );
     let ttl = ctx.expires_at.expect("exp") as i64 - rlsproxy::session::now_unix() as i64;
     assert!((295..=300).contains(&ttl), "ttl {ttl}");
 }

@@ -74,6 +74,9 @@ pub struct Case {
     pub name: &'static str,
     /// Sent in order, each after the replies of the previous one.
     pub steps: Vec<Step>,
+    /// Compared in session mode only, because a documented transaction-pooling rule makes
+    /// it differ there (the reason is printed in the table).
+    pub session_only: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -359,6 +362,11 @@ async fn direct_and_proxied_clients_get_the_same_messages() {
         let direct = run_case(&mut Target::Direct, case).await;
         let _ = write!(table, "{:<52}", case.name);
         for mode in modes {
+            if let (Some(reason), false) = (case.session_only, mode == Mode::Session) {
+                let _ = write!(table, " {:<20}", format!("{}:n/a", mode.name()));
+                let _ = writeln!(failures, "  ({} [{}] not compared: {reason})", case.name, mode.name());
+                continue;
+            }
             let mut target = match mode {
                 Mode::Session => Target::Proxy { proxy: &session, noise: None },
                 Mode::Transaction => Target::Proxy { proxy: &transaction, noise: None },

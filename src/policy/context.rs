@@ -28,6 +28,10 @@ pub struct Injection {
     pub prepare: Bytes,
     /// Bind + Execute with this client's values; also the identity of the context it sets.
     pub bind_execute: Bytes,
+    /// Bind + Execute that empties every injected setting (tenant `''`, role `none`): what a
+    /// connection is left with when the client's own injection then fails, so that policies
+    /// fail closed instead of seeing a previous context.
+    pub clear: Bytes,
 }
 
 impl ContextSpec {
@@ -49,21 +53,29 @@ impl ContextSpec {
     /// The injection for `ctx`.
     pub fn injection(&self, ctx: &TenantContext) -> Injection {
         let claims = ctx.claims.to_string();
-        let mut values: Vec<&str> = vec![&self.tenant_setting, &ctx.tenant];
-        if let Some(name) = &self.claims_setting {
-            values.extend([name.as_str(), claims.as_str()]);
-        }
-        if self.sets_role {
-            // `none` is SET ROLE NONE: back to the proxy's own role when the token names no role.
-            values.extend(["role", ctx.role.as_deref().unwrap_or("none")]);
-        }
         let mut prepare = BytesMut::new();
         frontend::close_statement(&mut prepare, STATEMENT_NAME);
         frontend::parse(&mut prepare, STATEMENT_NAME, &self.sql);
-        let mut bind_execute = BytesMut::new();
-        frontend::bind_text(&mut bind_execute, STATEMENT_NAME, &values);
-        frontend::execute(&mut bind_execute);
-        Injection { prepare: prepare.freeze(), bind_execute: bind_execute.freeze() }
+        Injection {
+            prepare: prepare.freeze(),
+            bind_execute: self.bind_execute(&ctx.tenant, Some(&claims), ctx.role.as_deref()),
+            clear: self.bind_execute("", None, None),
+        }
+    }
+
+    fn bind_execute(&self, tenant: &str, claims: Option<&str>, role: Option<&str>) -> Bytes {
+        let mut values: Vec<&str> = vec![&self.tenant_setting, tenant];
+        if let Some(name) = &self.claims_setting {
+            values.extend([name.as_str(), claims.unwrap_or("")]);
+        }
+        if self.sets_role {
+            // `none` is SET ROLE NONE: back to the proxy's own role when the token names no role.
+            values.extend(["role", role.unwrap_or("none")]);
+        }
+        let mut buf = BytesMut::new();
+        frontend::bind_text(&mut buf, STATEMENT_NAME, &values);
+        frontend::execute(&mut buf);
+        buf.freeze()
     }
 
     /// The SQL of the injection statement (for logs and docs).

@@ -13,7 +13,9 @@ use super::isolation::first_word;
 /// True when `sql` (one or more statements) may create session-lasting state.
 pub fn creates_session_state(sql: &[u8]) -> bool {
     let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
-    if ["pg_advisory_lock", "pg_try_advisory_lock", "set_config("].iter().any(|f| text.contains(f)) {
+    // Function calls with any spacing before the parenthesis; objects in the temp schema.
+    let compact: String = text.split_whitespace().collect::<Vec<_>>().join(" ").replace(" (", "(");
+    if ["pg_advisory_lock", "pg_try_advisory_lock", "set_config(", "pg_temp."].iter().any(|f| compact.contains(f)) {
         return true;
     }
     text.split(';').any(|statement| {
@@ -55,6 +57,8 @@ mod tests {
             "SELECT pg_advisory_lock(1)",
             "SELECT * INTO TEMP t FROM documents",
             "SELECT set_config('search_path', 'x', false)",
+            "SELECT set_config ('search_path', 'x', false)",
+            "CREATE TABLE pg_temp.t (a int)",
         ] {
             assert!(pins(sql.as_bytes()), "{sql}");
         }

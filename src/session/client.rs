@@ -97,7 +97,6 @@ impl Relay<'_> {
                     // prepared on this connection and the settings: re-prepare and re-inject.
                     server.context = None;
                     server.injection_prepared = false;
-                    server.settings_applied = false;
                     server.statements.clear();
                     if sql.is_some_and(drops_all_statements) {
                         self.statements.forget_all();
@@ -192,7 +191,8 @@ fn mentions_reserved_prefix(sql: &[u8]) -> bool {
 /// `DEALLOCATE ALL` or `DISCARD ALL`: every prepared statement of the session is gone.
 fn drops_all_statements(sql: &[u8]) -> bool {
     let lower = String::from_utf8_lossy(sql).to_ascii_lowercase();
-    let words: Vec<&str> = lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> =
+        lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').filter(|w| !w.is_empty()).collect();
     words.windows(2).any(|w| matches!(w, ["deallocate" | "discard" | "prepare", "all"]))
 }
 

@@ -61,8 +61,10 @@ pub(crate) struct Identity {
     /// Tenant, role, subject and startup settings: a server connection carrying another
     /// key's session state is reset before this client uses it.
     pub key: Bytes,
-    /// Startup settings to apply on every server connection it uses.
-    pub settings: Vec<(String, String)>,
+    /// Startup settings, sent as startup parameters of every server connection that serves
+    /// the client (so `RESET` returns to them and `pg_settings.source` says `client`, as
+    /// with PostgreSQL itself): part of the pool key.
+    pub startup: Vec<(String, String)>,
     /// Upstream database.
     pub database: String,
 }

@@ -28,7 +28,7 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Relay<'_
     let mut attempt = 0;
     let server = loop {
         attempt += 1;
-        let result = match shared.pool.acquire(&identity.database, &identity.key).await {
+        let result = match shared.pool.acquire(&identity.database, &identity.key, &identity.startup).await {
             Ok(lease) => adopt(lease, &identity).await,
             Err(e) => Err(Failure::Refuse(pool_error(&e, "FATAL"))),
         };
@@ -71,7 +71,7 @@ fn identity(hs: &Handshake, shared: &Shared) -> Identity {
         injection: shared.context.injection(ctx),
         context: ctx.clone(),
         key: Bytes::from(key),
-        settings: hs.startup.settings.clone(),
+        startup: hs.startup.settings.clone(),
         database: shared.config.upstream.database.clone().unwrap_or_else(|| hs.startup.database.clone()),
     }
 }
@@ -89,6 +89,11 @@ pub(super) fn pool_error(e: &PoolError, severity: &'static str) -> PgError {
             format!("rlsproxy: {e}"),
             Some("Every upstream connection is in use; retry later or raise pool.size."),
         ),
+        // The server refused a client's startup setting: its own error. Authentication
+        // errors are the proxy's role's, not the client's: "unavailable".
+        PoolError::Connect(UpstreamError::Server { code, message }) if !code.starts_with("28") => {
+            (code.as_str(), format!("rlsproxy: cannot start the session: {message}"), None)
+        }
         PoolError::Connect(e) => ("08006", format!("rlsproxy: the upstream server is unavailable: {e}"), None),
     };
     let mut error = PgError { severity, code: code.into(), message, hint: None };

@@ -127,8 +127,12 @@ impl ClientStatements {
                         format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name)),
                     ));
                 }
-                let stmt =
-                    Statement { server: server_name(text), text: Bytes::copy_from_slice(text), shape: None, stale: false };
+                let stmt = Statement {
+                    server: server_name(text),
+                    text: Bytes::copy_from_slice(text),
+                    shape: None,
+                    stale: false,
+                };
                 self.named.insert(name.to_vec(), stmt.clone());
                 // Always a real Parse, even when the connection has this text already: the
                 // client gets a plan made now, as PostgreSQL would give it (the tables may
@@ -136,7 +140,11 @@ impl ClientStatements {
                 let owner = Owner::ClientParse { client: name.to_vec(), server: stmt.server.clone() };
                 prepare(&stmt, cache, capacity, owner, &mut out);
                 let describe = message(b'D', &[b"S", stmt.server.as_bytes(), b"\0"]);
-                out.push(Out { bytes: describe, kind: Some(Kind::Describe), owner: Owner::Capture { client: name.to_vec() } });
+                out.push(Out {
+                    bytes: describe,
+                    kind: Some(Kind::Describe),
+                    owner: Owner::Capture { client: name.to_vec() },
+                });
             }
             b'B' => {
                 let (portal, rest) = read_cstr(body).ok_or_else(malformed)?;
@@ -223,16 +231,23 @@ impl ClientStatements {
         Ok(())
     }
 
+    /// Makes the connection's unnamed statement the client's: its last Parse again, or none
+    /// at all (the server then says it does not exist, as it would have).
     fn ensure_unnamed(&self, cache: &mut StatementCache, out: &mut Vec<Out>) {
-        if let Some(parse) = &self.unnamed
-            && cache.unnamed.as_ref() != Some(parse)
-        {
-            cache.unnamed = Some(parse.clone());
-            out.push(Out {
-                bytes: parse.clone(),
-                kind: Some(Kind::Parse),
-                owner: Owner::Prepare { server: String::new() },
-            });
+        if cache.unnamed == self.unnamed {
+            return;
+        }
+        cache.unnamed = self.unnamed.clone();
+        match &self.unnamed {
+            Some(parse) => {
+                let owner = Owner::Prepare { server: String::new() };
+                out.push(Out { bytes: parse.clone(), kind: Some(Kind::Parse), owner });
+            }
+            None => {
+                let mut close = BytesMut::new();
+                frontend::close_statement(&mut close, "");
+                out.push(Out { bytes: close.freeze(), kind: Some(Kind::Close), owner: Owner::Quiet });
+            }
         }
     }
 
@@ -343,7 +358,9 @@ mod tests {
         assert!(matches!(out[1].owner, Owner::ClientParse { .. }));
         // Another client with the same text on the same connection: the same server name.
         let out = b.translate(parse("x", "select 1"), &mut conn, 10, false).expect("parse");
-        assert!(matches!(&out[1].owner, Owner::ClientParse { server, .. } if server == &server_name(b"select 1\0\0\0")));
+        assert!(
+            matches!(&out[1].owner, Owner::ClientParse { server, .. } if server == &server_name(b"select 1\0\0\0"))
+        );
         // On another connection, a Bind prepares it first, and names the server statement.
         let mut other = StatementCache::default();
         let out = a.translate(bind("s1"), &mut other, 10, false).expect("bind");
@@ -352,7 +369,10 @@ mod tests {
         assert_eq!(bound, Some(server_name(&parse("s1", "select 1")[8..]).into_bytes()));
         // Unknown and duplicate names get the server's errors.
         assert_eq!(a.translate(bind("nope"), &mut conn, 10, false).err().map(|e| e.code), Some("26000".into()));
-        assert_eq!(a.translate(parse("s1", "select 2"), &mut conn, 10, false).err().map(|e| e.code), Some("42P05".into()));
+        assert_eq!(
+            a.translate(parse("s1", "select 2"), &mut conn, 10, false).err().map(|e| e.code),
+            Some("42P05".into())
+        );
     }
 
     #[test]

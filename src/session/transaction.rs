@@ -3,7 +3,7 @@
 //! state, and the tenant context injected (pipelined or awaited; see `relay`).
 //! Also the other end: giving the connection back when the transaction is over.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::relay::Relay;
 use super::replies::injection_failed;
@@ -18,8 +18,8 @@ use crate::upstream::{ServerConn, UpstreamError};
 
 /// The awaited preparation of `conn` for `identity`, and how many ReadyForQuery it gets:
 /// `DISCARD ALL` when the connection carries another identity's state (its statement cache
-/// is emptied with it), the client's startup settings when the connection is not already
-/// this identity's, the injection (prepared first when needed). The caller ends it with Sync.
+/// is emptied with it; the client's startup settings are the connection's own startup
+/// parameters), the injection (prepared first when needed). The caller ends it with Sync.
 pub(super) fn adoption_batch(conn: &mut ServerConn, identity: &Identity) -> (BytesMut, usize) {
     let mut batch = BytesMut::new();
     let mut readies = 1;
@@ -28,15 +28,6 @@ pub(super) fn adoption_batch(conn: &mut ServerConn, identity: &Identity) -> (Byt
         frontend::query(&mut batch, "DISCARD ALL");
         conn.statements.clear();
         readies += 1;
-    }
-    if (foreign || !conn.settings_applied) && !identity.settings.is_empty() {
-        let calls: Vec<String> = (0..identity.settings.len())
-            .map(|i| format!("set_config(${}, ${}, false)", 2 * i + 1, 2 * i + 2))
-            .collect();
-        let values: Vec<&str> = identity.settings.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]).collect();
-        frontend::parse(&mut batch, "", &format!("SELECT {}", calls.join(", ")));
-        frontend::bind_text(&mut batch, "", &values);
-        frontend::execute(&mut batch);
     }
     if readies > 1 || !conn.injection_prepared {
         batch.extend_from_slice(&identity.injection.prepare);
@@ -48,7 +39,6 @@ pub(super) fn adoption_batch(conn: &mut ServerConn, identity: &Identity) -> (Byt
 /// Records a successful adoption batch.
 pub(super) fn adopted(conn: &mut ServerConn, identity: &Identity) {
     conn.owner = Some(identity.key.clone());
-    conn.settings_applied = true;
     conn.injection_prepared = true;
     conn.context = Some(identity.injection.bind_execute.clone());
 }
@@ -66,21 +56,25 @@ impl Relay<'_> {
         for attempt in 1..=2 {
             let fresh = self.server.is_none();
             if fresh {
-                match self.shared.pool.acquire(&self.identity.database, &self.identity.key).await {
+                match self
+                    .shared
+                    .pool
+                    .acquire(&self.identity.database, &self.identity.key, &self.identity.startup)
+                    .await
+                {
                     Ok(lease) => {
                         self.cancel.set_target(Some(CancelTarget::of(&lease)));
                         tracing::Span::current().record("backend_pid", lease.pid());
                         self.server = Some(lease);
                     }
                     Err(e) => {
-                        self.fail_locally(tag, pool_error(&e, "ERROR"));
+                        self.fail_locally(tag, &encoded(&pool_error(&e, "ERROR")));
                         return Ok(false);
                     }
                 }
             }
             let Some(server) = self.server.as_mut() else { return Ok(false) };
             let ready = server.owner.as_ref() == Some(&self.identity.key)
-                && server.settings_applied
                 && server.context.as_ref() == Some(&self.identity.injection.bind_execute);
             let verify = self.statements.to_verify(tag, body, &mut server.statements);
             if ready && !isolating_sql && verify.is_none() {
@@ -90,7 +84,7 @@ impl Relay<'_> {
             match self.awaited_injection(verify).await {
                 Ok(None) => return Ok(true),
                 Ok(Some(error)) => {
-                    self.fail_locally(tag, error);
+                    self.fail_locally(tag, &error);
                     return Ok(false);
                 }
                 // A connection that died while idle in the pool: try once more with another.
@@ -107,12 +101,26 @@ impl Relay<'_> {
 
     /// Sends the injection in front of the client's message without waiting. Normally it
     /// shares the client's implicit transaction, so that a failure makes the server skip the
-    /// client's statements. Before `BEGIN`/`START TRANSACTION` it gets a Sync of its own:
-    /// its snapshot would otherwise forbid a later `SET TRANSACTION ISOLATION LEVEL` in the
-    /// block; a failure there ends the session, as the block may already be running.
+    /// client's statements.
+    ///
+    /// Before `BEGIN`/`START TRANSACTION` it cannot: its snapshot would forbid a later
+    /// `SET TRANSACTION ISOLATION LEVEL` in the block. There it runs in transactions of its
+    /// own, still pipelined: the statement prepared afresh (so a client's hidden `DEALLOCATE`
+    /// cannot make it fail), every setting emptied and committed, then the context set. If
+    /// that last step fails, the block that follows runs with an empty context (policies
+    /// fail closed) and the session ends.
     fn pipeline_injection(&mut self, tag: u8, body: &[u8]) {
         let own_sync = frontend::sql_text(tag, body).is_some_and(isolation::opens_block);
         let owner = || Owner::Injection { before_simple: matches!(tag, b'Q' | b'F') && !own_sync, own_sync };
+        if own_sync {
+            let injection = &self.identity.injection;
+            self.to_server.extend_from_slice(&injection.prepare);
+            self.to_server.extend_from_slice(&injection.clear);
+            frontend::sync(&mut self.to_server);
+            for kind in [Kind::Close, Kind::Parse, Kind::Bind, Kind::Execute, Kind::Sync] {
+                self.tracker.sent(kind, Owner::Quiet);
+            }
+        }
         self.to_server.extend_from_slice(&self.identity.injection.bind_execute);
         self.tracker.sent(Kind::Bind, owner());
         self.tracker.sent(Kind::Execute, owner());
@@ -134,9 +142,10 @@ impl Relay<'_> {
         }
     }
 
-    /// Runs the adoption batch and waits for it; `Some(error)` when it failed. With `verify`,
-    /// the batch also prepares that client statement again and checks its result shape.
-    async fn awaited_injection(&mut self, verify: Option<Vec<u8>>) -> Result<Option<PgError>, SessionError> {
+    /// Runs the adoption batch and waits for it; `Some(error)` (an ErrorResponse, encoded)
+    /// when it failed. With `verify`, the batch also prepares that client statement again and
+    /// checks its result shape.
+    async fn awaited_injection(&mut self, verify: Option<Vec<u8>>) -> Result<Option<Bytes>, SessionError> {
         self.flush().await?;
         let capacity = self.shared.config.pool.max_prepared_statements;
         let Some(server) = self.server.as_mut() else { return Ok(None) };
@@ -165,15 +174,15 @@ impl Relay<'_> {
         }
         self.report_parameter_changes();
         if let (Some(client), false) = (verify, adoption_failed) {
-            return Ok(match outcome.error {
+            return Ok(match outcome.error_raw {
                 // The statement no longer prepares (e.g. its table is gone): the server's error.
-                Some(e) => {
+                Some(raw) => {
                     if let Some(server) = self.server.as_mut() {
                         server.statements.clear();
                     }
-                    Some(e)
+                    Some(raw)
                 }
-                None => self.statements.verify(&client, outcome.description.as_deref()).err(),
+                None => self.statements.verify(&client, outcome.description.as_deref()).err().map(|e| encoded(&e)),
             });
         }
         let Some(e) = outcome.error else { return Ok(None) };
@@ -185,12 +194,13 @@ impl Relay<'_> {
         }
         let error = injection_failed(e);
         tracing::warn!(code = error.code, message = error.message, "context injection failed");
-        Ok(Some(error))
+        Ok(Some(encoded(&error)))
     }
 
-    /// Answers the batch starting with `tag` with `error`, as the server would.
-    fn fail_locally(&mut self, tag: u8, error: PgError) {
-        error.encode(&mut self.to_client);
+    /// Answers the batch starting with `tag` with `error` (an encoded ErrorResponse), as the
+    /// server would.
+    fn fail_locally(&mut self, tag: u8, error: &[u8]) {
+        self.to_client.extend_from_slice(error);
         if matches!(tag, b'Q' | b'F' | b'S') {
             backend::ready_for_query(&mut self.to_client, self.status);
             self.batch_start = true;
@@ -217,6 +227,12 @@ impl Relay<'_> {
             lease.give_back().await;
         }
     }
+}
+
+fn encoded(error: &PgError) -> Bytes {
+    let mut buf = BytesMut::new();
+    error.encode(&mut buf);
+    buf.freeze()
 }
 
 /// The connection is gone (closed, or the server ended it with a FATAL error).

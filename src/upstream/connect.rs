@@ -18,7 +18,11 @@ use crate::protocol::{Frame, Framer, backend, codec, error};
 /// Largest message accepted from the server during startup.
 const MAX_STARTUP_MESSAGE: usize = 1 << 20;
 
-pub(super) async fn connect(target: &UpstreamTarget, database: &str) -> Result<ServerConn, UpstreamError> {
+pub(super) async fn connect(
+    target: &UpstreamTarget,
+    database: &str,
+    startup: &[(String, String)],
+) -> Result<ServerConn, UpstreamError> {
     let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
     tcp.set_nodelay(true)?;
     let addr = tcp.peer_addr()?;
@@ -32,14 +36,17 @@ pub(super) async fn connect(target: &UpstreamTarget, database: &str) -> Result<S
         injection_prepared: false,
         context: None,
         owner: None,
-        settings_applied: false,
+        startup: startup.to_vec(),
         statements: Default::default(),
         gate: Default::default(),
         created: Instant::now(),
         last_used: Instant::now(),
     };
     let mut buf = BytesMut::new();
-    frontend::startup_message([("user", target.user.as_str()), ("database", database)], &mut buf)?;
+    let params = [("user", target.user.as_str()), ("database", database)]
+        .into_iter()
+        .chain(startup.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    frontend::startup_message(params, &mut buf)?;
     conn.write_all(&buf).await?;
     authenticate(&mut conn, target).await?;
     loop {

@@ -135,8 +135,8 @@ pub struct ServerConn {
     /// Identity (tenant, role, subject, startup settings) of the client whose session state the
     /// connection carries; `None` when clean. Another identity gets it only after a reset.
     pub owner: Option<Bytes>,
-    /// The owner's startup settings are in effect (a client's RESET/DISCARD undoes them).
-    pub settings_applied: bool,
+    /// Startup parameters it was opened with (the client settings it can serve).
+    pub startup: Vec<(String, String)>,
     /// Client statements prepared here (transaction pooling).
     pub statements: StatementCache,
     /// Orders cancel requests against lending: see [`LendGate`].
@@ -159,9 +159,13 @@ pub struct LendGate {
 }
 
 impl ServerConn {
-    /// Opens and authenticates a connection to `database`.
-    pub async fn connect(target: &UpstreamTarget, database: &str) -> Result<Self, UpstreamError> {
-        tokio::time::timeout(target.connect_timeout, connect::connect(target, database))
+    /// Opens and authenticates a connection to `database` with the clients' `startup` settings.
+    pub async fn connect(
+        target: &UpstreamTarget,
+        database: &str,
+        startup: &[(String, String)],
+    ) -> Result<Self, UpstreamError> {
+        tokio::time::timeout(target.connect_timeout, connect::connect(target, database, startup))
             .await
             .map_err(|_| UpstreamError::Timeout)?
     }

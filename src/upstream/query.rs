@@ -21,6 +21,8 @@ pub struct BatchOutcome {
     pub error: Option<PgError>,
     /// How many ReadyForQuery had arrived before that error: which segment failed.
     pub error_segment: usize,
+    /// That ErrorResponse as the server sent it, every field included.
+    pub error_raw: Option<bytes::Bytes>,
     /// The last RowDescription or NoData, whole.
     pub description: Option<bytes::Bytes>,
     /// NoticeResponse and NotificationResponse messages, raw. ParameterStatus only updates
@@ -38,12 +40,12 @@ impl ServerConn {
     pub async fn run_batches(&mut self, batch: &[u8], readies: usize) -> Result<BatchOutcome, UpstreamError> {
         let mut seen = 0;
         self.write_all(batch).await?;
-        let mut out =
-            BatchOutcome {
+        let mut out = BatchOutcome {
             rows: Vec::new(),
             status: b'I',
             error: None,
             error_segment: 0,
+            error_raw: None,
             description: None,
             passthrough: BytesMut::new(),
         };
@@ -67,6 +69,7 @@ impl ServerConn {
                     if out.error.is_none() {
                         out.error = Some(e);
                         out.error_segment = seen;
+                        out.error_raw = Some(msg.clone());
                     }
                 }
                 b'S' => {
@@ -88,6 +91,8 @@ impl ServerConn {
         frontend::parse(&mut buf, "", sql);
         frontend::bind_text(&mut buf, "", params);
         frontend::execute(&mut buf);
+        // Leave no unnamed statement behind: a client's Bind of "" must not find ours.
+        frontend::close_statement(&mut buf, "");
         frontend::sync(&mut buf);
         let outcome = self.run_batch(&buf).await?;
         match outcome.error {

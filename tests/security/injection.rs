@@ -174,12 +174,75 @@ async fn hidden_injection_drop_fails_closed_on_the_pipelined_path() {
     assert_injection_failed(&err);
     assert_eq!(count(&c, "sec_hidden_probe").await, 0);
 
-    // A multi-statement transaction block: none of it runs.
+    // A transaction block: its injection runs in transactions of its own (a snapshot taken in
+    // the block would forbid a later SET TRANSACTION), with the statement prepared afresh, so
+    // the hidden drop cannot make it fail: the block runs in this client's context.
     c.batch_execute(hide).await.unwrap();
-    let err =
-        c.batch_execute("BEGIN; INSERT INTO sec_hidden_probe VALUES (3); COMMIT").await.expect_err("transaction ran");
-    assert_injection_failed(&err);
-    assert_eq!(count(&c, "sec_hidden_probe").await, 0);
+    c.batch_execute("BEGIN; INSERT INTO sec_hidden_probe SELECT current_setting('app.current_tenant')::int; COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(count(&c, "sec_hidden_probe").await, 1);
+    let tenant: i32 = c.query_one("SELECT x FROM sec_hidden_probe", &[]).await.unwrap().get(0);
+    assert_eq!(tenant, 1);
     assert_eq!(titles(&c).await, ACME);
     assert_eq!(current_tenant(&c).await, "1");
+}
+
+/// Before BEGIN the injection cannot share the block's transaction. If it fails there (here:
+/// a role the upstream role may no longer SET, revoked during the session), the settings it
+/// cleared first stay cleared: the block runs with no tenant and no role, so policies fail
+/// closed, and the session ends.
+#[tokio::test]
+async fn a_failed_injection_before_begin_leaves_an_empty_context() {
+    let su = postgres().superuser_client("app").await;
+    su.batch_execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sec_revoked') THEN \
+         CREATE ROLE sec_revoked NOLOGIN; END IF; END $$; \
+         GRANT SELECT ON documents TO sec_revoked; GRANT sec_revoked TO app_proxy; \
+         CREATE TABLE IF NOT EXISTS sec_ctx_log (tenant text, who text); \
+         GRANT INSERT ON sec_ctx_log TO PUBLIC; TRUNCATE sec_ctx_log",
+    )
+    .await
+    .unwrap();
+    let mut cfg = proxy::base_config(postgres());
+    cfg.jwt.role_claim = "role".into();
+    cfg.jwt.allowed_roles = vec!["sec_revoked".into()];
+    let proxy = proxy::start(cfg).await;
+    let token = proxy.token_with("1", Some("sec_revoked"), Duration::from_secs(3600), &[]);
+    let c = proxy.connect(&token).await;
+    assert_eq!(titles(&c).await, ACME);
+
+    // A raw client sees every message: the injection's error, the block's own replies, the end.
+    let mut raw = crate::common::raw::connect(proxy.addr).await;
+    raw.send_startup(&[("user", "alice"), ("database", "app")]).await;
+    assert_eq!(raw.read_message().await.0, b'R');
+    raw.send_password(&token).await;
+    raw.read_until_ready().await;
+    su.batch_execute("REVOKE sec_revoked FROM app_proxy").await.unwrap();
+    raw.send_query(
+        "BEGIN; INSERT INTO sec_ctx_log SELECT current_setting('app.current_tenant'), current_user::text; COMMIT",
+    )
+    .await;
+    let mut errors = Vec::new();
+    let mut rows = 0;
+    while let Ok(Some((tag, body))) = raw.try_read_message(Duration::from_secs(10)).await {
+        match tag {
+            b'D' => rows += 1,
+            b'E' => {
+                let f = crate::common::raw::error_fields(&body);
+                errors.push((f[&'S'].clone(), f[&'C'].clone()));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(rows, 0, "a row was returned with a stale context");
+    // The injection failed, and the session ends with it.
+    assert_eq!(errors, [("ERROR".to_string(), "42501".to_string()), ("FATAL".to_string(), "42501".to_string())]);
+    // The block had been sent already. If it ran before the proxy closed the connection (and
+    // cancelled what was in flight), it ran in the emptied context: no tenant and the proxy's
+    // own role, never the previous tenant and revoked role.
+    let log = su.query("SELECT tenant, who FROM sec_ctx_log", &[]).await.unwrap();
+    let log: Vec<(String, String)> = log.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert!(log.is_empty() || log == [(String::new(), "app_proxy".to_string())], "{log:?}");
+    su.batch_execute("GRANT sec_revoked TO app_proxy").await.unwrap();
 }

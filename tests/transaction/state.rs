@@ -171,9 +171,10 @@ async fn session_settings_made_past_the_detection_are_reset() {
     let a = proxy.connect(&proxy.token("1")).await;
     let b = proxy.connect(&proxy.token("2")).await;
     let pid = backend_pid(&a).await;
-    // `set_config (` with a space and a SET inside a DO block: nothing pins A.
+    // Dynamic SQL built from pieces inside a DO block: nothing pins A.
     a.batch_execute(
-        "DO $$ BEGIN SET search_path = tx_hidden, public; PERFORM set_config ('x.y', 'secret', false); END $$",
+        "DO $$ BEGIN EXECUTE 'SET search' || '_path = tx_hidden, public'; \
+         EXECUTE 'SELECT set' || '_config(''x.y'', ''secret'', false)'; END $$",
     )
     .await
     .unwrap();
