@@ -52,7 +52,9 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
     local port
     for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 40000))
+        # Below Linux's ephemeral range (32768+), where outgoing connections take their
+        # local ports: a port free to connect to could still be taken by one of them.
+        port=$((20000 + RANDOM % 12000))
         if [ "$port" != "${PG_PORT:-}" ] && ! port_in_use "$port"; then echo "$port"; return 0; fi
     done
     die "no free TCP port found on 127.0.0.1"
