@@ -12,6 +12,10 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/n
 ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || command -v pgbench >/dev/null || missing+=(postgresql-contrib)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v openssl >/dev/null || missing+=(openssl)
+# The statement guard links libpg_query through bindgen, which needs libclang and a C compiler.
+ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' \
+    || missing+=(libclang-dev)
+command -v cc >/dev/null || missing+=(build-essential)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing ${missing[*]}" >&2
     as_root=()

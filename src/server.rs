@@ -15,6 +15,7 @@ use crate::config::{Config, ConfigError};
 use crate::frontend::cancel::CancelRegistry;
 use crate::frontend::{self, Accepted};
 use crate::policy::context::ContextSpec;
+use crate::policy::guard::Guard;
 use crate::pool::Pool;
 use crate::upstream::{UpstreamError, UpstreamTarget};
 
@@ -31,6 +32,8 @@ pub struct Shared {
     pub client_tls: Option<Arc<rustls::ServerConfig>>,
     /// What the injection sets.
     pub context: ContextSpec,
+    /// The statement guard.
+    pub guard: Guard,
     /// Proxy-issued cancel keys.
     pub cancels: CancelRegistry,
     /// Becomes `true` when the proxy is shutting down.
@@ -64,6 +67,7 @@ pub fn build_shared(config: Config, shutdown: watch::Receiver<bool>) -> Result<S
     let pool = Pool::new(target, &config.pool, config.jwt.allowed_roles.clone());
     Ok(Shared {
         context: ContextSpec::from_config(&config),
+        guard: Guard::from_config(&config),
         verifier,
         pool,
         client_tls,

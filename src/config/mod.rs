@@ -29,6 +29,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Limits that protect the proxy from oversized or slow input.
     pub limits: LimitsConfig,
+    /// The statement guard.
+    pub guard: GuardConfig,
 }
 
 /// When a client must use TLS before sending its token.
@@ -242,6 +244,45 @@ pub struct ContextConfig {
 impl Default for ContextConfig {
     fn default() -> Self {
         Self { tenant_setting: "app.current_tenant".into(), claims_setting: String::new() }
+    }
+}
+
+/// `[guard]`: what client SQL is refused (see `policy::guard`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Check every Query, Parse and FunctionCall.
+    pub enabled: bool,
+    /// Settings no client may SET or RESET, by prefix (the tenant, claims and role settings
+    /// are always protected).
+    pub protected_prefixes: Vec<String>,
+    /// Functions that run SQL text the guard cannot see; a trailing `*` matches a prefix.
+    pub sql_functions: Vec<String>,
+    /// Role-claim values of operator tokens (e.g. migrations through the proxy).
+    pub operator_roles: Vec<String>,
+    /// Rules operator tokens are exempt from: do, create_function, alter_settings, discard,
+    /// reset_all, sql_function, function_call. Tenant tokens never are.
+    pub operator_allows: Vec<String>,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            protected_prefixes: vec!["rlsproxy.".into(), "request.jwt.".into()],
+            sql_functions: [
+                "query_to_xml",
+                "query_to_xml_and_xmlschema",
+                "query_to_xmlschema",
+                "ts_stat",
+                "ts_rewrite",
+                "dblink*",
+            ]
+            .map(String::from)
+            .to_vec(),
+            operator_roles: Vec::new(),
+            operator_allows: vec!["do".into(), "create_function".into()],
+        }
     }
 }
 

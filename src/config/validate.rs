@@ -100,6 +100,17 @@ impl Config {
         if !self.context.claims_setting.is_empty() && !is_custom_setting_name(&self.context.claims_setting) {
             return Err(invalid("context.claims_setting", "must be a custom setting name such as request.jwt.claims"));
         }
+        for name in &self.guard.operator_allows {
+            if !crate::policy::guard::Rule::ALL.iter().any(|r| r.name() == name) {
+                return Err(invalid("guard.operator_allows", format!("unknown rule \"{name}\"")));
+            }
+            if matches!(name.as_str(), "set_protected" | "set_config" | "unparsable") {
+                return Err(invalid(
+                    "guard.operator_allows",
+                    format!("\"{name}\" cannot be allowed: it would let a token change its own tenant"),
+                ));
+            }
+        }
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("limits.max_message_bytes", "must be at least 1024"));
         }

@@ -4,8 +4,10 @@
 //! safe to use at all.
 
 pub mod context;
+pub mod guard;
 pub mod isolation;
 pub mod session_state;
+pub mod strict;
 pub mod upstream_role;
 
 /// Statement and portal names the proxy owns; clients may not use them.

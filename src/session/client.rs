@@ -56,9 +56,21 @@ impl Relay<'_> {
         let reserved_name = names.iter().any(|n| n.starts_with(RESERVED_PREFIX));
         // SQL-level EXECUTE/DEALLOCATE/PREPARE share the names of protocol-level statements.
         let sql = frontend::sql_text(tag, body);
-        let refusal = (reserved_name || sql.is_some_and(mentions_reserved_prefix)).then(|| {
-            PgError::error("42501", "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy")
-        });
+        let refusal = match (reserved_name || sql.is_some_and(mentions_reserved_prefix), sql) {
+            (true, _) => Some(PgError::error(
+                "42501",
+                "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy",
+            )),
+            (false, Some(sql)) => self.shared.guard.check_sql(sql, self.identity.context.role.as_deref()).err(),
+            (false, None) if tag == b'F' => {
+                let oid = body.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                self.shared.guard.check_function_call(oid, self.identity.context.role.as_deref()).err()
+            }
+            (false, None) => None,
+        };
+        if let Some(e) = &refusal {
+            tracing::info!(message = e.message, "statement refused");
+        }
         let simple = matches!(tag, b'Q' | b'F');
         self.track_statement(tag, body);
         if self.batch_start && !matches!(tag, b'd' | b'c' | b'f') {

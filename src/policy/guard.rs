@@ -1,0 +1,252 @@
+//! The statement guard (DESIGN.md section 4): every Query and Parse is parsed
+//! with PostgreSQL's own parser (libpg_query) and refused when it could change
+//! the tenant context or run SQL the guard cannot see. Verdicts are cached by
+//! statement text, so each distinct statement is parsed once.
+//!
+//! The walk is over the whole parse tree (serialised generically, so no node
+//! kind can be skipped by an incomplete traversal). Function names are matched
+//! wherever a name appears, not only in calls, so `CREATE AGGREGATE … (sfunc =
+//! set_config)` is caught like `SELECT set_config(…)`. A statement the parser
+//! cannot parse is refused, never forwarded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::config::{Config, GuardConfig};
+use crate::protocol::PgError;
+
+/// Distinct statements whose verdicts are kept; the cache is emptied when full.
+const CACHE_CAPACITY: usize = 8192;
+
+/// A rule the guard applies; operators may be exempted from some (see `[guard]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// SET / SET LOCAL / RESET of a protected setting, SET ROLE, SET SESSION AUTHORIZATION.
+    SetProtected,
+    /// RESET ALL.
+    ResetAll,
+    /// DISCARD.
+    Discard,
+    /// set_config anywhere.
+    SetConfig,
+    /// ALTER ROLE|USER|DATABASE … SET/RESET, ALTER SYSTEM.
+    AlterSettings,
+    /// DO blocks.
+    Do,
+    /// CREATE/ALTER FUNCTION or PROCEDURE.
+    CreateFunction,
+    /// Functions that run SQL text (query_to_xml, ts_stat, dblink…).
+    SqlFunction,
+    /// A statement the parser cannot parse.
+    Unparsable,
+    /// A fast-path FunctionCall of a function not on the allow-list.
+    FunctionCall,
+}
+
+impl Rule {
+    /// The rule's name in configuration and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::SetProtected => "set_protected",
+            Rule::ResetAll => "reset_all",
+            Rule::Discard => "discard",
+            Rule::SetConfig => "set_config",
+            Rule::AlterSettings => "alter_settings",
+            Rule::Do => "do",
+            Rule::CreateFunction => "create_function",
+            Rule::SqlFunction => "sql_function",
+            Rule::Unparsable => "unparsable",
+            Rule::FunctionCall => "function_call",
+        }
+    }
+
+    /// Every rule, for configuration checks.
+    pub const ALL: [Rule; 10] = [
+        Rule::SetProtected,
+        Rule::ResetAll,
+        Rule::Discard,
+        Rule::SetConfig,
+        Rule::AlterSettings,
+        Rule::Do,
+        Rule::CreateFunction,
+        Rule::SqlFunction,
+        Rule::Unparsable,
+        Rule::FunctionCall,
+    ];
+}
+
+/// One reason a statement is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The rule.
+    pub rule: Rule,
+    /// What was found, for the message.
+    pub what: String,
+}
+
+/// Large-object functions (by their fixed OIDs in pg_proc) that libpq's fast-path API calls:
+/// the only FunctionCall targets allowed.
+const LARGE_OBJECT_OIDS: &[u32] =
+    &[715, 764, 765, 952, 953, 954, 955, 956, 957, 958, 964, 1004, 3170, 3171, 3172, 3457, 3458, 3459, 3460];
+
+/// The guard, shared by every session.
+#[derive(Debug)]
+pub struct Guard {
+    enabled: bool,
+    /// Lower-case names of the settings no client may set: tenant, claims, role, session user.
+    protected: Vec<String>,
+    /// Lower-case prefixes of protected settings.
+    prefixes: Vec<String>,
+    /// Lower-case names (a trailing `*` matches a prefix) of functions that run SQL text.
+    sql_functions: Vec<String>,
+    /// Roles whose tokens are exempt from `operator_allows`.
+    operator_roles: Vec<String>,
+    operator_allows: Vec<Rule>,
+    cache: Mutex<Verdicts>,
+}
+
+/// Statement text → what is wrong with it (empty: nothing).
+type Verdicts = HashMap<Box<[u8]>, Arc<[Violation]>>;
+
+impl Guard {
+    /// The guard `[guard]` and `[context]` describe.
+    pub fn from_config(cfg: &Config) -> Self {
+        let g: &GuardConfig = &cfg.guard;
+        let mut protected =
+            vec![cfg.context.tenant_setting.to_lowercase(), "role".into(), "session_authorization".into()];
+        if !cfg.context.claims_setting.is_empty() {
+            protected.push(cfg.context.claims_setting.to_lowercase());
+        }
+        Self {
+            enabled: g.enabled,
+            protected,
+            prefixes: g.protected_prefixes.iter().map(|p| p.to_lowercase()).collect(),
+            sql_functions: g.sql_functions.iter().map(|f| f.to_lowercase()).collect(),
+            operator_roles: g.operator_roles.clone(),
+            operator_allows: Rule::ALL
+                .into_iter()
+                .filter(|r| g.operator_allows.iter().any(|a| a == r.name()))
+                .collect(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks SQL text (a Query's, or a Parse's) for a client whose token has `role`.
+    pub fn check_sql(&self, sql: &[u8], role: Option<&str>) -> Result<(), PgError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let violations = self.violations(sql);
+        self.verdict(&violations, role)
+    }
+
+    /// Checks a fast-path FunctionCall of the function with `oid`.
+    pub fn check_function_call(&self, oid: u32, role: Option<&str>) -> Result<(), PgError> {
+        if !self.enabled || LARGE_OBJECT_OIDS.contains(&oid) {
+            return Ok(());
+        }
+        let v = Violation { rule: Rule::FunctionCall, what: format!("a fast-path call of function {oid}") };
+        self.verdict(&[v], role)
+    }
+
+    fn verdict(&self, violations: &[Violation], role: Option<&str>) -> Result<(), PgError> {
+        let operator = role.is_some_and(|r| self.operator_roles.iter().any(|o| o == r));
+        let Some(v) = violations.iter().find(|v| !(operator && self.operator_allows.contains(&v.rule))) else {
+            return Ok(());
+        };
+        Err(PgError::error("42501", format!("rlsproxy refused the statement: {} (rule {})", v.what, v.rule.name()))
+            .with_hint("The tenant context comes from the token and cannot be changed or escaped with SQL."))
+    }
+
+    fn violations(&self, sql: &[u8]) -> Arc<[Violation]> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = cache.get(sql) {
+            return found.clone();
+        }
+        drop(cache);
+        let found: Arc<[Violation]> = self.inspect(sql).into();
+        cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(sql.into(), found.clone());
+        found
+    }
+
+    /// Parses and walks the tree; every violation found.
+    fn inspect(&self, sql: &[u8]) -> Vec<Violation> {
+        let unparsable = |why: String| vec![Violation { rule: Rule::Unparsable, what: why }];
+        let Ok(text) = std::str::from_utf8(sql) else {
+            return unparsable("a statement that is not valid UTF-8".into());
+        };
+        let tree = match pg_query::parse(text, 0) {
+            Ok(parsed) => serde_json::to_value(&parsed.protobuf),
+            Err(e) => return unparsable(format!("a statement the parser cannot parse ({e})")),
+        };
+        let Ok(tree) = tree else { return unparsable("a parse tree that cannot be inspected".into()) };
+        let mut found = Vec::new();
+        let mut stack = vec![&tree];
+        while let Some(value) = stack.pop() {
+            match value {
+                Value::Object(map) => {
+                    for (key, child) in map {
+                        self.inspect_node(key, child, &mut found);
+                        stack.push(child);
+                    }
+                }
+                Value::Array(items) => stack.extend(items),
+                _ => {}
+            }
+        }
+        found
+    }
+
+    fn inspect_node(&self, kind: &str, node: &Value, found: &mut Vec<Violation>) {
+        let mut add = |rule: Rule, what: String| found.push(Violation { rule, what });
+        match kind {
+            "VariableSetStmt" => {
+                let name = node.get("name").and_then(Value::as_str).unwrap_or_default().to_lowercase();
+                // VariableSetKind: 4 = SET TRANSACTION/SESSION CHARACTERISTICS …, 6 = RESET ALL.
+                match node.get("kind").and_then(Value::as_i64) {
+                    Some(6) => add(Rule::ResetAll, "RESET ALL".into()),
+                    Some(4) => {}
+                    _ if self.is_protected(&name) => add(Rule::SetProtected, format!("changing \"{name}\"")),
+                    _ => {}
+                }
+            }
+            "DiscardStmt" => add(Rule::Discard, "DISCARD".into()),
+            "DoStmt" => add(Rule::Do, "a DO block".into()),
+            "CreateFunctionStmt" | "AlterFunctionStmt" => {
+                add(Rule::CreateFunction, "creating or altering a function".into())
+            }
+            "AlterRoleSetStmt" | "AlterDatabaseSetStmt" | "AlterSystemStmt" => {
+                add(Rule::AlterSettings, "changing role, database or system settings".into())
+            }
+            "sval" => {
+                let name = node.as_str().unwrap_or_default().to_lowercase();
+                if name == "set_config" {
+                    add(Rule::SetConfig, "set_config".into());
+                } else if self.runs_sql(&name) {
+                    add(Rule::SqlFunction, format!("{name}, which runs SQL text"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn is_protected(&self, name: &str) -> bool {
+        self.protected.iter().any(|p| p == name) || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    }
+
+    fn runs_sql(&self, name: &str) -> bool {
+        self.sql_functions.iter().any(|f| match f.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => f == name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,452 @@
+//! Strict mode's SQL side against a real server: `migrations/0003_strict_mode.sql`
+//! verifies values signed by `rlsproxy::policy::strict`, and strict policies give
+//! app_proxy exactly the signed tenant's rows, whatever else the session says.
+//!
+//! The proxy is not involved: app_proxy connects directly and plays both the proxy
+//! (setting the signed value with bind parameters) and an attacker who got arbitrary
+//! SQL through (setting `app.current_tenant`, forging values, reading the keys).
+//! Tables and keys are prefixed `strict_sql_`; this binary has its own cluster.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Output;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::Postgres;
+use rlsproxy::policy::strict;
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+const K1: &str = "strict_sql_k1";
+const K2: &str = "strict_sql_k2";
+const KEY1: [u8; 32] = [0x11; 32];
+const KEY2: [u8; 32] = [0x22; 32];
+/// Docs table with an integer tenant column.
+const DOCS: &str = "strict_sql_docs";
+/// Rows of [`DOCS`]: (tenant, title).
+const TENANT1: [(i32, &str); 2] = [(1, "one-a"), (1, "one-b")];
+const TENANT2: [(i32, &str); 1] = [(2, "two-a")];
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Runs `args` (e.g. `-f file` or `-c sql`) with psql as the superuser on `app`;
+/// panics unless it succeeds; returns its output.
+fn superuser_psql(args: &[&str]) -> Output {
+    let out = common::postgres().superuser_psql(Postgres::APP_DB).args(args).output().expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Once per binary: 0003 applied twice more (the harness applied it already), two
+/// keys, the docs table under strict policies (enabled twice), rows for tenants 1 and 2.
+fn setup() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let migration = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0003_strict_mode.sql");
+        for _ in 0..2 {
+            let out = superuser_psql(&["-f", migration]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.trim().is_empty(), "a re-run of 0003 printed:\n{stderr}");
+        }
+        let mut rows: Vec<String> = Vec::new();
+        for (tenant, title) in TENANT1.iter().chain(&TENANT2) {
+            rows.push(format!("({tenant}, '{title}')"));
+        }
+        let sql = format!(
+            "INSERT INTO rlsproxy.keys (kid, secret) VALUES ('{K1}', '\\x{k1}'), ('{K2}', '\\x{k2}')
+                 ON CONFLICT (kid) DO UPDATE SET secret = excluded.secret;
+             CREATE TABLE {DOCS} (id serial PRIMARY KEY, tenant_id integer NOT NULL, title text NOT NULL);
+             GRANT SELECT, INSERT, UPDATE, DELETE ON {DOCS} TO app_proxy;
+             GRANT USAGE ON SEQUENCE {DOCS}_id_seq TO app_proxy;
+             SELECT rlsproxy.enable_strict_policies('{DOCS}');
+             SELECT rlsproxy.enable_strict_policies('{DOCS}', 'tenant_id');
+             INSERT INTO {DOCS} (tenant_id, title) VALUES {rows};",
+            k1 = hex(&KEY1),
+            k2 = hex(&KEY2),
+            rows = rows.join(", "),
+        );
+        superuser_psql(&["-c", &sql]);
+    });
+}
+
+async fn proxy_client() -> Client {
+    setup();
+    common::connect(&common::postgres().proxy_config(Postgres::APP_DB)).await
+}
+
+/// What the proxy does at a transaction start, with bind parameters.
+async fn set_context(client: &Client, signed: &str, current_tenant: &str) {
+    client
+        .query(
+            "SELECT set_config('rlsproxy.signed_context', $1, false), set_config('app.current_tenant', $2, false)",
+            &[&signed, &current_tenant],
+        )
+        .await
+        .expect("set the context");
+}
+
+/// (tenant_id, title) of the rows of [`DOCS`] the session sees, by id.
+async fn visible(client: &Client) -> Vec<(i32, String)> {
+    let rows = client.query(&format!("SELECT tenant_id, title FROM {DOCS} ORDER BY id"), &[]).await.expect("select");
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+fn rows_of(expected: &[(i32, &str)]) -> Vec<(i32, String)> {
+    expected.iter().map(|(t, s)| (*t, s.to_string())).collect()
+}
+
+/// `rlsproxy.verified_context()` as the session sees it.
+async fn verified(client: &Client) -> Option<serde_json::Value> {
+    let row = client.query_one("SELECT rlsproxy.verified_context()::text", &[]).await.expect("verified_context");
+    row.get::<_, Option<&str>>(0).map(|json| serde_json::from_str(json).expect("verified_context is JSON"))
+}
+
+fn insufficient_privilege(result: Result<impl std::fmt::Debug, tokio_postgres::Error>, what: &str) {
+    let err = result.expect_err(what);
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{what}: {err:?}");
+}
+
+#[tokio::test]
+async fn signed_tenant_sees_exactly_its_rows() {
+    let client = proxy_client().await;
+    set_context(&client, &strict::sign(K1, &KEY1, "1", None, now() + 3600), "1").await;
+    assert_eq!(visible(&client).await, rows_of(&TENANT1));
+    let ctx = verified(&client).await.expect("a valid context");
+    assert_eq!(ctx["tenant"], "1");
+    assert_eq!(ctx["kid"], K1);
+    assert!(ctx["role"].is_null());
+
+    set_context(&client, &strict::sign(K1, &KEY1, "2", Some("reader"), now() + 3600), "2").await;
+    assert_eq!(visible(&client).await, rows_of(&TENANT2));
+    let row = client
+        .query_one("SELECT rlsproxy.tenant_id(), rlsproxy.tenant(), rlsproxy.role()", &[])
+        .await
+        .expect("accessors");
+    assert_eq!((row.get(0), row.get(1), row.get(2)), (Some(2), Some("2"), Some("reader")));
+}
+
+#[tokio::test]
+async fn app_current_tenant_cannot_override_the_signed_tenant() {
+    let client = proxy_client().await;
+    set_context(&client, &strict::sign(K1, &KEY1, "1", None, now() + 3600), "2").await;
+    assert_eq!(visible(&client).await, rows_of(&TENANT1));
+    // The attacker's own set_config, also inside the statement that reads.
+    client.query("SELECT set_config('app.current_tenant', '2', false)", &[]).await.expect("set_config");
+    assert_eq!(visible(&client).await, rows_of(&TENANT1));
+    let rows = client
+        .query(
+            &format!("SELECT title FROM {DOCS} WHERE set_config('app.current_tenant', '2', true) = '2' ORDER BY id"),
+            &[],
+        )
+        .await
+        .expect("select");
+    assert_eq!(rows.len(), TENANT1.len());
+}
+
+#[tokio::test]
+async fn invalid_values_see_no_rows_and_raise_nothing() {
+    let client = proxy_client().await;
+    // Never set in this session: missing.
+    assert_eq!(verified(&client).await, None);
+    assert_eq!(visible(&client).await, vec![]);
+
+    let exp = now() + 3600;
+    let valid1 = strict::sign(K1, &KEY1, "1", None, exp);
+    let valid2 = strict::sign(K1, &KEY1, "2", None, exp);
+    let fields = |v: &str| v.split('.').map(str::to_string).collect::<Vec<_>>();
+    let (f1, f2) = (fields(&valid1), fields(&valid2));
+    let mut flipped = f1.clone();
+    flipped[3] = format!("{}{}", if f1[3].starts_with('A') { "B" } else { "A" }, &f1[3][1..]);
+    let cases: Vec<(&str, String)> = vec![
+        ("empty (the proxy's clear)", String::new()),
+        ("garbage", "garbage".into()),
+        ("forged signature", format!("{}.{}.{}.{}", f1[0], f1[1], f1[2], "A".repeat(43))),
+        ("one MAC character changed", flipped.join(".")),
+        ("signed with a key that is not K1's", strict::sign(K1, &[0x33; 32], "1", None, exp)),
+        ("tampered payload: tenant 2 with tenant 1's MAC", format!("{}.{}.{}.{}", f1[0], f1[1], f2[2], f1[3])),
+        ("another kid's MAC moved to K2", format!("{}.{K2}.{}.{}", f1[0], f1[2], f1[3])),
+        ("expired", strict::sign(K1, &KEY1, "1", None, now() - 10)),
+        ("expired at 0", strict::sign(K1, &KEY1, "1", None, 0)),
+        ("unknown kid", strict::sign("strict_sql_unknown", &KEY1, "1", None, exp)),
+        ("kid with a dot", strict::sign("strict_sql_k1.x", &KEY1, "1", None, exp)),
+        ("version 2", format!("v2{}", &valid1[2..])),
+        ("a fifth field", format!("{valid1}.x")),
+        ("padding", format!("{valid1}=")),
+        ("'+' for '-' and '_'", valid1.replace(['-', '_'], "+")),
+        ("surrounding space", format!(" {valid1}")),
+        ("oversized", format!("{}.{}.{}.{}", f1[0], f1[1], "A".repeat(10_000), f1[3])),
+    ];
+    for (what, value) in cases {
+        assert_ne!(value, valid1, "{what}: the case must differ from the valid value");
+        set_context(&client, &value, "1").await;
+        assert_eq!(verified(&client).await, None, "{what}: {value}");
+        assert_eq!(visible(&client).await, vec![], "{what}: {value}");
+    }
+    // The same session with the valid value again: the cases above did not break it.
+    set_context(&client, &valid1, "2").await;
+    assert_eq!(visible(&client).await, rows_of(&TENANT1));
+}
+
+#[tokio::test]
+async fn non_integer_tenants_have_no_tenant_id() {
+    let client = proxy_client().await;
+    for tenant in ["acme", "1.0", " 1", "99999999999", "2147483648", ""] {
+        set_context(&client, &strict::sign(K1, &KEY1, tenant, None, now() + 60), "1").await;
+        let row = client.query_one("SELECT rlsproxy.tenant_id(), rlsproxy.tenant()", &[]).await.expect("accessors");
+        assert_eq!((row.get::<_, Option<i32>>(0), row.get::<_, Option<&str>>(1)), (None, Some(tenant)), "{tenant:?}");
+        assert_eq!(visible(&client).await, vec![], "{tenant:?}");
+    }
+    set_context(&client, &strict::sign(K1, &KEY1, "-2147483648", None, now() + 60), "1").await;
+    let row = client.query_one("SELECT rlsproxy.tenant_id()", &[]).await.expect("tenant_id");
+    assert_eq!(row.get::<_, Option<i32>>(0), Some(i32::MIN));
+}
+
+#[tokio::test]
+async fn two_keys_verify_at_once_and_a_deleted_key_revokes() {
+    let client = proxy_client().await;
+    for (kid, key) in [(K1, &KEY1), (K2, &KEY2)] {
+        set_context(&client, &strict::sign(kid, key, "2", None, now() + 3600), "1").await;
+        assert_eq!(visible(&client).await, rows_of(&TENANT2), "{kid}");
+        // Each key verifies only under its own kid.
+        let other = if kid == K1 { K2 } else { K1 };
+        set_context(&client, &strict::sign(other, key, "2", None, now() + 3600), "1").await;
+        assert_eq!(visible(&client).await, vec![], "{kid}'s key under {other}");
+    }
+
+    // A third key, added then retired (the end of a rotation, or a compromise).
+    let k3 = "strict_sql_k3";
+    let key3 = [0x44u8; 32];
+    superuser_psql(&["-c", &format!("INSERT INTO rlsproxy.keys (kid, secret) VALUES ('{k3}', '\\x{}')", hex(&key3))]);
+    let value = strict::sign(k3, &key3, "1", None, now() + 3600);
+    set_context(&client, &value, "1").await;
+    assert_eq!(visible(&client).await, rows_of(&TENANT1));
+    superuser_psql(&["-c", &format!("DELETE FROM rlsproxy.keys WHERE kid = '{k3}'")]);
+    assert_eq!(visible(&client).await, vec![], "a value signed with a deleted key");
+}
+
+#[tokio::test]
+async fn writes_are_confined_to_the_signed_tenant() {
+    let client = proxy_client().await;
+    client.batch_execute("BEGIN").await.expect("begin");
+    set_context(&client, &strict::sign(K1, &KEY1, "1", None, now() + 3600), "2").await;
+    let insert = format!("INSERT INTO {DOCS} (tenant_id, title) VALUES ($1, 'written')");
+    assert_eq!(client.execute(&insert, &[&1i32]).await.expect("own tenant's row"), 1);
+    let updated = client.execute(&format!("UPDATE {DOCS} SET title = 'x' WHERE tenant_id = 2"), &[]).await;
+    assert_eq!(updated.expect("update"), 0);
+    let deleted = client.execute(&format!("DELETE FROM {DOCS} WHERE tenant_id = 2"), &[]).await;
+    assert_eq!(deleted.expect("delete"), 0);
+    client.batch_execute("SAVEPOINT s").await.expect("savepoint");
+    insufficient_privilege(client.execute(&insert, &[&2i32]).await, "insert a row of tenant 2");
+    client.batch_execute("ROLLBACK TO s").await.expect("rollback to savepoint");
+    insufficient_privilege(
+        client.execute(&format!("UPDATE {DOCS} SET tenant_id = 2 WHERE tenant_id = 1"), &[]).await,
+        "move own rows to tenant 2",
+    );
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+}
+
+#[tokio::test]
+async fn the_app_role_cannot_read_keys_or_replace_the_verifier() {
+    let client = proxy_client().await;
+    insufficient_privilege(client.query("SELECT * FROM rlsproxy.keys", &[]).await, "select the keys");
+    insufficient_privilege(client.query("SELECT count(*) FROM rlsproxy.keys", &[]).await, "count the keys");
+    insufficient_privilege(
+        client
+            .batch_execute(
+                "CREATE OR REPLACE FUNCTION rlsproxy.verified_context() RETURNS jsonb
+                 LANGUAGE sql AS $$ SELECT '{\"tenant\":\"2\",\"exp\":9999999999}'::jsonb $$",
+            )
+            .await,
+        "replace verified_context",
+    );
+    insufficient_privilege(
+        client
+            .batch_execute("CREATE OR REPLACE FUNCTION rlsproxy.tenant_id() RETURNS integer LANGUAGE sql AS 'SELECT 2'")
+            .await,
+        "replace tenant_id",
+    );
+    insufficient_privilege(client.batch_execute("CREATE TABLE rlsproxy.mine (x int)").await, "create in the schema");
+    insufficient_privilege(client.batch_execute("ALTER FUNCTION rlsproxy.tenant_id() RESET ALL").await, "alter");
+    insufficient_privilege(client.batch_execute("DROP FUNCTION rlsproxy.tenant_id()").await, "drop");
+    insufficient_privilege(client.batch_execute("SET ROLE rlsproxy_owner").await, "become the owner");
+    insufficient_privilege(
+        client.query("SELECT rlsproxy.hmac_sha256('x', 'y')", &[]).await,
+        "call the internal HMAC helper",
+    );
+    insufficient_privilege(
+        client.query(&format!("SELECT rlsproxy.enable_strict_policies('{DOCS}')"), &[]).await,
+        "rewrite the policies",
+    );
+    // admin_role (reachable by SET ROLE from app_proxy) cannot read them either.
+    client.batch_execute("SET ROLE admin_role").await.expect("set role admin_role");
+    insufficient_privilege(client.query("SELECT * FROM rlsproxy.keys", &[]).await, "select the keys as admin_role");
+    client.batch_execute("RESET ROLE").await.expect("reset role");
+
+    // The privileges as the catalog states them.
+    let row = client
+        .query_one(
+            "SELECT has_table_privilege('app_proxy', 'rlsproxy.keys', 'SELECT'),
+                    has_table_privilege('admin_role', 'rlsproxy.keys', 'SELECT'),
+                    has_schema_privilege('app_proxy', 'rlsproxy', 'CREATE'),
+                    pg_has_role('app_proxy', 'rlsproxy_owner', 'MEMBER'),
+                    has_function_privilege('app_proxy', 'rlsproxy.tenant_id()', 'EXECUTE'),
+                    (SELECT rolcanlogin FROM pg_roles WHERE rolname = 'rlsproxy_owner')",
+            &[],
+        )
+        .await
+        .expect("privileges");
+    let privileges: (bool, bool, bool, bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+    assert_eq!(privileges, (false, false, false, false, true, false));
+}
+
+#[tokio::test]
+async fn shadowing_objects_in_pg_temp_changes_nothing() {
+    let client = proxy_client().await;
+    // An attacker's own key table, first on its search_path: the verifier reads rlsproxy.keys only.
+    client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE keys (kid text, secret bytea);
+             INSERT INTO pg_temp.keys VALUES ('strict_sql_mine', '\\x{}');
+             SET search_path = pg_temp, rlsproxy, public",
+            hex(&[0x55; 32])
+        ))
+        .await
+        .expect("temp key table");
+    set_context(&client, &strict::sign("strict_sql_mine", &[0x55; 32], "2", None, now() + 3600), "2").await;
+    assert_eq!(verified(&client).await, None);
+    assert_eq!(visible(&client).await, vec![]);
+    // And K1's genuine value still verifies with that search_path.
+    set_context(&client, &strict::sign(K1, &KEY1, "1", None, now() + 3600), "2").await;
+    assert_eq!(visible(&client).await, rows_of(&TENANT1));
+}
+
+#[tokio::test]
+async fn functions_and_policies_are_as_designed() {
+    let client = proxy_client().await;
+    // Every function pins its search_path; the verifiers are SECURITY DEFINER owned by rlsproxy_owner.
+    let rows = client
+        .query(
+            "SELECT p.proname::text, p.prosecdef, p.provolatile::text, pg_get_userbyid(p.proowner)::text,
+                    array_to_string(p.proconfig, ',')
+             FROM pg_proc p WHERE p.pronamespace = 'rlsproxy'::regnamespace ORDER BY p.proname",
+            &[],
+        )
+        .await
+        .expect("pg_proc");
+    let functions: Vec<(String, bool, String, String, String)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect();
+    let pinned = "search_path=pg_catalog, pg_temp".to_string();
+    let expect = |name: &str, definer: bool, volatility: &str| {
+        (name.to_string(), definer, volatility.to_string(), "rlsproxy_owner".to_string(), pinned.clone())
+    };
+    assert_eq!(
+        functions,
+        vec![
+            expect("enable_strict_policies", false, "v"),
+            expect("hmac_sha256", false, "i"),
+            expect("role", true, "s"),
+            expect("tenant", true, "s"),
+            expect("tenant_id", true, "s"),
+            expect("verified_context", true, "s"),
+        ]
+    );
+
+    // Four per-command policies (enable_strict_policies ran twice), RLS enabled and forced.
+    let rows = client
+        .query(
+            "SELECT policyname::text, cmd, coalesce(qual, ''), coalesce(with_check, '')
+             FROM pg_policies WHERE tablename = $1 ORDER BY policyname",
+            &[&DOCS],
+        )
+        .await
+        .expect("pg_policies");
+    let policies: Vec<(String, String, String, String)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let same = "(tenant_id = ( SELECT rlsproxy.tenant_id() AS tenant_id))".to_string();
+    let policy = |name: &str, cmd: &str, using: bool, check: bool| {
+        let pick = |on: bool| if on { same.clone() } else { String::new() };
+        (name.to_string(), cmd.to_string(), pick(using), pick(check))
+    };
+    assert_eq!(
+        policies,
+        vec![
+            policy("tenant_isolation", "SELECT", true, false),
+            policy("tenant_isolation_delete", "DELETE", true, false),
+            policy("tenant_isolation_insert", "INSERT", false, true),
+            policy("tenant_isolation_update", "UPDATE", true, true),
+        ]
+    );
+    let row = client
+        .query_one("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = $1::text::regclass", &[&DOCS])
+        .await
+        .expect("pg_class");
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (true, true));
+
+    // The wrapped form: verified once per statement, as an InitPlan.
+    set_context(&client, &strict::sign(K1, &KEY1, "1", None, now() + 3600), "1").await;
+    let plan: Vec<String> = client
+        .query(&format!("EXPLAIN SELECT * FROM {DOCS}"), &[])
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(plan.iter().any(|l| l.contains("InitPlan")), "{plan:#?}");
+}
+
+#[tokio::test]
+async fn text_tenant_columns_and_conflicting_policies() {
+    setup();
+    let out = superuser_psql(&[
+        "-c",
+        "CREATE TABLE strict_sql_notes (id serial PRIMARY KEY, tenant varchar(20) NOT NULL, note text NOT NULL);
+         CREATE POLICY legacy ON strict_sql_notes USING (tenant = current_setting('app.current_tenant'));
+         SELECT rlsproxy.enable_strict_policies('strict_sql_notes', 'tenant');
+         DROP POLICY legacy ON strict_sql_notes;
+         GRANT SELECT ON strict_sql_notes TO app_proxy;
+         INSERT INTO strict_sql_notes (tenant, note) VALUES ('acme', 'a'), ('globex', 'g');",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WARNING:  other permissive policies for PUBLIC on public.strict_sql_notes: legacy"),
+        "{stderr}"
+    );
+
+    let client = proxy_client().await;
+    set_context(&client, &strict::sign(K2, &KEY2, "acme", None, now() + 3600), "globex").await;
+    let rows = client.query("SELECT note FROM strict_sql_notes", &[]).await.expect("select notes");
+    assert_eq!(rows.iter().map(|r| r.get(0)).collect::<Vec<String>>(), ["a"]);
+
+    // Columns that are missing or of another type are refused.
+    for (sql, code) in [
+        ("SELECT rlsproxy.enable_strict_policies('strict_sql_notes', 'nope')", "42703"),
+        ("SELECT rlsproxy.enable_strict_policies('strict_sql_notes', 'id')", ""),
+        ("SELECT rlsproxy.enable_strict_policies('pg_class', 'relname')", "42804"),
+    ] {
+        let out = common::postgres()
+            .superuser_psql(Postgres::APP_DB)
+            .args(["-v", "VERBOSITY=verbose", "-c", &format!("BEGIN; {sql}; ROLLBACK;")])
+            .output()
+            .expect("run psql");
+        if code.is_empty() {
+            assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        } else {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && stderr.contains(&format!("ERROR:  {code}:")), "{sql}: {stderr}");
+        }
+    }
+}
