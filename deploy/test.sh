@@ -13,8 +13,9 @@ ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || command -v pgbench >/dev
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v openssl >/dev/null || missing+=(openssl)
 # The statement guard links libpg_query through bindgen, which needs libclang and a C compiler.
-ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' \
-    || missing+=(libclang-dev)
+if command -v dpkg >/dev/null; then
+    dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+fi
 command -v cc >/dev/null || missing+=(build-essential)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing ${missing[*]}" >&2
