@@ -66,7 +66,7 @@ pub fn build_shared(config: Config, shutdown: watch::Receiver<bool>) -> Result<S
     };
     let pool = Pool::new(target, &config.pool, config.jwt.allowed_roles.clone());
     Ok(Shared {
-        context: ContextSpec::from_config(&config),
+        context: ContextSpec::from_config(&config)?,
         guard: Guard::from_config(&config),
         verifier,
         pool,

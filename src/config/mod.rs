@@ -239,11 +239,30 @@ pub struct ContextConfig {
     pub tenant_setting: String,
     /// Setting that receives the whole claims JSON; empty: not set.
     pub claims_setting: String,
+    /// Strict mode: also set a value signed with HMAC-SHA256 that strict policies verify in
+    /// the database (migrations/0003_strict_mode.sql), so that no SQL can forge a tenant.
+    pub strict: bool,
+    /// Setting that receives the signed value.
+    pub strict_setting: String,
+    /// Key id of `strict_key` in `rlsproxy.keys`.
+    pub strict_kid: String,
+    /// The HMAC key, hex (at least 32 bytes).
+    pub strict_key: Option<String>,
+    /// File holding the HMAC key, hex.
+    pub strict_key_file: Option<PathBuf>,
 }
 
 impl Default for ContextConfig {
     fn default() -> Self {
-        Self { tenant_setting: "app.current_tenant".into(), claims_setting: String::new() }
+        Self {
+            tenant_setting: "app.current_tenant".into(),
+            claims_setting: String::new(),
+            strict: false,
+            strict_setting: "rlsproxy.signed_context".into(),
+            strict_kid: String::new(),
+            strict_key: None,
+            strict_key_file: None,
+        }
     }
 }
 

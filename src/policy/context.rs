@@ -5,21 +5,36 @@
 
 use bytes::{Bytes, BytesMut};
 
+use std::sync::Arc;
+
+use super::strict::{self, Signer};
 use crate::auth::TenantContext;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::protocol::frontend;
 
 /// Name of the injection statement on every server connection.
 pub const STATEMENT_NAME: &str = "rlsproxy_ctx";
 
 /// Which settings are injected, in order; fixed for the life of the process.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ContextSpec {
     sql: String,
     tenant_setting: String,
     claims_setting: Option<String>,
     sets_role: bool,
+    /// Strict mode: the setting that receives the signed value, and the signer.
+    strict: Option<(String, Arc<Signer>)>,
 }
+
+impl std::fmt::Debug for ContextSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The signer holds the HMAC key: never printed.
+        f.debug_struct("ContextSpec").field("sql", &self.sql).field("strict", &self.strict.is_some()).finish()
+    }
+}
+
+/// How long a signed value stays valid when the token has no `exp`.
+const SIGNED_TTL_WITHOUT_EXP_S: u64 = 3600;
 
 /// The messages that inject one client's context.
 #[derive(Debug, Clone)]
@@ -35,35 +50,57 @@ pub struct Injection {
 }
 
 impl ContextSpec {
-    /// Builds the statement from `[context]` and `[jwt] role_claim`.
-    pub fn from_config(cfg: &Config) -> Self {
+    /// Builds the statement from `[context]` and `[jwt] role_claim`; reads the strict-mode key.
+    pub fn from_config(cfg: &Config) -> Result<Self, ConfigError> {
         let claims_setting = Some(cfg.context.claims_setting.clone()).filter(|s| !s.is_empty());
         let sets_role = !cfg.jwt.role_claim.is_empty();
-        let pairs = 1 + usize::from(claims_setting.is_some()) + usize::from(sets_role);
+        let strict = match cfg.context.strict {
+            false => None,
+            true => {
+                let key = crate::config::read_secret(
+                    "context.strict_key_file",
+                    &cfg.context.strict_key,
+                    &cfg.context.strict_key_file,
+                )?
+                .and_then(|hex| strict::key_from_hex(hex.trim()))
+                .filter(|key| key.len() >= strict::MIN_KEY_LEN)
+                .ok_or_else(|| ConfigError::Invalid {
+                    key: "context.strict_key",
+                    reason: format!("must be hex for at least {} bytes", strict::MIN_KEY_LEN),
+                })?;
+                Some((cfg.context.strict_setting.clone(), Arc::new(Signer::new(&cfg.context.strict_kid, &key))))
+            }
+        };
+        let pairs = 1 + usize::from(claims_setting.is_some()) + usize::from(sets_role) + usize::from(strict.is_some());
         let calls: Vec<String> =
             (0..pairs).map(|i| format!("set_config(${}, ${}, false)", 2 * i + 1, 2 * i + 2)).collect();
-        Self {
+        Ok(Self {
             sql: format!("SELECT {}", calls.join(", ")),
             tenant_setting: cfg.context.tenant_setting.clone(),
             claims_setting,
             sets_role,
-        }
+            strict,
+        })
     }
 
     /// The injection for `ctx`.
     pub fn injection(&self, ctx: &TenantContext) -> Injection {
         let claims = ctx.claims.to_string();
+        let signed = self.strict.as_ref().map(|(_, signer)| {
+            let exp = ctx.expires_at.unwrap_or_else(|| crate::session::now_unix() + SIGNED_TTL_WITHOUT_EXP_S);
+            signer.sign(&ctx.tenant, ctx.role.as_deref(), exp)
+        });
         let mut prepare = BytesMut::new();
         frontend::close_statement(&mut prepare, STATEMENT_NAME);
         frontend::parse(&mut prepare, STATEMENT_NAME, &self.sql);
         Injection {
             prepare: prepare.freeze(),
-            bind_execute: self.bind_execute(&ctx.tenant, Some(&claims), ctx.role.as_deref()),
-            clear: self.bind_execute("", None, None),
+            bind_execute: self.bind_execute(&ctx.tenant, Some(&claims), ctx.role.as_deref(), signed.as_deref()),
+            clear: self.bind_execute("", None, None, None),
         }
     }
 
-    fn bind_execute(&self, tenant: &str, claims: Option<&str>, role: Option<&str>) -> Bytes {
+    fn bind_execute(&self, tenant: &str, claims: Option<&str>, role: Option<&str>, signed: Option<&str>) -> Bytes {
         let mut values: Vec<&str> = vec![&self.tenant_setting, tenant];
         if let Some(name) = &self.claims_setting {
             values.extend([name.as_str(), claims.unwrap_or("")]);
@@ -71,6 +108,9 @@ impl ContextSpec {
         if self.sets_role {
             // `none` is SET ROLE NONE: back to the proxy's own role when the token names no role.
             values.extend(["role", role.unwrap_or("none")]);
+        }
+        if let Some((name, _)) = &self.strict {
+            values.extend([name.as_str(), signed.unwrap_or("")]);
         }
         let mut buf = BytesMut::new();
         frontend::bind_text(&mut buf, STATEMENT_NAME, &values);
@@ -91,11 +131,11 @@ mod tests {
     #[test]
     fn one_set_config_per_setting_with_bind_parameters() {
         let mut cfg = Config::default();
-        assert_eq!(ContextSpec::from_config(&cfg).sql(), "SELECT set_config($1, $2, false)");
+        assert_eq!(ContextSpec::from_config(&cfg).expect("spec").sql(), "SELECT set_config($1, $2, false)");
         cfg.context.claims_setting = "request.jwt.claims".into();
         cfg.jwt.role_claim = "role".into();
         assert_eq!(
-            ContextSpec::from_config(&cfg).sql(),
+            ContextSpec::from_config(&cfg).expect("spec").sql(),
             "SELECT set_config($1, $2, false), set_config($3, $4, false), set_config($5, $6, false)"
         );
     }
