@@ -49,6 +49,8 @@ struct Inner {
     cfg: PoolConfig,
     /// Roles a token may select: a new connection must not inherit any of them.
     allowed_roles: Vec<String>,
+    /// `upstream.allow_unforced_owned_tables`.
+    allow_unforced: bool,
     state: Mutex<State>,
 }
 
@@ -80,8 +82,9 @@ fn serves(conn: &ServerConn, database: &str, startup: &[(String, String)]) -> bo
 
 impl Pool {
     /// A pool for `target`; opens nothing until asked.
-    pub fn new(target: UpstreamTarget, cfg: &PoolConfig, allowed_roles: Vec<String>) -> Self {
-        Self { inner: Arc::new(Inner { target, cfg: cfg.clone(), allowed_roles, state: Mutex::new(State::default()) }) }
+    pub fn new(target: UpstreamTarget, cfg: &PoolConfig, allowed_roles: Vec<String>, allow_unforced: bool) -> Self {
+        let state = Mutex::new(State::default());
+        Self { inner: Arc::new(Inner { target, cfg: cfg.clone(), allowed_roles, allow_unforced, state }) }
     }
 
     /// Opens one connection outside the pool and runs the safety check (used at start).
@@ -274,7 +277,7 @@ impl Inner {
 
     async fn open(&self, database: &str, startup: &[(String, String)]) -> Result<ServerConn, UpstreamError> {
         let mut conn = ServerConn::connect(&self.target, database, startup).await?;
-        upstream_role::check(&mut conn, &self.allowed_roles).await?;
+        upstream_role::check(&mut conn, &self.allowed_roles, self.allow_unforced).await?;
         tracing::debug!(backend_pid = conn.pid(), database, "opened upstream connection");
         Ok(conn)
     }

@@ -64,7 +64,8 @@ pub fn build_shared(config: Config, shutdown: watch::Receiver<bool>) -> Result<S
         (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
         _ => None,
     };
-    let pool = Pool::new(target, &config.pool, config.jwt.allowed_roles.clone());
+    let allow_unforced = config.upstream.allow_unforced_owned_tables;
+    let pool = Pool::new(target, &config.pool, config.jwt.allowed_roles.clone(), allow_unforced);
     Ok(Shared {
         context: ContextSpec::from_config(&config)?,
         guard: Guard::from_config(&config),
@@ -146,6 +147,11 @@ impl Proxy {
                             continue;
                         }
                     };
+                    if sessions.len() >= self.shared.config.listen.max_clients {
+                        tracing::warn!(%peer, "too many clients; connection refused");
+                        tokio::spawn(refuse_busy(tcp));
+                        continue;
+                    }
                     let shared = self.shared.clone();
                     let span = tracing::info_span!("client", %peer, tenant = field::Empty, sub = field::Empty, backend_pid = field::Empty);
                     sessions.spawn(handle_client(tcp, peer, shared, handshake_timeout).instrument(span));
@@ -163,6 +169,15 @@ impl Proxy {
             sessions.abort_all();
         }
     }
+}
+
+/// Tells a client over `listen.max_clients` why it is refused, as PostgreSQL does.
+async fn refuse_busy(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let mut buf = bytes::BytesMut::new();
+    crate::protocol::PgError::fatal("53300", "sorry, too many clients already (rlsproxy listen.max_clients)")
+        .encode(&mut buf);
+    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&buf)).await;
 }
 
 async fn handle_client(tcp: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>, timeout: Duration) {

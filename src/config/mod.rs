@@ -60,6 +60,8 @@ pub struct ListenConfig {
     pub require_tls: RequireTls,
     /// Seconds that open transactions get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_s: u64,
+    /// Client connections at most; more are refused with SQLSTATE 53300.
+    pub max_clients: usize,
 }
 
 impl Default for ListenConfig {
@@ -70,6 +72,7 @@ impl Default for ListenConfig {
             tls_key_file: None,
             require_tls: RequireTls::NonLoopback,
             shutdown_grace_s: 30,
+            max_clients: 10_000,
         }
     }
 }
@@ -113,6 +116,8 @@ pub struct UpstreamConfig {
     pub sslrootcert: Option<PathBuf>,
     /// Time allowed for TCP connect, TLS and authentication.
     pub connect_timeout_ms: u64,
+    /// Accept an upstream role that owns tables with RLS enabled but not forced.
+    pub allow_unforced_owned_tables: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -127,6 +132,7 @@ impl Default for UpstreamConfig {
             sslmode: SslMode::Prefer,
             sslrootcert: None,
             connect_timeout_ms: 5000,
+            allow_unforced_owned_tables: false,
         }
     }
 }
@@ -239,11 +245,10 @@ pub struct ContextConfig {
     pub tenant_setting: String,
     /// Setting that receives the whole claims JSON; empty: not set.
     pub claims_setting: String,
-    /// Strict mode: also set a value signed with HMAC-SHA256 that strict policies verify in
-    /// the database (migrations/0003_strict_mode.sql), so that no SQL can forge a tenant.
+    /// Strict mode: also set `rlsproxy.signed_context` to a value signed with HMAC-SHA256 that
+    /// strict policies verify in the database (migrations/0003_strict_mode.sql), so that no SQL
+    /// can forge a tenant.
     pub strict: bool,
-    /// Setting that receives the signed value.
-    pub strict_setting: String,
     /// Key id of `strict_key` in `rlsproxy.keys`.
     pub strict_kid: String,
     /// The HMAC key, hex (at least 32 bytes).
@@ -258,7 +263,6 @@ impl Default for ContextConfig {
             tenant_setting: "app.current_tenant".into(),
             claims_setting: String::new(),
             strict: false,
-            strict_setting: "rlsproxy.signed_context".into(),
             strict_kid: String::new(),
             strict_key: None,
             strict_key_file: None,

@@ -115,9 +115,6 @@ impl Config {
             if !crate::policy::strict::is_valid_kid(&self.context.strict_kid) {
                 return Err(invalid("context.strict_kid", "required with strict: letters, digits, '_' or '-'"));
             }
-            if !is_custom_setting_name(&self.context.strict_setting) {
-                return Err(invalid("context.strict_setting", "must be a custom setting name"));
-            }
             if self.context.strict_key.is_none() && self.context.strict_key_file.is_none() {
                 return Err(invalid("context.strict_key", "required with strict (or context.strict_key_file)"));
             }

@@ -68,7 +68,7 @@ impl ContextSpec {
                     key: "context.strict_key",
                     reason: format!("must be hex for at least {} bytes", strict::MIN_KEY_LEN),
                 })?;
-                Some((cfg.context.strict_setting.clone(), Arc::new(Signer::new(&cfg.context.strict_kid, &key))))
+                Some((strict::DEFAULT_SETTING.to_string(), Arc::new(Signer::new(&cfg.context.strict_kid, &key))))
             }
         };
         let pairs = 1 + usize::from(claims_setting.is_some()) + usize::from(sets_role) + usize::from(strict.is_some());

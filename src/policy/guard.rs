@@ -119,9 +119,6 @@ impl Guard {
         if !cfg.context.claims_setting.is_empty() {
             protected.push(cfg.context.claims_setting.to_lowercase());
         }
-        if cfg.context.strict {
-            protected.push(cfg.context.strict_setting.to_lowercase());
-        }
         Self {
             enabled: g.enabled,
             protected,

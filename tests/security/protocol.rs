@@ -194,3 +194,29 @@ async fn backend_key_data_is_not_the_upstream_pid() {
         first_column(&raw_query(&mut c, &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}")).await);
     assert_eq!(others, ["0"], "the proxy's pid names some upstream backend");
 }
+
+/// A peer that connects and sends nothing is dropped after `limits.handshake_timeout_ms`.
+#[tokio::test]
+async fn a_silent_peer_is_dropped_after_the_handshake_timeout() {
+    let mut cfg = proxy::base_config(crate::common::postgres());
+    cfg.limits.handshake_timeout_ms = 300;
+    let proxy = proxy::start(cfg).await;
+    let mut c = raw::connect(proxy.addr).await;
+    let started = std::time::Instant::now();
+    let end = c.try_read_message(Duration::from_secs(5)).await;
+    assert!(matches!(end, Ok(None) | Err(_)), "expected the connection to close, got {end:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(4), "{waited:?}");
+}
+
+/// Over `listen.max_clients` a client is refused the way PostgreSQL refuses one (53300).
+#[tokio::test]
+async fn clients_over_the_limit_get_53300() {
+    let mut cfg = proxy::base_config(crate::common::postgres());
+    cfg.listen.max_clients = 1;
+    let proxy = proxy::start(cfg).await;
+    let first = proxy.connect(&proxy.token("1")).await;
+    let err = proxy.try_connect(&proxy.token("1")).await.err().map(|e| proxy::db_error(&e));
+    assert_eq!(err, Some(("53300".into(), "sorry, too many clients already (rlsproxy listen.max_clients)".into())));
+    drop(first);
+}

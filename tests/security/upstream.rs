@@ -81,3 +81,35 @@ async fn upstream_inheriting_role_is_refused_with_role_claims() {
     cfg.jwt.allowed_roles = vec!["admin_role".into()];
     inheriting_role_is_refused(cfg).await;
 }
+
+/// An upstream role that owns a table with row-level security enabled but not forced bypasses
+/// its policies (owners do): every tenant would see every row. The proxy refuses such a role,
+/// unless the operator says otherwise.
+#[tokio::test]
+async fn owner_of_a_table_with_unforced_rls_is_refused() {
+    let su = postgres().superuser_client(Postgres::APP_DB).await;
+    // A role of its own: other tests log in as the harness's roles concurrently.
+    su.batch_execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sec_owner') THEN \
+         CREATE ROLE sec_owner LOGIN NOINHERIT PASSWORD 'sec-owner-pw'; END IF; END $$; \
+         DROP TABLE IF EXISTS sec_unforced; CREATE TABLE sec_unforced (tenant_id int); \
+         ALTER TABLE sec_unforced ENABLE ROW LEVEL SECURITY; ALTER TABLE sec_unforced OWNER TO sec_owner",
+    )
+    .await
+    .unwrap();
+    let cfg = config_as("sec_owner", Some("sec-owner-pw"));
+    let proxy = Proxy::bind(cfg.clone()).await.unwrap();
+    match proxy.check_upstream().await {
+        Err(UpstreamError::UnsafeRole(why)) => {
+            assert!(
+                why.starts_with("upstream.user owns sec_unforced, whose row-level security is enabled but not forced"),
+                "{why}"
+            );
+        }
+        other => panic!("expected UnsafeRole, got {other:?}"),
+    }
+    let mut allowed = cfg;
+    allowed.upstream.allow_unforced_owned_tables = true;
+    assert!(Proxy::bind(allowed).await.unwrap().check_upstream().await.is_ok());
+    su.batch_execute("DROP TABLE sec_unforced").await.unwrap();
+}
