@@ -84,6 +84,10 @@ pub struct Violation {
     pub rule: Rule,
     /// What was found, for the message.
     pub what: String,
+    /// A `RESET ALL` that ends a simple Query opening no transaction block: harmless when
+    /// that Query starts a transaction (nothing runs after it before the next transaction,
+    /// whose injection sets the context again). Pools such as asyncpg's send exactly that.
+    pub closing_reset: bool,
 }
 
 /// Large-object functions (by their fixed OIDs in pg_proc) that libpq's fast-path API calls:
@@ -134,12 +138,15 @@ impl Guard {
     }
 
     /// Checks SQL text (a Query's, or a Parse's) for a client whose token has `role`.
-    pub fn check_sql(&self, sql: &[u8], role: Option<&str>) -> Result<(), PgError> {
+    /// `starts_transaction`: a simple Query that starts a transaction (see `closing_reset`).
+    pub fn check_sql(&self, sql: &[u8], role: Option<&str>, starts_transaction: bool) -> Result<(), PgError> {
         if !self.enabled {
             return Ok(());
         }
         let violations = self.violations(sql);
-        self.verdict(&violations, role)
+        let relevant: Vec<Violation> =
+            violations.iter().filter(|v| !(starts_transaction && v.closing_reset)).cloned().collect();
+        self.verdict(&relevant, role)
     }
 
     /// Checks a fast-path FunctionCall of the function with `oid`.
@@ -147,7 +154,8 @@ impl Guard {
         if !self.enabled || LARGE_OBJECT_OIDS.contains(&oid) {
             return Ok(());
         }
-        let v = Violation { rule: Rule::FunctionCall, what: format!("a fast-path call of function {oid}") };
+        let what = format!("a fast-path call of function {oid}");
+        let v = Violation { rule: Rule::FunctionCall, what, closing_reset: false };
         self.verdict(&[v], role)
     }
 
@@ -177,7 +185,7 @@ impl Guard {
 
     /// Parses and walks the tree; every violation found.
     fn inspect(&self, sql: &[u8]) -> Vec<Violation> {
-        let unparsable = |why: String| vec![Violation { rule: Rule::Unparsable, what: why }];
+        let unparsable = |why: String| vec![Violation { rule: Rule::Unparsable, what: why, closing_reset: false }];
         let Ok(text) = std::str::from_utf8(sql) else {
             return unparsable("a statement that is not valid UTF-8".into());
         };
@@ -187,11 +195,13 @@ impl Guard {
         };
         let Ok(tree) = tree else { return unparsable("a parse tree that cannot be inspected".into()) };
         let mut found = Vec::new();
+        let mut opens_block = false;
         let mut stack = vec![&tree];
         while let Some(value) = stack.pop() {
             match value {
                 Value::Object(map) => {
                     for (key, child) in map {
+                        opens_block |= key == "TransactionStmt";
                         self.inspect_node(key, child, &mut found);
                         stack.push(child);
                     }
@@ -200,11 +210,22 @@ impl Guard {
                 _ => {}
             }
         }
+        let last = tree.get("stmts").and_then(Value::as_array).and_then(|s| s.last());
+        let ends_with_reset_all = last
+            .and_then(|s| s.pointer("/stmt/node/VariableSetStmt/kind"))
+            .and_then(Value::as_i64)
+            .is_some_and(|kind| kind == 6);
+        let resets = found.iter().filter(|v| v.rule == Rule::ResetAll).count();
+        if ends_with_reset_all && resets == 1 && !opens_block {
+            for v in found.iter_mut().filter(|v| v.rule == Rule::ResetAll) {
+                v.closing_reset = true;
+            }
+        }
         found
     }
 
     fn inspect_node(&self, kind: &str, node: &Value, found: &mut Vec<Violation>) {
-        let mut add = |rule: Rule, what: String| found.push(Violation { rule, what });
+        let mut add = |rule: Rule, what: String| found.push(Violation { rule, what, closing_reset: false });
         match kind {
             "VariableSetStmt" => {
                 let name = node.get("name").and_then(Value::as_str).unwrap_or_default().to_lowercase();

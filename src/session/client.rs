@@ -61,7 +61,13 @@ impl Relay<'_> {
                 "42501",
                 "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy",
             )),
-            (false, Some(sql)) => self.shared.guard.check_sql(sql, self.identity.context.role.as_deref()).err(),
+            (false, Some(sql)) => {
+                let starts_transaction = tag == b'Q'
+                    && self.batch_start
+                    && self.tracker.batches_in_flight() == 0
+                    && self.status == b'I';
+                self.shared.guard.check_sql(sql, self.identity.context.role.as_deref(), starts_transaction).err()
+            }
             (false, None) if tag == b'F' => {
                 let oid = body.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 self.shared.guard.check_function_call(oid, self.identity.context.role.as_deref()).err()

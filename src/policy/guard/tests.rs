@@ -8,7 +8,18 @@ fn guard() -> Guard {
 }
 
 fn refused(sql: &str) -> Option<String> {
-    guard().check_sql(sql.as_bytes(), None).err().map(|e| e.message)
+    guard().check_sql(sql.as_bytes(), None, false).err().map(|e| e.message)
+}
+
+#[test]
+fn a_closing_reset_all_passes_only_at_a_transaction_start() {
+    let g = guard();
+    let asyncpg_reset = b"SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;";
+    assert!(g.check_sql(asyncpg_reset, None, true).is_ok());
+    assert!(g.check_sql(asyncpg_reset, None, false).is_err(), "inside a transaction");
+    assert!(g.check_sql(b"RESET ALL; SELECT * FROM documents", None, true).is_err(), "something runs after it");
+    assert!(g.check_sql(b"BEGIN; RESET ALL", None, true).is_err(), "opens a block");
+    assert!(g.check_sql(b"RESET ALL; RESET ALL", None, true).is_err());
 }
 
 #[test]
@@ -88,9 +99,9 @@ fn messages_name_the_rule_and_the_setting() {
 fn operators_are_exempt_only_from_the_configured_rules() {
     let g = guard();
     let do_block = b"DO $$ BEGIN PERFORM 1; END $$";
-    assert!(g.check_sql(do_block, Some("migrator")).is_ok());
-    assert!(g.check_sql(do_block, Some("admin_role")).is_err());
-    assert!(g.check_sql(b"SET app.current_tenant = 2", Some("migrator")).is_err());
+    assert!(g.check_sql(do_block, Some("migrator"), false).is_ok());
+    assert!(g.check_sql(do_block, Some("admin_role"), false).is_err());
+    assert!(g.check_sql(b"SET app.current_tenant = 2", Some("migrator"), false).is_err());
 }
 
 #[test]
