@@ -9,11 +9,14 @@
 //! - [`frontend`]: TLS negotiation, StartupMessage and parameter filtering,
 //!   cleartext-password auth carrying the JWT, CancelRequest.
 //! - [`auth`]: JWT verification into a [`auth::TenantContext`]; token minting.
-//! - [`session`]: server connection for the client, startup settings, then the
-//!   relay loop: transaction tracking and context injection.
-//! - [`policy`]: what is injected and how, statements that need their own
-//!   transaction, the upstream-role safety check.
-//! - [`pool`]: bounded upstream connections, reset before reuse.
+//! - [`session`]: the client's session: startup, the relay loop, the tracker of
+//!   replies owed, transaction lending (transaction pooling), context injection,
+//!   named-statement translation.
+//! - [`policy`]: the statement guard, what is injected and how (and strict mode's
+//!   signed value), statements that need their own transaction or pin a client,
+//!   the upstream-role safety check.
+//! - [`pool`]: bounded upstream connections per database and startup settings,
+//!   tenant affinity, fair queueing, reset before reuse.
 //! - [`upstream`]: connecting and authenticating to PostgreSQL (TLS, SCRAM).
 //! - [`protocol`]: wire framing and the few messages the proxy reads or writes.
 //! - [`net`], [`tls`]: plain/TLS streams and rustls configurations.
