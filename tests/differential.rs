@@ -45,7 +45,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use common::proxy::{self, TestProxy};
-use common::raw::RawClient;
+use common::raw::{self, RawClient};
 use common::{Postgres, postgres};
 use rlsproxy::config::PoolMode;
 use wire::{Login, Msgs, Record, Until};
@@ -236,21 +236,6 @@ fn normalise(records: &[Record], mode: Mode) -> Vec<Record> {
 /// ErrorResponse fields naming the server's source location (file, line, routine).
 const SOURCE_FIELDS: [u8; 3] = [b'F', b'L', b'R'];
 
-/// The fields of an ErrorResponse/NoticeResponse body, in order.
-fn fields(body: &[u8]) -> Vec<(u8, &[u8])> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    while let Some((&code, tail)) = rest.split_first() {
-        if code == 0 {
-            break;
-        }
-        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-        out.push((code, &tail[..end]));
-        rest = tail.get(end + 1..).unwrap_or(&[]);
-    }
-    out
-}
-
 /// Whether the proxy's record `got` stands for the server's record `want`.
 ///
 /// One allowance, in transaction modes only: the proxy renames named prepared statements
@@ -267,11 +252,12 @@ fn same(want: &Record, got: &Record, mode: Mode) -> bool {
     if !synthesised {
         return false;
     }
-    let got_fields = fields(&got.1);
+    let got_fields = raw::error_field_list(&got.1);
     if got_fields.iter().any(|(code, _)| SOURCE_FIELDS.contains(code)) {
         return false;
     }
-    let want_fields: Vec<_> = fields(&want.1).into_iter().filter(|(code, _)| !SOURCE_FIELDS.contains(code)).collect();
+    let want_fields: Vec<_> =
+        raw::error_field_list(&want.1).into_iter().filter(|(code, _)| !SOURCE_FIELDS.contains(code)).collect();
     want_fields == got_fields
 }
 

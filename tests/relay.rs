@@ -41,81 +41,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::proxy::TestProxy;
+pub use common::queries::{ACME_TITLES, GLOBEX_TITLES, Session, titles, wait_for, wait_until_running};
 use common::raw::{self, RawClient};
 use common::{Postgres, postgres};
-use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, GenericClient, NoTls, SimpleQueryMessage};
-
-/// Titles of tenant 1's documents, by id.
-pub const ACME_TITLES: [&str; 3] = ["acme roadmap", "acme payroll", "acme onboarding"];
-/// Titles of tenant 2's documents, by id.
-pub const GLOBEX_TITLES: [&str; 2] = ["globex merger plan", "globex handbook"];
-
-/// The document titles a client sees, by id (extended protocol).
-pub async fn titles(client: &impl GenericClient) -> Vec<String> {
-    let rows = client.query("SELECT title FROM documents ORDER BY id", &[]).await.expect("select titles");
-    rows.iter().map(|r| r.get(0)).collect()
-}
-
-/// The rows of a simple query (text format); NULL is `None`.
-pub async fn simple_rows(client: &impl GenericClient, sql: &str) -> Vec<Vec<Option<String>>> {
-    let messages = client.simple_query(sql).await.expect("simple query");
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The single value of a simple query returning one row and one column.
-pub async fn simple_value(client: &impl GenericClient, sql: &str) -> String {
-    let rows = simple_rows(client, sql).await;
-    assert_eq!(rows.len(), 1, "{sql}: expected one row, got {rows:?}");
-    assert_eq!(rows[0].len(), 1, "{sql}: expected one column");
-    rows[0][0].clone().expect("non-NULL value")
-}
-
-/// A tokio-postgres client whose connection task forwards notices and
-/// notifications; `task` lets a test kill the connection abruptly.
-pub struct Session {
-    /// The client.
-    pub client: Client,
-    /// Notices and notifications, in arrival order.
-    pub messages: mpsc::UnboundedReceiver<AsyncMessage>,
-    /// The task driving the connection; aborting it drops the socket.
-    pub task: tokio::task::JoinHandle<()>,
-}
-
-impl Session {
-    /// Connects through `proxy` with `token`.
-    pub async fn open(proxy: &TestProxy, token: &str) -> Session {
-        let (client, mut connection) =
-            proxy.client_config(token).connect(NoTls).await.expect("connect through the proxy");
-        let (tx, messages) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                let _ = tx.send(message);
-            }
-        });
-        Session { client, messages, task }
-    }
-
-    /// The next notice or notification, failing the test after 5 seconds.
-    pub async fn next_message(&mut self) -> AsyncMessage {
-        tokio::time::timeout(Duration::from_secs(5), self.messages.recv())
-            .await
-            .expect("an asynchronous message within 5 s")
-            .expect("connection still open")
-    }
-
-    /// Drops the client and waits until its connection has closed (a clean Terminate).
-    pub async fn close(self) {
-        drop(self.client);
-        self.task.await.expect("connection task");
-    }
-}
+use tokio_postgres::Client;
 
 /// A tokio-postgres client connected straight to PostgreSQL as the proxy's
 /// role, with `tenant` set as the proxy would set it.
@@ -128,19 +57,6 @@ pub async fn direct(tenant: &str) -> Client {
     client
 }
 
-/// Polls `probe` every 20 ms until it returns `Some`, failing after `timeout`
-/// with `what` (an awaited condition, not a sleep).
-pub async fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The pool's (open, idle) counts once the connection a session held is no
 /// longer lent out, i.e. after it was either reset into the idle list or closed.
 pub async fn pool_after_release(proxy: &TestProxy, lent: (usize, usize)) -> (usize, usize) {
@@ -149,30 +65,6 @@ pub async fn pool_after_release(proxy: &TestProxy, lent: (usize, usize)) -> (usi
         (now != lent).then_some(now)
     })
     .await
-}
-
-/// Waits until a statement containing `marker` is running upstream
-/// (pg_stat_activity), so that a cancel request cannot arrive before it.
-pub async fn wait_until_running(marker: &str) {
-    let su = postgres().superuser_client(Postgres::APP_DB).await;
-    let pattern = format!("%{marker}%");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: i64 = su
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
-                &[&pattern],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n > 0 {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "statement {marker} never started upstream");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A raw protocol session through the proxy, past authentication.

@@ -24,24 +24,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::proxy::TestProxy;
+pub use common::queries::{ACME_TITLES as ACME, GLOBEX_TITLES as GLOBEX, current_tenant, titles};
 use common::raw::{self, RawClient};
-
-/// Tenant 1's documents, by id.
-pub const ACME: [&str; 3] = ["acme roadmap", "acme payroll", "acme onboarding"];
-/// Tenant 2's documents, by id.
-pub const GLOBEX: [&str; 2] = ["globex merger plan", "globex handbook"];
-
-/// Titles of the documents the client can see, by id.
-pub async fn titles(client: &tokio_postgres::Client) -> Vec<String> {
-    let rows = client.query("SELECT title FROM documents ORDER BY id", &[]).await.expect("select documents");
-    rows.iter().map(|r| r.get(0)).collect()
-}
-
-/// `current_setting('app.current_tenant')` as the client sees it.
-pub async fn current_tenant(client: &tokio_postgres::Client) -> String {
-    let row = client.query_one("SELECT current_setting('app.current_tenant')", &[]).await.expect("current_setting");
-    row.get(0)
-}
 
 /// Severity, SQLSTATE and message of a server (or proxy) error; panics on a client-side error.
 pub fn server_error(e: &tokio_postgres::Error) -> (String, String, String) {

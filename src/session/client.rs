@@ -62,10 +62,8 @@ impl Relay<'_> {
                 "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy",
             )),
             (false, Some(sql)) => {
-                let starts_transaction = tag == b'Q'
-                    && self.batch_start
-                    && self.tracker.batches_in_flight() == 0
-                    && self.status == b'I';
+                let starts_transaction =
+                    tag == b'Q' && self.batch_start && self.tracker.batches_in_flight() == 0 && self.status == b'I';
                 self.shared.guard.check_sql(sql, self.identity.context.role.as_deref(), starts_transaction).err()
             }
             (false, None) if tag == b'F' => {

@@ -10,6 +10,7 @@
 mod cluster;
 mod host;
 pub mod proxy;
+pub mod queries;
 pub mod raw;
 
 use std::net::SocketAddr;

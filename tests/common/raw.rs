@@ -167,14 +167,22 @@ pub fn cstr(s: &str) -> Vec<u8> {
 /// The fields of an ErrorResponse or NoticeResponse body, by code:
 /// `'S'` severity, `'C'` SQLSTATE, `'M'` message, `'D'` detail, `'H'` hint…
 pub fn error_fields(body: &[u8]) -> HashMap<char, String> {
-    let mut fields = HashMap::new();
+    error_field_list(body)
+        .into_iter()
+        .map(|(code, value)| (char::from(code), String::from_utf8_lossy(value).into_owned()))
+        .collect()
+}
+
+/// The fields of an ErrorResponse or NoticeResponse body as (code, raw value), in order.
+pub fn error_field_list(body: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut fields = Vec::new();
     let mut rest = body;
     while let Some((&code, tail)) = rest.split_first() {
         if code == 0 {
             break;
         }
         let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-        fields.insert(char::from(code), String::from_utf8_lossy(&tail[..end]).into_owned());
+        fields.push((code, &tail[..end]));
         rest = tail.get(end + 1..).unwrap_or(&[]);
     }
     fields

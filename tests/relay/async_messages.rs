@@ -3,8 +3,9 @@
 
 use tokio_postgres::AsyncMessage;
 
-use super::{RawSession, Session, simple_value};
+use super::{RawSession, Session};
 use crate::common::proxy;
+use crate::common::queries::value;
 
 #[tokio::test]
 async fn listen_receives_a_notify_from_another_session() {
@@ -87,5 +88,5 @@ async fn set_is_reported_by_parameter_status_and_show() {
     // The same through tokio-postgres.
     let client = proxy.connect(&proxy.token("2")).await;
     client.batch_execute("SET application_name = 'x'").await.unwrap();
-    assert_eq!(simple_value(&client, "SHOW application_name").await, "x");
+    assert_eq!(value(&client, "SHOW application_name").await, "x");
 }

@@ -7,8 +7,9 @@ use bytes::Bytes;
 use futures_util::{SinkExt, TryStreamExt};
 use tokio_postgres::Client;
 
-use super::{RawSession, Session, pool_after_release, simple_rows, titles};
+use super::{RawSession, Session, pool_after_release, titles};
 use crate::common::proxy::{self, db_error};
+use crate::common::queries;
 
 const TABLE: &str = "CREATE TEMP TABLE relay_copy (id int, name text, tags text[])";
 
@@ -29,7 +30,7 @@ async fn copy_from_stdin_into_a_temp_table_then_read_back() {
 
     let copied = copy_in(&client, &["1\tone\t{a,b}\n2\t\\N\t{}\n", "3\tthree\t{\"c d\"}\n"]).await;
     assert_eq!(copied.unwrap(), 3);
-    let rows = simple_rows(&client, "SELECT id, name, tags FROM relay_copy ORDER BY id").await;
+    let rows = queries::rows(&client, "SELECT id, name, tags FROM relay_copy ORDER BY id").await;
     let s = |v: &str| Some(v.to_owned());
     assert_eq!(rows, [[s("1"), s("one"), s("{a,b}")], [s("2"), None, s("{}")], [s("3"), s("three"), s("{\"c d\"}")]]);
 
@@ -48,7 +49,7 @@ async fn copy_from_stdin_into_a_temp_table_then_read_back() {
     let chunks = vec![chunk.as_str(); 20];
     assert_eq!(copy_in(&client, &chunks).await.unwrap(), 20_000);
     assert_eq!(
-        simple_rows(&client, "SELECT count(*), count(DISTINCT id) FROM relay_copy").await,
+        queries::rows(&client, "SELECT count(*), count(DISTINCT id) FROM relay_copy").await,
         [[s("20003"), s("1000")]]
     );
     // The session is in a normal state and still the tenant's.
@@ -65,7 +66,7 @@ async fn copy_from_stdin_with_a_malformed_row_fails_and_the_session_continues() 
     assert_eq!(db_error(&err), ("22P02".into(), "invalid input syntax for type integer: \"x\"".into()));
     let row_count = "SELECT count(*) FROM relay_copy";
     let zero = vec![vec![Some("0".to_owned())]];
-    assert_eq!(simple_rows(&client, row_count).await, zero, "nothing copied");
+    assert_eq!(queries::rows(&client, row_count).await, zero, "nothing copied");
     assert_eq!(copy_in(&client, &["7\tseven\t{}\n"]).await.unwrap(), 1);
     assert_eq!(titles(&client).await, super::GLOBEX_TITLES);
 }

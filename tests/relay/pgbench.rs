@@ -1,37 +1,13 @@
 //! pgbench through the proxy: initialisation (DDL, COPY, VACUUM), then
 //! read-only runs in the simple and the prepared query modes.
 
-use std::process::Output;
-
-use crate::common::proxy::{self, TestProxy, base_config};
+use crate::common::proxy::{self, base_config};
+use crate::common::queries::{pgbench, pgbench_processed, pgbench_stdout as check};
 use crate::common::{Postgres, postgres};
-
-/// Runs pgbench against database bench through `proxy` with `args`.
-async fn pgbench(proxy: &TestProxy, args: &[&str]) -> Output {
-    let mut cmd = postgres().pgbench();
-    cmd.args(["-h", "127.0.0.1", "-p", &proxy.addr.port().to_string(), "-U", "alice"])
-        .args(args)
-        .arg(Postgres::BENCH_DB)
-        .env("PGPASSWORD", proxy.token("1"))
-        .env("PGSSLMODE", "disable");
-    tokio::task::spawn_blocking(move || cmd.output().expect("run pgbench")).await.unwrap()
-}
-
-fn check(what: &str, out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{what} failed: {stdout}\n{stderr}");
-    stdout
-}
 
 fn assert_ran_without_failures(what: &str, stdout: &str) {
     assert!(stdout.contains("number of failed transactions: 0 (0.000%)"), "{what}: {stdout}");
-    let processed: u64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-        .and_then(|n| n.split('/').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{what}: no transaction count in {stdout}"));
+    let processed = pgbench_processed(stdout).unwrap_or_else(|| panic!("{what}: no transaction count in {stdout}"));
     assert!(processed > 0, "{what}: {stdout}");
 }
 

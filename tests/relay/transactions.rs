@@ -5,8 +5,9 @@
 
 use tokio_postgres::IsolationLevel;
 
-use super::{ACME_TITLES, GLOBEX_TITLES, RawSession, simple_rows, simple_value, titles};
+use super::{ACME_TITLES, GLOBEX_TITLES, RawSession, titles};
 use crate::common::proxy::{self, db_error};
+use crate::common::queries::{rows, value};
 
 #[tokio::test]
 async fn begin_query_commit_reports_each_status() {
@@ -55,13 +56,13 @@ async fn isolation_level_set_by_the_first_statement() {
     // First statement of the session.
     let client = proxy.connect(&proxy.token("1")).await;
     client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE").await.unwrap();
-    assert_eq!(simple_value(&client, "SHOW transaction_isolation").await, "serializable");
+    assert_eq!(value(&client, "SHOW transaction_isolation").await, "serializable");
     assert_eq!(titles(&client).await, ACME_TITLES);
     client.batch_execute("COMMIT").await.unwrap();
 
     // Later in the session; START TRANSACTION with several characteristics.
     client.batch_execute("START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.unwrap();
-    assert_eq!(simple_value(&client, "SHOW transaction_isolation").await, "repeatable read");
+    assert_eq!(value(&client, "SHOW transaction_isolation").await, "repeatable read");
     assert_eq!(titles(&client).await, ACME_TITLES);
     let err = client.execute("UPDATE documents SET title = title", &[]).await.unwrap_err();
     assert_eq!(db_error(&err), ("25006".into(), "cannot execute UPDATE in a read-only transaction".into()));
@@ -69,11 +70,11 @@ async fn isolation_level_set_by_the_first_statement() {
 
     // SET TRANSACTION right after BEGIN, and tokio-postgres' transaction builder.
     client.batch_execute("BEGIN; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").await.unwrap();
-    assert_eq!(simple_value(&client, "SHOW transaction_isolation").await, "serializable");
+    assert_eq!(value(&client, "SHOW transaction_isolation").await, "serializable");
     client.batch_execute("COMMIT").await.unwrap();
     let mut client = client;
     let tx = client.build_transaction().isolation_level(IsolationLevel::Serializable).start().await.unwrap();
-    assert_eq!(simple_value(&tx, "SHOW transaction_isolation").await, "serializable");
+    assert_eq!(value(&tx, "SHOW transaction_isolation").await, "serializable");
     assert_eq!(titles(&tx).await, ACME_TITLES);
     tx.commit().await.unwrap();
 }
@@ -91,7 +92,7 @@ async fn vacuum_outside_a_transaction_block_works() {
     client.batch_execute("VACUUM relay_vacuum").await.unwrap();
     // Extended protocol.
     client.execute("VACUUM (ANALYZE) relay_vacuum", &[]).await.unwrap();
-    assert_eq!(simple_value(&client, "SELECT count(*) FROM relay_vacuum").await, "10");
+    assert_eq!(value(&client, "SELECT count(*) FROM relay_vacuum").await, "10");
     assert_eq!(titles(&client).await, GLOBEX_TITLES);
     // Inside a block the server refuses it, as it would without the proxy.
     client.batch_execute("BEGIN").await.unwrap();
@@ -108,15 +109,15 @@ async fn session_settings_and_temp_tables_persist_across_transactions() {
     client.batch_execute("SET work_mem = '12MB'; CREATE TEMP TABLE relay_session (v text)").await.unwrap();
     client.batch_execute("BEGIN; INSERT INTO relay_session VALUES ('kept'); COMMIT").await.unwrap();
     let tx = client.transaction().await.unwrap();
-    assert_eq!(simple_value(&tx, "SHOW work_mem").await, "12MB");
+    assert_eq!(value(&tx, "SHOW work_mem").await, "12MB");
     tx.commit().await.unwrap();
-    assert_eq!(simple_value(&client, "SHOW work_mem").await, "12MB");
-    assert_eq!(simple_rows(&client, "SELECT v FROM relay_session").await, [[Some("kept".to_owned())]]);
+    assert_eq!(value(&client, "SHOW work_mem").await, "12MB");
+    assert_eq!(rows(&client, "SELECT v FROM relay_session").await, [[Some("kept".to_owned())]]);
     // A SET LOCAL ends with its transaction; the session value stays.
     client.batch_execute("BEGIN; SET LOCAL work_mem = '20MB'").await.unwrap();
-    assert_eq!(simple_value(&client, "SHOW work_mem").await, "20MB");
+    assert_eq!(value(&client, "SHOW work_mem").await, "20MB");
     client.batch_execute("COMMIT").await.unwrap();
-    assert_eq!(simple_value(&client, "SHOW work_mem").await, "12MB");
+    assert_eq!(value(&client, "SHOW work_mem").await, "12MB");
     assert_eq!(titles(&client).await, ACME_TITLES);
 }
 

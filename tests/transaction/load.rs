@@ -9,39 +9,23 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+use crate::common::Postgres;
 use crate::common::proxy::{self, TestProxy};
-use crate::common::{Postgres, postgres};
+use crate::common::queries::{pgbench, pgbench_processed, pgbench_stdout};
 use crate::{superuser, tx_config};
 
 const SIZE: usize = 4;
 
-async fn pgbench(proxy: &TestProxy, args: &[&str]) -> Output {
-    let mut cmd = postgres().pgbench();
-    cmd.args(["-h", "127.0.0.1", "-p", &proxy.addr.port().to_string(), "-U", "alice"])
-        .args(args)
-        .arg(Postgres::BENCH_DB)
-        .env("PGPASSWORD", proxy.token("1"))
-        .env("PGSSLMODE", "disable");
-    tokio::task::spawn_blocking(move || cmd.output().expect("run pgbench")).await.unwrap()
-}
-
 /// pgbench's stdout, after checking it exited 0 with no failed transaction and some processed.
 fn check(what: &str, out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{what} exited with {}: {stdout}\n{stderr}", out.status);
+    let stdout = pgbench_stdout(what, out);
     if what.contains("-i") {
         return stdout;
     }
     let failed = stdout.lines().find_map(|l| l.strip_prefix("number of failed transactions: "));
     let failed = failed.and_then(|f| f.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok());
-    assert_eq!(failed, Some(0), "{what}: {stdout}\n{stderr}");
-    let processed = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-        .and_then(|n| n.split('/').next())
-        .and_then(|n| n.trim().parse::<u64>().ok());
-    assert!(processed.is_some_and(|n| n > 0), "{what}: {stdout}");
+    assert_eq!(failed, Some(0), "{what}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(pgbench_processed(&stdout).is_some_and(|n| n > 0), "{what}: {stdout}");
     stdout
 }
 

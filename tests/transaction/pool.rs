@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::proxy;
+use crate::common::queries::backend_exits;
 use crate::{
     ACME_TITLES, GLOBEX_TITLES, Session, backend_pid, current_tenant, fails, rows, superuser, titles, tx_config, value,
     wait_for, wait_for_pool,
@@ -141,16 +142,7 @@ async fn idle_connections_are_closed_after_idle_timeout() {
     // No client activity: the pool's maintenance closes it.
     wait_for_pool(&proxy, (0, 0)).await;
     let su = superuser().await;
-    let mut gone = false;
-    for _ in 0..100 {
-        let n: i64 =
-            su.query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid]).await.unwrap().get(0);
-        gone = n == 0;
-        if gone {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let gone = backend_exits(&su, pid).await;
     assert!(gone, "backend {pid} still exists");
     assert_eq!(titles(&client).await, ACME_TITLES, "the session opens a new one when needed");
 }
@@ -179,16 +171,7 @@ async fn client_killed_mid_transaction_never_passes_a_dirty_connection_on() {
     assert_eq!(tenant, "2");
 
     let su = superuser().await;
-    let mut gone = false;
-    for _ in 0..100 {
-        let n: i64 =
-            su.query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&victim_pid]).await.unwrap().get(0);
-        gone = n == 0;
-        if gone {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let gone = backend_exits(&su, victim_pid).await;
     assert!(gone, "the victim's backend exited");
     // The lock is free: a leaked lock would show as 55P03 after 2 s.
     next.batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'").await.unwrap();
