@@ -110,3 +110,15 @@ fn fast_path_calls_only_of_large_object_functions() {
     assert!(g.check_function_call(952, None).is_ok(), "lo_open");
     assert!(g.check_function_call(2078, None).is_err(), "set_config");
 }
+
+#[test]
+fn deeply_nested_input_is_refused_not_a_crash() {
+    let g = guard();
+    for depth in [1_000, 100_000] {
+        let sql = format!("SELECT {}1{}", "(".repeat(depth), ")".repeat(depth));
+        // Either the parser's own depth limit refuses it, or it parses and is harmless.
+        let _ = g.check_sql(sql.as_bytes(), None, false);
+        let sql = format!("SELECT {}set_config('a.b','c',false){}", "(".repeat(depth), ")".repeat(depth));
+        assert!(g.check_sql(sql.as_bytes(), None, false).is_err(), "depth {depth}");
+    }
+}
