@@ -281,6 +281,9 @@ pub struct GuardConfig {
     pub protected_prefixes: Vec<String>,
     /// Functions that run SQL text the guard cannot see; a trailing `*` matches a prefix.
     pub sql_functions: Vec<String>,
+    /// Relations and functions no client may name: they show or touch other sessions, which
+    /// all run as the proxy's role.
+    pub forbidden_objects: Vec<String>,
     /// Role-claim values of operator tokens (e.g. migrations through the proxy).
     pub operator_roles: Vec<String>,
     /// Rules operator tokens are exempt from: do, create_function, alter_settings, discard,
@@ -300,6 +303,16 @@ impl Default for GuardConfig {
                 "ts_stat",
                 "ts_rewrite",
                 "dblink*",
+            ]
+            .map(String::from)
+            .to_vec(),
+            forbidden_objects: [
+                "pg_stat_activity",
+                "pg_stat_get_activity",
+                "pg_stat_get_backend_activity",
+                "pg_stat_statements",
+                "pg_cancel_backend",
+                "pg_terminate_backend",
             ]
             .map(String::from)
             .to_vec(),

@@ -67,6 +67,10 @@ pub fn filter(packet: &StartupPacket) -> Result<ClientStartup, PgError> {
                 .with_hint(allowed_hint()));
             }
             n if n.starts_with("_pq_.") => out.unsupported_options.push(n.to_string()),
+            n if n.eq_ignore_ascii_case("client_encoding") && !crate::policy::guard::encoding_is_safe(value) => {
+                return Err(PgError::fatal("42501", format!("rlsproxy does not accept client_encoding \"{value}\""))
+                    .with_hint("Its characters may contain ASCII quote or backslash bytes; use UTF8."));
+            }
             n => match ALLOWED_SETTINGS.iter().find(|a| a.eq_ignore_ascii_case(n)) {
                 Some(canonical) => out.settings.push(((*canonical).to_string(), value.clone())),
                 None => {

@@ -43,6 +43,11 @@ pub enum Rule {
     Unparsable,
     /// A fast-path FunctionCall of a function not on the allow-list.
     FunctionCall,
+    /// A name with the proxy's reserved prefix (`rlsproxy_`), however it is spelled.
+    ReservedName,
+    /// Objects that show or touch other sessions (`[guard] forbidden_objects`):
+    /// pg_stat_activity, pg_cancel_backend… Every session runs as the same upstream role.
+    ForbiddenObject,
 }
 
 impl Rule {
@@ -59,11 +64,13 @@ impl Rule {
             Rule::SqlFunction => "sql_function",
             Rule::Unparsable => "unparsable",
             Rule::FunctionCall => "function_call",
+            Rule::ReservedName => "reserved_name",
+            Rule::ForbiddenObject => "forbidden_object",
         }
     }
 
     /// Every rule, for configuration checks.
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 12] = [
         Rule::SetProtected,
         Rule::ResetAll,
         Rule::Discard,
@@ -74,6 +81,8 @@ impl Rule {
         Rule::SqlFunction,
         Rule::Unparsable,
         Rule::FunctionCall,
+        Rule::ReservedName,
+        Rule::ForbiddenObject,
     ];
 }
 
@@ -105,6 +114,8 @@ pub struct Guard {
     prefixes: Vec<String>,
     /// Lower-case names (a trailing `*` matches a prefix) of functions that run SQL text.
     sql_functions: Vec<String>,
+    /// Lower-case names of relations and functions no client may name.
+    forbidden_objects: Vec<String>,
     /// Roles whose tokens are exempt from `operator_allows`.
     operator_roles: Vec<String>,
     operator_allows: Vec<Rule>,
@@ -118,8 +129,15 @@ impl Guard {
     /// The guard `[guard]` and `[context]` describe.
     pub fn from_config(cfg: &Config) -> Self {
         let g: &GuardConfig = &cfg.guard;
-        let mut protected =
-            vec![cfg.context.tenant_setting.to_lowercase(), "role".into(), "session_authorization".into()];
+        // Besides the context: the settings that change how the server reads SQL text, so
+        // that it always reads it as the guard does (UTF-8, standard conforming strings).
+        let mut protected = vec![
+            cfg.context.tenant_setting.to_lowercase(),
+            "role".into(),
+            "session_authorization".into(),
+            "standard_conforming_strings".into(),
+            "backslash_quote".into(),
+        ];
         if !cfg.context.claims_setting.is_empty() {
             protected.push(cfg.context.claims_setting.to_lowercase());
         }
@@ -128,6 +146,7 @@ impl Guard {
             protected,
             prefixes: g.protected_prefixes.iter().map(|p| p.to_lowercase()).collect(),
             sql_functions: g.sql_functions.iter().map(|f| f.to_lowercase()).collect(),
+            forbidden_objects: g.forbidden_objects.iter().map(|f| f.to_lowercase()).collect(),
             operator_roles: g.operator_roles.clone(),
             operator_allows: Rule::ALL
                 .into_iter()
@@ -234,6 +253,9 @@ impl Guard {
                     Some(6) => add(Rule::ResetAll, "RESET ALL".into()),
                     Some(4) => {}
                     _ if self.is_protected(&name) => add(Rule::SetProtected, format!("changing \"{name}\"")),
+                    _ if name == "client_encoding" && set_value(node).is_some_and(|v| !encoding_is_safe(&v)) => {
+                        add(Rule::SetProtected, "a client_encoding whose characters may contain ASCII bytes".into())
+                    }
                     _ => {}
                 }
             }
@@ -245,12 +267,19 @@ impl Guard {
             "AlterRoleSetStmt" | "AlterDatabaseSetStmt" | "AlterSystemStmt" => {
                 add(Rule::AlterSettings, "changing role, database or system settings".into())
             }
-            "sval" => {
+            "sval" | "name" | "relname" | "portalname" => {
                 let name = node.as_str().unwrap_or_default().to_lowercase();
-                if name == "set_config" {
+                let names_object = matches!(kind, "sval" | "relname");
+                if name.starts_with("rlsproxy_") {
+                    add(Rule::ReservedName, format!("the name \"{name}\", reserved by rlsproxy"));
+                } else if !names_object {
+                    // Statement, portal and column names: only the reserved prefix matters.
+                } else if name == "set_config" {
                     add(Rule::SetConfig, "set_config".into());
                 } else if self.runs_sql(&name) {
                     add(Rule::SqlFunction, format!("{name}, which runs SQL text"));
+                } else if self.forbidden_objects.contains(&name) {
+                    add(Rule::ForbiddenObject, format!("{name}, which shows or touches other sessions"));
                 }
             }
             _ => {}
@@ -267,6 +296,44 @@ impl Guard {
             None => f == name,
         })
     }
+}
+
+/// The value of `SET name = <constant>`, lower case.
+fn set_value(node: &Value) -> Option<String> {
+    let arg = node.get("args")?.as_array()?.first()?;
+    let text = arg.pointer("/node/AConst/val/Sval/sval")?;
+    Some(text.as_str()?.to_lowercase())
+}
+
+/// Client encodings whose multibyte characters never contain ASCII bytes: the server reads
+/// SQL text in them the way the guard reads it as UTF-8. (SJIS, BIG5, GBK, UHC, GB18030 and
+/// JOHAB may hide a quote or backslash inside a character.)
+pub fn encoding_is_safe(name: &str) -> bool {
+    let n: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_lowercase();
+    !matches!(
+        n.as_str(),
+        "sjis"
+            | "shiftjis"
+            | "mskanji"
+            | "win932"
+            | "windows932"
+            | "cp932"
+            | "shiftjis2004"
+            | "big5"
+            | "win950"
+            | "windows950"
+            | "cp950"
+            | "gbk"
+            | "win936"
+            | "windows936"
+            | "cp936"
+            | "uhc"
+            | "win949"
+            | "windows949"
+            | "cp949"
+            | "gb18030"
+            | "johab"
+    )
 }
 
 #[cfg(test)]

@@ -77,22 +77,26 @@ async fn upstream_proxy(host: &str, mode: SslMode, root: std::path::PathBuf) -> 
     proxy::start(cfg).await
 }
 
-const SSL_IN_USE: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+/// Whether the upstream connection serving `client` uses TLS. pg_stat_ssl reads other
+/// sessions' state, which migration 0004 keeps from the proxy's role: ask as the superuser.
+async fn ssl_in_use(client: &tokio_postgres::Client) -> bool {
+    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let su = postgres().superuser_client("app").await;
+    su.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = $1", &[&pid]).await.unwrap().get(0)
+}
 
 #[tokio::test]
 async fn upstream_verify_full_uses_tls() {
     for host in ["localhost", "127.0.0.1"] {
         let proxy = upstream_proxy(host, SslMode::VerifyFull, postgres().ca_cert_path()).await;
         let client = proxy.connect(&proxy.token("1")).await;
-        let ssl: bool = client.query_one(SSL_IN_USE, &[]).await.unwrap().get(0);
-        assert!(ssl, "upstream connection to {host} is not TLS");
+        assert!(ssl_in_use(&client).await, "upstream connection to {host} is not TLS");
         assert_eq!(titles(&client).await, ACME);
     }
     // Control: with sslmode disable the same query says false (so the assertion above can fail).
     let plain = proxy::start_default().await;
     let client = plain.connect(&plain.token("1")).await;
-    let ssl: bool = client.query_one(SSL_IN_USE, &[]).await.unwrap().get(0);
-    assert!(!ssl);
+    assert!(!ssl_in_use(&client).await);
 }
 
 #[tokio::test]

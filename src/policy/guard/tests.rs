@@ -61,6 +61,17 @@ fn refuses_every_listed_path() {
         "SELECT * FROM ts_stat('select 1')",
         "SELECT dblink_exec('x', 'y')",
         "SELEC broken",
+        "EXECUTE U&\"rlsproxy\\005Fctx\"('app.current_tenant', '2')",
+        "PREPARE rlsproxy_refused AS SELECT 1",
+        "DEALLOCATE RLSPROXY_CTX",
+        "SET client_encoding = 'SJIS'",
+        "SET NAMES 'gbk'",
+        "SET client_encoding TO big5",
+        "SET standard_conforming_strings = off",
+        "SET backslash_quote = on",
+        "SELECT query FROM pg_stat_activity",
+        "SELECT pg_catalog.pg_cancel_backend(123)",
+        "SELECT * FROM pg_stat_get_activity(NULL)",
     ] {
         assert!(refused(sql).is_some(), "not refused: {sql}");
     }
@@ -81,6 +92,8 @@ fn lets_ordinary_sql_through() {
         "VACUUM documents",
         "DEALLOCATE ALL",
         "SHOW app.current_tenant",
+        "SET client_encoding = 'UTF8'",
+        "SET NAMES 'LATIN1'",
     ] {
         assert_eq!(refused(sql), None, "{sql}");
     }
