@@ -1,0 +1,339 @@
+//! The sections of the configuration file, one struct each, with the defaults a
+//! production deployment would pick.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// When a client must use TLS before sending its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequireTls {
+    /// Every client must use TLS.
+    Always,
+    /// Clients on loopback may use plaintext (a sidecar on localhost).
+    #[default]
+    NonLoopback,
+    /// Plaintext is accepted from anywhere (development only).
+    Never,
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Address the proxy accepts clients on.
+    pub address: SocketAddr,
+    /// PEM certificate chain offered to clients; TLS is offered when set with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Whether a token may cross the network in clear.
+    pub require_tls: RequireTls,
+    /// Seconds that open transactions get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_s: u64,
+    /// Client connections at most; more are refused with SQLSTATE 53300.
+    pub max_clients: usize,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 6432)),
+            tls_cert_file: None,
+            tls_key_file: None,
+            require_tls: RequireTls::NonLoopback,
+            shutdown_grace_s: 30,
+            max_clients: 10_000,
+        }
+    }
+}
+
+/// libpq's `sslmode` values, with libpq's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, without verification.
+    #[default]
+    Prefer,
+    /// TLS or fail; the certificate is verified only when `sslrootcert` is set (as libpq).
+    Require,
+    /// TLS with the chain verified against `sslrootcert`.
+    VerifyCa,
+    /// As `verify-ca`, and the certificate must name `host`.
+    VerifyFull,
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Server host name or address.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Database to connect to; when unset, the database the client asked for.
+    pub database: Option<String>,
+    /// The proxy's own role (must be NOINHERIT towards every allowed role).
+    pub user: String,
+    /// Password of `user`.
+    pub password: Option<String>,
+    /// File holding the password of `user` (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// TLS towards the server.
+    pub sslmode: SslMode,
+    /// PEM CA bundle to verify the server with.
+    pub sslrootcert: Option<PathBuf>,
+    /// Time allowed for TCP connect, TLS and authentication.
+    pub connect_timeout_ms: u64,
+    /// Accept an upstream role that owns tables with RLS enabled but not forced.
+    pub allow_unforced_owned_tables: bool,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            database: None,
+            user: "app_proxy".into(),
+            password: None,
+            password_file: None,
+            sslmode: SslMode::Prefer,
+            sslrootcert: None,
+            connect_timeout_ms: 5000,
+            allow_unforced_owned_tables: false,
+        }
+    }
+}
+
+/// How server connections are shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolMode {
+    /// A client owns one server connection for its whole session.
+    #[default]
+    Session,
+    /// A server connection is lent for one transaction.
+    Transaction,
+}
+
+/// `[pool]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Sharing mode.
+    pub mode: PoolMode,
+    /// Upstream connections at most, over all databases.
+    pub size: usize,
+    /// Clean connections kept open for `upstream.database` (needs it set).
+    pub min_idle: usize,
+    /// How long a client waits for a connection before SQLSTATE 53300.
+    pub acquire_timeout_ms: u64,
+    /// Clients that may wait at once; more get SQLSTATE 53300 at once.
+    pub max_waiting_clients: usize,
+    /// Idle server connections unused for this long are closed.
+    pub idle_timeout_s: u64,
+    /// Server connections older than this are closed when next idle.
+    pub max_lifetime_s: u64,
+    /// Client statements kept prepared per server connection in transaction mode.
+    pub max_prepared_statements: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            mode: PoolMode::Session,
+            size: 20,
+            min_idle: 0,
+            acquire_timeout_ms: 5000,
+            max_waiting_clients: 10_000,
+            idle_timeout_s: 600,
+            max_lifetime_s: 3600,
+            max_prepared_statements: 200,
+        }
+    }
+}
+
+/// `[jwt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Allowed `alg` values; anything else is rejected.
+    pub algorithms: Vec<String>,
+    /// HMAC secret (HS*).
+    pub secret: Option<String>,
+    /// File holding the HMAC secret (trailing newline ignored).
+    pub secret_file: Option<PathBuf>,
+    /// PEM public key (RS*, PS*, ES*, EdDSA).
+    pub public_key_file: Option<PathBuf>,
+    /// A JWKS document; the token's `kid` selects the key.
+    pub jwks_file: Option<PathBuf>,
+    /// PEM private key, used only by `rlsproxy token` to mint development tokens.
+    pub private_key_file: Option<PathBuf>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Clock skew allowed for `exp` and `nbf`, in seconds.
+    pub leeway_s: u64,
+    /// Dotted path to the tenant claim (string or integer).
+    pub tenant_claim: String,
+    /// Dotted path to the role claim; empty: roles are not used.
+    pub role_claim: String,
+    /// Roles a token may select.
+    pub allowed_roles: Vec<String>,
+    /// Reject tokens without `exp` (a token that never expires cannot be revoked).
+    pub require_exp: bool,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            algorithms: vec!["HS256".into()],
+            secret: None,
+            secret_file: None,
+            public_key_file: None,
+            jwks_file: None,
+            private_key_file: None,
+            issuer: None,
+            audience: None,
+            leeway_s: 30,
+            tenant_claim: "tenant_id".into(),
+            role_claim: String::new(),
+            allowed_roles: Vec::new(),
+            require_exp: true,
+        }
+    }
+}
+
+/// `[context]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContextConfig {
+    /// Setting that receives the tenant claim.
+    pub tenant_setting: String,
+    /// Setting that receives the whole claims JSON; empty: not set.
+    pub claims_setting: String,
+    /// Strict mode: also set `rlsproxy.signed_context` to a value signed with HMAC-SHA256 that
+    /// strict policies verify in the database (migrations/0003_strict_mode.sql), so that no SQL
+    /// can forge a tenant.
+    pub strict: bool,
+    /// Key id of `strict_key` in `rlsproxy.keys`.
+    pub strict_kid: String,
+    /// The HMAC key, hex (at least 32 bytes).
+    pub strict_key: Option<String>,
+    /// File holding the HMAC key, hex.
+    pub strict_key_file: Option<PathBuf>,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        Self {
+            tenant_setting: "app.current_tenant".into(),
+            claims_setting: String::new(),
+            strict: false,
+            strict_kid: String::new(),
+            strict_key: None,
+            strict_key_file: None,
+        }
+    }
+}
+
+/// `[guard]`: what client SQL is refused (see `policy::guard`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Check every Query, Parse and FunctionCall.
+    pub enabled: bool,
+    /// Settings no client may SET or RESET, by prefix (the tenant, claims and role settings
+    /// are always protected).
+    pub protected_prefixes: Vec<String>,
+    /// Functions that run SQL text the guard cannot see; a trailing `*` matches a prefix.
+    pub sql_functions: Vec<String>,
+    /// Relations and functions no client may name: they show or touch other sessions, which
+    /// all run as the proxy's role.
+    pub forbidden_objects: Vec<String>,
+    /// Role-claim values of operator tokens (e.g. migrations through the proxy).
+    pub operator_roles: Vec<String>,
+    /// Rules operator tokens are exempt from: do, create_function, alter_settings, discard,
+    /// reset_all, sql_function, function_call. Tenant tokens never are.
+    pub operator_allows: Vec<String>,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            protected_prefixes: vec!["rlsproxy.".into(), "request.jwt.".into()],
+            sql_functions: [
+                "query_to_xml",
+                "query_to_xml_and_xmlschema",
+                "query_to_xmlschema",
+                "ts_stat",
+                "ts_rewrite",
+                "dblink*",
+            ]
+            .map(String::from)
+            .to_vec(),
+            forbidden_objects: [
+                "pg_stat_activity",
+                "pg_stat_get_activity",
+                "pg_stat_get_backend_activity",
+                "pg_stat_statements",
+                "pg_cancel_backend",
+                "pg_terminate_backend",
+            ]
+            .map(String::from)
+            .to_vec(),
+            operator_roles: Vec::new(),
+            operator_allows: vec!["do".into(), "create_function".into()],
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `RUST_LOG`-style filter; the `RUST_LOG` variable wins when set.
+    pub filter: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { filter: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest client message the proxy buffers whole (Query, Parse, Bind…); bigger is refused.
+    pub max_message_bytes: usize,
+    /// Time a client has to finish startup and authentication.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_message_bytes: 64 << 20, handshake_timeout_ms: 10_000 }
+    }
+}
