@@ -57,7 +57,8 @@ pub struct Framer {
 
 impl Default for Framer {
     fn default() -> Self {
-        Self { buf: BytesMut::with_capacity(16 * 1024), streaming: 0 }
+        // Empty until bytes arrive: an idle connection holds no buffer.
+        Self { buf: BytesMut::new(), streaming: 0 }
     }
 }
 
@@ -68,6 +69,14 @@ impl Framer {
             self.buf.reserve(16 * 1024);
         }
         &mut self.buf
+    }
+
+    /// Gives the buffer's memory back once everything in it has been handed out, so that a
+    /// connection that goes idle after a burst does not keep the burst's buffer.
+    pub fn release_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
     }
 
     /// True when no partial message is buffered.

@@ -6,6 +6,7 @@
 //! slows its peer instead of growing the proxy's memory.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -17,22 +18,21 @@ pub const READ_CHUNK: usize = 32 * 1024;
 /// Above this many bytes waiting to be written to one side, the other side is not read.
 pub const HIGH_WATER: usize = 128 * 1024;
 
-/// Reads once into the spare end of `buf`; `Ok(0)` is end of stream.
+/// Reads once and appends what arrived to `buf`; `Ok(0)` is end of stream.
+///
+/// The read lands in an uninitialised stack buffer first, so that a connection with nothing
+/// to read holds no read buffer at all (thousands of idle clients cost little memory) and
+/// nothing is zeroed before a read.
 pub fn poll_read_into<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    let len = buf.len();
-    buf.resize(len + READ_CHUNK, 0);
-    let mut read = ReadBuf::new(&mut buf[len..]);
-    let result = Pin::new(stream).poll_read(cx, &mut read);
-    let n = match &result {
-        Poll::Ready(Ok(())) => read.filled().len(),
-        _ => 0,
-    };
-    buf.truncate(len + n);
-    result.map_ok(|()| n)
+    let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+    let mut read = ReadBuf::uninit(&mut scratch);
+    ready!(Pin::new(stream).poll_read(cx, &mut read))?;
+    buf.extend_from_slice(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
 }
 
 /// Writes all of `buf` and flushes; `Pending` while the peer is not reading.

@@ -113,8 +113,8 @@ impl<'a> Relay<'a> {
             server_said_fatal: false,
             draining: false,
             client_first: false,
-            to_client: BytesMut::with_capacity(16 * 1024),
-            to_server: BytesMut::with_capacity(16 * 1024),
+            to_client: BytesMut::new(),
+            to_server: BytesMut::new(),
         }
     }
 
@@ -142,6 +142,7 @@ impl<'a> Relay<'a> {
                 return Ok(exit);
             }
             self.give_back_if_done().await;
+            self.release_drained_buffers();
             if self.draining && self.is_idle() {
                 self.flush().await?;
                 return Ok(Exit::Shutdown);
@@ -163,6 +164,20 @@ impl<'a> Relay<'a> {
                 Event::ClientError(e) => return Err(SessionError::Client(e)),
                 Event::ServerError(e) => return Err(SessionError::Upstream(e.into())),
                 Event::Shutdown => self.draining = true,
+            }
+        }
+    }
+
+    /// Read buffers go back to the allocator once drained, write buffers once drained after a
+    /// large burst: an idle session holds almost nothing.
+    fn release_drained_buffers(&mut self) {
+        self.client_in.release_if_empty();
+        if let Some(server) = self.server.as_deref_mut() {
+            server.framer.release_if_empty();
+        }
+        for buf in [&mut self.to_client, &mut self.to_server] {
+            if buf.is_empty() && buf.capacity() > 16 * 1024 {
+                *buf = BytesMut::new();
             }
         }
     }
