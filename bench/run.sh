@@ -36,18 +36,12 @@ SECRET_PREFIX=bn
 
 # --- prerequisites -------------------------------------------------------------
 
-PACKAGES=()
-PG_BIN=$(find_pg_bindir) || PACKAGES+=(postgresql)
+command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs first"
+PACKAGES=($(missing_postgres_package) $(missing_build_packages))
 command -v pgbouncer >/dev/null || PACKAGES+=(pgbouncer)
 command -v python3 >/dev/null || PACKAGES+=(python3)
-command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs first"
-if [ "${#PACKAGES[@]}" -gt 0 ]; then
-    command -v apt-get >/dev/null || die "please install: ${PACKAGES[*]} (no apt-get here)"
-    say "Installing ${PACKAGES[*]} with apt-get"
-    as_root apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
-    PG_BIN=$(find_pg_bindir) || die "PostgreSQL installed, but no initdb found"
-fi
+apt_install "${PACKAGES[@]}"
+PG_BIN=$(find_pg_bindir) || die "PostgreSQL installed, but no initdb found"
 pg_tools
 PGBENCH=$(command -v pgbench || echo "$PG_BIN/pgbench")
 

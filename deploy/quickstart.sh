@@ -36,23 +36,13 @@ SECRET_PREFIX=qs
 
 # --- prerequisites -------------------------------------------------------------
 
-PACKAGES=()
-PG_BIN=$(find_pg_bindir) || PACKAGES+=(postgresql)
+PACKAGES=($(missing_postgres_package))
 if [ "$DB_ONLY" = 0 ]; then
     command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs first"
-    # The statement guard builds libpg_query through bindgen, which needs libclang and a C compiler.
-    if grep -q '^pg_query' Cargo.toml; then
-        ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || PACKAGES+=(libclang-dev)
-        command -v cc >/dev/null || PACKAGES+=(build-essential)
-    fi
+    PACKAGES+=($(missing_build_packages))
 fi
-if [ "${#PACKAGES[@]}" -gt 0 ]; then
-    command -v apt-get >/dev/null || die "please install: ${PACKAGES[*]} (no apt-get here)"
-    say "Installing ${PACKAGES[*]} with apt-get"
-    as_root apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
-    PG_BIN=$(find_pg_bindir) || die "PostgreSQL installed, but no initdb found"
-fi
+apt_install "${PACKAGES[@]}"
+PG_BIN=$(find_pg_bindir) || die "PostgreSQL installed, but no initdb found"
 pg_tools
 
 if [ "$DB_ONLY" = 0 ]; then

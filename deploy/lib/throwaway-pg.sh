@@ -6,17 +6,14 @@
 # Source it (`. deploy/lib/throwaway-pg.sh`) from a bash script running with
 # `set -euo pipefail` in the repository root. The caller provides:
 #   die MESSAGE     print an error and exit 1
+#   say MESSAGE     print progress
 #   cleanup         the EXIT trap installed by make_work (see there)
 #   SECRET_PREFIX   a few letters that start every random_secret
 # and these globals are set here: PG_BIN, PSQL (pg_tools), WORK and PROXY_PID
 # (make_work), PG_PORT and SUPERUSER_PW (pg_start), PROXY_PW (pg_create_app).
 
-# Runs a command as root, through sudo when we are not root (apt-get).
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"
-    elif command -v sudo >/dev/null; then sudo "$@"
-    else die "need root (or sudo) to run: $*"; fi
-}
+# as_root, apt_install, missing_build_packages, missing_postgres_package.
+. "$(dirname "${BASH_SOURCE[0]}")/packages.sh"
 
 # The PostgreSQL server refuses to run as root: as root, use the postgres OS user.
 as_pg() {

@@ -52,21 +52,14 @@ SECRET_PREFIX=cm
 # as_root, as_pg, find_pg_bindir, random_secret, free_port, pg_start, pg_super, ...
 . "$REPO/deploy/lib/throwaway-pg.sh"
 
-APT_UPDATED=0
-apt_install() {
-    command -v apt-get >/dev/null || die "please install: $* (no apt-get here)"
-    if [ "$APT_UPDATED" = 0 ]; then as_root apt-get update -q >/dev/null; APT_UPDATED=1; fi
-    say "apt-get install $*"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
-}
-
 # Content hash of files: a stamp that tells whether an install is up to date.
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 # --- installs (idempotent) -------------------------------------------------------
 
 install_postgres() {
-    PG_BIN=$(find_pg_bindir) || { apt_install postgresql; PG_BIN=$(find_pg_bindir) || die "no initdb after install"; }
+    apt_install $(missing_postgres_package)
+    PG_BIN=$(find_pg_bindir) || die "no initdb after install"
     pg_tools
 }
 
