@@ -158,13 +158,19 @@ impl Guard {
 
     /// Checks SQL text (a Query's, or a Parse's) for a client whose token has `role`.
     /// `starts_transaction`: a simple Query that starts a transaction (see `closing_reset`).
+    /// Names with the reserved prefix are refused even when `[guard] enabled = false`: they
+    /// would reach the proxy's own injection statement.
     pub fn check_sql(&self, sql: &[u8], role: Option<&str>, starts_transaction: bool) -> Result<(), PgError> {
-        if !self.enabled {
+        if !self.enabled && !may_name_reserved(sql) {
             return Ok(());
         }
         let violations = self.violations(sql);
-        let relevant: Vec<Violation> =
-            violations.iter().filter(|v| !(starts_transaction && v.closing_reset)).cloned().collect();
+        let relevant: Vec<Violation> = violations
+            .iter()
+            .filter(|v| self.enabled || v.rule == Rule::ReservedName)
+            .filter(|v| !(starts_transaction && v.closing_reset))
+            .cloned()
+            .collect();
         self.verdict(&relevant, role)
     }
 
@@ -296,6 +302,12 @@ impl Guard {
             None => f == name,
         })
     }
+}
+
+/// Whether `sql` may spell a reserved name: literally, or through a `U&` escaped identifier.
+fn may_name_reserved(sql: &[u8]) -> bool {
+    let contains = |needle: &[u8]| sql.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
+    contains(b"rlsproxy_") || contains(b"u&")
 }
 
 /// The value of `SET name = <constant>`, lower case.

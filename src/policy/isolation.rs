@@ -10,10 +10,9 @@
 //! costs one round trip; under-matching would break the client's statement, never
 //! the isolation between tenants.
 
-/// True when `sql` needs the injection committed in a transaction of its own first.
-pub fn needs_own_transaction(sql: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
-    let first = first_word(&text);
+/// True when `text` (lower case) needs the injection committed in a transaction of its own first.
+pub fn needs_own_transaction(text: &str) -> bool {
+    let first = first_word(text);
     let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
     match first {
         // CALL and DO may COMMIT inside; the others refuse any transaction block or pipeline.
@@ -26,10 +25,9 @@ pub fn needs_own_transaction(sql: &[u8]) -> bool {
     }
 }
 
-/// True when `sql` starts an explicit transaction block (`BEGIN`, `START TRANSACTION`).
-pub fn opens_block(sql: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
-    matches!(first_word(&text), "begin" | "start")
+/// True when `text` (lower case) starts an explicit transaction block (`BEGIN`, `START TRANSACTION`).
+pub fn opens_block(text: &str) -> bool {
+    matches!(first_word(text), "begin" | "start")
 }
 
 /// The first keyword, skipping whitespace, comments and opening parentheses.
@@ -51,7 +49,9 @@ pub(super) fn first_word(text: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::needs_own_transaction as n;
+    fn n(sql: &[u8]) -> bool {
+        crate::policy::SqlText::new(sql).needs_own_transaction()
+    }
 
     #[test]
     fn recognises_statements_that_need_their_own_transaction() {

@@ -12,3 +12,42 @@ pub mod upstream_role;
 
 /// Statement and portal names the proxy owns; clients may not use them.
 pub const RESERVED_PREFIX: &[u8] = b"rlsproxy_";
+
+/// A statement's text lower-cased once, for the lexical checks the relay makes on it.
+#[derive(Debug)]
+pub struct SqlText(String);
+
+impl SqlText {
+    /// Lower-cases `sql` (invalid UTF-8 replaced; the guard refuses such text anyway).
+    pub fn new(sql: &[u8]) -> Self {
+        Self(String::from_utf8_lossy(sql).to_ascii_lowercase())
+    }
+
+    /// See [`isolation::needs_own_transaction`].
+    pub fn needs_own_transaction(&self) -> bool {
+        isolation::needs_own_transaction(&self.0)
+    }
+
+    /// See [`isolation::opens_block`].
+    pub fn opens_block(&self) -> bool {
+        isolation::opens_block(&self.0)
+    }
+
+    /// See [`session_state::creates_session_state`].
+    pub fn creates_session_state(&self) -> bool {
+        session_state::creates_session_state(&self.0)
+    }
+
+    /// DISCARD, DEALLOCATE or RESET: may drop the injection statement, the statements
+    /// prepared on the connection and the settings.
+    pub fn resets_session(&self) -> bool {
+        ["discard", "deallocate", "reset"].iter().any(|w| self.0.contains(w))
+    }
+
+    /// `DEALLOCATE ALL` or `DISCARD ALL`: every prepared statement of the session is gone.
+    pub fn drops_all_statements(&self) -> bool {
+        let words: Vec<&str> =
+            self.0.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').filter(|w| !w.is_empty()).collect();
+        words.windows(2).any(|w| matches!(w, ["deallocate" | "discard" | "prepare", "all"]))
+    }
+}

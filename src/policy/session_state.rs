@@ -10,9 +10,8 @@
 
 use super::isolation::first_word;
 
-/// True when `sql` (one or more statements) may create session-lasting state.
-pub fn creates_session_state(sql: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
+/// True when `text` (lower case; one or more statements) may create session-lasting state.
+pub fn creates_session_state(text: &str) -> bool {
     // Function calls with any spacing before the parenthesis; objects in the temp schema.
     let compact: String = text.split_whitespace().collect::<Vec<_>>().join(" ").replace(" (", "(");
     if ["pg_advisory_lock", "pg_try_advisory_lock", "set_config(", "pg_temp."].iter().any(|f| compact.contains(f)) {
@@ -41,7 +40,9 @@ pub fn creates_session_state(sql: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::creates_session_state as pins;
+    fn pins(sql: &[u8]) -> bool {
+        crate::policy::SqlText::new(sql).creates_session_state()
+    }
 
     #[test]
     fn recognises_session_state() {

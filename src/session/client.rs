@@ -8,7 +8,7 @@ use super::relay::{Exit, Relay};
 use super::tracker::{Kind, Owner};
 use super::{SessionError, now_unix};
 use crate::config::PoolMode;
-use crate::policy::{RESERVED_PREFIX, isolation, session_state};
+use crate::policy::{RESERVED_PREFIX, SqlText};
 use crate::protocol::{Frame, PgError, ProtocolError, backend, codec, frontend};
 
 impl Relay<'_> {
@@ -54,13 +54,14 @@ impl Relay<'_> {
             return Ok(Some(Exit::Fatal(client_protocol_error(&ProtocolError::Malformed(tag as char)))));
         };
         let reserved_name = names.iter().any(|n| n.starts_with(RESERVED_PREFIX));
-        // SQL-level EXECUTE/DEALLOCATE/PREPARE share the names of protocol-level statements.
         let sql = frontend::sql_text(tag, body);
-        let refusal = match (reserved_name || sql.is_some_and(mentions_reserved_prefix), sql) {
+        let refusal = match (reserved_name, sql) {
             (true, _) => Some(PgError::error(
                 "42501",
                 "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy",
             )),
+            // Names in SQL (EXECUTE, DEALLOCATE, PREPARE share the protocol's), however spelled,
+            // are the guard's: it parses them even when its other rules are off.
             (false, Some(sql)) => {
                 let starts_transaction =
                     tag == b'Q' && self.batch_start && self.tracker.batches_in_flight() == 0 && self.status == b'I';
@@ -76,7 +77,8 @@ impl Relay<'_> {
             tracing::info!(message = e.message, "statement refused");
         }
         let simple = matches!(tag, b'Q' | b'F');
-        self.track_statement(tag, body);
+        let text = sql.map(SqlText::new);
+        self.track_statement(tag, body, text.as_ref());
         if self.batch_start && !matches!(tag, b'd' | b'c' | b'f') {
             self.batch_start = false;
             self.batch_failed = false;
@@ -85,7 +87,7 @@ impl Relay<'_> {
             }
             // A refused Query runs nothing, so it needs no context.
             let runs_something = !(simple && refusal.is_some());
-            if runs_something && !self.begin_transaction(tag, body).await? {
+            if runs_something && !self.begin_transaction(tag, body, text.as_ref()).await? {
                 return Ok(None);
             }
         }
@@ -98,7 +100,7 @@ impl Relay<'_> {
             }
             return Ok(None);
         }
-        if self.transaction_mode() && !self.pinned && sql.is_some_and(session_state::creates_session_state) {
+        if self.transaction_mode() && !self.pinned && text.as_ref().is_some_and(SqlText::creates_session_state) {
             tracing::debug!("session state created: the client keeps its server connection");
             self.pinned = true;
         }
@@ -106,7 +108,7 @@ impl Relay<'_> {
             Some(error) => self.refuse(simple, error),
             None if self.batch_failed && tag != b'S' => {}
             None => {
-                if sql.is_some_and(resets_session)
+                if let Some(text) = text.as_ref().filter(|t| t.resets_session())
                     && let Some(server) = self.server.as_mut()
                 {
                     // DISCARD/DEALLOCATE/RESET may drop the injection statement, every statement
@@ -114,7 +116,7 @@ impl Relay<'_> {
                     server.context = None;
                     server.injection_prepared = false;
                     server.statements.clear();
-                    if sql.is_some_and(drops_all_statements) {
+                    if text.drops_all_statements() {
                         self.statements.forget_all();
                     }
                 }
@@ -160,13 +162,13 @@ impl Relay<'_> {
     }
 
     /// Remembers which prepared statements need the awaited injection (see `isolating_statements`).
-    fn track_statement(&mut self, tag: u8, body: &[u8]) {
+    fn track_statement(&mut self, tag: u8, body: &[u8], text: Option<&SqlText>) {
         let closes_statement = tag == b'C' && body.first() == Some(&b'S');
         if tag != b'P' && !closes_statement {
             return;
         }
         let Some(&name) = frontend::referenced_names(tag, body).as_deref().and_then(<[_]>::first) else { return };
-        let isolating = tag == b'P' && frontend::sql_text(tag, body).is_some_and(isolation::needs_own_transaction);
+        let isolating = tag == b'P' && text.is_some_and(SqlText::needs_own_transaction);
         if isolating {
             self.isolating_statements.insert(name.to_vec());
         } else if !self.isolating_statements.is_empty() {
@@ -197,25 +199,6 @@ impl Relay<'_> {
             self.tracker.sent(Kind::Sync, Owner::Client);
         }
     }
-}
-
-/// Whether SQL text names anything with the reserved prefix, in any letter case.
-fn mentions_reserved_prefix(sql: &[u8]) -> bool {
-    sql.windows(RESERVED_PREFIX.len()).any(|w| w.eq_ignore_ascii_case(RESERVED_PREFIX))
-}
-
-/// `DEALLOCATE ALL` or `DISCARD ALL`: every prepared statement of the session is gone.
-fn drops_all_statements(sql: &[u8]) -> bool {
-    let lower = String::from_utf8_lossy(sql).to_ascii_lowercase();
-    let words: Vec<&str> =
-        lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').filter(|w| !w.is_empty()).collect();
-    words.windows(2).any(|w| matches!(w, ["deallocate" | "discard" | "prepare", "all"]))
-}
-
-/// A client statement that drops prepared statements or settings, i.e. the injection's.
-fn resets_session(sql: &[u8]) -> bool {
-    let lower = sql.to_ascii_lowercase();
-    [&b"discard"[..], b"deallocate", b"reset"].iter().any(|w| lower.windows(w.len()).any(|x| x == *w))
 }
 
 fn client_protocol_error(e: &ProtocolError) -> PgError {

@@ -12,7 +12,7 @@ use super::tracker::{Kind, Owner};
 use super::{Identity, SessionError};
 use crate::config::PoolMode;
 use crate::frontend::cancel::CancelTarget;
-use crate::policy::isolation;
+use crate::policy::SqlText;
 use crate::protocol::{PgError, backend, frontend};
 use crate::upstream::{ServerConn, UpstreamError};
 
@@ -46,12 +46,17 @@ pub(super) fn adopted(conn: &mut ServerConn, identity: &Identity) {
 impl Relay<'_> {
     /// Prepares the server side for a batch starting with this message; false when the proxy
     /// has answered the message itself (an error) and it must not be sent.
-    pub(super) async fn begin_transaction(&mut self, tag: u8, body: &[u8]) -> Result<bool, SessionError> {
+    pub(super) async fn begin_transaction(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        text: Option<&SqlText>,
+    ) -> Result<bool, SessionError> {
         if self.tracker.batches_in_flight() > 0 || self.status != b'I' {
             // Inside a block or behind a pipelined batch: the context is this client's already.
             return Ok(true);
         }
-        let isolating_sql = frontend::sql_text(tag, body).is_some_and(isolation::needs_own_transaction)
+        let isolating_sql = text.is_some_and(SqlText::needs_own_transaction)
             || tag == b'B' && frontend::bound_statement(body).is_some_and(|s| self.isolating_statements.contains(s));
         for attempt in 1..=2 {
             let fresh = self.server.is_none();
@@ -78,7 +83,7 @@ impl Relay<'_> {
                 && server.context.as_ref() == Some(&self.identity.injection.bind_execute);
             let verify = self.statements.to_verify(tag, body, &mut server.statements);
             if ready && !isolating_sql && verify.is_none() {
-                self.pipeline_injection(tag, body);
+                self.pipeline_injection(tag, text.is_some_and(SqlText::opens_block));
                 return Ok(true);
             }
             match self.awaited_injection(verify).await {
@@ -109,8 +114,7 @@ impl Relay<'_> {
     /// cannot make it fail), every setting emptied and committed, then the context set. If
     /// that last step fails, the block that follows runs with an empty context (policies
     /// fail closed) and the session ends.
-    fn pipeline_injection(&mut self, tag: u8, body: &[u8]) {
-        let own_sync = frontend::sql_text(tag, body).is_some_and(isolation::opens_block);
+    fn pipeline_injection(&mut self, tag: u8, own_sync: bool) {
         let owner = || Owner::Injection { before_simple: matches!(tag, b'Q' | b'F') && !own_sync, own_sync };
         if own_sync {
             let injection = &self.identity.injection;

@@ -89,22 +89,31 @@ async fn function_call_of_set_config(env: &mut Env) {
     s.close().await;
 }
 
+/// Reads the answer to a startup packet: true (and judged) when it is a refusal, which must be
+/// FATAL 42501; otherwise it must be the authentication request, and the caller goes on.
+async fn refused_at_startup(env: &mut Env, label: &str, c: &mut raw::RawClient) -> bool {
+    let (tag, body) = c.read_message().await;
+    if tag != b'E' {
+        assert_eq!(tag, b'R', "authentication request");
+        return false;
+    }
+    let f = raw::error_fields(&body);
+    if (f[&'S'].as_str(), f[&'C'].as_str()) != ("FATAL", "42501") {
+        env.fail(label, format!("refused, but not with FATAL 42501: {f:?}"));
+    }
+    env.judge(label, None, &Reply::default(), None).await;
+    true
+}
+
 /// A startup packet carrying a setting: refused before authentication, or else harmless.
 async fn startup_parameter(env: &mut Env, name: &str, value: &str) {
     let label = env.label(&format!("startup parameter {name}={value}"), "startup");
     let mut c = raw::connect(env.proxy.addr).await;
     c.send_startup(&[("user", "alice"), ("database", "app"), (name, value)]).await;
-    let (tag, body) = c.read_message().await;
-    if tag == b'E' {
-        let f = raw::error_fields(&body);
-        if (f[&'S'].as_str(), f[&'C'].as_str()) != ("FATAL", "42501") {
-            env.fail(&label, format!("refused, but not with FATAL 42501: {f:?}"));
-        }
-        env.judge(&label, None, &Reply::default(), None).await;
+    if refused_at_startup(env, &label, &mut c).await {
         return;
     }
     env.fail(&label, "the startup parameter was accepted");
-    assert_eq!(tag, b'R', "authentication request");
     c.send_password(&env.proxy.token("1")).await;
     let mut reply = Reply::default();
     let mut s = Session::from_raw(c);
@@ -118,17 +127,10 @@ async fn encoding_at_startup(env: &mut Env) {
     let label = env.label("SJIS client_encoding at startup: set_config hidden from the guard", "startup");
     let mut c = raw::connect(env.proxy.addr).await;
     c.send_startup(&[("user", "alice"), ("database", "app"), ("client_encoding", "SJIS")]).await;
-    let (tag, body) = c.read_message().await;
-    if tag == b'E' {
-        // Refused before authentication: the encoding the guard cannot model never gets a session.
-        let f = raw::error_fields(&body);
-        if (f[&'S'].as_str(), f[&'C'].as_str()) != ("FATAL", "42501") {
-            env.fail(&label, format!("refused, but not with FATAL 42501: {f:?}"));
-        }
-        env.judge(&label, None, &Reply::default(), None).await;
+    // Refused before authentication: the encoding the guard cannot model never gets a session.
+    if refused_at_startup(env, &label, &mut c).await {
         return;
     }
-    assert_eq!(tag, b'R', "authentication request");
     c.send_password(&env.proxy.token("1")).await;
     let mut reply = Reply::default();
     let mut s = Session::from_raw(c);

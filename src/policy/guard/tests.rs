@@ -135,3 +135,18 @@ fn deeply_nested_input_is_refused_not_a_crash() {
         assert!(g.check_sql(sql.as_bytes(), None, false).is_err(), "depth {depth}");
     }
 }
+
+#[test]
+fn reserved_names_are_refused_even_with_the_guard_off() {
+    let mut cfg = Config::default();
+    cfg.guard.enabled = false;
+    let g = Guard::from_config(&cfg);
+    assert!(g.check_sql(b"DO $$ BEGIN PERFORM 1; END $$", None, false).is_ok());
+    assert!(g.check_sql(b"SELEC broken", None, false).is_ok());
+    for sql in
+        ["EXECUTE rlsproxy_ctx('a', 'b')", "DEALLOCATE U&\"rlsproxy\\005Fctx\"", "PREPARE RLSPROXY_X AS SELECT 1"]
+    {
+        let err = g.check_sql(sql.as_bytes(), None, false).err().map(|e| e.message);
+        assert!(err.is_some_and(|m| m.ends_with("(rule reserved_name)")), "{sql}");
+    }
+}
