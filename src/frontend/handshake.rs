@@ -193,3 +193,22 @@ async fn handle_cancel(body: &[u8], shared: &Shared) {
         None => tracing::info!("cancel request with an unknown key, or for a client with no query running, ignored"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `non-loopback` is the default: a token may cross loopback in clear, never a network.
+    #[test]
+    fn plaintext_is_refused_from_any_non_loopback_peer() {
+        let peer = |ip: &str| SocketAddr::new(ip.parse().expect("ip"), 5000);
+        for ip in ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"] {
+            assert!(!tls_required(RequireTls::NonLoopback, peer(ip)), "{ip}");
+            assert!(tls_required(RequireTls::Always, peer(ip)), "{ip}");
+        }
+        for ip in ["10.0.0.5", "192.168.1.2", "::ffff:10.0.0.5", "fe80::1", "0.0.0.0"] {
+            assert!(tls_required(RequireTls::NonLoopback, peer(ip)), "{ip}");
+            assert!(!tls_required(RequireTls::Never, peer(ip)), "{ip}");
+        }
+    }
+}

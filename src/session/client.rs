@@ -7,7 +7,6 @@ use bytes::Bytes;
 use super::relay::{Exit, Relay};
 use super::tracker::{Kind, Owner};
 use super::{SessionError, now_unix};
-use crate::config::PoolMode;
 use crate::policy::{RESERVED_PREFIX, SqlText};
 use crate::protocol::{Frame, PgError, ProtocolError, backend, codec, frontend};
 
@@ -134,8 +133,9 @@ impl Relay<'_> {
 
     /// Sends a client message, translating statement names in transaction mode.
     fn forward(&mut self, msg: Bytes, simple: bool) -> Result<Option<Exit>, SessionError> {
+        let transaction_mode = self.transaction_mode();
         let Some(server) = self.server.as_mut() else { return Ok(None) };
-        if !self.shared.config.pool.mode.eq(&PoolMode::Transaction) {
+        if !transaction_mode {
             if let Some(kind) = Kind::of(msg[0], codec::body(&msg)) {
                 self.tracker.sent(kind, Owner::Client);
             }
