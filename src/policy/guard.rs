@@ -1,13 +1,16 @@
 //! The statement guard (DESIGN.md section 4): every Query and Parse is parsed
 //! with PostgreSQL's own parser (libpg_query) and refused when it could change
 //! the tenant context or run SQL the guard cannot see. Verdicts are cached by
-//! statement text, so each distinct statement is parsed once.
+//! statement text with numeric literals collapsed (see `key`), so each
+//! statement shape is parsed once.
 //!
 //! The walk is over the whole parse tree (serialised generically, so no node
 //! kind can be skipped by an incomplete traversal). Function names are matched
 //! wherever a name appears, not only in calls, so `CREATE AGGREGATE … (sfunc =
 //! set_config)` is caught like `SELECT set_config(…)`. A statement the parser
 //! cannot parse is refused, never forwarded.
+
+mod key;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -194,8 +197,9 @@ impl Guard {
     }
 
     fn violations(&self, sql: &[u8]) -> Arc<[Violation]> {
+        let key = key::cache_key(sql);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(found) = cache.get(sql) {
+        if let Some(found) = cache.get(key.as_ref()) {
             return found.clone();
         }
         drop(cache);
@@ -204,7 +208,7 @@ impl Guard {
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
         }
-        cache.insert(sql.into(), found.clone());
+        cache.insert(key.into_owned().into(), found.clone());
         found
     }
 
