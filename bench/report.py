@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Markdown report from bench/run.sh's runs.tsv and rss.tsv; header lines on stdin.
+"""Markdown report from bench/run.sh's runs.tsv, rss.tsv and loadgen.tsv; header lines on stdin.
 
-    report.py RUNS_TSV RSS_TSV < header.txt > report.md
+    report.py RUNS_TSV RSS_TSV LOADGEN_TSV CHART_FILE < header.txt > report.md
 """
 import csv
 import statistics
@@ -30,7 +30,7 @@ def ratio(a, b):
 
 
 def main():
-    runs_path, rss_path = sys.argv[1:3]
+    runs_path, rss_path, loadgen_path, chart = sys.argv[1:5]
     header = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     with open(runs_path) as f:
         runs = list(csv.DictReader(f, delimiter="\t"))
@@ -48,10 +48,16 @@ def main():
         "per-transaction log (`--log`), median over rounds. Ratios are TPS / TPS of direct or PgBouncer",
         "for the same workload and clients. `errors` counts runs whose pgbench exit status was not 0 or",
         "whose output mentions an error (raw output in the results folder); only clean runs enter the",
-        "medians, and \"failed\" means no run was clean.",
+        "medians, and \"failed\" means no run was clean. \"proxy CPU\" is the proxy process's user +",
+        "system CPU time per transaction (PgBouncer's or rlsproxy's; PostgreSQL's is not in it).",
+        "rls-mix is 80 % reads and 20 % write transactions on the example RLS schema: through PgBouncer",
+        "it runs the app-side pattern (its own `set_config(…, true)` in each transaction), directly the",
+        "tenant is a session setting, through rlsproxy the proxy injects it.",
         "",
-        "| workload | clients | target | TPS | vs direct | vs PgBouncer | lat avg | p50 | p99 | errors |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"![TPS by target and workload]({chart})",
+        "",
+        "| workload | clients | target | TPS | vs direct | vs PgBouncer | lat avg | p50 | p99 | proxy CPU µs/tx | errors |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     tps = {}
     for (workload, clients), targets in groups.items():
@@ -59,18 +65,18 @@ def main():
         def ok(rows):
             return [r for r in rows if r["status"] == "0"]
 
-        direct = med(num(r["tps"]) for r in ok(targets.get("direct", [])))
+        direct = med(num(r["tps"]) for r in ok(targets.get("direct", []) or targets.get("direct-delayed", [])))
         bouncer = med(num(r["tps"]) for r in ok(targets.get("pgbouncer", [])))
         for target, rows in targets.items():
             t = med(num(r["tps"]) for r in ok(rows))
             tps[(workload, clients, target)] = t
             errors = len(rows) - len(ok(rows))
-            lat = {k: med(num(r[k]) for r in ok(rows)) for k in ("lat_avg_ms", "p50_ms", "p99_ms")}
+            lat = {k: med(num(r[k]) for r in ok(rows)) for k in ("lat_avg_ms", "p50_ms", "p99_ms", "proxy_cpu_us")}
             shown = fmt(t) if t is not None else "failed"
             out.append(
                 f"| {workload} | {clients} | {target} | {shown} | {ratio(t, direct)} | {ratio(t, bouncer)} "
                 f"| {fmt(lat['lat_avg_ms'], 3)} | {fmt(lat['p50_ms'], 3)} | {fmt(lat['p99_ms'], 3)} "
-                f"| {errors}/{len(rows)} |"
+                f"| {fmt(lat['proxy_cpu_us'], 1)} | {errors}/{len(rows)} |"
             )
 
     # Issue 5's targets that this run can check.
@@ -96,12 +102,33 @@ def main():
     if None not in (ld, lp, lt):
         checks.append(("1 client: added latency ≤ PgBouncer's (avg, transaction mode)",
                        f"{(lt - ld) * 1000:.0f} µs vs {(lp - ld) * 1000:.0f} µs", lt - ld <= lp - ld))
+    guard_on, guard_off = (g("select-simple", 32, t) for t in ("rlsproxy-transaction", "rlsproxy-tx-noguard"))
+    checks.append(("`-S` 32 clients: guard on ≥ 0.95× guard off", ratio(guard_on, guard_off),
+                   guard_on and guard_off and guard_on >= 0.95 * guard_off))
+    mix_on, mix_off = (g("rls-mix", 32, t) for t in ("rlsproxy-transaction", "rlsproxy-tx-noguard"))
+    checks.append(("rls-mix 32 clients: guard on ≥ 0.95× guard off", ratio(mix_on, mix_off),
+                   mix_on and mix_off and mix_on >= 0.95 * mix_off))
+    for w in ("delayed-select-simple", "delayed-select-prepared"):
+        dd, dp = lat(w, 1, "direct-delayed"), lat(w, 1, "rlsproxy-delayed")
+        if None not in (dd, dp):
+            checks.append((f"{w}, 1 client: latency ≤ 1.1× direct over the same delayed link",
+                           f"{dp:.2f} ms vs {dd:.2f} ms ({dp / dd:.2f}×)", dp <= 1.1 * dd))
     out += ["", "## Issue 5 targets checked by this run", "", "| target | measured | met |", "|---|---|---|"]
     for name, measured, met in checks:
         out.append(f"| {name} | {measured} | {'-' if measured == '-' else ('yes' if met else '**no**')} |")
 
+    with open(loadgen_path) as f:
+        loadgen = list(csv.DictReader(f, delimiter="\t"))
+    if loadgen:
+        out += ["", "## Multi-tenant load generator (examples/loadgen.rs, through rlsproxy transaction mode)", "",
+                "200 clients over 50 tenants, each with its own token, checking that every row it reads or",
+                "updates is its own tenant's (`foreign` must be 0).", "", "| mode | summary |", "|---|---|"]
+        for r in loadgen:
+            out.append(f"| {r['mode']} | `{r['summary']}` |")
+
     with open(rss_path) as f:
         rss = list(csv.DictReader(f, delimiter="\t"))
+    checks_memory = []
     if rss:
         out += ["", "## Memory with idle client connections (VmRSS)", "",
                 "| target | clients asked | opened | RSS before (KiB) | RSS with clients (KiB) | per client |",
@@ -109,9 +136,14 @@ def main():
         for r in rss:
             before, after, opened = num(r["rss_before_kib"]), num(r["rss_after_kib"]), num(r["opened"])
             per = f"{(after - before) / opened:.1f} KiB" if opened and before and after else "-"
+            if r["target"].startswith("rlsproxy") and r["clients"] == "10000" and per != "-":
+                checks_memory.append((after - before) / opened)
             out.append(f"| {r['target']} | {r['clients']} | {fmt(opened)} | {fmt(before)} | {fmt(after)} | {per} |")
         out.append("")
         out.append("PgBouncer is one process; rlsproxy one process. PostgreSQL backends are not counted.")
+        for per in checks_memory:
+            out.append(f"Target ≤ 10 KiB per idle client at 10,000 clients: {per:.1f} KiB, "
+                       f"{'met' if per <= 10 else '**not met**'}.")
     print("\n".join(out))
 
 
