@@ -128,11 +128,13 @@ impl Pool {
         };
         let handoff = match ticket {
             None => None,
-            Some((id, rx)) => self.wait(id, rx).await?,
+            // Boxed, like `open` below: the rare paths' state would otherwise be part of every
+            // session task's size, idle or not.
+            Some((id, rx)) => Box::pin(self.wait(id, rx)).await?,
         };
         match handoff {
             Some(conn) => Ok(self.lease(conn)),
-            None => match self.inner.open(database, startup).await {
+            None => match Box::pin(self.inner.open(database, startup)).await {
                 Ok(conn) => Ok(self.lease(conn)),
                 Err(e) => {
                     self.inner.closed_one();
@@ -297,14 +299,14 @@ impl Lease {
         let Some(conn) = self.conn.as_mut() else { return };
         let mut buf = BytesMut::new();
         frontend::query(&mut buf, "DISCARD ALL");
-        let reset = tokio::time::timeout(Duration::from_secs(5), conn.run_batch(&buf)).await;
+        let reset = tokio::time::timeout(Duration::from_secs(5), Box::pin(conn.run_batch(&buf))).await;
         match reset {
             Ok(Ok(outcome)) if outcome.error.is_none() && outcome.status == b'I' => {
                 conn.injection_prepared = false;
                 conn.context = None;
                 conn.owner = None;
                 conn.statements.clear();
-                self.give_back().await;
+                self.give_back();
             }
             _ => tracing::warn!("upstream reset failed; closing the connection"),
         }
@@ -312,14 +314,24 @@ impl Lease {
 
     /// Returns the connection as it is, session state included (transaction pooling: the
     /// next borrower with another identity resets it). Call only when idle.
-    pub async fn give_back(mut self) {
+    ///
+    /// Not async (and so no part of any session task's size): while a cancel for the current
+    /// borrower is being sent, a task of its own waits for it before the connection goes back.
+    pub fn give_back(mut self) {
         let Some(conn) = self.conn.take() else { return };
-        {
-            // Wait for a cancel being sent for the current borrower, then invalidate older ones.
-            let _held = conn.gate.lock.lock().await;
-            conn.gate.generation.fetch_add(1, Ordering::SeqCst);
+        let pool = self.pool.clone();
+        // Invalidate older cancel targets once no cancel for the current borrower is in flight.
+        let gate = conn.gate.clone();
+        if let Ok(_held) = gate.lock.try_lock() {
+            gate.generation.fetch_add(1, Ordering::SeqCst);
+            pool.put_back(conn);
+            return;
         }
-        self.pool.put_back(conn);
+        tokio::spawn(async move {
+            let _held = gate.lock.lock().await;
+            gate.generation.fetch_add(1, Ordering::SeqCst);
+            pool.put_back(conn);
+        });
     }
 }
 

@@ -182,7 +182,8 @@ async fn refuse_busy(mut tcp: tokio::net::TcpStream) {
 
 async fn handle_client(tcp: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>, timeout: Duration) {
     let _ = tcp.set_nodelay(true);
-    let handshake = match tokio::time::timeout(timeout, frontend::accept(tcp, peer, &shared)).await {
+    // Boxed, as the session start is: an idle session task should not carry the handshake's state.
+    let handshake = match tokio::time::timeout(timeout, Box::pin(frontend::accept(tcp, peer, &shared))).await {
         Ok(Ok(Accepted::Session(hs))) => *hs,
         Ok(Ok(Accepted::Cancel)) => return,
         Ok(Err(e)) => {

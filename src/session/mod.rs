@@ -76,6 +76,8 @@ pub fn now_unix() -> u64 {
 
 /// Runs a session to its end.
 pub async fn run(handshake: Handshake, shared: &Shared) -> Result<(), SessionError> {
-    let relay = start::start(handshake, shared).await?;
+    // Boxed: start-up's state (authentication, the first upstream connection) would otherwise
+    // be part of the session task for its whole life.
+    let relay = Box::pin(start::start(handshake, shared)).await?;
     relay.run().await
 }

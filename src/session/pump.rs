@@ -13,25 +13,29 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::protocol::Framer;
+
 /// Bytes read per syscall at most.
 pub const READ_CHUNK: usize = 32 * 1024;
 /// Above this many bytes waiting to be written to one side, the other side is not read.
 pub const HIGH_WATER: usize = 128 * 1024;
 
-/// Reads once and appends what arrived to `buf`; `Ok(0)` is end of stream.
+/// Reads once and appends what arrived to `framer`; `Ok(0)` is end of stream.
 ///
-/// The read lands in an uninitialised stack buffer first, so that a connection with nothing
-/// to read holds no read buffer at all (thousands of idle clients cost little memory) and
-/// nothing is zeroed before a read.
+/// The read lands in an uninitialised stack buffer first, and the framer's buffer is only
+/// touched once bytes arrived: a connection with nothing to read holds no read buffer at all
+/// (thousands of idle clients cost little memory), and nothing is zeroed before a read.
 pub fn poll_read_into<S: AsyncRead + Unpin>(
     stream: &mut S,
-    buf: &mut BytesMut,
+    framer: &mut Framer,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
     let mut read = ReadBuf::uninit(&mut scratch);
     ready!(Pin::new(stream).poll_read(cx, &mut read))?;
-    buf.extend_from_slice(read.filled());
+    if !read.filled().is_empty() {
+        framer.buffer().extend_from_slice(read.filled());
+    }
     Poll::Ready(Ok(read.filled().len()))
 }
 

@@ -127,10 +127,11 @@ impl<'a> Relay<'a> {
     }
 
     /// Relays until either side leaves, then returns or closes the server connection.
-    pub async fn run(mut self) -> Result<(), SessionError> {
+    pub async fn run(mut self: Box<Self>) -> Result<(), SessionError> {
         let mut shutdown = self.shared.shutdown.clone();
         let exit = self.relay(&mut shutdown).await;
-        self.finish(exit).await
+        // Boxed: only the end of a session needs its state, not every idle session.
+        Box::pin(self.finish(exit)).await
     }
 
     async fn relay(&mut self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<Exit, SessionError> {
@@ -141,7 +142,7 @@ impl<'a> Relay<'a> {
             if let Some(exit) = self.process_client().await? {
                 return Ok(exit);
             }
-            self.give_back_if_done().await;
+            self.give_back_if_done();
             self.release_drained_buffers();
             if self.draining && self.is_idle() {
                 self.flush().await?;
@@ -200,14 +201,14 @@ impl<'a> Relay<'a> {
         for client_turn in [self.client_first, !self.client_first] {
             let polled = match (client_turn, self.server.as_deref_mut()) {
                 (true, _) if read_client => {
-                    pump::poll_read_into(&mut self.client, self.client_in.buffer(), cx).map(|r| match r {
+                    pump::poll_read_into(&mut self.client, &mut self.client_in, cx).map(|r| match r {
                         Ok(0) => Event::ClientEof,
                         Ok(_) => Event::ClientData,
                         Err(e) => Event::ClientError(e),
                     })
                 }
                 (false, Some(server)) if read_server => {
-                    pump::poll_read_into(&mut server.stream, server.framer.buffer(), cx).map(|r| match r {
+                    pump::poll_read_into(&mut server.stream, &mut server.framer, cx).map(|r| match r {
                         Ok(0) => Event::ServerEof,
                         Ok(_) => Event::ServerData,
                         Err(e) => Event::ServerError(e),
@@ -247,7 +248,7 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
-    async fn finish(mut self, exit: Result<Exit, SessionError>) -> Result<(), SessionError> {
+    async fn finish(mut self: Box<Self>, exit: Result<Exit, SessionError>) -> Result<(), SessionError> {
         tracing::debug!(?exit, in_flight = self.tracker.batches_in_flight(), status = %(self.status as char), "relay finished");
         let server_usable = !matches!(exit, Ok(Exit::ServerGone) | Err(SessionError::Upstream(_)));
         let (farewell, result) = match exit {
@@ -277,7 +278,7 @@ impl<'a> Relay<'a> {
         let clean = server_usable && self.is_idle() && server.framer.is_empty() && self.to_server.is_empty();
         if clean && self.transaction_mode() && !self.pinned {
             // Its state belongs to this identity, which is what the next borrower is checked against.
-            server.give_back().await;
+            server.give_back();
         } else if clean {
             server.release().await;
         } else {

@@ -17,7 +17,7 @@ use crate::protocol::{PgError, backend};
 use crate::server::Shared;
 use crate::upstream::UpstreamError;
 
-pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Relay<'_>, SessionError> {
+pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Relay<'_>>, SessionError> {
     let identity = identity(&hs, shared);
     let span = tracing::Span::current();
     span.record("tenant", identity.context.tenant.as_str());
@@ -55,13 +55,15 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Relay<'_
             Some(server)
         }
         PoolMode::Transaction => {
-            server.give_back().await;
+            server.give_back();
             None
         }
     };
     hs.stream.write_all(&out).await.map_err(SessionError::Client)?;
     tracing::info!(database = identity.database, "session started");
-    Ok(Relay::new(shared, hs.stream, server, identity, cancel, client_params))
+    // Boxed: the relay then lives once, on the heap, instead of inline (and copied) in every
+    // state of the session task's future.
+    Ok(Box::new(Relay::new(shared, hs.stream, server, identity, cancel, client_params)))
 }
 
 fn identity(hs: &Handshake, shared: &Shared) -> Identity {

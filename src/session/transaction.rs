@@ -86,7 +86,8 @@ impl Relay<'_> {
                 self.pipeline_injection(tag, text.is_some_and(SqlText::opens_block));
                 return Ok(true);
             }
-            match self.awaited_injection(verify).await {
+            // Boxed: the awaited path is rare, and its state would weigh on every idle session.
+            match Box::pin(self.awaited_injection(verify)).await {
                 Ok(None) => return Ok(true),
                 Ok(Some(error)) => {
                     self.fail_locally(tag, &error);
@@ -215,7 +216,7 @@ impl Relay<'_> {
 
     /// Transaction mode: returns the connection once the transaction is over and nothing is
     /// in flight or half-sent, unless the client is pinned to it.
-    pub(super) async fn give_back_if_done(&mut self) {
+    pub(super) fn give_back_if_done(&mut self) {
         if self.shared.config.pool.mode != PoolMode::Transaction || self.is_pinned() {
             return;
         }
@@ -228,7 +229,7 @@ impl Relay<'_> {
         }
         self.cancel.set_target(None);
         if let Some(lease) = self.server.take() {
-            lease.give_back().await;
+            lease.give_back();
         }
     }
 }
