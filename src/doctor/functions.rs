@@ -7,6 +7,9 @@
 //!   `set_config` in client SQL but not `SELECT my_set_tenant('2')`. This one is reported for
 //!   SECURITY INVOKER functions too, since the guard is the reason it matters.
 //!
+//! Only functions some tenant role may EXECUTE are reported (functions are executable by
+//! PUBLIC unless revoked, so that is most of them); revoking is one of the fixes.
+//!
 //! Which tables a body reads: pg_depend for SQL-standard bodies (`BEGIN ATOMIC`, PostgreSQL
 //! 14+, whose dependencies the catalog records), otherwise a search of the source text for
 //! each protected table's name as a whole word (see [`scan`]). Functions of extensions are
@@ -30,7 +33,7 @@ const PROTECTED_SQL: &str = concat!(
 const FUNCTIONS_SQL: &str = concat!(
     "WITH protected AS ",
     protected_tables!(),
-    " SELECT format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), ", // 0
+    " SELECT format('%I.%I(%s)', n.nspname, p.proname, oidvectortypes(p.proargtypes)), ", // 0
     "p.prokind::text, p.prosecdef::text, p.prosrc, coalesce(array_to_json(p.proconfig), '[]')::text, ", // 1-4
     // 5: protected tables it depends on (recorded for SQL-standard bodies only)
     "coalesce((SELECT json_agg(DISTINCT format('%I.%I', pn.nspname, pc.relname)) FROM pg_depend d \
@@ -71,11 +74,9 @@ pub(super) async fn audit(
         let owner = f.text(7)?;
         let what = if kind == "p" { "PROCEDURE" } else { "FUNCTION" };
         let object = format!("{} {name}", what.to_lowercase());
-        let (severity, today) = if callers.is_empty() {
-            (Severity::Warning, " (no tenant role may execute it today)")
-        } else {
-            (Severity::Error, "")
-        };
+        if callers.is_empty() {
+            continue; // No tenant role may call it: not a path between tenants.
+        }
         if definer {
             let mut reads: Vec<String> = f.json(5)?;
             for (qualified, bare) in &protected {
@@ -87,24 +88,30 @@ pub(super) async fn audit(
             if !reads.is_empty() {
                 let message = format!(
                     "SECURITY DEFINER: reads {} with the rights and policies of its owner {owner}, not the caller's, so \
-                     it may return any tenant's rows{today}",
-                    reads.join(", ")
+                     it may return any tenant's rows to its callers ({})",
+                    reads.join(", "),
+                    callers.join(", ")
                 );
                 let fix = format!("ALTER {what} {name} SECURITY INVOKER;");
-                findings.push(Finding::new(Check::SecurityDefinerReadsRlsTable, severity, &object, message, fix));
+                findings.push(Finding::new(
+                    Check::SecurityDefinerReadsRlsTable,
+                    Severity::Error,
+                    &object,
+                    message,
+                    fix,
+                ));
             }
         }
         if changes_settings(body, &config, &params.protected_settings()) {
             let definer = if definer { "SECURITY DEFINER; " } else { "" };
             let message = format!(
                 "{definer}calls set_config or sets {}: the guard refuses that in client SQL but cannot see inside a \
-                 function, so a caller may change its own tenant context{today}",
-                params.tenant_setting
+                 function, so a caller ({}) may change its own tenant context",
+                params.tenant_setting,
+                callers.join(", ")
             );
-            let from =
-                if callers.is_empty() { "PUBLIC".to_string() } else { format!("PUBLIC, {}", ident_list(&callers)) };
-            let fix = format!("REVOKE EXECUTE ON {what} {name} FROM {from};");
-            findings.push(Finding::new(Check::FunctionCallsSetConfig, severity, &object, message, fix));
+            let fix = format!("REVOKE EXECUTE ON {what} {name} FROM PUBLIC, {};", ident_list(&callers));
+            findings.push(Finding::new(Check::FunctionCallsSetConfig, Severity::Error, &object, message, fix));
         }
     }
     Ok(())

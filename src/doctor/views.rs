@@ -5,6 +5,9 @@
 //! materialized view stores what its owner saw at the last REFRESH and cannot have row-level
 //! security at all.
 //!
+//! Only views some tenant role may SELECT are reported: the doctor judges the paths between
+//! tenants, and revoking a view from them is one of the fixes.
+//!
 //! "Over" is transitive: a view over a view over an RLS table counts. The dependencies come
 //! from pg_depend (each view's `_RETURN` rule records the relations it reads), not from text.
 
@@ -54,29 +57,31 @@ pub(super) async fn audit(
         let options: Vec<String> = f.json(2)?;
         let tables = f.json::<Vec<String>>(4)?.join(", ");
         let readers: Vec<String> = f.json(5)?;
-        // Harmless today if no tenant role may read it, but one GRANT away from a leak.
-        let (severity, today) = if readers.is_empty() {
-            (Severity::Warning, " (no tenant role may SELECT it today)")
-        } else {
-            (Severity::Error, "")
-        };
+        if readers.is_empty() {
+            continue; // No tenant role may read it: not a path between tenants.
+        }
         if materialized {
             let message = format!(
                 "holds the rows of {tables} as its owner {owner} saw them at the last REFRESH, and row-level \
-                 security cannot be enabled on it: every reader sees them{today}"
+                 security cannot be enabled on it: every reader ({}) sees them",
+                readers.join(", ")
             );
-            let from =
-                if readers.is_empty() { "PUBLIC".to_string() } else { format!("PUBLIC, {}", ident_list(&readers)) };
-            let fix = format!("REVOKE SELECT ON {name} FROM {from};");
+            let fix = format!("REVOKE SELECT ON {name} FROM PUBLIC, {};", ident_list(&readers));
             let object = format!("materialized view {name}");
-            findings.push(Finding::new(Check::MaterializedViewOverRls, severity, object, message, fix));
+            findings.push(Finding::new(Check::MaterializedViewOverRls, Severity::Error, object, message, fix));
         } else if option_value(&options, "security_invoker").and_then(parse_bool) != Some(true) {
             let message = format!(
                 "reads {tables} with the rights and policies of its owner {owner}, not the caller's: if {owner} owns \
-                 them, is a superuser or has BYPASSRLS, every tenant sees every row{today}"
+                 them, is a superuser or has BYPASSRLS, every tenant sees every row"
             );
             let fix = format!("ALTER VIEW {name} SET (security_invoker = true);");
-            findings.push(Finding::new(Check::ViewNotSecurityInvoker, severity, format!("view {name}"), message, fix));
+            findings.push(Finding::new(
+                Check::ViewNotSecurityInvoker,
+                Severity::Error,
+                format!("view {name}"),
+                message,
+                fix,
+            ));
         }
     }
     Ok(())

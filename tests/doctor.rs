@@ -1,0 +1,407 @@
+//! `rlsproxy doctor` as a subprocess against the test cluster: a database built with one
+//! mistake of each kind gives exactly one finding per mistake (exit 1), applying the fixes it
+//! prints makes it clean, the example database `app` is clean (exit 0), and a failed audit
+//! (bad password, bad configuration) exits 2. The proxy logs the same findings at start-up.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed expectation is the report
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::Postgres;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rlsproxy");
+
+/// The tenant policies of a well-built table, by command.
+fn policy(table: &str, cmd: &str) -> String {
+    let tenant = "tenant_id = current_setting('app.current_tenant')::integer";
+    let clauses = match cmd {
+        "SELECT" | "DELETE" => format!("USING ({tenant})"),
+        "INSERT" => format!("WITH CHECK ({tenant})"),
+        _ => format!("USING ({tenant}) WITH CHECK ({tenant})"),
+    };
+    format!("CREATE POLICY p_{} ON {table} FOR {cmd} {clauses};\n", cmd.to_lowercase())
+}
+
+/// A tenant table built right except where told: `rls` is what follows `ALTER TABLE t` (or
+/// nothing), `commands` the commands it gets a tenant policy for.
+fn tenant_table(name: &str, rls: &[&str], commands: &[&str], index: bool) -> String {
+    let mut sql = format!("CREATE TABLE {name} (id serial PRIMARY KEY, tenant_id integer NOT NULL, body text);\n");
+    for r in rls {
+        sql += &format!("ALTER TABLE {name} {r} ROW LEVEL SECURITY;\n");
+    }
+    for cmd in commands {
+        sql += &policy(name, cmd);
+    }
+    if index {
+        sql += &format!("CREATE INDEX ON {name} (tenant_id);\n");
+    }
+    sql
+}
+
+const ALL: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
+const RLS: [&str; 2] = ["ENABLE", "FORCE"];
+
+/// Every mistake the doctor looks for, once, next to objects built right (which must give
+/// no finding): run as the superuser in a fresh database `db`.
+fn mistakes_sql(db: &str) -> String {
+    let mut sql = format!("CREATE DATABASE {db};\n\\connect {db}\nSET client_min_messages = warning;\n");
+    sql += &tenant_table("clean", &RLS, &ALL, true);
+    sql += &tenant_table("no_rls", &[], &ALL, true);
+    sql += &tenant_table("not_forced", &["ENABLE"], &ALL, true);
+    sql += &tenant_table("no_delete_policy", &RLS, &ALL[..3], true);
+    sql += &tenant_table("open_policy", &RLS, &ALL, true);
+    sql += "CREATE POLICY open ON open_policy FOR SELECT USING (tenant_id > 0);\n";
+    sql += &tenant_table("no_index", &RLS, &ALL, false);
+    sql += &tenant_table("proxy_owned", &["ENABLE"], &ALL, true);
+    sql += "ALTER TABLE proxy_owned OWNER TO app_proxy;\n";
+    sql += "CREATE TABLE lookup (id integer PRIMARY KEY, name text);\n";
+    sql += "
+        CREATE VIEW leaky_view AS SELECT * FROM clean;
+        CREATE VIEW safe_view WITH (security_invoker = on) AS SELECT * FROM clean;
+        CREATE VIEW lookup_view AS SELECT * FROM lookup;
+        CREATE MATERIALIZED VIEW mv_all AS SELECT * FROM clean;
+        CREATE FUNCTION count_all() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+            AS $$ SELECT count(*) FROM public.clean $$;
+        CREATE FUNCTION atomic_count() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+            BEGIN ATOMIC SELECT count(*) FROM clean; END;
+        CREATE FUNCTION count_mine() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM clean $$;
+        CREATE FUNCTION lookup_names() RETURNS SETOF text LANGUAGE sql SECURITY DEFINER
+            AS $$ SELECT name FROM lookup $$;
+        CREATE FUNCTION set_tenant(t text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+            AS $$ BEGIN PERFORM set_config('app.current_tenant', t, false); END $$;
+        CREATE FUNCTION hidden_count() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+            AS $$ SELECT count(*) FROM clean $$;
+        REVOKE EXECUTE ON FUNCTION hidden_count() FROM PUBLIC;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_proxy;
+        GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app_proxy;
+    ";
+    sql
+}
+
+/// Runs `sql` with psql as the superuser (statement by statement, stopping at the first error).
+fn superuser_sql(db: &str, sql: &str) {
+    let mut child = common::postgres()
+        .superuser_psql(db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn psql");
+    child.stdin.take().expect("stdin").write_all(sql.as_bytes()).expect("write SQL");
+    let out = child.wait_with_output().expect("psql");
+    assert!(out.status.success(), "psql failed:\n{}\n{sql}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Database `doctor_mistakes` and the roles tokens may select in [`mistakes_config`]:
+/// one with BYPASSRLS, one the proxy's user is no member of. Built once per test binary.
+fn mistakes_db() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let roles = "CREATE ROLE doctor_bypass NOLOGIN BYPASSRLS;\n\
+                     CREATE ROLE doctor_stranger NOLOGIN;\n\
+                     GRANT doctor_bypass TO app_proxy;\n";
+        superuser_sql("postgres", &(roles.to_string() + &mistakes_sql("doctor_mistakes")));
+    });
+    "doctor_mistakes"
+}
+
+/// A config file for the test cluster: `user` logs in to `database`; `extra` is appended.
+fn config(dir: &tempfile::TempDir, database: &str, user: (&str, &str), extra: &str) -> PathBuf {
+    let text = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\n\
+         [upstream]\nport = {}\ndatabase = \"{database}\"\nuser = \"{}\"\npassword = \"{}\"\nsslmode = \"disable\"\n\n\
+         [jwt]\nsecret = \"{}\"\n{extra}",
+        common::postgres().port(),
+        user.0,
+        user.1,
+        common::proxy::SECRET
+    );
+    let path = dir.path().join("rlsproxy.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn proxy_user() -> (&'static str, &'static str) {
+    (Postgres::PROXY_USER, Postgres::PROXY_PASSWORD)
+}
+
+fn mistakes_config(dir: &tempfile::TempDir) -> PathBuf {
+    let roles = "role_claim = \"role\"\nallowed_roles = [\"doctor_bypass\", \"doctor_stranger\"]\n";
+    config(dir, mistakes_db(), proxy_user(), roles)
+}
+
+/// Runs `rlsproxy doctor --config path` with `args`: (exit code, stdout, stderr).
+fn doctor(path: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(["doctor", "--config", path.to_str().expect("utf8")])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rlsproxy doctor");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// The JSON report of `path` and its exit code.
+fn doctor_json(path: &std::path::Path, args: &[&str]) -> (i32, Value) {
+    let (code, stdout, stderr) = doctor(path, &[&["--format", "json"], args].concat());
+    let value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+    (code, value)
+}
+
+/// (check, severity, object) of every finding, in report order.
+fn summary(report: &Value) -> Vec<(String, String, String)> {
+    let field = |f: &Value, k: &str| f[k].as_str().unwrap_or_else(|| panic!("finding without {k}: {f}")).to_string();
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| (field(f, "check"), field(f, "severity"), field(f, "object")))
+        .collect()
+}
+
+fn expected(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    rows.iter().map(|(c, s, o)| (c.to_string(), s.to_string(), o.to_string())).collect()
+}
+
+/// The findings of the objects of [`mistakes_sql`], in report order (group, object, check).
+const TABLE_MISTAKES: [(&str, &str, &str); 11] = [
+    ("tenant_index_missing", "warning", "table public.no_index"),
+    ("rls_disabled", "error", "table public.no_rls"),
+    ("rls_not_forced", "warning", "table public.not_forced"),
+    ("tenant_role_owns_table", "error", "table public.proxy_owned"),
+    ("policy_without_tenant", "error", "policy open on public.open_policy"),
+    ("policy_missing", "warning", "table public.no_delete_policy"),
+    ("materialized_view_over_rls", "error", "materialized view public.mv_all"),
+    ("view_not_security_invoker", "error", "view public.leaky_view"),
+    ("security_definer_reads_rls_table", "error", "function public.atomic_count()"),
+    ("security_definer_reads_rls_table", "error", "function public.count_all()"),
+    ("function_calls_set_config", "error", "function public.set_tenant(text)"),
+];
+
+#[test]
+fn each_mistake_gives_exactly_its_finding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, report) = doctor_json(&mistakes_config(&dir), &[]);
+    assert_eq!(code, 1, "{report:#}");
+    let mut want = expected(&[
+        ("allowed_role_bypassrls", "error", "role doctor_bypass"),
+        ("allowed_role_not_member", "warning", "role doctor_stranger"),
+    ]);
+    want.extend(expected(&TABLE_MISTAKES));
+    assert_eq!(summary(&report), want, "{report:#}");
+    assert_eq!((report["database"].as_str(), report["user"].as_str()), (Some("doctor_mistakes"), Some("app_proxy")));
+    assert_eq!((report["errors"].as_u64(), report["warnings"].as_u64()), (Some(9), Some(4)));
+    for f in report["findings"].as_array().expect("findings") {
+        let (message, fix) = (f["message"].as_str().unwrap_or(""), f["fix"].as_str().unwrap_or(""));
+        assert!(!message.is_empty() && fix.ends_with(';') && !fix.contains('\n'), "{f:#}");
+    }
+    let fix_of = |check: &str| {
+        let f = report["findings"].as_array().unwrap().iter().find(|f| f["check"] == check).unwrap();
+        f["fix"].as_str().unwrap().to_string()
+    };
+    assert_eq!(fix_of("allowed_role_bypassrls"), "ALTER ROLE doctor_bypass NOBYPASSRLS;");
+    assert_eq!(fix_of("allowed_role_not_member"), "GRANT doctor_stranger TO app_proxy;");
+    assert_eq!(
+        fix_of("policy_missing"),
+        "CREATE POLICY tenant_isolation_delete ON public.no_delete_policy FOR DELETE \
+         USING (tenant_id = current_setting('app.current_tenant')::integer);"
+    );
+}
+
+#[test]
+fn applying_the_fixes_makes_the_database_clean() {
+    superuser_sql("postgres", &mistakes_sql("doctor_fixable"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config(&dir, "doctor_fixable", proxy_user(), "");
+    let (code, report) = doctor_json(&path, &[]);
+    assert_eq!((code, summary(&report)), (1, expected(&TABLE_MISTAKES)), "{report:#}");
+    let fixes: Vec<&str> = report["findings"].as_array().unwrap().iter().map(|f| f["fix"].as_str().unwrap()).collect();
+    superuser_sql("doctor_fixable", &(fixes.join("\n") + "\n"));
+    let (code, report) = doctor_json(&path, &[]);
+    assert_eq!((code, summary(&report)), (0, vec![]), "after the fixes {fixes:#?}:\n{report:#}");
+}
+
+#[test]
+fn text_report_groups_findings_with_one_fix_line_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, stdout, stderr) = doctor(&mistakes_config(&dir), &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "rlsproxy doctor: database doctor_mistakes, as app_proxy: 13 findings (9 errors, 4 warnings)");
+    let headings: Vec<&str> = lines.iter().copied().filter(|l| !l.is_empty() && !l.starts_with(' ')).skip(1).collect();
+    assert_eq!(headings, ["Token roles", "Tables", "Policies", "Views", "Functions"]);
+    assert_eq!(stdout.matches("] fix: ").count(), 13, "{stdout}");
+    assert!(
+        stdout.contains(
+            "  error   table public.no_rls: has the tenant column tenant_id but row-level security is not enabled"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "[rls_disabled] fix: ALTER TABLE public.no_rls ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_example_database_is_clean() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config(&dir, Postgres::APP_DB, proxy_user(), "");
+    let (code, report) = doctor_json(&path, &[]);
+    assert_eq!((code, summary(&report)), (0, vec![]), "{report:#}");
+    assert_eq!((report["errors"].as_u64(), report["warnings"].as_u64()), (Some(0), Some(0)));
+    let (code, stdout, _) = doctor(&path, &[]);
+    assert_eq!((code, stdout.as_str()), (0, "rlsproxy doctor: database app, as app_proxy: no findings\n"));
+}
+
+/// With `jwt.allowed_roles = ["admin_role"]`, tokens may select the role whose policies are
+/// `USING (true)` (admin_bypass): unless it is an operator role, that is every tenant's rows.
+#[test]
+fn an_allowed_role_with_open_policies_is_reported_unless_it_is_an_operator_role() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let roles = "role_claim = \"role\"\nallowed_roles = [\"admin_role\"]\n";
+    let (code, report) = doctor_json(&config(&dir, Postgres::APP_DB, proxy_user(), roles), &[]);
+    let want = expected(&[
+        ("policy_without_tenant", "error", "policy admin_bypass on public.documents"),
+        ("policy_without_tenant", "error", "policy admin_bypass on public.users"),
+    ]);
+    assert_eq!((code, summary(&report)), (1, want), "{report:#}");
+    let message = report["findings"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("permissive policy (written TO admin_role) lets admin_role SELECT, INSERT"),
+        "{message}"
+    );
+
+    let operator = format!("{roles}\n[guard]\noperator_roles = [\"admin_role\"]\n");
+    let (code, report) = doctor_json(&config(&dir, Postgres::APP_DB, proxy_user(), &operator), &[]);
+    assert_eq!((code, summary(&report)), (0, vec![]), "{report:#}");
+}
+
+/// inherit_user inherits admin_role: its policies apply to every tenant (the proxy refuses
+/// to start with it; the doctor says why, and which policies leak).
+#[test]
+fn an_inheriting_upstream_user_is_reported_with_the_policies_it_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let user = (Postgres::INHERIT_USER, Postgres::INHERIT_PASSWORD);
+    let (code, report) = doctor_json(&config(&dir, Postgres::APP_DB, user, ""), &[]);
+    let want = expected(&[
+        ("proxy_user_inherits", "error", "role admin_role"),
+        ("policy_without_tenant", "error", "policy admin_bypass on public.documents"),
+        ("policy_without_tenant", "error", "policy admin_bypass on public.users"),
+    ]);
+    assert_eq!((code, summary(&report)), (1, want), "{report:#}");
+    assert_eq!(report["findings"][0]["fix"], "ALTER ROLE inherit_user NOINHERIT;");
+}
+
+#[test]
+fn a_superuser_upstream_user_is_reported() {
+    let pg = common::postgres();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, report) =
+        doctor_json(&config(&dir, Postgres::APP_DB, (Postgres::SUPERUSER, pg.superuser_password()), ""), &[]);
+    let want = expected(&[
+        ("proxy_user_superuser", "error", "role postgres"),
+        ("proxy_user_bypassrls", "error", "role postgres"),
+    ]);
+    assert_eq!((code, summary(&report)), (1, want), "{report:#}");
+}
+
+#[test]
+fn doctor_schemas_limits_the_audit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config(&dir, mistakes_db(), proxy_user(), "\n[doctor]\nschemas = [\"elsewhere\"]\n");
+    let (code, report) = doctor_json(&path, &[]);
+    assert_eq!((code, summary(&report)), (0, vec![]), "{report:#}");
+    // --database overrides upstream.database.
+    let (code, report) = doctor_json(&config(&dir, "postgres", proxy_user(), ""), &["--database", "app"]);
+    assert_eq!((code, report["database"].as_str()), (0, Some("app")));
+}
+
+#[test]
+fn a_bad_password_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config(&dir, Postgres::APP_DB, (Postgres::PROXY_USER, "wrong-password"), "");
+    for format in ["text", "json"] {
+        let (code, stdout, stderr) = doctor(&path, &["--format", format]);
+        assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
+        assert!(stderr.starts_with("rlsproxy doctor: cannot connect to 127.0.0.1:"), "{stderr}");
+        assert!(stderr.contains("as app_proxy") && stderr.contains("28P01"), "{stderr}");
+        assert!(!stderr.contains("wrong-password"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_bad_configuration_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config(&dir, Postgres::APP_DB, proxy_user(), "\n[doctor]\ntenant_column = \"\"\n");
+    let (code, _, stderr) = doctor(&path, &[]);
+    assert_eq!((code, stderr.trim()), (2, "rlsproxy doctor: doctor.tenant_column: must not be empty"));
+    let (code, _, stderr) = doctor(&dir.path().join("missing.toml"), &[]);
+    assert_eq!(code, 2, "{stderr}");
+    let text = std::fs::read_to_string(&path).unwrap().replace("database = \"app\"\n", "");
+    std::fs::write(&path, text.replace("tenant_column = \"\"", "")).unwrap();
+    let (code, _, stderr) = doctor(&path, &[]);
+    assert_eq!(
+        (code, stderr.trim()),
+        (2, "rlsproxy doctor: no database to audit: set upstream.database or pass --database")
+    );
+}
+
+/// `rlsproxy run` audits at start-up and logs each finding as a warning, and starts anyway.
+#[test]
+fn run_logs_the_findings_as_warnings_and_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let path = mistakes_config(&dir);
+    let text = std::fs::read_to_string(&path).unwrap().replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    // proxy_owned is owned by app_proxy with RLS not forced: the start-up check refuses that
+    // unless told otherwise (the doctor reports it either way).
+    let text = text.replace("sslmode = \"disable\"\n", "sslmode = \"disable\"\nallow_unforced_owned_tables = true\n");
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rlsproxy");
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut logs = String::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            logs.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = tx.send(logs.clone());
+        }
+    });
+    let start = Instant::now();
+    let mut logs = String::new();
+    while !logs.contains("doctor: row-level-security findings") {
+        assert!(start.elapsed() < Duration::from_secs(30), "no doctor summary in:\n{logs}");
+        if let Ok(more) = rx.recv_timeout(Duration::from_millis(200)) {
+            logs = more;
+        }
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(), "the proxy listens despite the findings");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let _ = child.wait();
+    let warnings: Vec<&str> = logs.lines().filter(|l| l.contains("WARN") && l.contains("doctor: ")).collect();
+    assert_eq!(warnings.len(), 14, "13 findings and the summary:\n{logs}");
+    assert!(
+        warnings.iter().any(|l| l.contains("check=\"rls_disabled\"") || l.contains("check=rls_disabled")),
+        "{logs}"
+    );
+}
