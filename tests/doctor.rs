@@ -263,6 +263,20 @@ fn the_example_database_is_clean() {
     assert_eq!((code, stdout.as_str()), (0, "rlsproxy doctor: database app, as app_proxy: no findings\n"));
 }
 
+/// The doctor connects with the proxy's own upstream code: TLS with `verify-full` works as it
+/// does for the pool (the test CA signs the server's certificate for 127.0.0.1).
+#[test]
+fn the_doctor_connects_over_verify_full_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config(&dir, Postgres::APP_DB, proxy_user(), "");
+    let ca = common::postgres().ca_cert_path();
+    let tls = format!("sslmode = \"verify-full\"\nsslrootcert = \"{}\"\n", ca.display());
+    let text = std::fs::read_to_string(&path).unwrap().replace("sslmode = \"disable\"\n", &tls);
+    std::fs::write(&path, text).unwrap();
+    let (code, stdout, stderr) = doctor(&path, &[]);
+    assert_eq!((code, stdout.as_str()), (0, "rlsproxy doctor: database app, as app_proxy: no findings\n"), "{stderr}");
+}
+
 /// With `jwt.allowed_roles = ["admin_role"]`, tokens may select the role whose policies are
 /// `USING (true)` (admin_bypass): unless it is an operator role, that is every tenant's rows.
 #[test]

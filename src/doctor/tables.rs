@@ -82,11 +82,15 @@ pub(super) async fn audit(
                     owning.iter().map(|r| format!("REVOKE {} FROM {};", quote_ident(owner), quote_ident(r))).collect();
                 format!("{force}{}", revokes.join(" "))
             };
+            let heirs: Vec<&str> = owning.iter().map(String::as_str).filter(|r| *r != owner).collect();
+            let who = if heirs.is_empty() {
+                format!("owned by {owner}, a role tenants run as")
+            } else {
+                format!("owned by {owner}, whose rights {} inherit", heirs.join(", "))
+            };
             let message = format!(
-                "owned by {owner}, whose rights {} {}: policies do not apply to an owner unless forced, and through \
-                 the proxy any tenant may ALTER the table (NO FORCE, DISABLE ROW LEVEL SECURITY) or DROP its policies",
-                owning.join(", "),
-                if owning.len() == 1 { "has" } else { "have" }
+                "{who}: policies do not apply to an owner unless forced, and through the proxy any tenant may ALTER \
+                 the table (NO FORCE, DISABLE ROW LEVEL SECURITY) or DROP its policies"
             );
             findings.push(Finding::new(Check::TenantRoleOwnsTable, Severity::Error, &object, message, fix));
         } else if rls && !forced {
