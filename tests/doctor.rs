@@ -28,10 +28,11 @@ fn policy(table: &str, cmd: &str) -> String {
     format!("CREATE POLICY p_{} ON {table} FOR {cmd} {clauses};\n", cmd.to_lowercase())
 }
 
-/// A tenant table built right except where told: `rls` is what follows `ALTER TABLE t` (or
-/// nothing), `commands` the commands it gets a tenant policy for.
-fn tenant_table(name: &str, rls: &[&str], commands: &[&str], index: bool) -> String {
-    let mut sql = format!("CREATE TABLE {name} (id serial PRIMARY KEY, tenant_id integer NOT NULL, body text);\n");
+/// Row-level security and tenant policies of table `name`, right except where told: `rls` is
+/// what follows `ALTER TABLE name` (nothing, ENABLE, FORCE), `commands` the commands it gets
+/// a tenant policy for, `index` whether an index leads with tenant_id.
+fn secure(name: &str, rls: &[&str], commands: &[&str], index: bool) -> String {
+    let mut sql = String::new();
     for r in rls {
         sql += &format!("ALTER TABLE {name} {r} ROW LEVEL SECURITY;\n");
     }
@@ -42,6 +43,12 @@ fn tenant_table(name: &str, rls: &[&str], commands: &[&str], index: bool) -> Str
         sql += &format!("CREATE INDEX ON {name} (tenant_id);\n");
     }
     sql
+}
+
+/// A new tenant table, secured by [`secure`].
+fn tenant_table(name: &str, rls: &[&str], commands: &[&str], index: bool) -> String {
+    let create = format!("CREATE TABLE {name} (id serial PRIMARY KEY, tenant_id integer NOT NULL, body text);\n");
+    create + &secure(name, rls, commands, index)
 }
 
 const ALL: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
@@ -61,6 +68,11 @@ fn mistakes_sql(db: &str) -> String {
     sql += &tenant_table("proxy_owned", &["ENABLE"], &ALL, true);
     sql += "ALTER TABLE proxy_owned OWNER TO app_proxy;\n";
     sql += "CREATE TABLE lookup (id integer PRIMARY KEY, name text);\n";
+    // Partitions without RLS, reachable only through their parent (no grants): no finding.
+    sql += "CREATE TABLE parted (id integer, tenant_id integer NOT NULL) PARTITION BY LIST (tenant_id);\n";
+    sql += &tenant_table("parted", &RLS, &ALL, true)
+        .replace("CREATE TABLE parted (id serial PRIMARY KEY, tenant_id integer NOT NULL, body text);\n", "");
+    sql += "CREATE TABLE parted_1 PARTITION OF parted FOR VALUES IN (1);\n";
     sql += "
         CREATE VIEW leaky_view AS SELECT * FROM clean;
         CREATE VIEW safe_view WITH (security_invoker = on) AS SELECT * FROM clean;
@@ -80,6 +92,7 @@ fn mistakes_sql(db: &str) -> String {
         REVOKE EXECUTE ON FUNCTION hidden_count() FROM PUBLIC;
         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_proxy;
         GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app_proxy;
+        REVOKE ALL ON parted_1 FROM app_proxy;
     ";
     sql
 }
@@ -297,6 +310,38 @@ fn an_allowed_role_with_open_policies_is_reported_unless_it_is_an_operator_role(
 
     let operator = format!("{roles}\n[guard]\noperator_roles = [\"admin_role\"]\n");
     let (code, report) = doctor_json(&config(&dir, Postgres::APP_DB, proxy_user(), &operator), &[]);
+    assert_eq!((code, summary(&report)), (0, vec![]), "{report:#}");
+}
+
+/// In strict mode only the signed context counts: a policy on the unsigned setting is the
+/// gap strict mode closes. The fixes use `rlsproxy.tenant_id()` and make the database clean.
+#[test]
+fn strict_mode_counts_only_the_signed_context() {
+    let strict_sql = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0003_strict_mode.sql");
+    let mut sql = format!("CREATE DATABASE doctor_strict;\n\\connect doctor_strict\n\\i {}\n", strict_sql.display());
+    sql += &tenant_table("plain", &RLS, &ALL, true);
+    sql += "CREATE TABLE signed (id serial PRIMARY KEY, tenant_id integer NOT NULL);\n\
+            CREATE INDEX ON signed (tenant_id);\n\
+            SELECT rlsproxy.enable_strict_policies('signed');\n\
+            GRANT SELECT, INSERT, UPDATE, DELETE ON plain, signed TO app_proxy;\n";
+    superuser_sql("postgres", &sql);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = "00".repeat(32);
+    let strict = format!("\n[context]\nstrict = true\nstrict_kid = \"k1\"\nstrict_key = \"{key}\"\n");
+    let path = config(&dir, "doctor_strict", proxy_user(), &strict);
+    let (code, report) = doctor_json(&path, &[]);
+    let want: Vec<(String, String, String)> = ["p_delete", "p_insert", "p_select", "p_update"]
+        .iter()
+        .map(|p| ("policy_without_tenant".into(), "error".into(), format!("policy {p} on public.plain")))
+        .collect();
+    assert_eq!((code, summary(&report)), (1, want), "{report:#}");
+    assert_eq!(
+        report["findings"][2]["fix"],
+        "ALTER POLICY p_select ON public.plain USING (tenant_id = (SELECT rlsproxy.tenant_id()));"
+    );
+    let fixes: Vec<&str> = report["findings"].as_array().unwrap().iter().map(|f| f["fix"].as_str().unwrap()).collect();
+    superuser_sql("doctor_strict", &(fixes.join("\n") + "\n"));
+    let (code, report) = doctor_json(&path, &[]);
     assert_eq!((code, summary(&report)), (0, vec![]), "{report:#}");
 }
 

@@ -93,7 +93,8 @@ pub struct Settings {
     pub tenant_setting: String,
     /// `[context] claims_setting` (may be empty).
     pub claims_setting: String,
-    /// `[context] strict`: fixes use strict mode's functions.
+    /// `[context] strict`: only strict mode's functions count as reading the tenant, and the
+    /// fixes use them.
     pub strict: bool,
     /// `[jwt] allowed_roles`.
     pub allowed_roles: Vec<String>,
@@ -158,7 +159,7 @@ pub async fn run(config: &Config, database: Option<&str>) -> Result<Report, Doct
     Ok(Report::new(settings.database, target.user.clone(), findings?))
 }
 
-/// Runs every check on `conn`; findings come back in report order.
+/// Runs every check on `conn` ([`Report::new`] puts the findings in report order).
 pub async fn audit(conn: &mut ServerConn, settings: &Settings) -> Result<Vec<Finding>, DoctorError> {
     let mut buf = BytesMut::new();
     crate::protocol::frontend::query(&mut buf, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
@@ -176,13 +177,12 @@ pub async fn audit(conn: &mut ServerConn, settings: &Settings) -> Result<Vec<Fin
         tenant_setting: settings.tenant_setting.clone(),
         claims_setting: settings.claims_setting.clone(),
         strict: settings.strict,
-        markers: scan::Markers::new(&settings.tenant_setting, &settings.claims_setting),
+        markers: scan::Markers::new(&settings.tenant_setting, &settings.claims_setting, settings.strict),
     };
     let tables = tables::audit(conn, &params, &roles, &mut findings).await?;
     policies::audit(conn, &params, &roles, &tables, &mut findings).await?;
     views::audit(conn, &params, &mut findings).await?;
     functions::audit(conn, &params, &mut findings).await?;
-    findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     Ok(findings)
 }
 

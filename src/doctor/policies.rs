@@ -178,11 +178,13 @@ pub(super) async fn audit(
             let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
             let name = unique_name(&names, &format!("tenant_isolation_{}", cmd.sql().to_lowercase()));
             let effect = if *cmd == Command::Insert { "every INSERT is refused" } else { "it never finds a row" };
-            let message = format!(
-                "no permissive policy allows {} for {}, which may run it: {effect} (fails closed)",
-                cmd.sql(),
-                join(who)
-            );
+            let effect = if table.rls {
+                format!("{effect} (fails closed)")
+            } else {
+                format!("once row-level security is on, {effect}")
+            };
+            let message =
+                format!("no permissive policy allows {} for {}, which may run it: {effect}", cmd.sql(), join(who));
             let fix = format!(
                 "CREATE POLICY {} ON {} FOR {} {};",
                 quote_ident(&name),
@@ -198,6 +200,11 @@ pub(super) async fn audit(
                 fix,
             ));
         }
+        let reads_what = if params.strict {
+            "rlsproxy.tenant_id() or rlsproxy.tenant() (strict mode: the unsigned setting does not count)".to_string()
+        } else {
+            format!("{} (nor the strict-mode functions)", params.tenant_setting)
+        };
         for (name, (cmds, who)) in &verdict.leaks {
             let Some(policy) = policies.iter().find(|p| &p.name == name) else { continue };
             let cmds: Vec<&str> = cmds.iter().map(|c| c.sql()).collect();
@@ -207,11 +214,10 @@ pub(super) async fn audit(
                 format!(" (written TO {})", policy.to.join(", "))
             };
             let message = format!(
-                "permissive policy{to} lets {} {} the rows of every tenant: its expressions never read {} (nor the \
-                 strict-mode functions)",
+                "permissive policy{to} lets {} {} the rows of every tenant: its expressions never read {}",
                 join(who),
                 cmds.join(", "),
-                params.tenant_setting
+                reads_what
             );
             let fix = format!("ALTER POLICY {} ON {} {};", quote_ident(name), table.name, clauses(policy.cmd, &tenant));
             let object = format!("policy {name} on {}", table.name);

@@ -30,11 +30,16 @@ pub(super) fn mentions_word(text: &str, word: &str) -> bool {
 pub(super) struct Markers(Vec<String>);
 
 impl Markers {
-    /// Markers for `tenant_setting` and, when not empty, `claims_setting`.
-    pub(super) fn new(tenant_setting: &str, claims_setting: &str) -> Self {
-        let mut markers = vec![format!("'{}'", tenant_setting.to_lowercase())];
-        if !claims_setting.is_empty() {
-            markers.push(format!("'{}'", claims_setting.to_lowercase()));
+    /// Markers for `tenant_setting` and, when not empty, `claims_setting`, and strict mode's.
+    /// With `strict` only strict mode's: a policy that trusts the unsigned setting is the
+    /// gap strict mode exists to close (any path past the guard could set it).
+    pub(super) fn new(tenant_setting: &str, claims_setting: &str, strict: bool) -> Self {
+        let mut markers = Vec::new();
+        if !strict {
+            markers.push(format!("'{}'", tenant_setting.to_lowercase()));
+            if !claims_setting.is_empty() {
+                markers.push(format!("'{}'", claims_setting.to_lowercase()));
+            }
         }
         markers.push("'rlsproxy.signed_context'".into());
         for function in ["rlsproxy.tenant_id(", "rlsproxy.tenant(", "rlsproxy.verified_context("] {
@@ -104,14 +109,17 @@ mod tests {
 
     #[test]
     fn markers_find_the_setting_and_strict_functions() {
-        let m = Markers::new("app.current_tenant", "request.jwt.claims");
+        let m = Markers::new("app.current_tenant", "request.jwt.claims", false);
         assert!(m.found_in("(tenant_id = (current_setting('app.current_tenant'::text))::integer)"));
         assert!(m.found_in("(tenant_id = (current_setting('APP.Current_Tenant', true))::integer)"));
         assert!(m.found_in("((current_setting('request.jwt.claims', true))::json ->> 'tid') = tenant"));
         assert!(m.found_in("(tenant_id = ( SELECT rlsproxy.tenant_id() AS tenant_id))"));
         assert!(!m.found_in("(tenant_id > 0)"));
         assert!(!m.found_in("current_setting('app.current_tenant_name')"));
-        assert!(!Markers::new("app.current_tenant", "").found_in("current_setting('request.jwt.claims')"));
+        assert!(!Markers::new("app.current_tenant", "", false).found_in("current_setting('request.jwt.claims')"));
+        let strict = Markers::new("app.current_tenant", "", true);
+        assert!(!strict.found_in("(tenant_id = (current_setting('app.current_tenant'::text))::integer)"));
+        assert!(strict.found_in("(tenant_id = ( SELECT rlsproxy.tenant_id() AS tenant_id))"));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! a role tenants run as (an owner bypasses unforced policies and, through the proxy, can
 //! `ALTER TABLE … NO FORCE ROW LEVEL SECURITY` or `DROP POLICY`: the guard does not refuse
 //! DDL), and an index should lead with the tenant column (every policy filters on it).
+//! Partitions are tables of their own here (queried directly, only their own policies
+//! apply), unless no tenant role has any privilege on them.
 
 use std::collections::BTreeMap;
 
@@ -27,7 +29,8 @@ const TABLES_SQL: &str = concat!(
     // 9: {role: [SELECT, INSERT, UPDATE, DELETE]} table privileges of every tenant role
     "coalesce((SELECT json_object_agg(t.rolname, json_build_array(has_table_privilege(t.oid, c.oid, 'SELECT'), \
        has_table_privilege(t.oid, c.oid, 'INSERT'), has_table_privilege(t.oid, c.oid, 'UPDATE'), \
-       has_table_privilege(t.oid, c.oid, 'DELETE'))) FROM pg_roles t WHERE t.rolname = ANY ($3::text[])), '{}')::text ",
+       has_table_privilege(t.oid, c.oid, 'DELETE'))) FROM pg_roles t WHERE t.rolname = ANY ($3::text[])), '{}')::text, ",
+    "c.relispartition::text ", // 10
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ",
     audited_table!(),
     " ORDER BY 1"
@@ -40,6 +43,8 @@ pub(super) struct TenantTable {
     pub name: String,
     /// SQL type of the tenant column (`integer`, `text`, `uuid`…).
     pub column_type: String,
+    /// Row-level security is enabled.
+    pub rls: bool,
     /// Per tenant role: may it SELECT, INSERT, UPDATE, DELETE (table privileges)?
     pub privileges: BTreeMap<String, [bool; 4]>,
 }
@@ -60,6 +65,12 @@ pub(super) async fn audit(
         let (partitioned, rls, forced, indexed) = (f.text(1)? == "p", f.flag(2)?, f.flag(3)?, f.flag(4)?);
         let owner = f.text(5)?;
         let owning: Vec<String> = f.json::<Vec<String>>(6)?.into_iter().filter(|r| roles.subject.contains(r)).collect();
+        let privileges: BTreeMap<String, [bool; 4]> = f.json(9)?;
+        // A partition no tenant role may touch is reached only through its parent, whose
+        // policies then apply: not a path of its own (granted ones are, and are audited).
+        if f.flag(10)? && !privileges.values().flatten().any(|p| *p) {
+            continue;
+        }
         let object = format!("table {name}");
         if !rls {
             let message = format!(
@@ -111,11 +122,7 @@ pub(super) async fn audit(
             let fix = format!("CREATE INDEX{how} ON {name} ({column});");
             findings.push(Finding::new(Check::TenantIndexMissing, Severity::Warning, &object, message, fix));
         }
-        tables.push(TenantTable {
-            name: name.to_string(),
-            column_type: f.text(8)?.to_string(),
-            privileges: f.json(9)?,
-        });
+        tables.push(TenantTable { name: name.to_string(), column_type: f.text(8)?.to_string(), rls, privileges });
     }
     Ok(tables)
 }

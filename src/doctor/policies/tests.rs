@@ -3,7 +3,7 @@ use super::*;
 const TENANT: &str = "(tenant_id = (current_setting('app.current_tenant'::text))::integer)";
 
 fn policy(name: &str, cmd: char, permissive: bool, using: Option<&str>, check: Option<&str>) -> Policy {
-    let markers = Markers::new("app.current_tenant", "");
+    let markers = Markers::new("app.current_tenant", "", false);
     Policy {
         name: name.into(),
         cmd,
@@ -91,7 +91,7 @@ fn policies_for_other_roles_do_not_apply() {
 
 #[test]
 fn calls_of_functions_that_read_the_setting_count() {
-    let markers = Markers::new("app.current_tenant", "");
+    let markers = Markers::new("app.current_tenant", "", false);
     let calls = [("current_tenant".to_string(), "SELECT current_setting('app.current_tenant')::int".to_string())];
     assert!(reads_tenant("(tenant_id = auth.current_tenant())", &calls, &markers));
     assert!(!reads_tenant("(tenant_id > 0)", &calls, &markers));
