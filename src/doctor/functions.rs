@@ -87,8 +87,8 @@ pub(super) async fn audit(
             reads.sort();
             if !reads.is_empty() {
                 let message = format!(
-                    "SECURITY DEFINER: reads {} with the rights and policies of its owner {owner}, not the caller's, so \
-                     it may return any tenant's rows to its callers ({})",
+                    "SECURITY DEFINER: reads {} with the rights and policies of its owner {owner}, not the caller's, \
+                     so it may return any tenant's rows to its callers ({})",
                     reads.join(", "),
                     callers.join(", ")
                 );

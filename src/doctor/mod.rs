@@ -197,7 +197,8 @@ pub async fn log_findings(config: &Config) {
         Ok(report) if report.findings.is_empty() => tracing::info!(database = %report.database, "doctor: no findings"),
         Ok(report) => {
             for f in &report.findings {
-                tracing::warn!(check = f.check.id(), severity = %f.severity, object = %f.object, fix = %f.fix, "doctor: {}", f.message);
+                let (check, severity, object, fix) = (f.check.id(), &f.severity, &f.object, &f.fix);
+                tracing::warn!(check, %severity, %object, %fix, "doctor: {}", f.message);
             }
             tracing::warn!(
                 database = %report.database,

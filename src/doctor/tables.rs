@@ -29,7 +29,8 @@ const TABLES_SQL: &str = concat!(
     // 9: {role: [SELECT, INSERT, UPDATE, DELETE]} table privileges of every tenant role
     "coalesce((SELECT json_object_agg(t.rolname, json_build_array(has_table_privilege(t.oid, c.oid, 'SELECT'), \
        has_table_privilege(t.oid, c.oid, 'INSERT'), has_table_privilege(t.oid, c.oid, 'UPDATE'), \
-       has_table_privilege(t.oid, c.oid, 'DELETE'))) FROM pg_roles t WHERE t.rolname = ANY ($3::text[])), '{}')::text, ",
+       has_table_privilege(t.oid, c.oid, 'DELETE'))) FROM pg_roles t WHERE t.rolname = ANY ($3::text[])), \
+       '{}')::text, ",
     "c.relispartition::text ", // 10
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ",
     audited_table!(),
@@ -64,6 +65,7 @@ pub(super) async fn audit(
         let name = f.text(0)?;
         let (partitioned, rls, forced, indexed) = (f.text(1)? == "p", f.flag(2)?, f.flag(3)?, f.flag(4)?);
         let owner = f.text(5)?;
+        // Tenant roles with the owner's rights; superusers and BYPASSRLS roles are reported as such.
         let owning: Vec<String> = f.json::<Vec<String>>(6)?.into_iter().filter(|r| roles.subject.contains(r)).collect();
         let privileges: BTreeMap<String, [bool; 4]> = f.json(9)?;
         // A partition no tenant role may touch is reached only through its parent, whose
@@ -82,28 +84,8 @@ pub(super) async fn audit(
             findings.push(Finding::new(Check::RlsDisabled, Severity::Error, &object, message, fix));
         }
         if !owning.is_empty() {
-            let force =
-                if rls && !forced { format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY; ") } else { String::new() };
-            let fix = if owning.iter().any(|r| r == owner) {
-                let new_owner = f.text(7).ok().filter(|d| !roles.all.iter().any(|r| r == d)).map(quote_ident);
-                let new_owner = new_owner.unwrap_or_else(|| "<a role no token runs as>".into());
-                format!("{force}ALTER TABLE {name} OWNER TO {new_owner};")
-            } else {
-                let revokes: Vec<String> =
-                    owning.iter().map(|r| format!("REVOKE {} FROM {};", quote_ident(owner), quote_ident(r))).collect();
-                format!("{force}{}", revokes.join(" "))
-            };
-            let heirs: Vec<&str> = owning.iter().map(String::as_str).filter(|r| *r != owner).collect();
-            let who = if heirs.is_empty() {
-                format!("owned by {owner}, a role tenants run as")
-            } else {
-                format!("owned by {owner}, whose rights {} inherit", heirs.join(", "))
-            };
-            let message = format!(
-                "{who}: policies do not apply to an owner unless forced, and through the proxy any tenant may ALTER \
-                 the table (NO FORCE, DISABLE ROW LEVEL SECURITY) or DROP its policies"
-            );
-            findings.push(Finding::new(Check::TenantRoleOwnsTable, Severity::Error, &object, message, fix));
+            let database_owner = f.text(7).ok().filter(|d| !roles.all.iter().any(|r| r == d));
+            findings.push(owner_finding(name, owner, &owning, rls && !forced, database_owner));
         } else if rls && !forced {
             let message = format!(
                 "row-level security is not forced: its owner {owner} bypasses the policies (a job or migration \
@@ -125,4 +107,51 @@ pub(super) async fn audit(
         tables.push(TenantTable { name: name.to_string(), column_type: f.text(8)?.to_string(), rls, privileges });
     }
     Ok(tables)
+}
+
+/// The finding for `table`, owned by `owner`, whose rights the tenant roles `owning` have.
+/// The fix forces RLS (when `unforced`), then gives the table to `database_owner` (when it is
+/// no tenant role), or revokes the inherited owner role.
+fn owner_finding(table: &str, owner: &str, owning: &[String], unforced: bool, database_owner: Option<&str>) -> Finding {
+    let force = if unforced { format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY; ") } else { String::new() };
+    let heirs: Vec<&str> = owning.iter().map(String::as_str).filter(|r| *r != owner).collect();
+    let (who, fix) = if heirs.len() < owning.len() {
+        let new_owner = database_owner.map_or_else(|| "<a role no token runs as>".into(), quote_ident);
+        (
+            format!("owned by {owner}, a role tenants run as"),
+            format!("{force}ALTER TABLE {table} OWNER TO {new_owner};"),
+        )
+    } else {
+        let revokes: Vec<String> =
+            heirs.iter().map(|r| format!("REVOKE {} FROM {};", quote_ident(owner), quote_ident(r))).collect();
+        (
+            format!("owned by {owner}, whose rights {} inherit", heirs.join(", ")),
+            format!("{force}{}", revokes.join(" ")),
+        )
+    };
+    let message = format!(
+        "{who}: policies do not apply to an owner unless forced, and through the proxy any tenant may ALTER the \
+         table (NO FORCE, DISABLE ROW LEVEL SECURITY) or DROP its policies"
+    );
+    Finding::new(Check::TenantRoleOwnsTable, Severity::Error, format!("table {table}"), message, fix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_finding;
+
+    #[test]
+    fn owner_fixes() {
+        let direct = owner_finding("public.t", "app_proxy", &["app_proxy".into()], true, Some("postgres"));
+        assert_eq!(
+            direct.fix,
+            "ALTER TABLE public.t FORCE ROW LEVEL SECURITY; ALTER TABLE public.t OWNER TO postgres;"
+        );
+        assert!(direct.message.starts_with("owned by app_proxy, a role tenants run as: "));
+        let placeholder = owner_finding("public.t", "app_proxy", &["app_proxy".into()], false, None);
+        assert_eq!(placeholder.fix, "ALTER TABLE public.t OWNER TO <a role no token runs as>;");
+        let inherited = owner_finding("public.t", "Owner", &["app_proxy".into()], false, Some("postgres"));
+        assert_eq!(inherited.fix, "REVOKE \"Owner\" FROM app_proxy;");
+        assert!(inherited.message.starts_with("owned by Owner, whose rights app_proxy inherit: "));
+    }
 }

@@ -100,7 +100,8 @@ pub async fn check(conn: &mut ServerConn, allowed_roles: &[String], allow_unforc
     facts.verdict(allow_unforced)?;
     if !facts.not_member_of.is_empty() {
         let roles = facts.not_member_of.join(", ");
-        tracing::warn!(roles = %roles, "upstream.user is not a member of these allowed roles; tokens selecting them will fail");
+        let why = "upstream.user is not a member of these allowed roles; tokens selecting them will fail";
+        tracing::warn!(roles = %roles, "{why}");
     }
     Ok(())
 }
