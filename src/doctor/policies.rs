@@ -151,6 +151,30 @@ pub(super) async fn audit(
     tables: &[TenantTable],
     findings: &mut Vec<Finding>,
 ) -> Result<(), DoctorError> {
+    let by_table = load(conn, params, roles).await?;
+    for table in tables {
+        let policies = by_table.get(&table.name).map(Vec::as_slice).unwrap_or_default();
+        let verdict = evaluate(policies, &roles.subject, &table.privileges);
+        let tenant = tenant_expr(params, &table.column_type);
+        for (cmd, who) in &verdict.missing {
+            findings.push(missing_finding(table, policies, *cmd, who, &tenant));
+        }
+        for (name, (cmds, who)) in &verdict.leaks {
+            if let Some(policy) = policies.iter().find(|p| &p.name == name) {
+                findings.push(leak_finding(params, table, policy, cmds, who, &tenant));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The policies of the audited tables, by table; `roles` narrows each to the tenant roles
+/// policies apply to.
+async fn load(
+    conn: &mut ServerConn,
+    params: &Params,
+    roles: &TenantRoles,
+) -> Result<BTreeMap<String, Vec<Policy>>, DoctorError> {
     let rows = query(conn, "policies", POLICIES_SQL, &params.all()).await?;
     let mut by_table: BTreeMap<String, Vec<Policy>> = BTreeMap::new();
     for row in &rows {
@@ -170,61 +194,61 @@ pub(super) async fn audit(
         };
         by_table.entry(f.text(0)?.to_string()).or_default().push(policy);
     }
-    for table in tables {
-        let policies = by_table.get(&table.name).map(Vec::as_slice).unwrap_or_default();
-        let verdict = evaluate(policies, &roles.subject, &table.privileges);
-        let tenant = tenant_expr(params, &table.column_type);
-        for (cmd, who) in &verdict.missing {
-            let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
-            let name = unique_name(&names, &format!("tenant_isolation_{}", cmd.sql().to_lowercase()));
-            let effect = if *cmd == Command::Insert { "every INSERT is refused" } else { "it never finds a row" };
-            let effect = if table.rls {
-                format!("{effect} (fails closed)")
-            } else {
-                format!("once row-level security is on, {effect}")
-            };
-            let message =
-                format!("no permissive policy allows {} for {}, which may run it: {effect}", cmd.sql(), join(who));
-            let fix = format!(
-                "CREATE POLICY {} ON {} FOR {} {};",
-                quote_ident(&name),
-                table.name,
-                cmd.sql(),
-                clauses(cmd.polcmd(), &tenant)
-            );
-            findings.push(Finding::new(
-                Check::PolicyMissing,
-                Severity::Warning,
-                format!("table {}", table.name),
-                message,
-                fix,
-            ));
-        }
-        let reads_what = if params.strict {
-            "rlsproxy.tenant_id() or rlsproxy.tenant() (strict mode: the unsigned setting does not count)".to_string()
-        } else {
-            format!("{} (nor the strict-mode functions)", params.tenant_setting)
-        };
-        for (name, (cmds, who)) in &verdict.leaks {
-            let Some(policy) = policies.iter().find(|p| &p.name == name) else { continue };
-            let cmds: Vec<&str> = cmds.iter().map(|c| c.sql()).collect();
-            let to = if policy.to.iter().any(|r| r == "public") {
-                String::new()
-            } else {
-                format!(" (written TO {})", policy.to.join(", "))
-            };
-            let message = format!(
-                "permissive policy{to} lets {} {} the rows of every tenant: its expressions never read {}",
-                join(who),
-                cmds.join(", "),
-                reads_what
-            );
-            let fix = format!("ALTER POLICY {} ON {} {};", quote_ident(name), table.name, clauses(policy.cmd, &tenant));
-            let object = format!("policy {name} on {}", table.name);
-            findings.push(Finding::new(Check::PolicyWithoutTenant, Severity::Error, object, message, fix));
-        }
-    }
-    Ok(())
+    Ok(by_table)
+}
+
+/// `cmd` of `table` is allowed by no permissive policy for the roles `who`.
+fn missing_finding(
+    table: &TenantTable,
+    policies: &[Policy],
+    cmd: Command,
+    who: &BTreeSet<String>,
+    tenant: &str,
+) -> Finding {
+    let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
+    let name = unique_name(&names, &format!("tenant_isolation_{}", cmd.sql().to_lowercase()));
+    let effect = if cmd == Command::Insert { "every INSERT is refused" } else { "it never finds a row" };
+    let effect =
+        if table.rls { format!("{effect} (fails closed)") } else { format!("once row-level security is on, {effect}") };
+    let message = format!("no permissive policy allows {} for {}, which may run it: {effect}", cmd.sql(), join(who));
+    let (policy, clauses) = (quote_ident(&name), clauses(cmd.polcmd(), tenant));
+    let fix = format!("CREATE POLICY {policy} ON {} FOR {} {clauses};", table.name, cmd.sql());
+    Finding::new(Check::PolicyMissing, Severity::Warning, format!("table {}", table.name), message, fix)
+}
+
+/// `policy` of `table` lets the roles `who` run `cmds` on every tenant's rows.
+fn leak_finding(
+    params: &Params,
+    table: &TenantTable,
+    policy: &Policy,
+    cmds: &BTreeSet<Command>,
+    who: &BTreeSet<String>,
+    tenant: &str,
+) -> Finding {
+    let reads = if params.strict {
+        "rlsproxy.tenant_id() or rlsproxy.tenant() (strict mode: the unsigned setting does not count)".to_string()
+    } else {
+        format!("{} (nor the strict-mode functions)", params.tenant_setting)
+    };
+    let cmds: Vec<&str> = cmds.iter().map(|c| c.sql()).collect();
+    let to = if policy.to.iter().any(|r| r == "public") {
+        String::new()
+    } else {
+        format!(" (written TO {})", policy.to.join(", "))
+    };
+    let message = format!(
+        "permissive policy{to} lets {} {} the rows of every tenant: its expressions never read {reads}",
+        join(who),
+        cmds.join(", ")
+    );
+    let fix = format!("ALTER POLICY {} ON {} {};", quote_ident(&policy.name), table.name, clauses(policy.cmd, tenant));
+    Finding::new(
+        Check::PolicyWithoutTenant,
+        Severity::Error,
+        format!("policy {} on {}", policy.name, table.name),
+        message,
+        fix,
+    )
 }
 
 /// Whether `expr` reads the tenant: a marker in the text, or a call of a function whose body
