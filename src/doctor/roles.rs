@@ -35,111 +35,98 @@ pub(super) async fn audit(
     findings: &mut Vec<Finding>,
 ) -> Result<TenantRoles, DoctorError> {
     // Fixes of memberships differ from PostgreSQL 16 on (GRANT … WITH INHERIT FALSE).
-    let server_major = conn.params.get("server_version").and_then(|v| major_version(v)).unwrap_or(0);
+    let pg16 = conn.params.get("server_version").and_then(|v| major_version(v)).is_some_and(|v| v >= 16);
     let facts = upstream_role::facts(conn, &settings.allowed_roles)
         .await
         .map_err(|source| DoctorError::Query { what: "upstream role", source })?;
-    let me = quote_ident(&facts.name);
-    let object = format!("role {}", facts.name);
+    findings.extend(proxy_user_findings(&facts, pg16));
+    let mut roles = TenantRoles::default();
+    roles.all.push(facts.name.clone());
+    if !facts.superuser && !facts.bypassrls {
+        roles.subject.push(facts.name.clone());
+    }
+    let rows = query(conn, "allowed roles", ALLOWED_SQL, &[&array_literal(&settings.allowed_roles)]).await?;
+    for row in &rows {
+        let f = Fields::new(row, "allowed roles");
+        let role = AllowedRole { name: f.text(0)?, exists: f.flag(1)?, superuser: f.flag(2)?, bypassrls: f.flag(3)? };
+        let member = !facts.not_member_of.iter().any(|r| r == role.name);
+        findings.extend(allowed_role_findings(&role, &facts.name, member, pg16));
+        let operator = settings.operator_roles.iter().any(|o| o == role.name);
+        if role.exists && !operator && !roles.all.iter().any(|r| r == role.name) {
+            roles.all.push(role.name.to_string());
+            if !role.superuser && !role.bypassrls {
+                roles.subject.push(role.name.to_string());
+            }
+        }
+    }
+    Ok(roles)
+}
+
+/// The proxy's user bypasses RLS, or inherits roles whose policies then apply to every tenant.
+fn proxy_user_findings(facts: &upstream_role::RoleFacts, pg16: bool) -> Vec<Finding> {
+    let (name, me) = (&facts.name, quote_ident(&facts.name));
+    let object = format!("role {name}");
+    let mut findings = Vec::new();
     if facts.superuser {
-        let message =
-            format!("{} is a superuser: superusers bypass every policy, so every tenant sees every row", facts.name);
-        findings.push(Finding::new(
-            Check::ProxyUserSuperuser,
-            Severity::Error,
-            &object,
-            message,
-            format!("ALTER ROLE {me} NOSUPERUSER;"),
-        ));
+        let message = format!("{name} is a superuser: superusers bypass every policy, so every tenant sees every row");
+        let fix = format!("ALTER ROLE {me} NOSUPERUSER;");
+        findings.push(Finding::new(Check::ProxyUserSuperuser, Severity::Error, &object, message, fix));
     }
     if facts.bypassrls {
-        let message = format!("{} has BYPASSRLS: it bypasses every policy, so every tenant sees every row", facts.name);
-        findings.push(Finding::new(
-            Check::ProxyUserBypassRls,
-            Severity::Error,
-            &object,
-            message,
-            format!("ALTER ROLE {me} NOBYPASSRLS;"),
-        ));
+        let message = format!("{name} has BYPASSRLS: it bypasses every policy, so every tenant sees every row");
+        let fix = format!("ALTER ROLE {me} NOBYPASSRLS;");
+        findings.push(Finding::new(Check::ProxyUserBypassRls, Severity::Error, &object, message, fix));
     }
     // A superuser "has the privileges of" every role: the list would only repeat the above.
     for role in facts.inherited.iter().filter(|_| !facts.superuser) {
         let message = format!(
-            "{} inherits the privileges of {role} (an allowed role, or one policies name): policies written TO \
-             {role} apply to every tenant without SET ROLE",
-            facts.name
+            "{name} inherits the privileges of {role} (an allowed role, or one policies name): policies written TO \
+             {role} apply to every tenant without SET ROLE"
         );
-        let fix = if server_major >= 16 {
+        let fix = if pg16 {
             format!("GRANT {} TO {me} WITH INHERIT FALSE;", quote_ident(role))
         } else {
             format!("ALTER ROLE {me} NOINHERIT;")
         };
         findings.push(Finding::new(Check::ProxyUserInherits, Severity::Error, format!("role {role}"), message, fix));
     }
-    let mut roles = TenantRoles::default();
-    roles.all.push(facts.name.clone());
-    if !facts.superuser && !facts.bypassrls {
-        roles.subject.push(facts.name.clone());
-    }
+    findings
+}
 
-    let rows = query(conn, "allowed roles", ALLOWED_SQL, &[&array_literal(&settings.allowed_roles)]).await?;
-    for row in &rows {
-        let f = Fields::new(row, "allowed roles");
-        let (name, exists, superuser, bypassrls) = (f.text(0)?, f.flag(1)?, f.flag(2)?, f.flag(3)?);
-        let role = quote_ident(name);
-        if facts.not_member_of.iter().any(|r| r == name) {
-            let grant = if server_major >= 16 {
-                format!("GRANT {role} TO {me} WITH INHERIT FALSE;")
-            } else {
-                format!("GRANT {role} TO {me};")
-            };
-            let (message, fix) = if exists {
-                (
-                    format!(
-                        "{} is not a member of {name}: tokens that select it (jwt.allowed_roles) cannot connect",
-                        facts.name
-                    ),
-                    grant,
-                )
-            } else {
-                (
-                    format!("tokens may select {name} (jwt.allowed_roles), which does not exist: they cannot connect"),
-                    format!("CREATE ROLE {role} NOLOGIN; {grant}"),
-                )
-            };
-            findings.push(Finding::new(
-                Check::AllowedRoleNotMember,
-                Severity::Warning,
-                format!("role {name}"),
-                message,
-                fix,
-            ));
-        }
-        if superuser || bypassrls {
-            let what = if superuser { "is a superuser" } else { "has BYPASSRLS" };
-            let attributes = [(superuser, " NOSUPERUSER"), (bypassrls, " NOBYPASSRLS")];
-            let fix: String = attributes.iter().filter(|(on, _)| *on).map(|(_, a)| *a).collect();
-            let message = format!(
-                "tokens may select {name} (jwt.allowed_roles), which {what}: their sessions bypass every policy"
-            );
-            findings.push(Finding::new(
-                Check::AllowedRoleBypassRls,
-                Severity::Error,
-                format!("role {name}"),
-                message,
-                format!("ALTER ROLE {role}{fix};"),
-            ));
-        }
-        let tenant =
-            exists && !settings.operator_roles.iter().any(|o| o == name) && !roles.all.iter().any(|r| r == name);
-        if tenant {
-            roles.all.push(name.to_string());
-            if !superuser && !bypassrls {
-                roles.subject.push(name.to_string());
-            }
-        }
+/// A role of `[jwt] allowed_roles` as the catalog knows it.
+struct AllowedRole<'a> {
+    name: &'a str,
+    exists: bool,
+    superuser: bool,
+    bypassrls: bool,
+}
+
+/// An allowed role the proxy's user (`me`) cannot switch to (not a `member`), or that bypasses RLS.
+fn allowed_role_findings(role: &AllowedRole<'_>, me: &str, member: bool, pg16: bool) -> Vec<Finding> {
+    let (name, quoted, object) = (role.name, quote_ident(role.name), format!("role {}", role.name));
+    let mut findings = Vec::new();
+    if !member {
+        let inherit = if pg16 { " WITH INHERIT FALSE" } else { "" };
+        let grant = format!("GRANT {quoted} TO {}{inherit};", quote_ident(me));
+        let (message, fix) = if role.exists {
+            (format!("{me} is not a member of {name}: tokens that select it (jwt.allowed_roles) cannot connect"), grant)
+        } else {
+            let message =
+                format!("tokens may select {name} (jwt.allowed_roles), which does not exist: they cannot connect");
+            (message, format!("CREATE ROLE {quoted} NOLOGIN; {grant}"))
+        };
+        findings.push(Finding::new(Check::AllowedRoleNotMember, Severity::Warning, &object, message, fix));
     }
-    Ok(roles)
+    if role.superuser || role.bypassrls {
+        let what = if role.superuser { "is a superuser" } else { "has BYPASSRLS" };
+        let message =
+            format!("tokens may select {name} (jwt.allowed_roles), which {what}: their sessions bypass every policy");
+        let attributes = [(role.superuser, " NOSUPERUSER"), (role.bypassrls, " NOBYPASSRLS")];
+        let attributes: String = attributes.iter().filter(|(on, _)| *on).map(|(_, a)| *a).collect();
+        let fix = format!("ALTER ROLE {quoted}{attributes};");
+        findings.push(Finding::new(Check::AllowedRoleBypassRls, Severity::Error, &object, message, fix));
+    }
+    findings
 }
 
 /// The major version in a `server_version` ParameterStatus ("15.8 (Debian 15.8-1.pgdg120+1)").
@@ -150,7 +137,33 @@ fn major_version(version: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::major_version;
+    use super::*;
+
+    #[test]
+    fn allowed_role_fixes() {
+        let missing = AllowedRole { name: "Reader", exists: false, superuser: false, bypassrls: false };
+        let found = allowed_role_findings(&missing, "app_proxy", false, true);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].fix, "CREATE ROLE \"Reader\" NOLOGIN; GRANT \"Reader\" TO app_proxy WITH INHERIT FALSE;");
+        let both = AllowedRole { name: "ops", exists: true, superuser: true, bypassrls: true };
+        let found = allowed_role_findings(&both, "app_proxy", true, false);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].fix, "ALTER ROLE ops NOSUPERUSER NOBYPASSRLS;");
+    }
+
+    #[test]
+    fn inherited_roles_are_fixed_per_grant_from_16_on() {
+        let facts = upstream_role::RoleFacts {
+            name: "app_proxy".into(),
+            inherited: vec!["admin_role".into()],
+            ..Default::default()
+        };
+        assert_eq!(proxy_user_findings(&facts, false)[0].fix, "ALTER ROLE app_proxy NOINHERIT;");
+        assert_eq!(proxy_user_findings(&facts, true)[0].fix, "GRANT admin_role TO app_proxy WITH INHERIT FALSE;");
+        let superuser = upstream_role::RoleFacts { superuser: true, bypassrls: true, ..facts };
+        let checks: Vec<Check> = proxy_user_findings(&superuser, true).iter().map(|f| f.check).collect();
+        assert_eq!(checks, [Check::ProxyUserSuperuser, Check::ProxyUserBypassRls]);
+    }
 
     #[test]
     fn major_versions() {
