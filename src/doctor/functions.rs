@@ -18,7 +18,7 @@
 use super::catalog::{Fields, audited_schema, ident_list, protected_tables, query, tenant_roles_where};
 use super::scan::{mentions_word, option_value, sets_setting};
 use super::{Check, DoctorError, Finding, Params, Severity};
-use crate::upstream::ServerConn;
+use crate::upstream::{ServerConn, array_literal};
 
 /// Every protected table: its qualified name and its bare name (what a body would mention).
 const PROTECTED_SQL: &str = concat!(
@@ -29,7 +29,7 @@ const PROTECTED_SQL: &str = concat!(
 );
 
 /// Candidate functions in audited schemas: SECURITY DEFINER ones, and those whose body or
-/// SET clause mentions set_config or the tenant setting (`$4`); the Rust side decides.
+/// SET clause mentions set_config or a protected setting (`$4`, text[]); the Rust side decides.
 const FUNCTIONS_SQL: &str = concat!(
     "WITH protected AS ",
     protected_tables!(),
@@ -47,8 +47,8 @@ const FUNCTIONS_SQL: &str = concat!(
     audited_schema!(),
     " AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid \
         AND e.deptype = 'e') \
-      AND (p.prosecdef OR p.prosrc ILIKE '%set\\_config%' OR p.prosrc ILIKE ('%' || $4::text || '%') \
-        OR coalesce(array_to_string(p.proconfig, ' '), '') ILIKE ('%' || $4::text || '%')) \
+      AND (p.prosecdef OR p.prosrc ILIKE '%set\\_config%' OR EXISTS (SELECT 1 FROM unnest($4::text[]) s \
+        WHERE p.prosrc ILIKE ('%' || s || '%') OR coalesce(array_to_string(p.proconfig, ' '), '') ILIKE ('%' || s || '%'))) \
      ORDER BY 1"
 );
 
@@ -65,7 +65,8 @@ pub(super) async fn audit(
         protected.push((f.text(0)?.to_string(), f.text(1)?.to_string()));
     }
     let [schemas, column, roles] = params.all();
-    let rows = query(conn, "functions", FUNCTIONS_SQL, &[schemas, column, roles, &params.tenant_setting]).await?;
+    let settings = params.protected_settings();
+    let rows = query(conn, "functions", FUNCTIONS_SQL, &[schemas, column, roles, &array_literal(&settings)]).await?;
     for row in &rows {
         let f = Fields::new(row, "functions");
         let (name, kind, definer, body) = (f.text(0)?, f.text(1)?, f.flag(2)?, f.opt(3).unwrap_or_default());
@@ -78,13 +79,7 @@ pub(super) async fn audit(
             continue; // No tenant role may call it: not a path between tenants.
         }
         if definer {
-            let mut reads: Vec<String> = f.json(5)?;
-            for (qualified, bare) in &protected {
-                if !reads.contains(qualified) && mentions_word(body, bare) {
-                    reads.push(qualified.clone());
-                }
-            }
-            reads.sort();
+            let reads = reads_protected(body, f.json(5)?, &protected);
             if !reads.is_empty() {
                 let message = format!(
                     "SECURITY DEFINER: reads {} with the rights and policies of its owner {owner}, not the caller's, \
@@ -102,7 +97,7 @@ pub(super) async fn audit(
                 ));
             }
         }
-        if changes_settings(body, &config, &params.protected_settings()) {
+        if changes_settings(body, &config, &settings) {
             let definer = if definer { "SECURITY DEFINER; " } else { "" };
             let message = format!(
                 "{definer}calls set_config or sets {}: the guard refuses that in client SQL but cannot see inside a \
@@ -117,27 +112,50 @@ pub(super) async fn audit(
     Ok(())
 }
 
+/// The protected tables a body reads: those pg_depend recorded (`depends`), and those whose
+/// bare name (`protected` holds qualified and bare names) the body mentions as a word.
+fn reads_protected(body: &str, mut depends: Vec<String>, protected: &[(String, String)]) -> Vec<String> {
+    for (qualified, bare) in protected {
+        if !depends.contains(qualified) && mentions_word(body, bare) {
+            depends.push(qualified.clone());
+        }
+    }
+    depends.sort();
+    depends
+}
+
 /// Whether a function with `body` and SET clause `config` can change a setting: it calls
 /// `set_config`, runs `SET` of one of `settings`, or sets one in its SET clause.
-fn changes_settings(body: &str, config: &[String], settings: &[&str]) -> bool {
+fn changes_settings(body: &str, config: &[String], settings: &[String]) -> bool {
     mentions_word(body, "set_config")
         || settings.iter().any(|s| sets_setting(body, s) || option_value(config, s).is_some())
 }
 
 impl Params {
     /// The settings a function must not change: the tenant and (when set) claims settings.
-    fn protected_settings(&self) -> Vec<&str> {
-        [self.tenant_setting.as_str(), self.claims_setting.as_str()].into_iter().filter(|s| !s.is_empty()).collect()
+    fn protected_settings(&self) -> Vec<String> {
+        [&self.tenant_setting, &self.claims_setting].into_iter().filter(|s| !s.is_empty()).cloned().collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::changes_settings;
+    use super::{changes_settings, reads_protected};
+
+    #[test]
+    fn protected_tables_read_by_dependency_or_by_name() {
+        let protected =
+            [("public.clean".to_string(), "clean".to_string()), ("s.\"Docs\"".to_string(), "Docs".to_string())];
+        let found = reads_protected("SELECT count(*) FROM s.\"Docs\" JOIN clean_up c", vec![], &protected);
+        assert_eq!(found, ["s.\"Docs\""]);
+        let found = reads_protected("", vec!["public.clean".into()], &protected);
+        assert_eq!(found, ["public.clean"]);
+        assert!(reads_protected("SELECT 1", vec![], &protected).is_empty());
+    }
 
     #[test]
     fn set_config_set_statements_and_set_clauses() {
-        let settings = ["app.current_tenant"];
+        let settings = ["app.current_tenant".to_string()];
         assert!(changes_settings("BEGIN PERFORM set_config('app.current_tenant', t, false); END", &[], &settings));
         assert!(changes_settings("BEGIN SET LOCAL app.current_tenant = '2'; END", &[], &settings));
         assert!(changes_settings("SELECT 1", &["app.current_tenant=2".into()], &settings));
