@@ -21,9 +21,13 @@
 //! - [`protocol`]: wire framing and the few messages the proxy reads or writes.
 //! - [`net`], [`tls`]: plain/TLS streams and rustls configurations.
 //! - [`config`]: the typed configuration and its validation.
+//!
+//! Beside the data path, [`doctor`] audits the database's row-level-security set-up through
+//! the same upstream connection code (`rlsproxy doctor`, and as warnings at start-up).
 
 pub mod auth;
 pub mod config;
+pub mod doctor;
 pub mod frontend;
 pub mod net;
 pub mod policy;

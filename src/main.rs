@@ -1,10 +1,11 @@
-//! The `rlsproxy` command: run the proxy, check a configuration, mint a token.
+//! The `rlsproxy` command: run the proxy, check a configuration, mint a token, audit the
+//! database's row-level security.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use rlsproxy::auth::{MintRequest, mint};
 use rlsproxy::config::{Config, LogFormat};
 use rlsproxy::{Proxy, server, upstream::UpstreamError};
@@ -52,6 +53,28 @@ enum Command {
         #[arg(long = "claim", value_parser = parse_claim)]
         claims: Vec<(String, String)>,
     },
+    /// Audit the database's row-level security as the proxy's user.
+    /// Exit code: 0 no findings, 1 findings, 2 error (configuration, connection).
+    Doctor {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Database to audit instead of upstream.database.
+        #[arg(long)]
+        database: Option<String>,
+    },
+}
+
+/// Output of `rlsproxy doctor`.
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// Grouped findings, one line of fix each.
+    Text,
+    /// The documented JSON document (README, "The doctor").
+    Json,
 }
 
 fn parse_claim(s: &str) -> Result<(String, String), String> {
@@ -65,6 +88,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(config),
         Command::CheckConfig { config } => check_config(config),
+        Command::Doctor { config, format, database } => doctor(config, format, database),
         Command::Token { config, tenant, sub, role, ttl, claims } => {
             let request = MintRequest { tenant, subject: sub, role, ttl, extra: claims };
             match Config::load(&config)
@@ -101,6 +125,34 @@ fn check_config(path: PathBuf) -> ExitCode {
     }
 }
 
+/// Exit codes of `rlsproxy doctor`: CI pipelines tell findings from a failed audit.
+const DOCTOR_FINDINGS: u8 = 1;
+const DOCTOR_ERROR: u8 = 2;
+
+fn doctor(path: PathBuf, format: Format, database: Option<String>) -> ExitCode {
+    let failed = |message: String| {
+        eprintln!("rlsproxy doctor: {message}");
+        ExitCode::from(DOCTOR_ERROR)
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return failed(e.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return failed(format!("cannot start the runtime: {e}")),
+    };
+    let report = match runtime.block_on(rlsproxy::doctor::run(&config, database.as_deref())) {
+        Ok(report) => report,
+        Err(e) => return failed(e.to_string()),
+    };
+    match format {
+        Format::Text => print!("{}", report.to_text()),
+        Format::Json => println!("{}", report.to_json()),
+    }
+    if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(DOCTOR_FINDINGS) }
+}
+
 fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -131,12 +183,17 @@ fn run(path: PathBuf) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
     runtime.block_on(async move {
+        let doctor_config = config.clone();
         let proxy = match Proxy::bind(config).await {
             Ok(p) => p,
             Err(e) => return fail(&e.to_string()),
         };
         match proxy.check_upstream().await {
-            Ok(()) => tracing::info!("upstream reachable and its role is safe"),
+            Ok(()) => {
+                tracing::info!("upstream reachable and its role is safe");
+                // The RLS audit: findings are warnings; it neither delays nor fails start-up.
+                tokio::spawn(async move { rlsproxy::doctor::log_findings(&doctor_config).await });
+            }
             Err(e @ UpstreamError::UnsafeRole(_)) => return fail(&e.to_string()),
             Err(e) => tracing::warn!(error = %e, "upstream not reachable yet; clients will get 08006 until it is"),
         }

@@ -32,6 +32,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The statement guard.
     pub guard: GuardConfig,
+    /// The RLS audit (`rlsproxy doctor`).
+    pub doctor: DoctorConfig,
 }
 
 impl Config {
@@ -46,6 +48,7 @@ impl Config {
                     .list_separator(",")
                     .with_list_parse_key("jwt.algorithms")
                     .with_list_parse_key("jwt.allowed_roles")
+                    .with_list_parse_key("doctor.schemas")
                     .try_parsing(true),
             )
             .build()

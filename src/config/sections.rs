@@ -299,6 +299,23 @@ impl Default for GuardConfig {
     }
 }
 
+/// `[doctor]`: what `rlsproxy doctor` (and the same audit at start-up) looks at.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DoctorConfig {
+    /// Column that holds the tenant in tenant tables: a table with it is expected to have
+    /// forced row-level security, a tenant policy for every command and an index on it.
+    pub tenant_column: String,
+    /// Schemas to audit; empty: every schema but the system ones (`pg_*`, information_schema).
+    pub schemas: Vec<String>,
+}
+
+impl Default for DoctorConfig {
+    fn default() -> Self {
+        Self { tenant_column: "tenant_id".into(), schemas: Vec::new() }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

@@ -119,6 +119,12 @@ impl Config {
                 return Err(invalid("context.strict_key", "required with strict (or context.strict_key_file)"));
             }
         }
+        if self.doctor.tenant_column.is_empty() {
+            return Err(invalid("doctor.tenant_column", "must not be empty"));
+        }
+        if self.doctor.schemas.iter().any(String::is_empty) {
+            return Err(invalid("doctor.schemas", "schema names must not be empty"));
+        }
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("limits.max_message_bytes", "must be at least 1024"));
         }

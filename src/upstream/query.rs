@@ -102,6 +102,14 @@ impl ServerConn {
     }
 }
 
+/// A text-array literal (`{"a","b"}`) for `names`, every element quoted: the way to pass a
+/// list as one text parameter of [`ServerConn::query_rows`] (`$1::text[]`).
+pub fn array_literal(names: &[String]) -> String {
+    let quoted: Vec<String> =
+        names.iter().map(|n| format!("\"{}\"", n.replace('\\', "\\\\").replace('"', "\\\""))).collect();
+    format!("{{{}}}", quoted.join(","))
+}
+
 fn parse_data_row(mut body: &[u8]) -> Result<Row, UpstreamError> {
     let bad = || UpstreamError::Protocol("malformed DataRow".into());
     if body.len() < 2 {
@@ -123,4 +131,15 @@ fn parse_data_row(mut body: &[u8]) -> Result<Row, UpstreamError> {
         body.advance(len as usize);
     }
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::array_literal;
+
+    #[test]
+    fn quotes_every_element() {
+        assert_eq!(array_literal(&["a".into(), "b\"c".into(), "d\\e".into()]), r#"{"a","b\"c","d\\e"}"#);
+        assert_eq!(array_literal(&[]), "{}");
+    }
 }

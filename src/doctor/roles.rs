@@ -1,0 +1,175 @@
+//! Who tenant sessions run as: the proxy's user, and the roles a token may select. A role
+//! that bypasses row-level security (superuser, BYPASSRLS) or inherits a role that policies
+//! are written `TO` makes every tenant's rows visible whatever the policies say; an allowed
+//! role the proxy's user is no member of makes every token selecting it fail.
+//!
+//! The facts about the proxy's user are the ones `policy::upstream_role` refuses to start
+//! with ([`upstream_role::facts`]); here they are reported, with their fix, instead.
+
+use super::catalog::{Fields, query, quote_ident};
+use super::{Check, DoctorError, Finding, Settings, Severity};
+use crate::policy::upstream_role;
+use crate::upstream::{ServerConn, array_literal};
+
+/// Each allowed role, in the configured order: whether it exists, is a superuser, has
+/// BYPASSRLS. (Role attributes are not inherited, so membership plays no part here.)
+const ALLOWED_SQL: &str = "SELECT u.x, (r.oid IS NOT NULL)::text, \
+    coalesce(r.rolsuper, false)::text, coalesce(r.rolbypassrls, false)::text \
+    FROM unnest($1::text[]) WITH ORDINALITY AS u(x, i) LEFT JOIN pg_roles r ON r.rolname = u.x ORDER BY u.i";
+
+/// The roles tenant sessions run as, which the other checks judge policies and privileges for.
+#[derive(Debug, Clone, Default)]
+pub(super) struct TenantRoles {
+    /// The proxy's user and every existing allowed role that is not an operator role
+    /// (`[guard] operator_roles`: operator tokens are not confined to a tenant by design).
+    pub all: Vec<String>,
+    /// Those of [`Self::all`] that policies apply to (not superuser, not BYPASSRLS: those are
+    /// reported here, and every policy check would only repeat it).
+    pub subject: Vec<String>,
+}
+
+/// Reports the role findings and returns the tenant roles.
+pub(super) async fn audit(
+    conn: &mut ServerConn,
+    settings: &Settings,
+    findings: &mut Vec<Finding>,
+) -> Result<TenantRoles, DoctorError> {
+    // Fixes of memberships differ from PostgreSQL 16 on (GRANT … WITH INHERIT FALSE).
+    let pg16 = conn.params.get("server_version").and_then(|v| major_version(v)).is_some_and(|v| v >= 16);
+    let facts = upstream_role::facts(conn, &settings.allowed_roles)
+        .await
+        .map_err(|source| DoctorError::Query { what: "upstream role", source })?;
+    findings.extend(proxy_user_findings(&facts, pg16));
+    let mut roles = TenantRoles::default();
+    roles.all.push(facts.name.clone());
+    if !facts.superuser && !facts.bypassrls {
+        roles.subject.push(facts.name.clone());
+    }
+    let rows = query(conn, "allowed roles", ALLOWED_SQL, &[&array_literal(&settings.allowed_roles)]).await?;
+    for row in &rows {
+        let f = Fields::new(row, "allowed roles");
+        let role = AllowedRole { name: f.text(0)?, exists: f.flag(1)?, superuser: f.flag(2)?, bypassrls: f.flag(3)? };
+        let member = !facts.not_member_of.iter().any(|r| r == role.name);
+        findings.extend(allowed_role_findings(&role, &facts.name, member, pg16));
+        let operator = settings.operator_roles.iter().any(|o| o == role.name);
+        if role.exists && !operator && !roles.all.iter().any(|r| r == role.name) {
+            roles.all.push(role.name.to_string());
+            if !role.superuser && !role.bypassrls {
+                roles.subject.push(role.name.to_string());
+            }
+        }
+    }
+    Ok(roles)
+}
+
+/// The proxy's user bypasses RLS, or inherits roles whose policies then apply to every tenant.
+fn proxy_user_findings(facts: &upstream_role::RoleFacts, pg16: bool) -> Vec<Finding> {
+    let (name, me) = (&facts.name, quote_ident(&facts.name));
+    let object = format!("role {name}");
+    let mut findings = Vec::new();
+    if facts.superuser {
+        let message = format!("{name} is a superuser: superusers bypass every policy, so every tenant sees every row");
+        let fix = format!("ALTER ROLE {me} NOSUPERUSER;");
+        findings.push(Finding::new(Check::ProxyUserSuperuser, Severity::Error, &object, message, fix));
+    }
+    if facts.bypassrls {
+        let message = format!("{name} has BYPASSRLS: it bypasses every policy, so every tenant sees every row");
+        let fix = format!("ALTER ROLE {me} NOBYPASSRLS;");
+        findings.push(Finding::new(Check::ProxyUserBypassRls, Severity::Error, &object, message, fix));
+    }
+    // A superuser "has the privileges of" every role: the list would only repeat the above.
+    for role in facts.inherited.iter().filter(|_| !facts.superuser) {
+        let message = format!(
+            "{name} inherits the privileges of {role} (an allowed role, or one policies name): policies written TO \
+             {role} apply to every tenant without SET ROLE"
+        );
+        let fix = if pg16 {
+            format!("GRANT {} TO {me} WITH INHERIT FALSE;", quote_ident(role))
+        } else {
+            format!("ALTER ROLE {me} NOINHERIT;")
+        };
+        findings.push(Finding::new(Check::ProxyUserInherits, Severity::Error, format!("role {role}"), message, fix));
+    }
+    findings
+}
+
+/// A role of `[jwt] allowed_roles` as the catalog knows it.
+struct AllowedRole<'a> {
+    name: &'a str,
+    exists: bool,
+    superuser: bool,
+    bypassrls: bool,
+}
+
+/// An allowed role the proxy's user (`me`) cannot switch to (not a `member`), or that bypasses RLS.
+fn allowed_role_findings(role: &AllowedRole<'_>, me: &str, member: bool, pg16: bool) -> Vec<Finding> {
+    let (name, quoted, object) = (role.name, quote_ident(role.name), format!("role {}", role.name));
+    let mut findings = Vec::new();
+    if !member {
+        let inherit = if pg16 { " WITH INHERIT FALSE" } else { "" };
+        let grant = format!("GRANT {quoted} TO {}{inherit};", quote_ident(me));
+        let (message, fix) = if role.exists {
+            (format!("{me} is not a member of {name}: tokens that select it (jwt.allowed_roles) cannot connect"), grant)
+        } else {
+            let message =
+                format!("tokens may select {name} (jwt.allowed_roles), which does not exist: they cannot connect");
+            (message, format!("CREATE ROLE {quoted} NOLOGIN; {grant}"))
+        };
+        findings.push(Finding::new(Check::AllowedRoleNotMember, Severity::Warning, &object, message, fix));
+    }
+    if role.superuser || role.bypassrls {
+        let what = if role.superuser { "is a superuser" } else { "has BYPASSRLS" };
+        let message =
+            format!("tokens may select {name} (jwt.allowed_roles), which {what}: their sessions bypass every policy");
+        let attributes = [(role.superuser, " NOSUPERUSER"), (role.bypassrls, " NOBYPASSRLS")];
+        let attributes: String = attributes.iter().filter(|(on, _)| *on).map(|(_, a)| *a).collect();
+        let fix = format!("ALTER ROLE {quoted}{attributes};");
+        findings.push(Finding::new(Check::AllowedRoleBypassRls, Severity::Error, &object, message, fix));
+    }
+    findings
+}
+
+/// The major version in a `server_version` ParameterStatus ("15.8 (Debian 15.8-1.pgdg120+1)").
+fn major_version(version: &str) -> Option<u32> {
+    let digits: String = version.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_role_fixes() {
+        let missing = AllowedRole { name: "Reader", exists: false, superuser: false, bypassrls: false };
+        let found = allowed_role_findings(&missing, "app_proxy", false, true);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].fix, "CREATE ROLE \"Reader\" NOLOGIN; GRANT \"Reader\" TO app_proxy WITH INHERIT FALSE;");
+        let both = AllowedRole { name: "ops", exists: true, superuser: true, bypassrls: true };
+        let found = allowed_role_findings(&both, "app_proxy", true, false);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].fix, "ALTER ROLE ops NOSUPERUSER NOBYPASSRLS;");
+    }
+
+    #[test]
+    fn inherited_roles_are_fixed_per_grant_from_16_on() {
+        let facts = upstream_role::RoleFacts {
+            name: "app_proxy".into(),
+            inherited: vec!["admin_role".into()],
+            ..Default::default()
+        };
+        assert_eq!(proxy_user_findings(&facts, false)[0].fix, "ALTER ROLE app_proxy NOINHERIT;");
+        assert_eq!(proxy_user_findings(&facts, true)[0].fix, "GRANT admin_role TO app_proxy WITH INHERIT FALSE;");
+        let superuser = upstream_role::RoleFacts { superuser: true, bypassrls: true, ..facts };
+        let checks: Vec<Check> = proxy_user_findings(&superuser, true).iter().map(|f| f.check).collect();
+        assert_eq!(checks, [Check::ProxyUserSuperuser, Check::ProxyUserBypassRls]);
+    }
+
+    #[test]
+    fn major_versions() {
+        assert_eq!(major_version("15.8 (Debian 15.8-1.pgdg120+1)"), Some(15));
+        assert_eq!(major_version("16beta1"), Some(16));
+        assert_eq!(major_version("9.6.24"), Some(9));
+        assert_eq!(major_version("devel"), None);
+    }
+}
