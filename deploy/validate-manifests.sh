@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Offline validation of everything under deploy/ that is not Rust: the
+# Kubernetes manifests, the Dockerfile, the Prometheus alert rules and the
+# Grafana dashboard. Part of deploy/test.sh (CI). Needs no cluster, no Docker
+# daemon and no network after the first run (the first run pip-installs the
+# pinned tools of deploy/validate-requirements.txt into deploy/.venv).
+#
+#   deploy/validate-manifests.sh            all checks, then the self-check
+#   deploy/validate-manifests.sh --no-self-check
+#
+# 1. kubernetes-validate --strict against the schemas of Kubernetes 1.33 (the
+#    oldest version the manifests support: native sidecars are GA there) and
+#    1.37 (the newest the pinned kubernetes-validate ships). Strict: a field
+#    the schema does not know (a typo, a field from a newer version) fails.
+# 2. checkov on the manifests and on deploy/Dockerfile, with the skip list below.
+# 3. promtool check rules + promtool test rules (unit tests of the alerts).
+# 4. deploy/lib/check_observability.py: dashboard structure, every PromQL
+#    expression of the dashboard and the alerts against the metrics contract,
+#    the dashboard's expressions parsed by promtool, the ConfigMaps' TOML keys.
+# 5. Self-check: broken scratch copies (an unknown field, privileged: true, a
+#    PromQL syntax error, a metric outside the contract, an unknown config key)
+#    must each make the matching validator fail, so a validator that silently
+#    passes everything is caught.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'validate-manifests: %s\n' "$*" >&2; exit 1; }
+. deploy/lib/packages.sh
+
+SELF_CHECK=1
+[ "${1:-}" = --no-self-check ] && SELF_CHECK=0
+
+K8S_VERSIONS=(1.33.0 1.37.0)
+MANIFESTS=(deploy/k8s/*.yaml)
+VENV=deploy/.venv
+REQUIREMENTS=deploy/validate-requirements.txt
+
+# checkov checks that do not apply to these manifests, each with the reason:
+SKIP_CHECKS=(
+    # "The default namespace should not be used": the manifests name no
+    # namespace on purpose: the sidecar example goes into the application's own
+    # namespace and the shared service into whichever one operators pick, with
+    # `kubectl apply -n NAMESPACE` (a namespace written here would conflict with -n).
+    CKV_K8S_21
+    # "Image should use digest": the image is your own build of deploy/Dockerfile
+    # pushed to your registry; this repository cannot know its digest. Pin it at
+    # deploy time (kustomize `images:` with a digest, or your CD tool).
+    CKV_K8S_43
+)
+SKIP=$(IFS=,; echo "${SKIP_CHECKS[*]}")
+
+# --- tools -----------------------------------------------------------------------
+
+# Debian's python3 needs python3-venv for `python3 -m venv`; promtool comes with
+# Debian's prometheus package (on a host running systemd that package also
+# enables a Prometheus server on :9090; CI machines start no services).
+missing=()
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+command -v promtool >/dev/null || missing+=(prometheus)
+apt_install "${missing[@]}"
+
+# (Re)creates the venv when the pinned requirements changed; otherwise no pip call.
+stamp=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
+if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$stamp" ]; then
+    say "Installing the validators into $VENV (pinned in $REQUIREMENTS)"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS"
+    echo "$stamp" >"$VENV/.requirements.sha256"
+fi
+PY=$VENV/bin/python
+say "kubernetes-validate $("$VENV/bin/kubernetes-validate" --version | tr -d '\n'), checkov $("$VENV/bin/checkov" --version), $(promtool --version 2>&1 | head -n1)"
+
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/validate-manifests.XXXXXX")
+trap 'rm -rf "$SCRATCH"' EXIT
+
+# --- the validators (each takes its inputs as arguments, so the self-check can
+# --- point them at broken copies) ------------------------------------------------
+
+k8s_schemas() {  # FILE...
+    local version
+    for version in "${K8S_VERSIONS[@]}"; do
+        "$VENV/bin/kubernetes-validate" --strict --quiet -k "$version" "$@" || return 1
+    done
+}
+
+checkov_k8s() {  # DIR
+    # --skip-download: no call to the vendor's API (CI is offline); all checks
+    # are built in. --quiet prints only failures.
+    "$VENV/bin/checkov" -d "$1" --framework kubernetes --skip-check "$SKIP" \
+        --skip-download --compact --quiet
+}
+
+checkov_dockerfile() {  # FILE
+    "$VENV/bin/checkov" -f "$1" --framework dockerfile --skip-download --compact --quiet
+}
+
+alert_rules() {  # RULES_FILE TEST_FILE
+    promtool check rules "$1" && promtool test rules "$2"
+}
+
+observability() {  # ROOT (with deploy/grafana, deploy/prometheus, deploy/k8s, config/)
+    "$PY" deploy/lib/check_observability.py "$1" "$SCRATCH/dashboard-rules.yaml" \
+        && promtool check rules "$SCRATCH/dashboard-rules.yaml" >/dev/null
+}
+
+# --- the checks ------------------------------------------------------------------
+
+say "Kubernetes schemas ${K8S_VERSIONS[*]} (strict): ${MANIFESTS[*]}"
+k8s_schemas "${MANIFESTS[@]}" || die "manifests do not validate against the Kubernetes schemas"
+
+say "checkov: deploy/k8s (skipped: $SKIP)"
+checkov_k8s deploy/k8s || die "checkov found problems in deploy/k8s"
+
+say "checkov: deploy/Dockerfile"
+checkov_dockerfile deploy/Dockerfile || die "checkov found problems in deploy/Dockerfile"
+
+say "promtool: alert rules and their unit tests"
+alert_rules deploy/prometheus/rlsproxy-alerts.yaml deploy/prometheus/rlsproxy-alerts.test.yaml \
+    || die "alert rules invalid or their unit tests fail"
+
+say "dashboard, metric names, ConfigMap keys"
+observability . || die "dashboard, alerts or ConfigMaps do not match the contract"
+
+# --- self-check: each validator must fail on a broken copy -------------------------
+
+# Runs a validator that must fail, and fail for the planted reason: its output
+# must match PATTERN (a crash or an unrelated failure does not count). The
+# output stays out of the log unless the check goes wrong.
+must_fail() {  # WHAT PATTERN COMMAND...
+    local what=$1 pattern=$2; shift 2
+    if "$@" >"$SCRATCH/out" 2>&1; then
+        cat "$SCRATCH/out" >&2
+        die "self-check: the validator passed $what"
+    fi
+    if ! grep -Eq -- "$pattern" "$SCRATCH/out"; then
+        cat "$SCRATCH/out" >&2
+        die "self-check: the validator failed on $what, but not with /$pattern/"
+    fi
+    say "self-check: caught $what"
+}
+
+# Copies the tree check_observability.py reads into $SCRATCH/NAME.
+scratch_tree() {
+    local dir=$SCRATCH/$1
+    mkdir -p "$dir/deploy" "$dir/config"
+    cp -r deploy/grafana deploy/prometheus deploy/k8s "$dir/deploy/"
+    cp config/rlsproxy.example.toml "$dir/config/"
+    echo "$dir"
+}
+
+if [ "$SELF_CHECK" = 1 ]; then
+    say "Self-check: broken copies must fail"
+    mkdir -p "$SCRATCH/unknown-field" "$SCRATCH/privileged"
+
+    # A misspelt field: only strict schema validation sees it.
+    sed 's/readOnlyRootFilesystem: true/readOnlyRootFilesytem: true/' deploy/k8s/shared.yaml \
+        >"$SCRATCH/unknown-field/shared.yaml"
+    cmp -s deploy/k8s/shared.yaml "$SCRATCH/unknown-field/shared.yaml" && die "self-check: sed changed nothing"
+    must_fail "an unknown field (readOnlyRootFilesytem)" "'readOnlyRootFilesytem' was unexpected" k8s_schemas "$SCRATCH/unknown-field/shared.yaml"
+
+    # Schema-valid but unsafe: the proxy (the native sidecar) made privileged.
+    sed '0,/privileged: false/s//privileged: true/' deploy/k8s/sidecar.yaml >"$SCRATCH/privileged/sidecar.yaml"
+    cmp -s deploy/k8s/sidecar.yaml "$SCRATCH/privileged/sidecar.yaml" && die "self-check: sed changed nothing"
+    k8s_schemas "$SCRATCH/privileged/sidecar.yaml" || die "self-check: the privileged copy should be schema-valid"
+    must_fail "privileged: true" "CKV_K8S_16" checkov_k8s "$SCRATCH/privileged"
+
+    # A Dockerfile whose image runs as root.
+    grep -v '^USER ' deploy/Dockerfile >"$SCRATCH/Dockerfile"
+    must_fail "a Dockerfile without USER" "CKV_DOCKER_3" checkov_dockerfile "$SCRATCH/Dockerfile"
+
+    # A PromQL syntax error in an alert.
+    mkdir -p "$SCRATCH/alerts"
+    cp deploy/prometheus/* "$SCRATCH/alerts/"
+    sed -i 's/expr: up{job="rlsproxy"} == 0/expr: up{job="rlsproxy" == 0/' "$SCRATCH/alerts/rlsproxy-alerts.yaml"
+    must_fail "a PromQL syntax error in an alert" "rlsproxy-alerts.yaml: .*parse error" \
+        alert_rules "$SCRATCH/alerts/rlsproxy-alerts.yaml" "$SCRATCH/alerts/rlsproxy-alerts.test.yaml"
+
+    # An alert that never fires (threshold raised): its unit test must notice.
+    cp deploy/prometheus/* "$SCRATCH/alerts/"
+    sed -i 's/(increase(rlsproxy_injection_failures_total\[10m\])) > 0/(increase(rlsproxy_injection_failures_total[10m])) > 5/' \
+        "$SCRATCH/alerts/rlsproxy-alerts.yaml"
+    must_fail "an injection-failure alert that no longer fires" "alertname: RlsproxyInjectionFailure" \
+        alert_rules "$SCRATCH/alerts/rlsproxy-alerts.yaml" "$SCRATCH/alerts/rlsproxy-alerts.test.yaml"
+
+    # A dashboard metric outside the contract (a typo).
+    tree=$(scratch_tree metric)
+    sed -i 's/rlsproxy_pool_waiting_clients/rlsproxy_pool_waiting_client/' "$tree/deploy/grafana/rlsproxy-dashboard.json"
+    must_fail "a dashboard metric outside the contract" "rlsproxy_pool_waiting_client is not in the metrics contract" observability "$tree"
+
+    # Dashboard PromQL that does not parse.
+    tree=$(scratch_tree promql)
+    sed -i 's/sum by (tenant) (rate(rlsproxy_transactions_total/sum by (tenant) (rate(rlsproxy_transactions_total(/' \
+        "$tree/deploy/grafana/rlsproxy-dashboard.json"
+    must_fail "a dashboard expression that does not parse" "dashboard-rules.yaml: .*parse error" observability "$tree"
+
+    # A config key the proxy does not know, in a ConfigMap.
+    tree=$(scratch_tree config)
+    sed -i 's/acquire_timeout_ms = 5000/acquire_timeout = 5000/' "$tree/deploy/k8s/shared.yaml"
+    must_fail "an unknown key in a ConfigMap's rlsproxy.toml" "unknown key pool.acquire_timeout$" observability "$tree"
+fi
+
+say "deploy/ manifests, Dockerfile, alerts and dashboard: all checks passed"
