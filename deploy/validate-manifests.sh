@@ -12,15 +12,16 @@
 #    oldest version the manifests support: native sidecars are GA there) and
 #    1.37 (the newest the pinned kubernetes-validate ships). Strict: a field
 #    the schema does not know (a typo, a field from a newer version) fails.
-# 2. checkov on the manifests and on deploy/Dockerfile, with the skip list below.
+# 2. checkov on the manifests and on deploy/Dockerfile, with the skip list below;
+#    hadolint on deploy/Dockerfile.
 # 3. promtool check rules + promtool test rules (unit tests of the alerts).
 # 4. deploy/lib/check_observability.py: dashboard structure, every PromQL
 #    expression of the dashboard and the alerts against the metrics contract,
 #    the dashboard's expressions parsed by promtool, the ConfigMaps' TOML keys.
 # 5. Self-check: broken scratch copies (an unknown field, privileged: true, a
-#    PromQL syntax error, a metric outside the contract, an unknown config key)
-#    must each make the matching validator fail, so a validator that silently
-#    passes everything is caught.
+#    RUN cd, a PromQL syntax error, a metric outside the contract, an unknown
+#    config key, ...) must each make the matching validator fail, for that
+#    reason, so a validator that silently passes everything is caught.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { printf '==> %s\n' "$*" >&2; }
@@ -70,7 +71,7 @@ if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$stamp" ]; then
     echo "$stamp" >"$VENV/.requirements.sha256"
 fi
 PY=$VENV/bin/python
-say "kubernetes-validate $("$VENV/bin/kubernetes-validate" --version | tr -d '\n'), checkov $("$VENV/bin/checkov" --version), $(promtool --version 2>&1 | head -n1)"
+say "kubernetes-validate $("$VENV/bin/kubernetes-validate" --version | tr -d '\n'), checkov $("$VENV/bin/checkov" --version), $("$VENV/bin/hadolint" --version), $(promtool --version 2>&1 | head -n1)"
 
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/validate-manifests.XXXXXX")
 trap 'rm -rf "$SCRATCH"' EXIT
@@ -96,6 +97,14 @@ checkov_dockerfile() {  # FILE
     "$VENV/bin/checkov" -f "$1" --framework dockerfile --skip-download --compact --quiet
 }
 
+hadolint_dockerfile() {  # FILE
+    # DL3008 ("pin versions in apt-get install") does not apply: the builder's
+    # packages (libclang-dev, gcc, ...) only build the binary, come from the
+    # bookworm release the base image fixes, and an exact Debian version pinned
+    # here would break the build at the next point release, when the mirror drops it.
+    "$VENV/bin/hadolint" --no-color --ignore DL3008 "$1"
+}
+
 alert_rules() {  # RULES_FILE TEST_FILE
     promtool check rules "$1" && promtool test rules "$2"
 }
@@ -113,8 +122,9 @@ k8s_schemas "${MANIFESTS[@]}" || die "manifests do not validate against the Kube
 say "checkov: deploy/k8s (skipped: $SKIP)"
 checkov_k8s deploy/k8s || die "checkov found problems in deploy/k8s"
 
-say "checkov: deploy/Dockerfile"
+say "checkov and hadolint: deploy/Dockerfile"
 checkov_dockerfile deploy/Dockerfile || die "checkov found problems in deploy/Dockerfile"
+hadolint_dockerfile deploy/Dockerfile || die "hadolint found problems in deploy/Dockerfile"
 
 say "promtool: alert rules and their unit tests"
 alert_rules deploy/prometheus/rlsproxy-alerts.yaml deploy/prometheus/rlsproxy-alerts.test.yaml \
@@ -169,6 +179,11 @@ if [ "$SELF_CHECK" = 1 ]; then
     # A Dockerfile whose image runs as root.
     grep -v '^USER ' deploy/Dockerfile >"$SCRATCH/Dockerfile"
     must_fail "a Dockerfile without USER" "CKV_DOCKER_3" checkov_dockerfile "$SCRATCH/Dockerfile"
+
+    # A RUN that changes directory with cd instead of WORKDIR.
+    sed 's|^WORKDIR /src$|RUN cd /src \&\& ls|' deploy/Dockerfile >"$SCRATCH/Dockerfile"
+    cmp -s deploy/Dockerfile "$SCRATCH/Dockerfile" && die "self-check: sed changed nothing"
+    must_fail "a Dockerfile with RUN cd" "DL3003" hadolint_dockerfile "$SCRATCH/Dockerfile"
 
     # A PromQL syntax error in an alert.
     mkdir -p "$SCRATCH/alerts"
