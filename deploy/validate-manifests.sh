@@ -17,7 +17,8 @@
 # 3. promtool check rules + promtool test rules (unit tests of the alerts).
 # 4. deploy/lib/check_observability.py: dashboard structure, every PromQL
 #    expression of the dashboard and the alerts against the metrics contract,
-#    the dashboard's expressions parsed by promtool, the ConfigMaps' TOML keys.
+#    the dashboard's expressions parsed by promtool, the ConfigMaps' TOML keys;
+#    with RLSPROXY_BIN set, each ConfigMap through `rlsproxy check-config`.
 # 5. Self-check: broken scratch copies (an unknown field, privileged: true, a
 #    RUN cd, a PromQL syntax error, a metric outside the contract, an unknown
 #    config key, ...) must each make the matching validator fail, for that
@@ -110,8 +111,52 @@ alert_rules() {  # RULES_FILE TEST_FILE
 }
 
 observability() {  # ROOT (with deploy/grafana, deploy/prometheus, deploy/k8s, config/)
-    "$PY" deploy/lib/check_observability.py "$1" "$SCRATCH/dashboard-rules.yaml" \
+    "$PY" deploy/lib/check_observability.py check "$1" "$SCRATCH/dashboard-rules.yaml" \
         && promtool check rules "$SCRATCH/dashboard-rules.yaml" >/dev/null
+}
+
+# Files for every file-valued config key (FIXTURES in check_observability.py):
+# a self-signed certificate (client TLS and the upstream CA), an RSA key as PEM
+# and as a JWKS, secrets. check-config reads and parses each of them.
+make_fixtures() {  # DIR
+    local dir=$1 modulus
+    mkdir -p "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$dir/tls.key" -out "$dir/tls.crt" \
+        -days 2 -subj /CN=rlsproxy -addext subjectAltName=DNS:rlsproxy 2>/dev/null
+    cp "$dir/tls.crt" "$dir/ca.crt"
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/jwt.key.pem" 2>/dev/null
+    openssl pkey -in "$dir/jwt.key.pem" -pubout -out "$dir/jwt.pub.pem"
+    modulus=$(openssl rsa -in "$dir/jwt.key.pem" -noout -modulus | cut -d= -f2)
+    "$PY" - "$modulus" >"$dir/jwks.json" <<'PYEOF'
+import base64, json, sys
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+key = {"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256", "n": b64(bytes.fromhex(sys.argv[1])), "e": "AQAB"}
+print(json.dumps({"keys": [key]}))
+PYEOF
+    echo fixture-password >"$dir/password"
+    echo fixture-admin-token >"$dir/admin-token"
+    openssl rand -hex 32 >"$dir/secret"
+    openssl rand -hex 32 >"$dir/strict.key"
+}
+
+# Each ConfigMap's rlsproxy.toml, with the manifests' RLSPROXY__* variables,
+# through `rlsproxy check-config` (the proxy's own validation: key names, types,
+# combinations such as require_tls = "always" without a certificate, and every
+# file it names). A binary without the admin listener (no `healthcheck`
+# subcommand) would refuse [admin]: that section is then left out, and said so.
+config_check() {  # ROOT
+    local root=$1 out=$SCRATCH/configs-$RANDOM name admin=()
+    if ! "$RLSPROXY_BIN" healthcheck --help >/dev/null 2>&1; then
+        admin=(--without-admin)
+        say "$RLSPROXY_BIN has no admin listener yet: checking the ConfigMaps without [admin]"
+    fi
+    "$PY" deploy/lib/check_observability.py export-configs "$root" "$out" "$SCRATCH/fixtures" "${admin[@]}" >/dev/null
+    for toml in "$out"/*.toml; do
+        name=$(basename "$toml" .toml)
+        # env -i: only the manifests' variables, none of this shell's RLSPROXY__*.
+        env -i PATH="$PATH" $(cat "$out/$name.env") "$RLSPROXY_BIN" check-config --config "$toml" \
+            || { echo "ConfigMap $name: rlsproxy check-config failed" >&2; return 1; }
+    done
 }
 
 # --- the checks ------------------------------------------------------------------
@@ -132,6 +177,16 @@ alert_rules deploy/prometheus/rlsproxy-alerts.yaml deploy/prometheus/rlsproxy-al
 
 say "dashboard, metric names, ConfigMap keys"
 observability . || die "dashboard, alerts or ConfigMaps do not match the contract"
+
+# deploy/test.sh sets RLSPROXY_BIN to the binary `cargo test` built.
+if [ -n "${RLSPROXY_BIN:-}" ]; then
+    [ -x "$RLSPROXY_BIN" ] || die "RLSPROXY_BIN=$RLSPROXY_BIN is not an executable"
+    say "rlsproxy check-config on each ConfigMap ($RLSPROXY_BIN)"
+    make_fixtures "$SCRATCH/fixtures"
+    config_check . || die "a ConfigMap's configuration is refused by rlsproxy check-config"
+else
+    say "ConfigMaps not run through rlsproxy check-config: set RLSPROXY_BIN=path/to/rlsproxy"
+fi
 
 # --- self-check: each validator must fail on a broken copy -------------------------
 
@@ -214,6 +269,13 @@ if [ "$SELF_CHECK" = 1 ]; then
     tree=$(scratch_tree config)
     sed -i 's/acquire_timeout_ms = 5000/acquire_timeout = 5000/' "$tree/deploy/k8s/shared.yaml"
     must_fail "an unknown key in a ConfigMap's rlsproxy.toml" "unknown key pool.acquire_timeout$" observability "$tree"
+
+    # Known keys, wrong combination: TLS required of clients with no certificate.
+    if [ -n "${RLSPROXY_BIN:-}" ]; then
+        tree=$(scratch_tree tls)
+        sed -i 's/require_tls = "non-loopback"/require_tls = "always"/' "$tree/deploy/k8s/sidecar.yaml"
+        must_fail "require_tls = \"always\" without a certificate" "listen.require_tls" config_check "$tree"
+    fi
 fi
 
 say "deploy/ manifests, Dockerfile, alerts and dashboard: all checks passed"

@@ -1,6 +1,7 @@
 """Offline checks of deploy/'s dashboard, alert rules and Kubernetes ConfigMaps
 that no off-the-shelf validator does (run by deploy/validate-manifests.sh with
-the venv's Python, which has PyYAML):
+the venv's Python, which has PyYAML), and the ConfigMaps' configurations
+exported for `rlsproxy check-config`:
 
   dashboard  the Grafana JSON parses, its data source is the `datasource`
              variable everywhere, panel ids are unique, every panel has a
@@ -12,8 +13,16 @@ the venv's Python, which has PyYAML):
              uses only keys the proxy knows (config/rlsproxy.example.toml plus
              the admin section), so a typo fails here rather than at start.
 
-Usage: check_observability.py REPO_ROOT PROMQL_RULES_OUT
+Usage: check_observability.py check REPO_ROOT PROMQL_RULES_OUT
 Exit 1 with one line per problem.
+
+  check_observability.py export-configs REPO_ROOT OUT_DIR FIXTURE_DIR [--without-admin]
+writes, for each ConfigMap, OUT_DIR/NAME.toml (its rlsproxy.toml) and
+OUT_DIR/NAME.env (KEY=VALUE lines: the RLSPROXY__* variables the manifests set
+on the proxy container, and every file-valued key pointed at a fixture in
+FIXTURE_DIR), so that `rlsproxy check-config` can validate the configuration
+the pods would load. --without-admin drops the [admin] section and variables,
+for a binary that predates the admin listener.
 """
 
 import json
@@ -191,12 +200,73 @@ def check_configmaps(k8s_dir, example):
     print(f"configmaps: {count} embedded rlsproxy.toml checked against the known keys")
 
 
+# File-valued keys and the fixture (made by validate-manifests.sh) each points at.
+FIXTURES = {
+    ("listen", "tls_cert_file"): "tls.crt",
+    ("listen", "tls_key_file"): "tls.key",
+    ("upstream", "password_file"): "password",
+    ("upstream", "sslrootcert"): "ca.crt",
+    ("jwt", "secret_file"): "secret",
+    ("jwt", "public_key_file"): "jwt.pub.pem",
+    ("jwt", "jwks_file"): "jwks.json",
+    ("jwt", "private_key_file"): "jwt.key.pem",
+    ("context", "strict_key_file"): "strict.key",
+    ("admin", "token_file"): "admin-token",
+}
+
+
+def proxy_env(docs, configmap):
+    """RLSPROXY__* variables of the containers that mount CONFIGMAP."""
+    env = {}
+    for doc in docs:
+        spec = (doc or {}).get("spec", {}).get("template", {}).get("spec", {})
+        volumes = {
+            v["name"] for v in spec.get("volumes", []) if v.get("configMap", {}).get("name") == configmap
+        }
+        for container in spec.get("initContainers", []) + spec.get("containers", []):
+            if any(m["name"] in volumes for m in container.get("volumeMounts", [])):
+                for var in container.get("env", []):
+                    if var["name"].startswith("RLSPROXY__") and "value" in var:
+                        env[var["name"]] = var["value"]
+    return env
+
+
+def export_configs(root, out_dir, fixture_dir, without_admin):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in sorted((root / "deploy/k8s").glob("*.yaml")):
+        docs = list(yaml.safe_load_all(path.read_text()))
+        for doc in docs:
+            if not doc or doc.get("kind") != "ConfigMap" or "rlsproxy.toml" not in doc.get("data", {}):
+                continue
+            name = doc["metadata"]["name"]
+            text = doc["data"]["rlsproxy.toml"]
+            env = proxy_env(docs, name)
+            if without_admin:
+                text = re.sub(r"(?ms)^\[admin\]$.*?(?=^\[|\Z)", "", text)
+                env = {k: v for k, v in env.items() if not k.startswith("RLSPROXY__ADMIN__")}
+            for section, values in tomllib.loads(text).items():
+                for key in values if isinstance(values, dict) else ():
+                    if key.endswith("_file") or key == "sslrootcert":
+                        fixture = FIXTURES.get((section, key))
+                        if fixture is None:
+                            problem(f"{path.name}: ConfigMap {name}: no fixture for {section}.{key} (add it to FIXTURES)")
+                            continue
+                        env[f"RLSPROXY__{section.upper()}__{key.upper()}"] = str(fixture_dir / fixture)
+            (out_dir / f"{name}.toml").write_text(text)
+            (out_dir / f"{name}.env").write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+            print(f"{name}: {path.name}, {len(env)} variables")
+
+
 def main():
-    root = Path(sys.argv[1])
-    rules_out = sys.argv[2]
-    check_dashboard(root / "deploy/grafana/rlsproxy-dashboard.json", rules_out)
-    check_alerts(root / "deploy/prometheus/rlsproxy-alerts.yaml")
-    check_configmaps(root / "deploy/k8s", root / "config/rlsproxy.example.toml")
+    if len(sys.argv) >= 4 and sys.argv[1] == "check":
+        root = Path(sys.argv[2])
+        check_dashboard(root / "deploy/grafana/rlsproxy-dashboard.json", sys.argv[3])
+        check_alerts(root / "deploy/prometheus/rlsproxy-alerts.yaml")
+        check_configmaps(root / "deploy/k8s", root / "config/rlsproxy.example.toml")
+    elif len(sys.argv) >= 5 and sys.argv[1] == "export-configs":
+        export_configs(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), "--without-admin" in sys.argv[5:])
+    else:
+        sys.exit(__doc__)
     for p in problems:
         print(f"PROBLEM {p}", file=sys.stderr)
     sys.exit(1 if problems else 0)
