@@ -60,11 +60,14 @@ missing=()
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v promtool >/dev/null || missing+=(prometheus)
+# The check-config fixtures (certificates, keys) are made with openssl.
+if [ -n "${RLSPROXY_BIN:-}" ]; then command -v openssl >/dev/null || missing+=(openssl); fi
 apt_install "${missing[@]}"
 
-# (Re)creates the venv when the pinned requirements changed; otherwise no pip call.
-stamp=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
-if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$stamp" ]; then
+# (Re)creates the venv when the pinned requirements or the Python changed;
+# otherwise no pip call.
+stamp=$({ cat "$REQUIREMENTS"; python3 --version; } | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$stamp" ] || ! "$VENV/bin/python" -c '' 2>/dev/null; then
     say "Installing the validators into $VENV (pinned in $REQUIREMENTS)"
     rm -rf "$VENV"
     python3 -m venv "$VENV"
