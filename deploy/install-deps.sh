@@ -2,8 +2,10 @@
 # Installs, with apt-get, everything rlsproxy's test suite (deploy/test.sh) calls that a
 # fresh Debian machine with Rust lacks: the PostgreSQL server (initdb, pg_ctl, psql,
 # pgbench, pgcrypto), openssl (test certificates), procps (kill), libclang and a C
-# compiler (libpg_query), and the client matrix's toolchains (Python venv, Node.js/npm,
-# a JDK and pgjdbc). Installs only what is missing; safe to re-run.
+# compiler (libpg_query), the client matrix's toolchains (Python venv, Node.js/npm,
+# a JDK and pgjdbc), and promtool for deploy/validate-manifests.sh (Debian ships it in
+# the prometheus package; where systemd runs, that package also enables a Prometheus
+# server on :9090). Installs only what is missing; safe to re-run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { printf '==> %s\n' "$*" >&2; }
@@ -18,5 +20,6 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v npm >/dev/null || missing+=(nodejs npm)
 command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+command -v promtool >/dev/null || missing+=(prometheus)
 apt_install "${missing[@]}"
 say "test prerequisites present"
