@@ -25,6 +25,7 @@
 //! Beside the data path, [`doctor`] audits the database's row-level-security set-up through
 //! the same upstream connection code (`rlsproxy doctor`, and as warnings at start-up).
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod doctor;

@@ -66,6 +66,12 @@ enum Command {
         #[arg(long)]
         database: Option<String>,
     },
+    /// Exit 0 when a probe URL of the admin listener answers 200 (container health checks).
+    Healthcheck {
+        /// The probe to GET.
+        #[arg(long, default_value = "http://127.0.0.1:9930/readyz")]
+        url: String,
+    },
 }
 
 /// Output of `rlsproxy doctor`.
@@ -89,6 +95,11 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::CheckConfig { config } => check_config(config),
         Command::Doctor { config, format, database } => doctor(config, format, database),
+        Command::Healthcheck { url } => match rlsproxy::admin::probe::status_of(&url) {
+            Ok(200) => ExitCode::SUCCESS,
+            Ok(status) => fail(&format!("{url} answered {status}")),
+            Err(e) => fail(&format!("{url}: {e}")),
+        },
         Command::Token { config, tenant, sub, role, ttl, claims } => {
             let request = MintRequest { tenant, subject: sub, role, ttl, extra: claims };
             match Config::load(&config)
@@ -206,6 +217,9 @@ fn run(path: PathBuf) -> ExitCode {
         match proxy.local_addr() {
             Ok(addr) => tracing::info!(%addr, "rlsproxy listening"),
             Err(e) => return fail(&e.to_string()),
+        }
+        if let Some(addr) = proxy.admin_addr() {
+            tracing::info!(%addr, "admin listener (healthz, readyz, metrics, admin views)");
         }
         proxy.run().await;
         ExitCode::SUCCESS

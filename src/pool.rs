@@ -37,6 +37,34 @@ pub enum PoolError {
     Connect(#[from] UpstreamError),
 }
 
+/// The pool at one moment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolSnapshot {
+    /// `pool.mode`.
+    pub mode: crate::config::PoolMode,
+    /// `pool.size`.
+    pub size: usize,
+    /// Connections that exist: idle, lent, or being opened.
+    pub open: usize,
+    /// Idle connections.
+    pub idle: usize,
+    /// Clients waiting for a connection.
+    pub waiting: usize,
+    /// Idle connections by what they serve.
+    pub idle_by_key: Vec<IdleGroup>,
+}
+
+/// Idle connections for one database and one set of client startup settings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IdleGroup {
+    /// Database.
+    pub database: String,
+    /// Startup settings (application_name, DateStyle…) the connections were opened with.
+    pub settings: Vec<(String, String)>,
+    /// How many.
+    pub idle: usize,
+}
+
 /// A shared handle to the pool.
 #[derive(Clone, Debug)]
 pub struct Pool {
@@ -170,6 +198,30 @@ impl Pool {
     pub fn stats(&self) -> (usize, usize) {
         let state = self.inner.lock();
         (state.open, state.idle.len())
+    }
+
+    /// What `/admin/pools` and the metrics show.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let state = self.inner.lock();
+        let mut idle_by_key: Vec<IdleGroup> = Vec::new();
+        for conn in &state.idle {
+            match idle_by_key.iter_mut().find(|g| serves(conn, &g.database, &g.settings)) {
+                Some(group) => group.idle += 1,
+                None => idle_by_key.push(IdleGroup {
+                    database: conn.database.clone(),
+                    settings: conn.startup.clone(),
+                    idle: 1,
+                }),
+            }
+        }
+        PoolSnapshot {
+            mode: self.inner.cfg.mode,
+            size: self.inner.cfg.size,
+            open: state.open,
+            idle: state.idle.len(),
+            waiting: state.waiters.len(),
+            idle_by_key,
+        }
     }
 
     /// Keeps `min_idle` clean connections to `database` open and closes expired idle ones,

@@ -10,6 +10,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{Instrument, field};
 
+use crate::admin::Readiness;
+use crate::admin::clients::ClientRegistry;
+use crate::admin::metrics::{Metrics, Snapshot};
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
 use crate::frontend::cancel::CancelRegistry;
@@ -38,6 +41,32 @@ pub struct Shared {
     pub cancels: CancelRegistry,
     /// Becomes `true` when the proxy is shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Live sessions, for `/admin/clients` and the client gauges.
+    pub clients: Arc<ClientRegistry>,
+    /// `/readyz`'s cached upstream check.
+    pub readiness: Readiness,
+    /// Bearer token of `/admin/*`.
+    pub admin_token: Option<String>,
+}
+
+impl Shared {
+    /// The live state the metrics' gauges report.
+    pub fn snapshot(&self) -> Snapshot {
+        let (clients_active, clients_idle, clients_waiting) = self.clients.counts();
+        let pool = self.pool.snapshot();
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        Snapshot {
+            clients_active,
+            clients_idle,
+            clients_waiting,
+            servers_active: count(pool.open.saturating_sub(pool.idle)),
+            servers_idle: count(pool.idle),
+            pool_max: count(pool.size),
+            pool_waiting: count(pool.waiting),
+        }
+    }
 }
 
 /// Why the proxy could not start.
@@ -46,7 +75,7 @@ pub enum StartError {
     /// A configuration problem, naming its key.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The listen address could not be bound.
+    /// The listen or admin address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// Address from `listen.address`.
@@ -67,6 +96,10 @@ pub fn build_shared(config: Config, shutdown: watch::Receiver<bool>) -> Result<S
     let allow_unforced = config.upstream.allow_unforced_owned_tables;
     let pool = Pool::new(target, &config.pool, config.jwt.allowed_roles.clone(), allow_unforced);
     Ok(Shared {
+        metrics: Metrics::new(config.admin.tenant_label_limit),
+        clients: Arc::default(),
+        readiness: Readiness::default(),
+        admin_token: crate::admin::admin_token(&config.admin)?,
         context: ContextSpec::from_config(&config)?,
         guard: Guard::from_config(&config),
         verifier,
@@ -82,6 +115,7 @@ pub fn build_shared(config: Config, shutdown: watch::Receiver<bool>) -> Result<S
 pub struct Proxy {
     shared: Arc<Shared>,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -103,7 +137,16 @@ impl Proxy {
         let addr = config.listen.address;
         let shared = Arc::new(build_shared(config, rx)?);
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        Ok(Self { shared, listener, shutdown: tx })
+        let admin = match shared.config.admin.address {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+            None => None,
+        };
+        Ok(Self { shared, listener, admin, shutdown: tx })
+    }
+
+    /// The admin listener's address, when `[admin] address` is set (port 0 picks a free one).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address actually bound (port 0 picks a free one).
@@ -128,11 +171,13 @@ impl Proxy {
     }
 
     /// Accepts clients until shutdown, then waits up to the grace period for sessions to end.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         if let Some(database) = &self.shared.config.upstream.database {
             // Warm connections and idle expiry; the task ends with the pool.
             tokio::spawn(self.shared.pool.clone().maintain(database.clone()));
         }
+        // Serves probes and scrapes until the sessions have drained, then ends with them.
+        let admin = self.admin.take().map(|l| AbortOnDrop(tokio::spawn(crate::admin::serve(l, self.shared.clone()))));
         let mut sessions = JoinSet::new();
         let mut shutdown = self.shared.shutdown.clone();
         let handshake_timeout = Duration::from_millis(self.shared.config.limits.handshake_timeout_ms);
@@ -168,6 +213,16 @@ impl Proxy {
             tracing::warn!(sessions = sessions.len(), "grace period over; closing the remaining sessions");
             sessions.abort_all();
         }
+        drop(admin);
+    }
+}
+
+/// Ends a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

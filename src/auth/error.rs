@@ -97,6 +97,26 @@ impl AuthError {
             _ => SQLSTATE_INVALID_PASSWORD,
         }
     }
+
+    /// A short, fixed name for the `reason` label of `rlsproxy_auth_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::TooLong { .. } => "too_long",
+            AuthError::Malformed(_) => "malformed",
+            AuthError::AlgorithmNotAllowed(_) => "algorithm",
+            AuthError::MissingKid | AuthError::UnknownKid(_) | AuthError::KeyMismatch { .. } | AuthError::NoKey(_) => {
+                "key"
+            }
+            AuthError::BadSignature => "signature",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::MissingClaim(_) | AuthError::ClaimType { .. } => "claims",
+            AuthError::WrongIssuer => "issuer",
+            AuthError::WrongAudience => "audience",
+            AuthError::TenantClaimMissing(_) | AuthError::TenantClaimType(_) => "tenant_claim",
+            AuthError::RoleClaimType(_) | AuthError::RoleNotAllowed(_) => "role",
+        }
+    }
 }
 
 /// Longest piece of token-supplied text put in a message.

@@ -2,6 +2,7 @@
 //! `RLSPROXY__SECTION__KEY` environment variables, then validated so that a
 //! mistake is reported at start with the name of the key that is wrong.
 
+mod admin;
 mod sections;
 mod validate;
 
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use admin::AdminConfig;
 pub use sections::*;
 pub use validate::ConfigError;
 
@@ -34,6 +36,8 @@ pub struct Config {
     pub guard: GuardConfig,
     /// The RLS audit (`rlsproxy doctor`).
     pub doctor: DoctorConfig,
+    /// Probes, metrics and admin views over HTTP.
+    pub admin: AdminConfig,
 }
 
 impl Config {

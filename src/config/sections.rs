@@ -115,7 +115,7 @@ impl Default for UpstreamConfig {
 }
 
 /// How server connections are shared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolMode {
     /// A client owns one server connection for its whole session.

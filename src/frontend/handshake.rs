@@ -35,6 +35,8 @@ pub struct Handshake {
     pub context: TenantContext,
     /// Filtered startup parameters.
     pub startup: ClientStartup,
+    /// The client's address.
+    pub peer: SocketAddr,
 }
 
 /// Why a handshake ended without a session.
@@ -108,11 +110,15 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result
     stream.write_all(&out).await?;
     let token = match read_password(&mut stream).await? {
         Ok(token) => token,
-        Err(e) => return refuse(&mut stream, e).await,
+        Err(e) => {
+            shared.metrics.auth_failure("password_message");
+            return refuse(&mut stream, e).await;
+        }
     };
     match shared.verifier.verify(&token) {
-        Ok(context) => Ok(Accepted::Session(Box::new(Handshake { stream, context, startup }))),
+        Ok(context) => Ok(Accepted::Session(Box::new(Handshake { stream, context, startup, peer }))),
         Err(e) => {
+            shared.metrics.auth_failure(e.reason());
             tracing::info!(reason = %e, "token rejected");
             refuse(&mut stream, PgError::fatal(e.sqlstate(), e.to_string())).await
         }

@@ -102,6 +102,15 @@ pub struct Violation {
     pub closing_reset: bool,
 }
 
+/// A refused statement: the rule (for the metrics) and the error the client gets.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The rule that refused it.
+    pub rule: Rule,
+    /// The ErrorResponse to send.
+    pub error: PgError,
+}
+
 /// Large-object functions (by their fixed OIDs in pg_proc) that libpq's fast-path API calls:
 /// the only FunctionCall targets allowed.
 const LARGE_OBJECT_OIDS: &[u32] =
@@ -163,7 +172,7 @@ impl Guard {
     /// `starts_transaction`: a simple Query that starts a transaction (see `closing_reset`).
     /// Names with the reserved prefix are refused even when `[guard] enabled = false`: they
     /// would reach the proxy's own injection statement.
-    pub fn check_sql(&self, sql: &[u8], role: Option<&str>, starts_transaction: bool) -> Result<(), PgError> {
+    pub fn check_sql(&self, sql: &[u8], role: Option<&str>, starts_transaction: bool) -> Result<(), Refusal> {
         if !self.enabled && !may_name_reserved(sql) {
             return Ok(());
         }
@@ -178,7 +187,7 @@ impl Guard {
     }
 
     /// Checks a fast-path FunctionCall of the function with `oid`.
-    pub fn check_function_call(&self, oid: u32, role: Option<&str>) -> Result<(), PgError> {
+    pub fn check_function_call(&self, oid: u32, role: Option<&str>) -> Result<(), Refusal> {
         if !self.enabled || LARGE_OBJECT_OIDS.contains(&oid) {
             return Ok(());
         }
@@ -187,13 +196,15 @@ impl Guard {
         self.verdict(&[v], role)
     }
 
-    fn verdict(&self, violations: &[Violation], role: Option<&str>) -> Result<(), PgError> {
+    fn verdict(&self, violations: &[Violation], role: Option<&str>) -> Result<(), Refusal> {
         let operator = role.is_some_and(|r| self.operator_roles.iter().any(|o| o == r));
         let Some(v) = violations.iter().find(|v| !(operator && self.operator_allows.contains(&v.rule))) else {
             return Ok(());
         };
-        Err(PgError::error("42501", format!("rlsproxy refused the statement: {} (rule {})", v.what, v.rule.name()))
-            .with_hint("The tenant context comes from the token and cannot be changed or escaped with SQL."))
+        let error =
+            PgError::error("42501", format!("rlsproxy refused the statement: {} (rule {})", v.what, v.rule.name()))
+                .with_hint("The tenant context comes from the token and cannot be changed or escaped with SQL.");
+        Err(Refusal { rule: v.rule, error })
     }
 
     fn violations(&self, sql: &[u8]) -> Arc<[Violation]> {

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use super::relay::{Exit, Relay};
 use super::tracker::{Kind, Owner};
 use super::{SessionError, now_unix};
+use crate::policy::guard::{Refusal, Rule};
 use crate::policy::{RESERVED_PREFIX, SqlText};
 use crate::protocol::{Frame, PgError, ProtocolError, backend, codec, frontend};
 
@@ -55,10 +56,13 @@ impl Relay<'_> {
         let reserved_name = names.iter().any(|n| n.starts_with(RESERVED_PREFIX));
         let sql = frontend::sql_text(tag, body);
         let refusal = match (reserved_name, sql) {
-            (true, _) => Some(PgError::error(
-                "42501",
-                "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy",
-            )),
+            (true, _) => Some(Refusal {
+                rule: Rule::ReservedName,
+                error: PgError::error(
+                    "42501",
+                    "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy",
+                ),
+            }),
             // Names in SQL (EXECUTE, DEALLOCATE, PREPARE share the protocol's), however spelled,
             // are the guard's: it parses them even when its other rules are off.
             (false, Some(sql)) => {
@@ -72,8 +76,13 @@ impl Relay<'_> {
             }
             (false, None) => None,
         };
-        if let Some(e) = &refusal {
-            tracing::info!(message = e.message, "statement refused");
+        let refusal = refusal.map(|r| {
+            self.shared.metrics.guard_rejection(r.rule.name());
+            tracing::info!(message = r.error.message, "statement refused");
+            r.error
+        });
+        if matches!(tag, b'Q' | b'E') {
+            self.tenant_metrics.queries.inc();
         }
         let simple = matches!(tag, b'Q' | b'F');
         let text = sql.map(SqlText::new);

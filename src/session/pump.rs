@@ -13,6 +13,8 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::protocol::Framer;
 
 /// Bytes read per syscall at most.
@@ -39,10 +41,12 @@ pub fn poll_read_into<S: AsyncRead + Unpin>(
     Poll::Ready(Ok(read.filled().len()))
 }
 
-/// Writes all of `buf` and flushes; `Pending` while the peer is not reading.
+/// Writes all of `buf` and flushes, counting the bytes in `written`; `Pending` while the peer
+/// is not reading.
 pub fn poll_drain<S: AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
+    written: &Counter,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
     while !buf.is_empty() {
@@ -50,6 +54,7 @@ pub fn poll_drain<S: AsyncWrite + Unpin>(
         if n == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
+        written.inc_by(n as u64);
         buf.advance(n);
     }
     Pin::new(stream).poll_flush(cx)

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -23,6 +24,8 @@ use tokio::io::AsyncWriteExt;
 use super::statements::ClientStatements;
 use super::tracker::Tracker;
 use super::{Identity, SessionError, pump};
+use crate::admin::clients::ClientHandle;
+use crate::admin::metrics::TenantCounters;
 use crate::config::PoolMode;
 use crate::frontend::cancel::Registration;
 use crate::net::ClientStream;
@@ -83,6 +86,12 @@ pub struct Relay<'a> {
     pub(super) client_first: bool,
     pub(super) to_client: BytesMut,
     pub(super) to_server: BytesMut,
+    /// This session in the admin registry (state, backend pid).
+    pub(super) entry: ClientHandle,
+    /// This tenant's counters.
+    pub(super) tenant_metrics: TenantCounters,
+    /// When the transaction in progress started.
+    pub(super) transaction_started: Option<Instant>,
 }
 
 impl<'a> Relay<'a> {
@@ -93,8 +102,12 @@ impl<'a> Relay<'a> {
         identity: Identity,
         cancel: Registration,
         client_params: BTreeMap<String, String>,
+        entry: ClientHandle,
     ) -> Self {
         Self {
+            tenant_metrics: shared.metrics.tenant(&identity.context.tenant),
+            entry,
+            transaction_started: None,
             client_params,
             shared,
             client,
@@ -142,6 +155,7 @@ impl<'a> Relay<'a> {
             if let Some(exit) = self.process_client().await? {
                 return Ok(exit);
             }
+            self.end_transaction_if_done();
             self.give_back_if_done();
             self.release_drained_buffers();
             if self.draining && self.is_idle() {
@@ -188,11 +202,14 @@ impl<'a> Relay<'a> {
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         let paused = self.paused_for_injection();
         if let Some(server) = self.server.as_deref_mut()
-            && let Poll::Ready(Err(e)) = pump::poll_drain(&mut server.stream, &mut self.to_server, cx)
+            && let Poll::Ready(Err(e)) =
+                pump::poll_drain(&mut server.stream, &mut self.to_server, &self.shared.metrics.server_bytes.sent, cx)
         {
             return Poll::Ready(Event::ServerError(e));
         }
-        if let Poll::Ready(Err(e)) = pump::poll_drain(&mut self.client, &mut self.to_client, cx) {
+        if let Poll::Ready(Err(e)) =
+            pump::poll_drain(&mut self.client, &mut self.to_client, &self.shared.metrics.client_bytes.sent, cx)
+        {
             return Poll::Ready(Event::ClientError(e));
         }
         let read_client = !paused && self.to_server.len() < pump::HIGH_WATER;
@@ -203,14 +220,20 @@ impl<'a> Relay<'a> {
                 (true, _) if read_client => {
                     pump::poll_read_into(&mut self.client, &mut self.client_in, cx).map(|r| match r {
                         Ok(0) => Event::ClientEof,
-                        Ok(_) => Event::ClientData,
+                        Ok(n) => {
+                            self.shared.metrics.client_bytes.received.inc_by(n as u64);
+                            Event::ClientData
+                        }
                         Err(e) => Event::ClientError(e),
                     })
                 }
                 (false, Some(server)) if read_server => {
                     pump::poll_read_into(&mut server.stream, &mut server.framer, cx).map(|r| match r {
                         Ok(0) => Event::ServerEof,
-                        Ok(_) => Event::ServerData,
+                        Ok(n) => {
+                            self.shared.metrics.server_bytes.received.inc_by(n as u64);
+                            Event::ServerData
+                        }
                         Err(e) => Event::ServerError(e),
                     })
                 }
@@ -238,11 +261,13 @@ impl<'a> Relay<'a> {
             && let Some(server) = self.server.as_mut()
         {
             server.write_all(&self.to_server).await?;
+            self.shared.metrics.server_bytes.sent.inc_by(self.to_server.len() as u64);
             self.to_server.clear();
         }
         if !self.to_client.is_empty() {
             self.client.write_all(&self.to_client).await.map_err(SessionError::Client)?;
             self.client.flush().await.map_err(SessionError::Client)?;
+            self.shared.metrics.client_bytes.sent.inc_by(self.to_client.len() as u64);
             self.to_client.clear();
         }
         Ok(())
@@ -251,6 +276,9 @@ impl<'a> Relay<'a> {
     async fn finish(mut self: Box<Self>, exit: Result<Exit, SessionError>) -> Result<(), SessionError> {
         tracing::debug!(?exit, in_flight = self.tracker.batches_in_flight(), status = %(self.status as char), "relay finished");
         let server_usable = !matches!(exit, Ok(Exit::ServerGone) | Err(SessionError::Upstream(_)));
+        if !server_usable {
+            self.shared.metrics.upstream_error("lost");
+        }
         let (farewell, result) = match exit {
             Ok(Exit::ClientGone) => (None, Ok(())),
             Ok(Exit::Shutdown) => {

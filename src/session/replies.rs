@@ -133,6 +133,7 @@ impl Relay<'_> {
             server.injection_prepared = false;
         }
         let error = injection_failed(error::from_server(body));
+        self.shared.metrics.injection_failures.inc();
         tracing::warn!(code = error.code, message = error.message, "context injection failed");
         error.encode(&mut self.to_client);
         if before_simple {

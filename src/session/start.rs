@@ -28,7 +28,7 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Rela
     let mut attempt = 0;
     let server = loop {
         attempt += 1;
-        let result = match shared.pool.acquire(&identity.database, &identity.key, &identity.startup).await {
+        let result = match acquire(shared, &identity).await {
             Ok(lease) => adopt(lease, &identity).await,
             Err(e) => Err(Failure::Refuse(pool_error(&e, "FATAL"))),
         };
@@ -40,6 +40,12 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Rela
         }
     };
     span.record("backend_pid", server.pid());
+    let client = shared.clients.register(
+        hs.peer,
+        &identity.context.tenant,
+        identity.context.subject.as_deref(),
+        &identity.database,
+    );
     let cancel = shared.cancels.register();
     let client_params = server.params.clone();
     let mut out = BytesMut::new();
@@ -52,6 +58,7 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Rela
     let server = match shared.config.pool.mode {
         PoolMode::Session => {
             cancel.set_target(Some(CancelTarget::of(&server)));
+            client.set_backend_pid(server.pid());
             Some(server)
         }
         PoolMode::Transaction => {
@@ -63,7 +70,7 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Rela
     tracing::info!(database = identity.database, "session started");
     // Boxed: the relay then lives once, on the heap, instead of inline (and copied) in every
     // state of the session task's future.
-    Ok(Box::new(Relay::new(shared, hs.stream, server, identity, cancel, client_params)))
+    Ok(Box::new(Relay::new(shared, hs.stream, server, identity, cancel, client_params, client)))
 }
 
 fn identity(hs: &Handshake, shared: &Shared) -> Identity {
@@ -84,6 +91,17 @@ enum Failure {
 }
 
 /// The error a client gets when no connection can be lent, at `severity`.
+/// Counts the waits and failures of `pool.acquire` in the metrics.
+pub(super) async fn acquire(shared: &Shared, identity: &Identity) -> Result<Lease, PoolError> {
+    let started = std::time::Instant::now();
+    let result = shared.pool.acquire(&identity.database, &identity.key, &identity.startup).await;
+    shared.metrics.pool_wait.observe(started.elapsed().as_secs_f64());
+    if let Err(PoolError::Connect(_)) = &result {
+        shared.metrics.upstream_error("connect");
+    }
+    result
+}
+
 pub(super) fn pool_error(e: &PoolError, severity: &'static str) -> PgError {
     let (code, message, hint) = match e {
         PoolError::Timeout(_) | PoolError::QueueFull(_) => (

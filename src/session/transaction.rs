@@ -3,13 +3,16 @@
 //! state, and the tenant context injected (pipelined or awaited; see `relay`).
 //! Also the other end: giving the connection back when the transaction is over.
 
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 
 use super::relay::Relay;
 use super::replies::injection_failed;
-use super::start::pool_error;
+use super::start::{acquire, pool_error};
 use super::tracker::{Kind, Owner};
 use super::{Identity, SessionError};
+use crate::admin::clients::ClientState;
 use crate::config::PoolMode;
 use crate::frontend::cancel::CancelTarget;
 use crate::policy::SqlText;
@@ -56,18 +59,17 @@ impl Relay<'_> {
             // Inside a block or behind a pipelined batch: the context is this client's already.
             return Ok(true);
         }
+        self.tenant_metrics.transactions.inc();
+        self.transaction_started.get_or_insert_with(Instant::now);
         let isolating_sql = text.is_some_and(SqlText::needs_own_transaction)
             || tag == b'B' && frontend::bound_statement(body).is_some_and(|s| self.isolating_statements.contains(s));
         for attempt in 1..=2 {
             let fresh = self.server.is_none();
             if fresh {
-                match self
-                    .shared
-                    .pool
-                    .acquire(&self.identity.database, &self.identity.key, &self.identity.startup)
-                    .await
-                {
+                self.entry.set_state(ClientState::Waiting);
+                match acquire(self.shared, &self.identity).await {
                     Ok(lease) => {
+                        self.entry.set_backend_pid(lease.pid());
                         self.cancel.set_target(Some(CancelTarget::of(&lease)));
                         tracing::Span::current().record("backend_pid", lease.pid());
                         self.server = Some(lease);
@@ -78,6 +80,7 @@ impl Relay<'_> {
                     }
                 }
             }
+            self.entry.set_state(ClientState::Active);
             let Some(server) = self.server.as_mut() else { return Ok(false) };
             let ready = server.owner.as_ref() == Some(&self.identity.key)
                 && server.context.as_ref() == Some(&self.identity.injection.bind_execute);
@@ -198,6 +201,7 @@ impl Relay<'_> {
             self.server = None;
         }
         let error = injection_failed(e);
+        self.shared.metrics.injection_failures.inc();
         tracing::warn!(code = error.code, message = error.message, "context injection failed");
         Ok(Some(encoded(&error)))
     }
@@ -228,8 +232,20 @@ impl Relay<'_> {
             return;
         }
         self.cancel.set_target(None);
+        self.entry.set_backend_pid(0);
         if let Some(lease) = self.server.take() {
             lease.give_back();
+        }
+    }
+
+    /// Records the end of a transaction (metrics, client state) once the session is idle.
+    pub(super) fn end_transaction_if_done(&mut self) {
+        if !(self.is_idle() && self.batch_start) {
+            return;
+        }
+        if let Some(started) = self.transaction_started.take() {
+            self.shared.metrics.transaction_duration.observe(started.elapsed().as_secs_f64());
+            self.entry.set_state(ClientState::Idle);
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct TestProxy {
     pub config: Config,
     /// The accept loop; finishes after shutdown.
     pub task: tokio::task::JoinHandle<()>,
+    /// The admin listener, when `[admin] address` is set.
+    pub admin: Option<SocketAddr>,
 }
 
 /// A configuration for the test cluster: port 0, HS256 with [`SECRET`], no leeway,
@@ -47,8 +49,9 @@ pub async fn start(config: Config) -> TestProxy {
     let addr = proxy.local_addr().expect("local addr");
     let handle = proxy.shutdown_handle();
     let pool = proxy.pool();
+    let admin = proxy.admin_addr();
     let task = tokio::spawn(proxy.run());
-    TestProxy { addr, handle, pool, config, task }
+    TestProxy { addr, handle, pool, config, task, admin }
 }
 
 /// Starts a proxy with [`base_config`].

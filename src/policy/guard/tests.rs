@@ -8,7 +8,7 @@ fn guard() -> Guard {
 }
 
 fn refused(sql: &str) -> Option<String> {
-    guard().check_sql(sql.as_bytes(), None, false).err().map(|e| e.message)
+    guard().check_sql(sql.as_bytes(), None, false).err().map(|e| e.error.message)
 }
 
 #[test]
@@ -146,7 +146,7 @@ fn reserved_names_are_refused_even_with_the_guard_off() {
     for sql in
         ["EXECUTE rlsproxy_ctx('a', 'b')", "DEALLOCATE U&\"rlsproxy\\005Fctx\"", "PREPARE RLSPROXY_X AS SELECT 1"]
     {
-        let err = g.check_sql(sql.as_bytes(), None, false).err().map(|e| e.message);
+        let err = g.check_sql(sql.as_bytes(), None, false).err().map(|e| e.error.message);
         assert!(err.is_some_and(|m| m.ends_with("(rule reserved_name)")), "{sql}");
     }
 }

@@ -1,0 +1,28 @@
+//! `[admin]`: the HTTP listener for probes, metrics and the admin views.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where `/healthz`, `/readyz`, `/metrics` and `/admin/*` are served; unset: no listener.
+    /// Never the client port: probes and scrapes need no token, clients do.
+    pub address: Option<SocketAddr>,
+    /// Bearer token for `/admin/*`; without one (or `token_file`) those paths answer 403.
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    pub token_file: Option<PathBuf>,
+    /// Tenants that get a `tenant` label of their own in the per-tenant metrics (the first ones
+    /// seen); the others are counted under `other`, so a tenant count cannot blow up the series.
+    pub tenant_label_limit: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { address: None, token: None, token_file: None, tenant_label_limit: 100 }
+    }
+}
