@@ -145,15 +145,10 @@ PYEOF
 # Each ConfigMap's rlsproxy.toml, with the manifests' RLSPROXY__* variables,
 # through `rlsproxy check-config` (the proxy's own validation: key names, types,
 # combinations such as require_tls = "always" without a certificate, and every
-# file it names). A binary without the admin listener (no `healthcheck`
-# subcommand) would refuse [admin]: that section is then left out, and said so.
+# file it names).
 config_check() {  # ROOT
-    local root=$1 out=$SCRATCH/configs-$RANDOM name admin=()
-    if ! "$RLSPROXY_BIN" healthcheck --help >/dev/null 2>&1; then
-        admin=(--without-admin)
-        say "$RLSPROXY_BIN has no admin listener yet: checking the ConfigMaps without [admin]"
-    fi
-    "$PY" deploy/lib/check_observability.py export-configs "$root" "$out" "$SCRATCH/fixtures" "${admin[@]}" >/dev/null
+    local root=$1 out=$SCRATCH/configs-$RANDOM name
+    "$PY" deploy/lib/check_observability.py export-configs "$root" "$out" "$SCRATCH/fixtures" >/dev/null
     for toml in "$out"/*.toml; do
         name=$(basename "$toml" .toml)
         # env -i: only the manifests' variables, none of this shell's RLSPROXY__*.

@@ -16,13 +16,12 @@ exported for `rlsproxy check-config`:
 Usage: check_observability.py check REPO_ROOT PROMQL_RULES_OUT
 Exit 1 with one line per problem.
 
-  check_observability.py export-configs REPO_ROOT OUT_DIR FIXTURE_DIR [--without-admin]
+  check_observability.py export-configs REPO_ROOT OUT_DIR FIXTURE_DIR
 writes, for each ConfigMap, OUT_DIR/NAME.toml (its rlsproxy.toml) and
 OUT_DIR/NAME.env (KEY=VALUE lines: the RLSPROXY__* variables the manifests set
 on the proxy container, and every file-valued key pointed at a fixture in
 FIXTURE_DIR), so that `rlsproxy check-config` can validate the configuration
-the pods would load. --without-admin drops the [admin] section and variables,
-for a binary that predates the admin listener.
+the pods would load.
 """
 
 import json
@@ -231,7 +230,7 @@ def proxy_env(docs, configmap):
     return env
 
 
-def export_configs(root, out_dir, fixture_dir, without_admin):
+def export_configs(root, out_dir, fixture_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in sorted((root / "deploy/k8s").glob("*.yaml")):
         docs = list(yaml.safe_load_all(path.read_text()))
@@ -241,9 +240,6 @@ def export_configs(root, out_dir, fixture_dir, without_admin):
             name = doc["metadata"]["name"]
             text = doc["data"]["rlsproxy.toml"]
             env = proxy_env(docs, name)
-            if without_admin:
-                text = re.sub(r"(?ms)^\[admin\]$.*?(?=^\[|\Z)", "", text)
-                env = {k: v for k, v in env.items() if not k.startswith("RLSPROXY__ADMIN__")}
             for section, values in tomllib.loads(text).items():
                 for key in values if isinstance(values, dict) else ():
                     if key.endswith("_file") or key == "sslrootcert":
@@ -264,7 +260,7 @@ def main():
         check_alerts(root / "deploy/prometheus/rlsproxy-alerts.yaml")
         check_configmaps(root / "deploy/k8s", root / "config/rlsproxy.example.toml")
     elif len(sys.argv) >= 5 and sys.argv[1] == "export-configs":
-        export_configs(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), "--without-admin" in sys.argv[5:])
+        export_configs(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
     else:
         sys.exit(__doc__)
     for p in problems:
