@@ -124,9 +124,10 @@ PGPASSWORD=$PROXY_PW "$PGBENCH" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U 
 start_pgbouncer "$POOL_SIZE" $((MAX_IDLE + 200))
 say "PgBouncer $(pgbouncer --version | head -n 1 | awk '{print $2}') on 127.0.0.1:$PGB_PORT"
 
-# The example configuration, with the database the client asks for (bench or app).
+# The example configuration, with the database the client asks for (bench or app), and
+# no admin listener (several proxies run at once).
 CFG="$WORK/rlsproxy.toml"
-grep -v '^database = ' config/rlsproxy.example.toml >"$CFG"
+grep -v -e '^database = ' -e '^address = "127.0.0.1:9930"' config/rlsproxy.example.toml >"$CFG"
 export RLSPROXY__LISTEN__REQUIRE_TLS=non-loopback
 export RLSPROXY__LISTEN__MAX_CLIENTS=$((MAX_IDLE + 1000))
 export RLSPROXY__LISTEN__WORKER_THREADS="$WORKER_THREADS"

@@ -99,10 +99,12 @@ fi
 # --- the proxy -----------------------------------------------------------------
 
 PROXY_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
 CFG="$WORK/rlsproxy.toml"
 cp config/rlsproxy.example.toml "$CFG"
 # RLSPROXY__SECTION__KEY overrides the file: the example stays untouched.
 export RLSPROXY__LISTEN__ADDRESS="127.0.0.1:$PROXY_PORT"
+export RLSPROXY__ADMIN__ADDRESS="127.0.0.1:$ADMIN_PORT"
 export RLSPROXY__LISTEN__REQUIRE_TLS=non-loopback
 export RLSPROXY__UPSTREAM__HOST=127.0.0.1
 export RLSPROXY__UPSTREAM__PORT="$PG_PORT"
@@ -139,6 +141,9 @@ $PSQL "$(conninfo alice "$TOKEN1")" -c "$QUERY"
 
 # tenant 2 (globex)
 $PSQL "$(conninfo bob "$TOKEN2")" -c "$QUERY"
+
+# metrics and probes
+curl -s http://127.0.0.1:$ADMIN_PORT/metrics
 EOF
 
 say "Running both: same query, same table, different rows"
