@@ -14,7 +14,7 @@ use crate::admin::Readiness;
 use crate::admin::clients::ClientRegistry;
 use crate::admin::metrics::{Metrics, Snapshot};
 use crate::auth::Verifier;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, PoolMode};
 use crate::frontend::cancel::CancelRegistry;
 use crate::frontend::{self, Accepted};
 use crate::policy::context::ContextSpec;
@@ -65,6 +65,10 @@ impl Shared {
             servers_idle: count(pool.idle),
             pool_max: count(pool.size),
             pool_waiting: count(pool.waiting),
+            mode: match pool.mode {
+                PoolMode::Session => "session",
+                PoolMode::Transaction => "transaction",
+            },
         }
     }
 }

@@ -89,7 +89,7 @@ async fn metrics_count_a_scripted_workload_exactly() {
         ("rlsproxy_pool_wait_seconds_count", 7.0),
         ("rlsproxy_client_connections{state=\"idle\"}", 2.0),
         ("rlsproxy_client_connections{state=\"active\"}", 0.0),
-        ("rlsproxy_server_connections{state=\"active\"}", 0.0),
+        ("rlsproxy_server_connections{state=\"active\",mode=\"transaction\"}", 0.0),
         ("rlsproxy_pool_max_connections", 4.0),
         ("rlsproxy_pool_waiting_clients", 0.0),
     ];
@@ -97,7 +97,7 @@ async fn metrics_count_a_scripted_workload_exactly() {
         assert_eq!(sample(&text, name), Some(value), "{name} in:\n{text}");
     }
     assert!(!text.contains("tenant=\"2\""), "tenant 2 has no label of its own:\n{text}");
-    let idle = sample(&text, "rlsproxy_server_connections{state=\"idle\"}").expect("idle servers");
+    let idle = sample(&text, "rlsproxy_server_connections{state=\"idle\",mode=\"transaction\"}").expect("idle servers");
     assert!((1.0..=4.0).contains(&idle), "{text}");
     for side in ["client", "server"] {
         for dir in ["received", "sent"] {

@@ -69,7 +69,7 @@ pub struct Metrics {
     /// Bytes exchanged with the upstream server.
     pub server_bytes: Bytes,
     client_connections: Family<Label, Gauge>,
-    server_connections: Family<Label, Gauge>,
+    server_connections: Family<[(&'static str, &'static str); 2], Gauge>,
     pool_max: Gauge,
     pool_waiting: Gauge,
 }
@@ -91,6 +91,8 @@ pub struct Snapshot {
     pub pool_max: i64,
     /// Clients queued in the pool.
     pub pool_waiting: i64,
+    /// `pool.mode`: `session` or `transaction`.
+    pub mode: &'static str,
 }
 
 impl Metrics {
@@ -142,7 +144,7 @@ impl Metrics {
         r.register("bytes_received", "Bytes read, by side", received);
         r.register("bytes_sent", "Bytes written, by side", sent);
         r.register("client_connections", "Client connections, by state", m.client_connections.clone());
-        r.register("server_connections", "Server connections, by state", m.server_connections.clone());
+        r.register("server_connections", "Server connections, by state and pool mode", m.server_connections.clone());
         r.register("pool_max_connections", "Server connections at most (pool.size)", m.pool_max.clone());
         r.register("pool_waiting_clients", "Clients waiting for a server connection", m.pool_waiting.clone());
         Self { registry, client_bytes, server_bytes, ..m }
@@ -197,8 +199,9 @@ impl Metrics {
         self.client_connections.get_or_create(&state("active")).set(snapshot.clients_active);
         self.client_connections.get_or_create(&state("idle")).set(snapshot.clients_idle);
         self.client_connections.get_or_create(&state("waiting")).set(snapshot.clients_waiting);
-        self.server_connections.get_or_create(&state("active")).set(snapshot.servers_active);
-        self.server_connections.get_or_create(&state("idle")).set(snapshot.servers_idle);
+        let server = |s: &'static str| [("state", s), ("mode", snapshot.mode)];
+        self.server_connections.get_or_create(&server("active")).set(snapshot.servers_active);
+        self.server_connections.get_or_create(&server("idle")).set(snapshot.servers_idle);
         self.pool_max.set(snapshot.pool_max);
         self.pool_waiting.set(snapshot.pool_waiting);
         let mut out = String::new();
@@ -231,12 +234,18 @@ mod tests {
     #[test]
     fn state_gauges_come_from_the_snapshot() {
         let m = Metrics::new(10);
-        let snapshot =
-            Snapshot { clients_active: 3, clients_idle: 5, servers_idle: 2, pool_max: 20, ..Default::default() };
+        let snapshot = Snapshot {
+            clients_active: 3,
+            clients_idle: 5,
+            servers_idle: 2,
+            pool_max: 20,
+            mode: "transaction",
+            ..Default::default()
+        };
         let text = m.encode(snapshot);
         assert!(text.contains("rlsproxy_client_connections{state=\"active\"} 3\n"), "{text}");
         assert!(text.contains("rlsproxy_client_connections{state=\"idle\"} 5\n"), "{text}");
-        assert!(text.contains("rlsproxy_server_connections{state=\"idle\"} 2\n"), "{text}");
+        assert!(text.contains("rlsproxy_server_connections{state=\"idle\",mode=\"transaction\"} 2\n"), "{text}");
         assert!(text.contains("rlsproxy_pool_max_connections 20\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
