@@ -145,6 +145,10 @@ pub struct PoolConfig {
     pub max_lifetime_s: u64,
     /// Client statements kept prepared per server connection in transaction mode.
     pub max_prepared_statements: usize,
+    /// A client idle inside a transaction for this long is disconnected (SQLSTATE 25P03) and
+    /// its transaction rolled back, so that it cannot hold a server connection (and locks)
+    /// from everyone else; 0: never.
+    pub idle_transaction_timeout_s: u64,
 }
 
 impl Default for PoolConfig {
@@ -158,6 +162,7 @@ impl Default for PoolConfig {
             idle_timeout_s: 600,
             max_lifetime_s: 3600,
             max_prepared_statements: 200,
+            idle_transaction_timeout_s: 0,
         }
     }
 }

@@ -92,6 +92,9 @@ pub struct Relay<'a> {
     pub(super) tenant_metrics: TenantCounters,
     /// When the transaction in progress started.
     pub(super) transaction_started: Option<Instant>,
+    /// When either side last sent something: the client is idle in a transaction from the
+    /// server's last reply on (for `pool.idle_transaction_timeout_s`).
+    pub(super) last_activity: Instant,
 }
 
 impl<'a> Relay<'a> {
@@ -108,6 +111,7 @@ impl<'a> Relay<'a> {
             tenant_metrics: shared.metrics.tenant(&identity.context.tenant),
             entry,
             transaction_started: None,
+            last_activity: Instant::now(),
             client_params,
             shared,
             client,
@@ -163,13 +167,23 @@ impl<'a> Relay<'a> {
                 return Ok(Exit::Shutdown);
             }
             let draining = self.draining;
+            let idle_deadline = self.idle_transaction_deadline();
             let event = tokio::select! {
                 event = std::future::poll_fn(|cx| self.poll_io(cx)) => event,
                 _ = shutdown.changed(), if !draining => Event::Shutdown,
+                _ = sleep_until_some(idle_deadline) => Event::IdleTransactionTimeout,
             };
             match event {
-                Event::ClientData => {}
+                Event::ClientData => self.last_activity = Instant::now(),
+                Event::IdleTransactionTimeout => {
+                    tracing::info!("idle in transaction too long; ending the session");
+                    return Ok(Exit::Fatal(PgError::fatal(
+                        "25P03",
+                        "terminating connection due to idle-in-transaction timeout (rlsproxy pool.idle_transaction_timeout_s)",
+                    )));
+                }
                 Event::ServerData => {
+                    self.last_activity = Instant::now();
                     if let Some(exit) = self.process_server()? {
                         return Ok(exit);
                     }
@@ -244,6 +258,19 @@ impl<'a> Relay<'a> {
             }
         }
         Poll::Pending
+    }
+
+    /// When a client that holds a server connection inside a transaction, with nothing in
+    /// flight, will have been idle for `pool.idle_transaction_timeout_s`.
+    fn idle_transaction_deadline(&self) -> Option<tokio::time::Instant> {
+        let timeout = self.shared.config.pool.idle_transaction_timeout_s;
+        let waiting_for_client = self.server.is_some()
+            && self.tracker.is_empty()
+            && matches!(self.status, b'T' | b'E')
+            && self.to_server.is_empty()
+            && self.client_in.is_empty();
+        (timeout > 0 && waiting_for_client)
+            .then(|| tokio::time::Instant::from_std(self.last_activity) + std::time::Duration::from_secs(timeout))
     }
 
     /// While the pipelined injection in front of a Query is unanswered, further client
@@ -330,4 +357,13 @@ enum Event {
     ClientError(std::io::Error),
     ServerError(std::io::Error),
     Shutdown,
+    IdleTransactionTimeout,
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }

@@ -83,6 +83,42 @@ async fn acquire_timeout_gives_53300_naming_the_wait() {
 }
 
 #[tokio::test]
+async fn a_client_idle_in_a_transaction_is_cut_off_and_frees_its_connection() {
+    let mut cfg = tx_config(1);
+    cfg.pool.idle_transaction_timeout_s = 1;
+    cfg.pool.acquire_timeout_ms = 10_000;
+    let proxy = proxy::start(cfg).await;
+    let (holder, connection) =
+        proxy.client_config(&proxy.token("1")).connect(tokio_postgres::NoTls).await.expect("connect");
+    // The proxy's FATAL arrives while the client is idle: the connection task reports it.
+    let connection = tokio::spawn(connection);
+    let other = proxy.connect(&proxy.token("2")).await;
+    // Idle outside a transaction is no reason to cut anyone off.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(titles(&holder).await, ACME_TITLES);
+    // A long statement inside a transaction is not idleness either.
+    holder.batch_execute("BEGIN; SELECT pg_sleep(1.3)").await.unwrap();
+    holder.batch_execute("INSERT INTO documents (tenant_id, title) VALUES (1, 'never committed')").await.unwrap();
+    // Now it sits in its transaction: the other tenant waits, then gets the connection.
+    let started = Instant::now();
+    assert_eq!(titles(&other).await, GLOBEX_TITLES);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(4), "{waited:?}");
+    let ended = connection.await.expect("join").expect_err("the proxy ended the session");
+    assert_eq!(
+        proxy::db_error(&ended),
+        (
+            "25P03".to_string(),
+            "terminating connection due to idle-in-transaction timeout (rlsproxy pool.idle_transaction_timeout_s)"
+                .to_string()
+        )
+    );
+    assert!(holder.batch_execute("COMMIT").await.is_err(), "nothing to commit on a closed session");
+    let leftover = value(&superuser().await, "SELECT count(*) FROM documents WHERE title = 'never committed'").await;
+    assert_eq!(leftover, "0", "the transaction was rolled back");
+}
+
+#[tokio::test]
 async fn waiters_get_the_connection_in_arrival_order() {
     const WAITERS: usize = 6;
     let proxy = crate::start(1, 20_000).await;
