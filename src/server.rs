@@ -20,6 +20,7 @@ use crate::frontend::{self, Accepted};
 use crate::policy::context::ContextSpec;
 use crate::policy::guard::Guard;
 use crate::pool::Pool;
+use crate::session::pins::PinRegistry;
 use crate::upstream::{UpstreamError, UpstreamTarget};
 
 /// Read-only state every session shares.
@@ -49,6 +50,8 @@ pub struct Shared {
     pub readiness: Readiness,
     /// Bearer token of `/admin/*`.
     pub admin_token: Option<String>,
+    /// Sessions pinned to a server connection, by tenant (`pool.max_pinned_per_tenant`).
+    pub pins: Arc<PinRegistry>,
 }
 
 impl Shared {
@@ -103,6 +106,7 @@ pub fn build_shared(config: Config, shutdown: watch::Receiver<bool>) -> Result<S
         metrics: Metrics::new(config.admin.tenant_label_limit),
         clients: Arc::default(),
         readiness: Readiness::default(),
+        pins: Arc::default(),
         admin_token: crate::admin::admin_token(&config.admin)?,
         context: ContextSpec::from_config(&config)?,
         guard: Guard::from_config(&config),

@@ -149,6 +149,10 @@ pub struct PoolConfig {
     /// its transaction rolled back, so that it cannot hold a server connection (and locks)
     /// from everyone else; 0: never.
     pub idle_transaction_timeout_s: u64,
+    /// Transaction mode: sessions of one tenant that may keep a server connection for their
+    /// session state (SET, LISTEN, temporary tables…) at once; more get SQLSTATE 53300 for the
+    /// statement instead. 0: no limit.
+    pub max_pinned_per_tenant: usize,
 }
 
 impl Default for PoolConfig {
@@ -163,6 +167,7 @@ impl Default for PoolConfig {
             max_lifetime_s: 3600,
             max_prepared_statements: 200,
             idle_transaction_timeout_s: 0,
+            max_pinned_per_tenant: 5,
         }
     }
 }

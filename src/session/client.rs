@@ -108,9 +108,22 @@ impl Relay<'_> {
             }
             return Ok(None);
         }
-        if self.transaction_mode() && !self.pinned && text.as_ref().is_some_and(SqlText::creates_session_state) {
-            tracing::debug!("session state created: the client keeps its server connection");
-            self.pinned = true;
+        let mut refusal = refusal;
+        if self.transaction_mode()
+            && !self.is_pinned()
+            && refusal.is_none()
+            && text.as_ref().is_some_and(SqlText::creates_session_state)
+        {
+            let cap = self.shared.config.pool.max_pinned_per_tenant;
+            self.pin = self.shared.pins.try_pin(&self.identity.context.tenant, cap);
+            if self.pin.is_some() {
+                tracing::debug!("session state created: the client keeps its server connection");
+            } else {
+                refusal = Some(PgError::error(
+                    "53300",
+                    format!("rlsproxy: this tenant already has {cap} sessions holding a server connection for their session state (pool.max_pinned_per_tenant)"),
+                ).with_hint("In transaction pooling, SET, LISTEN, temporary tables and the like keep a server connection for the whole session; use SET LOCAL, or close other sessions."));
+            }
         }
         match refusal {
             Some(error) => self.refuse(simple, error),
@@ -152,7 +165,7 @@ impl Relay<'_> {
             return Ok(None);
         }
         let capacity = self.shared.config.pool.max_prepared_statements;
-        match self.statements.translate(msg, &mut server.statements, capacity, self.pinned) {
+        match self.statements.translate(msg, &mut server.statements, capacity, self.pin.is_some()) {
             Ok(outs) => {
                 for out in outs {
                     if let Some(kind) = out.kind {

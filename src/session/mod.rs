@@ -14,6 +14,7 @@
 //! - `pump`: non-blocking reads and writes on both sockets.
 
 mod client;
+pub mod pins;
 mod pump;
 mod relay;
 mod replies;

@@ -21,6 +21,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
+use super::pins::Pin;
 use super::statements::ClientStatements;
 use super::tracker::Tracker;
 use super::{Identity, SessionError, pump};
@@ -69,7 +70,7 @@ pub struct Relay<'a> {
     /// that Sync, as the server would have.
     pub(super) skipping: bool,
     /// Transaction mode: the client created session state, so it keeps its connection.
-    pub(super) pinned: bool,
+    pub(super) pin: Option<Pin>,
     /// Transaction mode: the client's named statements.
     pub(super) statements: ClientStatements,
     /// Prepared statements (by client name) whose SQL needs its own transaction, so that a
@@ -124,7 +125,7 @@ impl<'a> Relay<'a> {
             batch_start: true,
             batch_failed: false,
             skipping: false,
-            pinned: false,
+            pin: None,
             statements: ClientStatements::default(),
             isolating_statements: HashSet::new(),
             server_said_fatal: false,
@@ -136,7 +137,7 @@ impl<'a> Relay<'a> {
     }
 
     pub(super) fn is_pinned(&self) -> bool {
-        self.pinned
+        self.pin.is_some()
     }
 
     pub(super) fn transaction_mode(&self) -> bool {
@@ -331,7 +332,7 @@ impl<'a> Relay<'a> {
         self.cancel.set_target(None);
         let Some(server) = self.server.take() else { return result };
         let clean = server_usable && self.is_idle() && server.framer.is_empty() && self.to_server.is_empty();
-        if clean && self.transaction_mode() && !self.pinned {
+        if clean && self.transaction_mode() && !self.is_pinned() {
             // Its state belongs to this identity, which is what the next borrower is checked against.
             server.give_back();
         } else if clean {

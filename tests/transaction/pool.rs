@@ -119,6 +119,44 @@ async fn a_client_idle_in_a_transaction_is_cut_off_and_frees_its_connection() {
 }
 
 #[tokio::test]
+async fn one_tenant_cannot_pin_more_than_its_share_of_connections() {
+    let mut cfg = tx_config(4);
+    cfg.pool.max_pinned_per_tenant = 1;
+    let proxy = proxy::start(cfg).await;
+    let a = proxy.connect(&proxy.token("1")).await;
+    let b = proxy.connect(&proxy.token("1")).await;
+    let c = proxy.connect(&proxy.token("2")).await;
+    a.batch_execute("SET work_mem = '8MB'").await.unwrap();
+    let (code, message) = fails(&b, "SET work_mem = '9MB'").await;
+    assert_eq!(
+        (code.as_str(), message.as_str()),
+        (
+            "53300",
+            "rlsproxy: this tenant already has 1 sessions holding a server connection for their session state \
+             (pool.max_pinned_per_tenant)"
+        )
+    );
+    // The refused SET did not happen, and B still works, unpinned.
+    assert_eq!(value(&b, "SHOW work_mem").await, "4MB");
+    assert_eq!(titles(&b).await, ACME_TITLES);
+    // Another tenant has its own share.
+    c.batch_execute("SET work_mem = '10MB'").await.unwrap();
+    assert_eq!(value(&c, "SHOW work_mem").await, "10MB");
+    // A's place comes back when it leaves (its session ends asynchronously: retry a little).
+    drop(a);
+    let mut pinned = false;
+    for _ in 0..50 {
+        if b.batch_execute("SET work_mem = '9MB'").await.is_ok() {
+            pinned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pinned, "B may pin once A is gone");
+    assert_eq!(value(&b, "SHOW work_mem").await, "9MB");
+}
+
+#[tokio::test]
 async fn waiters_get_the_connection_in_arrival_order() {
     const WAITERS: usize = 6;
     let proxy = crate::start(1, 20_000).await;
