@@ -26,6 +26,9 @@ use crate::config::{AdminConfig, ConfigError};
 use crate::server::Shared;
 pub use readiness::Readiness;
 
+/// Time a client gets to send its request headers.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves the admin endpoints on `listener` until the task is aborted (the proxy ends it
 /// after its sessions: probes and scrapes keep working while it drains).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -45,7 +48,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 async move { Ok::<_, Infallible>(route(&shared, req).await) }
             });
             let io = hyper_util::rt::TokioIo::new(tcp);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+            // A peer that never finishes its request headers is dropped, not kept forever.
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(io, service)
+                .await;
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "admin connection ended");
             }
         });
