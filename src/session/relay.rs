@@ -136,7 +136,7 @@ impl<'a> Relay<'a> {
     }
 
     pub(super) fn transaction_mode(&self) -> bool {
-        self.shared.config.pool.mode == PoolMode::Transaction
+        self.shared.pool_mode == PoolMode::Transaction
     }
 
     /// Relays until either side leaves, then returns or closes the server connection.
