@@ -141,11 +141,21 @@ impl Fetcher {
             let keys = parse_jwks(text, "jwt.jwks_url").map_err(FetchError::Document)?;
             Ok(Fetched { keys, max_age })
         };
-        // The connection future drives the socket; it ends early only when the exchange fails.
-        tokio::select! {
-            fetched = exchange => fetched,
-            ended = connection => Err(ended.err().map_or(FetchError::Document("the server closed the connection".into()), FetchError::Http)),
-        }
+        // The connection future drives the socket (its errors reach the exchange through the
+        // sender and the body); it ends with the fetch, also when a timeout cancels it.
+        let _driver = AbortOnDrop(tokio::spawn(async move {
+            let _ = connection.await;
+        }));
+        exchange.await
+    }
+}
+
+/// Ends a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
