@@ -137,7 +137,12 @@ impl Pool {
         let mut state = self.inner.lock();
         let mode = state.cfg.mode;
         state.cfg = PoolConfig { mode, ..cfg.clone() };
-        state.allowed_roles = allowed_roles.to_vec();
+        if state.allowed_roles != allowed_roles {
+            // Idle connections passed the safety check against the old roles: open new ones.
+            state.allowed_roles = allowed_roles.to_vec();
+            let idle = std::mem::take(&mut state.idle);
+            state.open -= idle.len();
+        }
         while state.open > state.cfg.size && !state.idle.is_empty() {
             state.idle.remove(0);
             state.open -= 1;
@@ -153,7 +158,14 @@ impl Pool {
 
     /// Opens one connection outside the pool and runs the safety check (used at start).
     pub async fn check_upstream(&self, database: &str) -> Result<(), UpstreamError> {
-        let conn = self.inner.open(database, &[]).await?;
+        let roles = self.inner.lock().allowed_roles.clone();
+        self.check_upstream_for(database, &roles).await
+    }
+
+    /// As [`Pool::check_upstream`], against `allowed_roles` instead of the current ones: a
+    /// reload checks its new `jwt.allowed_roles` before applying them.
+    pub async fn check_upstream_for(&self, database: &str, allowed_roles: &[String]) -> Result<(), UpstreamError> {
+        let conn = self.inner.open_checked(database, &[], allowed_roles).await?;
         conn.terminate().await;
         Ok(())
     }
@@ -373,8 +385,17 @@ impl Inner {
 
     async fn open(&self, database: &str, startup: &[(String, String)]) -> Result<ServerConn, UpstreamError> {
         let allowed_roles = self.lock().allowed_roles.clone();
+        self.open_checked(database, startup, &allowed_roles).await
+    }
+
+    async fn open_checked(
+        &self,
+        database: &str,
+        startup: &[(String, String)],
+        allowed_roles: &[String],
+    ) -> Result<ServerConn, UpstreamError> {
         let mut conn = ServerConn::connect(&self.target, database, startup).await?;
-        upstream_role::check(&mut conn, &allowed_roles, self.allow_unforced).await?;
+        upstream_role::check(&mut conn, allowed_roles, self.allow_unforced).await?;
         tracing::debug!(backend_pid = conn.pid(), database, "opened upstream connection");
         Ok(conn)
     }

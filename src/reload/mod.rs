@@ -26,6 +26,7 @@ pub use restart::{RESTART_KEYS, changed_keys};
 use crate::config::{Config, ConfigError};
 use crate::logging::LogHandle;
 use crate::server::Shared;
+use crate::upstream::UpstreamError;
 use watch::Seen;
 
 /// Reloads one proxy's configuration from its file.
@@ -109,6 +110,9 @@ impl Reloader {
         let changed = changed_keys(&running.config, &effective);
         let live = Live::build(effective, Some(&running))?;
         live.ready().await?;
+        if live.config.jwt.allowed_roles != running.config.jwt.allowed_roles {
+            self.check_roles(&live.config).await?;
+        }
         // Nothing below can fail: the new configuration is applied whole.
         let (old, new) = (&running.config, &live.config);
         if old.pool != new.pool || old.jwt.allowed_roles != new.jwt.allowed_roles {
@@ -121,6 +125,23 @@ impl Reloader {
         }
         self.shared.replace_live(live);
         Ok(changed)
+    }
+
+    /// New `jwt.allowed_roles` pass the start-up check before they apply: the proxy's role must
+    /// not inherit any of them. An unreachable upstream does not block the reload (as at
+    /// start): every new connection runs the same check.
+    async fn check_roles(&self, config: &Config) -> Result<(), ConfigError> {
+        let database = config.upstream.database.as_deref().unwrap_or("postgres");
+        match self.shared.pool.check_upstream_for(database, &config.jwt.allowed_roles).await {
+            Ok(()) => Ok(()),
+            Err(e @ UpstreamError::UnsafeRole(_)) => {
+                Err(ConfigError::Invalid { key: "jwt.allowed_roles", reason: e.to_string() })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream not reachable: jwt.allowed_roles checked by each new connection");
+                Ok(())
+            }
+        }
     }
 
     /// Records what this attempt read, so the file watch fires again only on a further change.

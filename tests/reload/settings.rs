@@ -100,3 +100,86 @@ async fn restart_only_keys_are_named_and_keep_their_running_values() {
     }
     assert_eq!(tenant_rows(&fresh).await, 2);
 }
+
+/// A smaller `pool.size` closes idle connections above it at once and lent ones only when they
+/// come back; a larger one serves a waiting client at once.
+#[tokio::test]
+async fn pool_reconfigure_shrinks_without_touching_lent_connections() {
+    let p = crate::common::proxy::start_default().await;
+    let (pool, owner) = (p.pool.clone(), bytes::Bytes::from_static(b"owner"));
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        leases.push(pool.acquire("app", &owner, &[]).await.expect("acquire"));
+    }
+    leases.pop().expect("lease").give_back();
+    assert_eq!(pool.stats(), (3, 1), "three open, one of them idle");
+
+    let mut cfg = p.config.pool.clone();
+    cfg.size = 1;
+    pool.reconfigure(&cfg, &[]);
+    assert_eq!(pool.stats(), (2, 0), "the idle one is closed, the two lent ones are not");
+    for lease in &mut leases {
+        let outcome = lease.run_batch(&simple_query("SELECT 1")).await.expect("a lent connection still works");
+        assert!(outcome.error.is_none());
+    }
+    leases.pop().expect("lease").give_back();
+    assert_eq!(pool.stats(), (1, 0), "above the size: closed when given back");
+    leases.pop().expect("lease").give_back();
+    assert_eq!(pool.stats(), (1, 1), "at the size: kept idle");
+
+    // Full (one lent); a waiting client gets its connection as soon as the size grows.
+    let lent = pool.acquire("app", &owner, &[]).await.expect("acquire");
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire("app", &bytes::Bytes::from_static(b"other"), &[]).await.map(|_| ()) }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "waits while the pool is full");
+    cfg.size = 2;
+    pool.reconfigure(&cfg, &[]);
+    let served = tokio::time::timeout(std::time::Duration::from_millis(1500), waiter).await;
+    assert!(matches!(served, Ok(Ok(Ok(())))), "served after the size grew: {served:?}");
+    drop(lent);
+    p.handle.shutdown();
+}
+
+fn simple_query(sql: &str) -> bytes::BytesMut {
+    let mut buf = bytes::BytesMut::new();
+    rlsproxy::protocol::frontend::query(&mut buf, sql);
+    buf
+}
+
+/// New `jwt.allowed_roles` pass the start-up check first: a role the proxy's user inherits is
+/// refused, naming the key, and the running roles stay.
+#[tokio::test]
+async fn a_reload_refuses_allowed_roles_the_upstream_user_inherits() {
+    let pg = crate::common::postgres();
+    let admin = pg.superuser_client("postgres").await;
+    admin
+        .batch_execute(
+            "CREATE ROLE reload_inherited NOLOGIN; \
+             CREATE ROLE reload_user LOGIN INHERIT PASSWORD 'reload-user-password' IN ROLE reload_inherited",
+        )
+        .await
+        .expect("create the roles");
+    let (dir, port, admin_port) = ProxyProcess::prepare();
+    let config = |jwt_extra: &str| {
+        ProxyProcess::render(port, admin_port, &format!("[jwt]\nsecret = \"{SECRET}\"\n{jwt_extra}"))
+            .replace("user = \"app_proxy\"", "user = \"reload_user\"")
+            .replace("password = \"app-proxy-test-password\"", "password = \"reload-user-password\"")
+    };
+    let proxy = ProxyProcess::start(dir, port, admin_port, &config(""));
+    proxy.rewrite_config(&config("role_claim = \"role\"\nallowed_roles = [\"reload_inherited\"]\n"));
+    proxy.sighup();
+    let line = proxy.wait_for_lines(crate::REFUSED, 1).await;
+    assert!(
+        line.contains(
+            "error=jwt.allowed_roles: unsafe upstream role: upstream.user inherits the privileges of reload_inherited"
+        ),
+        "{line}"
+    );
+    assert_eq!(proxy.metric(crate::RELOADS_ERROR).await, Some(1.0));
+    assert_eq!(proxy.metric(RELOADS_OK).await, None);
+    drop(proxy);
+    admin.batch_execute("DROP ROLE reload_user; DROP ROLE reload_inherited").await.expect("drop the roles");
+}
