@@ -21,6 +21,9 @@
 //! - [`protocol`]: wire framing and the few messages the proxy reads or writes.
 //! - [`net`], [`tls`]: plain/TLS streams and rustls configurations.
 //! - [`config`]: the typed configuration and its validation.
+//! - [`reload`]: SIGHUP and the file watch: the configuration read again, validated, built
+//!   and swapped in whole ([`reload::Live`]), or refused with the running one kept.
+//! - [`logging`]: the log output, and the handle that changes its filter on reload.
 //!
 //! Beside the data path, [`doctor`] audits the database's row-level-security set-up through
 //! the same upstream connection code (`rlsproxy doctor`, and as warnings at start-up).
@@ -30,10 +33,12 @@ pub mod auth;
 pub mod config;
 pub mod doctor;
 pub mod frontend;
+pub mod logging;
 pub mod net;
 pub mod policy;
 pub mod pool;
 pub mod protocol;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod tls;

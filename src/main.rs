@@ -3,13 +3,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use rlsproxy::auth::{MintRequest, mint};
-use rlsproxy::config::{Config, LogFormat};
+use rlsproxy::config::Config;
+use rlsproxy::reload::Reloader;
 use rlsproxy::{Proxy, server, upstream::UpstreamError};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(version, about = "PostgreSQL proxy that injects a verified tenant context into every transaction")]
@@ -164,22 +165,12 @@ fn doctor(path: PathBuf, format: Format, database: Option<String>) -> ExitCode {
     if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(DOCTOR_FINDINGS) }
 }
 
-fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn run(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
-        Ok(c) => c,
+    let (config, text) = match Config::load_with_text(&path) {
+        Ok(loaded) => loaded,
         Err(e) => return fail(&e.to_string()),
     };
-    init_logging(&config);
+    let log = rlsproxy::logging::init(&config);
     let mut builder = match config.listen.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         0 => tokio::runtime::Builder::new_multi_thread(),
@@ -194,6 +185,11 @@ fn run(path: PathBuf) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
     runtime.block_on(async move {
+        // Before anything listens: SIGHUP's default action would end the process.
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
+        };
         let doctor_config = config.clone();
         let proxy = match Proxy::bind(config).await {
             Ok(p) => p,
@@ -208,12 +204,9 @@ fn run(path: PathBuf) -> ExitCode {
             Err(e @ UpstreamError::UnsafeRole(_)) => return fail(&e.to_string()),
             Err(e) => tracing::warn!(error = %e, "upstream not reachable yet; clients will get 08006 until it is"),
         }
-        let handle = proxy.shutdown_handle();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("signal received");
-            handle.shutdown();
-        });
+        let reloader = proxy.reloader(&path, &text, Some(log));
+        tokio::spawn(reloader.clone().watch());
+        tokio::spawn(signals.handle(proxy.shutdown_handle(), reloader));
         match proxy.local_addr() {
             Ok(addr) => tracing::info!(%addr, "rlsproxy listening"),
             Err(e) => return fail(&e.to_string()),
@@ -226,17 +219,32 @@ fn run(path: PathBuf) -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
+/// SIGTERM/SIGINT start the graceful shutdown; SIGHUP reloads the configuration.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { term: signal(SignalKind::terminate())?, hup: signal(SignalKind::hangup())? })
+    }
+
+    async fn handle(mut self, shutdown: server::ShutdownHandle, reloader: Arc<Reloader>) {
+        loop {
             tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = self.term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = self.hup.recv() => {
+                    // In a task of its own, so that a slow reload (a JWKS fetch) never delays a
+                    // shutdown; reloads queue behind one another.
+                    let reloader = reloader.clone();
+                    tokio::spawn(async move { reloader.reload("SIGHUP").await });
+                }
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        tracing::info!("signal received");
+        shutdown.shutdown();
     }
 }

@@ -10,34 +10,34 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{Instrument, field};
 
+use arc_swap::ArcSwap;
+
 use crate::admin::Readiness;
 use crate::admin::clients::ClientRegistry;
 use crate::admin::metrics::{Metrics, Snapshot};
-use crate::auth::Verifier;
 use crate::config::{Config, ConfigError, PoolMode};
 use crate::frontend::cancel::CancelRegistry;
 use crate::frontend::{self, Accepted};
+use crate::logging::LogHandle;
 use crate::policy::context::ContextSpec;
-use crate::policy::guard::Guard;
 use crate::pool::Pool;
+use crate::reload::{Live, Reloader};
 use crate::session::pins::PinRegistry;
 use crate::upstream::{UpstreamError, UpstreamTarget};
 
-/// Read-only state every session shares.
+/// State every session shares.
 #[derive(Debug)]
 pub struct Shared {
-    /// The validated configuration.
-    pub config: Config,
-    /// Token verification.
-    pub verifier: Verifier,
-    /// Upstream connections.
+    /// What a configuration reload replaces (configuration, verifier, guard, client TLS, admin
+    /// token), swapped whole: read it with [`Shared::live`].
+    live: ArcSwap<Live>,
+    /// Upstream connections (its sizes and timeouts are reloaded in place).
     pub pool: Pool,
-    /// TLS offered to clients, when configured.
-    pub client_tls: Option<Arc<rustls::ServerConfig>>,
-    /// What the injection sets.
+    /// `pool.mode` (needs a restart), outside [`Live`] because every client message asks.
+    pub pool_mode: PoolMode,
+    /// What the injection sets (`[context]` needs a restart: every server connection has the
+    /// injection statement prepared).
     pub context: ContextSpec,
-    /// The statement guard.
-    pub guard: Guard,
     /// Proxy-issued cancel keys.
     pub cancels: CancelRegistry,
     /// Becomes `true` when the proxy is shutting down.
@@ -48,13 +48,28 @@ pub struct Shared {
     pub clients: Arc<ClientRegistry>,
     /// `/readyz`'s cached upstream check.
     pub readiness: Readiness,
-    /// Bearer token of `/admin/*`.
-    pub admin_token: Option<String>,
     /// Sessions pinned to a server connection, by tenant (`pool.max_pinned_per_tenant`).
     pub pins: Arc<PinRegistry>,
 }
 
 impl Shared {
+    /// The configuration and components in force now. Lock-free and cheap enough for every
+    /// message; hold it briefly and never across an `.await` (see [`Shared::live_full`]).
+    pub fn live(&self) -> arc_swap::Guard<Arc<Live>> {
+        self.live.load()
+    }
+
+    /// As [`Shared::live`], as an `Arc` to keep across awaits (a handshake sees one
+    /// configuration from its start to its end).
+    pub fn live_full(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Swaps in a reloaded configuration; connections that hold the old one finish with it.
+    pub(crate) fn replace_live(&self, live: Live) {
+        self.live.store(Arc::new(live));
+    }
+
     /// The live state the metrics' gauges report.
     pub fn snapshot(&self) -> Snapshot {
         let (clients_active, clients_idle, clients_waiting) = self.clients.counts();
@@ -92,14 +107,10 @@ pub enum StartError {
     },
 }
 
-/// Builds every shared component from a configuration; used by `run` and `check-config`.
+/// Builds every shared component from a configuration, reading every file it names; used by
+/// `run` and `check-config`. Fetches nothing: `jwt.jwks_url` is fetched by [`Proxy::bind`].
 pub fn build_shared(config: Config, shutdown: watch::Receiver<bool>) -> Result<Shared, ConfigError> {
-    let verifier = Verifier::from_config(&config.jwt)?;
     let target = UpstreamTarget::from_config(&config.upstream)?;
-    let client_tls = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {
-        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
-        _ => None,
-    };
     let allow_unforced = config.upstream.allow_unforced_owned_tables;
     let pool = Pool::new(target, &config.pool, config.jwt.allowed_roles.clone(), allow_unforced);
     Ok(Shared {
@@ -107,15 +118,12 @@ pub fn build_shared(config: Config, shutdown: watch::Receiver<bool>) -> Result<S
         clients: Arc::default(),
         readiness: Readiness::default(),
         pins: Arc::default(),
-        admin_token: crate::admin::admin_token(&config.admin)?,
         context: ContextSpec::from_config(&config)?,
-        guard: Guard::from_config(&config),
-        verifier,
         pool,
-        client_tls,
+        pool_mode: config.pool.mode,
         cancels: CancelRegistry::default(),
         shutdown,
-        config,
+        live: ArcSwap::from_pointee(Live::build(config, None)?),
     })
 }
 
@@ -139,13 +147,16 @@ impl ShutdownHandle {
 }
 
 impl Proxy {
-    /// Validates `config` and binds the listener.
+    /// Validates `config`, fetches `jwt.jwks_url` (the proxy does not start without its keys),
+    /// and binds the listener.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let (tx, rx) = watch::channel(false);
         let addr = config.listen.address;
+        let admin_addr = config.admin.address;
         let shared = Arc::new(build_shared(config, rx)?);
+        shared.live_full().ready().await?;
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        let admin = match shared.config.admin.address {
+        let admin = match admin_addr {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
             None => None,
         };
@@ -174,21 +185,26 @@ impl Proxy {
 
     /// Opens one upstream connection and checks the role, as every pooled connection will be.
     pub async fn check_upstream(&self) -> Result<(), UpstreamError> {
-        let db = self.shared.config.upstream.database.clone().unwrap_or_else(|| "postgres".into());
+        let db = self.shared.live().config.upstream.database.clone().unwrap_or_else(|| "postgres".into());
         self.shared.pool.check_upstream(&db).await
+    }
+
+    /// A reloader for this proxy's configuration file `path` (whose text, as loaded, was
+    /// `text`): call its `reload` on SIGHUP, run its `watch` for `[reload] watch_interval_s`.
+    pub fn reloader(&self, path: &std::path::Path, text: &str, log: Option<LogHandle>) -> Arc<Reloader> {
+        Arc::new(Reloader::new(self.shared.clone(), path, text, log))
     }
 
     /// Accepts clients until shutdown, then waits up to the grace period for sessions to end.
     pub async fn run(mut self) {
-        if let Some(database) = &self.shared.config.upstream.database {
+        if let Some(database) = self.shared.live().config.upstream.database.clone() {
             // Warm connections and idle expiry; the task ends with the pool.
-            tokio::spawn(self.shared.pool.clone().maintain(database.clone()));
+            tokio::spawn(self.shared.pool.clone().maintain(database));
         }
         // Serves probes and scrapes until the sessions have drained, then ends with them.
         let admin = self.admin.take().map(|l| AbortOnDrop(tokio::spawn(crate::admin::serve(l, self.shared.clone()))));
         let mut sessions = JoinSet::new();
         let mut shutdown = self.shared.shutdown.clone();
-        let handshake_timeout = Duration::from_millis(self.shared.config.limits.handshake_timeout_ms);
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
@@ -200,13 +216,18 @@ impl Proxy {
                             continue;
                         }
                     };
-                    if sessions.len() >= self.shared.config.listen.max_clients {
+                    let (max_clients, handshake_ms) = {
+                        let live = self.shared.live();
+                        (live.config.listen.max_clients, live.config.limits.handshake_timeout_ms)
+                    };
+                    if sessions.len() >= max_clients {
                         tracing::warn!(%peer, "too many clients; connection refused");
                         tokio::spawn(refuse_busy(tcp));
                         continue;
                     }
                     let shared = self.shared.clone();
                     let span = tracing::info_span!("client", %peer, tenant = field::Empty, sub = field::Empty, backend_pid = field::Empty);
+                    let handshake_timeout = Duration::from_millis(handshake_ms);
                     sessions.spawn(handle_client(tcp, peer, shared, handshake_timeout).instrument(span));
                 }
                 Some(_) = sessions.join_next() => {}
@@ -214,7 +235,7 @@ impl Proxy {
             }
         }
         drop(self.listener);
-        let grace = Duration::from_secs(self.shared.config.listen.shutdown_grace_s);
+        let grace = Duration::from_secs(self.shared.live().config.listen.shutdown_grace_s);
         tracing::info!(sessions = sessions.len(), grace_s = grace.as_secs(), "shutting down");
         let drained = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await;
         if drained.is_err() {

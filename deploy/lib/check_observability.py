@@ -208,6 +208,7 @@ FIXTURES = {
     ("jwt", "secret_file"): "secret",
     ("jwt", "public_key_file"): "jwt.pub.pem",
     ("jwt", "jwks_file"): "jwks.json",
+    ("jwt", "jwks_ca_file"): "ca.crt",
     ("jwt", "private_key_file"): "jwt.key.pem",
     ("context", "strict_key_file"): "strict.key",
     ("admin", "token_file"): "admin-token",

@@ -111,7 +111,8 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
 
 /// `None` when the request carries the admin token; else the response refusing it.
 fn authorize(shared: &Shared, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
-    let Some(expected) = shared.admin_token.as_deref() else {
+    let live = shared.live();
+    let Some(expected) = live.admin_token.as_deref() else {
         return Some(text(StatusCode::FORBIDDEN, "the admin views need [admin] token or token_file\n"));
     };
     let given = req

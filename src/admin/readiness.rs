@@ -29,9 +29,9 @@ impl Readiness {
         {
             return result.clone();
         }
-        let database = shared.config.upstream.database.as_deref().unwrap_or("postgres");
-        let timeout = Duration::from_millis(shared.config.upstream.connect_timeout_ms.saturating_add(1000));
-        let result = match tokio::time::timeout(timeout, shared.pool.check_upstream(database)).await {
+        let database = shared.live().config.upstream.database.clone().unwrap_or_else(|| "postgres".into());
+        let timeout = Duration::from_millis(shared.live().config.upstream.connect_timeout_ms.saturating_add(1000));
+        let result = match tokio::time::timeout(timeout, shared.pool.check_upstream(&database)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("upstream: {e}")),
             Err(_) => Err("upstream: no answer in time".into()),

@@ -55,17 +55,26 @@ pub(crate) fn load_public_pem(path: &Path) -> Result<Key, ConfigError> {
     }
 }
 
-/// Loads `jwt.jwks_file`. Encryption keys (`use: enc`, RSA-OAEP…) and P-521 keys are skipped
-/// with a warning; any other unusable key is an error naming its index and `kid`.
-pub(crate) fn load_jwks(path: &Path) -> Result<Vec<(Option<String>, Key)>, ConfigError> {
+/// The keys of a JWKS document, each with its `kid`.
+pub(crate) type JwkSet = Vec<(Option<String>, Key)>;
+
+/// Loads `jwt.jwks_file` (see [`parse_jwks`]).
+pub(crate) fn load_jwks(path: &Path) -> Result<JwkSet, ConfigError> {
     let err = |reason: String| ConfigError::File { key: "jwt.jwks_file", path: path.to_path_buf(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let doc: Value = serde_json::from_str(&text).map_err(|e| err(format!("not a JWKS document: {e}")))?;
+    parse_jwks(&text, "jwt.jwks_file").map_err(err)
+}
+
+/// Parses a JWKS document (from `jwt.jwks_file` or `jwt.jwks_url`, named by `source` in
+/// warnings). Encryption keys (`use: enc`, RSA-OAEP…) and P-521 keys are skipped with a
+/// warning; any other unusable key is an error naming its index and `kid`.
+pub(crate) fn parse_jwks(text: &str, source: &str) -> Result<JwkSet, String> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
     let raw_keys = doc
         .get("keys")
         .and_then(Value::as_array)
-        .ok_or_else(|| err("not a JWKS document: no \"keys\" array".into()))?;
-    let mut keys: Vec<(Option<String>, Key)> = Vec::new();
+        .ok_or_else(|| "not a JWKS document: no \"keys\" array".to_string())?;
+    let mut keys: JwkSet = Vec::new();
     for (i, raw) in raw_keys.iter().enumerate() {
         let kid = raw.get("kid").and_then(Value::as_str).map(str::to_string);
         let label = match &kid {
@@ -73,24 +82,24 @@ pub(crate) fn load_jwks(path: &Path) -> Result<Vec<(Option<String>, Key)>, Confi
             None => format!("key {i}"),
         };
         if raw.get("use").and_then(Value::as_str) == Some("enc") {
-            tracing::warn!("jwt.jwks_file: {label}: skipped, an encryption key");
+            tracing::warn!("{source}: {label}: skipped, an encryption key");
             continue;
         }
         let key = match jwk_key(raw) {
             Ok(Some(key)) => key,
             Ok(None) => {
-                tracing::warn!("jwt.jwks_file: {label}: skipped, not a signature algorithm or curve rlsproxy supports");
+                tracing::warn!("{source}: {label}: skipped, not a signature algorithm or curve rlsproxy supports");
                 continue;
             }
-            Err(reason) => return Err(err(format!("{label}: {reason}"))),
+            Err(reason) => return Err(format!("{label}: {reason}")),
         };
         if kid.is_some() && keys.iter().any(|(k, _)| *k == kid) {
-            return Err(err(format!("{label}: the kid is used twice")));
+            return Err(format!("{label}: the kid is used twice"));
         }
         keys.push((kid, key));
     }
     if keys.is_empty() {
-        return Err(err("holds no usable signature key".into()));
+        return Err("holds no usable signature key".into());
     }
     Ok(keys)
 }

@@ -1,15 +1,19 @@
-//! Verification keys: loaded once at start from `jwt.secret`/`secret_file`, `jwt.public_key_file`
-//! and `jwt.jwks_file`, then chosen per token by algorithm family and `kid`.
+//! Verification keys: loaded from `jwt.secret`/`secret_file`, `jwt.public_key_file` and
+//! `jwt.jwks_file` when the configuration is (at start and at each reload), or fetched from
+//! `jwt.jwks_url` (see `remote`), then chosen per token by algorithm family and `kid`.
 //!
 //! Each key knows exactly which algorithms it may verify (its kind, and a JWK's `alg` when set),
 //! so an HMAC token is only ever checked against the HMAC secret: the classic HS/RS confusion
 //! (an HS256 token "signed" with the RSA public key) finds no HMAC key, or the wrong one.
 
+use std::sync::Arc;
+
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::AuthError;
 use super::error::shown;
-use super::keyfiles::{load_jwks, load_public_pem};
+use super::keyfiles::{JwkSet, load_jwks, load_public_pem};
+use super::remote::{RemoteJwks, RemoteSpec};
 use crate::config::{ConfigError, JwtConfig, read_secret};
 
 /// The kind of key an algorithm needs; EC keys are split by curve because ES256 and ES384 each
@@ -73,17 +77,34 @@ impl Key {
     }
 }
 
+/// Where the JWKS keys come from.
+#[derive(Clone, Debug)]
+pub(crate) enum Jwks {
+    /// `jwt.jwks_file` (empty without one), read when the configuration was.
+    Static(Arc<JwkSet>),
+    /// `jwt.jwks_url`, refreshed while the proxy runs.
+    Remote(Arc<RemoteJwks>),
+}
+
+impl Default for Jwks {
+    fn default() -> Self {
+        Jwks::Static(Arc::default())
+    }
+}
+
 /// Every configured key.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct KeyStore {
     secret: Option<Key>,
     public: Option<Key>,
-    jwks: Vec<(Option<String>, Key)>,
+    jwks: Jwks,
 }
 
 impl KeyStore {
-    /// Loads every configured key; errors name the key and the file.
-    pub(crate) fn load(cfg: &JwtConfig) -> Result<Self, ConfigError> {
+    /// Loads every configured key; errors name the key and the file. A `jwks_url` whose spec
+    /// equals `previous`'s keeps that cached set (no fetch); a new one is fetched by
+    /// [`KeyStore::remote`]'s `prime`.
+    pub(crate) fn load(cfg: &JwtConfig, previous: Option<&KeyStore>) -> Result<Self, ConfigError> {
         let secret_key = if cfg.secret_file.is_some() { "jwt.secret_file" } else { "jwt.secret" };
         let secret = match read_secret(secret_key, &cfg.secret, &cfg.secret_file)? {
             None => None,
@@ -98,22 +119,50 @@ impl KeyStore {
             }
         };
         let public = cfg.public_key_file.as_deref().map(load_public_pem).transpose()?;
-        let jwks = cfg.jwks_file.as_deref().map(load_jwks).transpose()?.unwrap_or_default();
+        let jwks = match RemoteSpec::from_config(cfg)? {
+            Some(spec) => match previous.and_then(KeyStore::remote).filter(|r| *r.spec() == spec) {
+                Some(same) => Jwks::Remote(same.clone()),
+                None => Jwks::Remote(RemoteJwks::new(spec)?),
+            },
+            None => Jwks::Static(Arc::new(cfg.jwks_file.as_deref().map(load_jwks).transpose()?.unwrap_or_default())),
+        };
         Ok(Self { secret, public, jwks })
+    }
+
+    /// The `jwks_url` key set, when configured.
+    pub(crate) fn remote(&self) -> Option<&Arc<RemoteJwks>> {
+        match &self.jwks {
+            Jwks::Remote(remote) => Some(remote),
+            Jwks::Static(_) => None,
+        }
+    }
+
+    /// The JWKS keys as of now; pass them to [`KeyStore::select`].
+    pub(crate) fn jwks(&self) -> Arc<JwkSet> {
+        match &self.jwks {
+            Jwks::Static(keys) => keys.clone(),
+            Jwks::Remote(remote) => remote.keys(),
+        }
     }
 
     /// Whether some key can verify `alg`.
     pub(crate) fn has_key_for(&self, alg: Algorithm) -> bool {
         let fixed = [&self.secret, &self.public].into_iter().flatten();
-        fixed.chain(self.jwks.iter().map(|(_, k)| k)).any(|k| k.accepts(alg))
+        let jwks = self.jwks();
+        fixed.chain(jwks.iter().map(|(_, k)| k)).any(|k| k.accepts(alg))
     }
 
     /// Picks the key for a token. With a JWKS, a `kid` must name one of its keys; without a `kid`,
     /// the secret (HS*) or the PEM public key is used when it fits, else the JWKS's only key.
-    pub(crate) fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&DecodingKey, AuthError> {
-        if let (Some(kid), false) = (kid, self.jwks.is_empty()) {
-            let (_, key) = self
-                .jwks
+    /// `jwks` is [`KeyStore::jwks`]'s snapshot, taken once per token.
+    pub(crate) fn select<'a>(
+        &'a self,
+        jwks: &'a JwkSet,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<&'a DecodingKey, AuthError> {
+        if let (Some(kid), false) = (kid, jwks.is_empty()) {
+            let (_, key) = jwks
                 .iter()
                 .find(|(k, _)| k.as_deref() == Some(kid))
                 .ok_or_else(|| AuthError::UnknownKid(shown(kid)))?;
@@ -126,7 +175,7 @@ impl KeyStore {
         if let Some(key) = fixed.as_ref().filter(|k| k.accepts(alg)) {
             return Ok(&key.key);
         }
-        match self.jwks.as_slice() {
+        match jwks.as_slice() {
             [(_, key)] if key.accepts(alg) => Ok(&key.key),
             [] | [_] => Err(AuthError::NoKey(alg_name(alg))),
             _ => Err(AuthError::MissingKid),

@@ -8,6 +8,7 @@
 //! - `token.rs`: splitting the compact form and reading the header (`alg`, `kid`);
 //! - `keys.rs`: the configured keys, and choosing one per token by algorithm and `kid`;
 //! - `keyfiles.rs`: reading PEM public keys and JWKS documents;
+//! - `remote/`: `jwt.jwks_url`, fetched over HTTPS, cached, refreshed (`fetch.rs`: one GET);
 //! - `claims.rs`: `exp`/`nbf`/`iss`/`aud` and the tenant and role claims;
 //! - `mint.rs`: [`mint`], signing development tokens for `rlsproxy token`.
 //!
@@ -20,6 +21,7 @@ mod error;
 mod keyfiles;
 mod keys;
 mod mint;
+mod remote;
 mod token;
 
 #[cfg(test)]
@@ -64,8 +66,9 @@ impl TenantContext {
     }
 }
 
-/// Verifies tokens against one `[jwt]` configuration; built once at start (all key files are
-/// read then) and shared by every connection.
+/// Verifies tokens against one `[jwt]` configuration; built at start and at each reload (all key
+/// files are read then) and shared by every connection. Connections that are already open keep
+/// the identity a verifier gave them; only new ones meet a reloaded verifier.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     algorithms: Vec<Algorithm>,
@@ -76,16 +79,54 @@ pub struct Verifier {
 impl Verifier {
     /// Loads every key file and checks that every algorithm of `jwt.algorithms` has a key, so
     /// that a configuration mistake stops the proxy at start, with the key at fault named.
+    /// With `jwt.jwks_url` nothing is fetched here: see [`Verifier::ready`].
     pub fn from_config(cfg: &JwtConfig) -> Result<Self, ConfigError> {
+        Self::build(cfg, None)
+    }
+
+    /// As [`Verifier::from_config`]; a `jwks_url` configured exactly as in `previous` keeps
+    /// `previous`'s cached key set (a reload does not fetch it again).
+    pub fn build(cfg: &JwtConfig, previous: Option<&Verifier>) -> Result<Self, ConfigError> {
         let algorithms = parse_algorithms(&cfg.algorithms)?;
-        let keys = keys::KeyStore::load(cfg)?;
-        if let Some(alg) = algorithms.iter().find(|a| !keys.has_key_for(**a)) {
-            return Err(ConfigError::Invalid {
+        let keys = keys::KeyStore::load(cfg, previous.map(|v| &v.keys))?;
+        let verifier = Self { algorithms, keys, rules: claims::Rules::new(cfg) };
+        if verifier.keys.remote().is_none() {
+            verifier.check_algorithms()?;
+        }
+        Ok(verifier)
+    }
+
+    /// Makes the verifier usable: with `jwt.jwks_url`, the first fetch (unless the set was
+    /// kept from the previous configuration) and the algorithm check against its keys. Without
+    /// it, nothing to do.
+    pub async fn ready(&self) -> Result<(), ConfigError> {
+        if let Some(remote) = self.keys.remote() {
+            remote.prime().await?;
+            self.check_algorithms()?;
+        }
+        Ok(())
+    }
+
+    fn check_algorithms(&self) -> Result<(), ConfigError> {
+        match self.algorithms.iter().find(|a| !self.keys.has_key_for(**a)) {
+            Some(alg) => Err(ConfigError::Invalid {
                 key: "jwt.algorithms",
                 reason: format!("{} has no key; {}", keys::alg_name(*alg), keys::key_hint(*alg)),
-            });
+            }),
+            None => Ok(()),
         }
-        Ok(Self { algorithms, keys, rules: claims::Rules::new(cfg) })
+    }
+
+    /// Verifies `token` now; with `jwt.jwks_url`, a `kid` the cached set lacks first triggers a
+    /// (rate-limited) refresh of the set, and the token is verified again against it.
+    pub async fn verify_or_refresh(&self, token: &str) -> Result<TenantContext, AuthError> {
+        let first = self.verify(token);
+        match (&first, self.keys.remote()) {
+            (Err(AuthError::UnknownKid(_)), Some(remote)) if remote.refresh_for_unknown_kid().await => {
+                self.verify(token)
+            }
+            _ => first,
+        }
     }
 
     /// Verifies `token` now.
@@ -102,7 +143,8 @@ impl Verifier {
         let alg = token::parse_alg(&parts.alg)
             .filter(|a| self.algorithms.contains(a))
             .ok_or_else(|| AuthError::AlgorithmNotAllowed(shown(&parts.alg)))?;
-        let key = self.keys.select(alg, parts.kid.as_deref())?;
+        let jwks = self.keys.jwks();
+        let key = self.keys.select(&jwks, alg, parts.kid.as_deref())?;
         match jsonwebtoken::crypto::verify(parts.signature, parts.message.as_bytes(), key, alg) {
             Ok(true) => {}
             Ok(false) | Err(_) => return Err(AuthError::BadSignature),

@@ -15,7 +15,7 @@ pub use sections::*;
 pub use validate::ConfigError;
 
 /// The whole configuration of one proxy process.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Client-facing listener.
@@ -38,13 +38,29 @@ pub struct Config {
     pub doctor: DoctorConfig,
     /// Probes, metrics and admin views over HTTP.
     pub admin: AdminConfig,
+    /// Live reload (SIGHUP, file watch).
+    pub reload: ReloadConfig,
 }
 
 impl Config {
     /// Loads `path` (TOML), applies `RLSPROXY__SECTION__KEY` overrides, and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_text(path).map(|(cfg, _)| cfg)
+    }
+
+    /// As [`Config::load`], also returning the file's text as read: the reloader fingerprints
+    /// exactly the bytes the running configuration came from.
+    pub fn load_with_text(path: &Path) -> Result<(Self, String), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Load(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_text_with_env(&text).map(|cfg| (cfg, text))
+    }
+
+    /// Parses a configuration file's TOML `text`, applies `RLSPROXY__SECTION__KEY` overrides,
+    /// and validates: what [`Config::load`] does after reading the file.
+    pub fn from_text_with_env(text: &str) -> Result<Self, ConfigError> {
         let raw = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("RLSPROXY")
                     .prefix_separator("__")
@@ -60,6 +76,26 @@ impl Config {
         let cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Files this configuration names whose contents a reload reads again (secrets, keys,
+    /// JWKS, TLS): what the file watch checks besides the configuration file itself. Files of
+    /// settings that need a restart (`upstream.password_file`, `upstream.sslrootcert`,
+    /// `context.strict_key_file`) are left out: rereading them would change nothing.
+    pub fn reloadable_files(&self) -> Vec<&Path> {
+        [
+            &self.jwt.secret_file,
+            &self.jwt.public_key_file,
+            &self.jwt.jwks_file,
+            &self.jwt.jwks_ca_file,
+            &self.admin.token_file,
+            &self.listen.tls_cert_file,
+            &self.listen.tls_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .collect()
     }
 
     /// Parses TOML text without environment overrides (tests, examples).

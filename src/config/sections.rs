@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// When a client must use TLS before sending its token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum RequireTls {
     /// Every client must use TLS.
@@ -20,7 +20,7 @@ pub enum RequireTls {
 }
 
 /// `[listen]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
     /// Address the proxy accepts clients on.
@@ -55,7 +55,7 @@ impl Default for ListenConfig {
 }
 
 /// libpq's `sslmode` values, with libpq's meanings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Never TLS.
@@ -72,7 +72,7 @@ pub enum SslMode {
 }
 
 /// `[upstream]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Server host name or address.
@@ -115,7 +115,7 @@ impl Default for UpstreamConfig {
 }
 
 /// How server connections are shared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolMode {
     /// A client owns one server connection for its whole session.
@@ -126,7 +126,7 @@ pub enum PoolMode {
 }
 
 /// `[pool]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolConfig {
     /// Sharing mode.
@@ -173,7 +173,7 @@ impl Default for PoolConfig {
 }
 
 /// `[jwt]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JwtConfig {
     /// Allowed `alg` values; anything else is rejected.
@@ -186,6 +186,18 @@ pub struct JwtConfig {
     pub public_key_file: Option<PathBuf>,
     /// A JWKS document; the token's `kid` selects the key.
     pub jwks_file: Option<PathBuf>,
+    /// A JWKS fetched over HTTPS (never plain HTTP: the keys decide who is which tenant),
+    /// cached per the server's `Cache-Control`/`Expires`, refreshed in the background and,
+    /// rate-limited, when a token names an unknown `kid`. The first fetch must succeed at start.
+    pub jwks_url: Option<String>,
+    /// PEM CA bundle that verifies `jwks_url`'s server (a private CA); unset: the system's roots.
+    pub jwks_ca_file: Option<PathBuf>,
+    /// Fewest seconds between two fetches of `jwks_url` (the unknown-`kid` rate limit, and the
+    /// floor of the server's max-age).
+    pub jwks_min_refresh_s: u64,
+    /// Longest the `jwks_url` key set is cached (the ceiling of the server's max-age, and the
+    /// lifetime when it sends no cache headers): how long a removed key may still be accepted.
+    pub jwks_max_age_s: u64,
     /// PEM private key, used only by `rlsproxy token` to mint development tokens.
     pub private_key_file: Option<PathBuf>,
     /// Required `iss`, when set.
@@ -212,6 +224,10 @@ impl Default for JwtConfig {
             secret_file: None,
             public_key_file: None,
             jwks_file: None,
+            jwks_url: None,
+            jwks_ca_file: None,
+            jwks_min_refresh_s: 30,
+            jwks_max_age_s: 3600,
             private_key_file: None,
             issuer: None,
             audience: None,
@@ -225,7 +241,7 @@ impl Default for JwtConfig {
 }
 
 /// `[context]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ContextConfig {
     /// Setting that receives the tenant claim.
@@ -258,7 +274,7 @@ impl Default for ContextConfig {
 }
 
 /// `[guard]`: what client SQL is refused (see `policy::guard`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GuardConfig {
     /// Check every Query, Parse and FunctionCall.
@@ -310,7 +326,7 @@ impl Default for GuardConfig {
 }
 
 /// `[doctor]`: what `rlsproxy doctor` (and the same audit at start-up) looks at.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DoctorConfig {
     /// Column that holds the tenant in tenant tables: a table with it is expected to have
@@ -327,7 +343,7 @@ impl Default for DoctorConfig {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -338,7 +354,7 @@ pub enum LogFormat {
 }
 
 /// `[log]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `RUST_LOG`-style filter; the `RUST_LOG` variable wins when set.
@@ -353,8 +369,18 @@ impl Default for LogConfig {
     }
 }
 
+/// `[reload]`: when the configuration is read again (SIGHUP always does it).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Seconds between checks of the configuration file and every file it names (by content),
+    /// reloading when one changed; 0: only SIGHUP reloads. Kubernetes updates mounted
+    /// ConfigMaps and Secrets without sending any signal: this is how a pod sees them.
+    pub watch_interval_s: u64,
+}
+
 /// `[limits]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest client message the proxy buffers whole (Query, Parse, Bind…); bigger is refused.

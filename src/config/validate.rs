@@ -85,6 +85,7 @@ impl Config {
         if self.jwt.algorithms.is_empty() {
             return Err(invalid("jwt.algorithms", "list at least one algorithm"));
         }
+        self.validate_jwks()?;
         if self.jwt.tenant_claim.is_empty() {
             return Err(invalid("jwt.tenant_claim", "must not be empty"));
         }
@@ -125,10 +126,60 @@ impl Config {
         if self.doctor.schemas.iter().any(String::is_empty) {
             return Err(invalid("doctor.schemas", "schema names must not be empty"));
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.filter) {
+            return Err(invalid(
+                "log.filter",
+                format!("not a valid filter ({e}); e.g. \"info\" or \"info,rlsproxy=debug\""),
+            ));
+        }
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("limits.max_message_bytes", "must be at least 1024"));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// `jwt.jwks_url` and its companions; the URL is only parsed here, fetched at start.
+    fn validate_jwks(&self) -> Result<(), ConfigError> {
+        let jwt = &self.jwt;
+        if let Some(url) = &jwt.jwks_url {
+            jwks_url_problem(url).map_or(Ok(()), |why| Err(invalid("jwt.jwks_url", why)))?;
+            if jwt.jwks_file.is_some() {
+                return Err(invalid("jwt.jwks_url", "set either jwks_url or jwks_file, not both"));
+            }
+        } else if jwt.jwks_ca_file.is_some() {
+            return Err(invalid("jwt.jwks_ca_file", "only used with jwt.jwks_url"));
+        }
+        if jwt.jwks_min_refresh_s == 0 {
+            return Err(invalid("jwt.jwks_min_refresh_s", "must be at least 1"));
+        }
+        if jwt.jwks_max_age_s < jwt.jwks_min_refresh_s {
+            return Err(invalid("jwt.jwks_max_age_s", "must not be below jwt.jwks_min_refresh_s"));
+        }
+        Ok(())
+    }
+}
+
+/// Why `url` cannot be a JWKS address: it must be `https://host[:port]/path`, without
+/// credentials (they would end up in log lines that name the URL).
+pub(crate) fn jwks_url_problem(url: &str) -> Option<String> {
+    let uri: hyper::Uri = match url.parse() {
+        Ok(uri) => uri,
+        Err(e) => return Some(format!("not a URL ({e})")),
+    };
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") => {
+            return Some("plain http:// is refused: the key set decides who is which tenant; use https://".into());
+        }
+        _ => return Some("must be an https:// URL".into()),
+    }
+    match uri.authority() {
+        None => Some("has no host".into()),
+        Some(a) if a.as_str().contains('@') => Some("must not carry credentials".into()),
+        Some(a) if a.host().is_empty() => Some("has no host".into()),
+        Some(_) => None,
     }
 }
 
@@ -152,5 +203,21 @@ mod tests {
         assert_eq!(err.as_deref(), Some("pool.size: must be at least 1"));
         let err = Config::from_toml("[upstream]\nsslmode = \"verify-full\"\n").err().map(|e| e.to_string());
         assert_eq!(err.as_deref(), Some("upstream.sslrootcert: required with sslmode verify-ca or verify-full"));
+    }
+
+    #[test]
+    fn jwks_urls_must_be_https_without_credentials() {
+        assert_eq!(jwks_url_problem("https://auth.example.com/.well-known/jwks.json"), None);
+        assert_eq!(jwks_url_problem("https://127.0.0.1:8443/jwks"), None);
+        let plain = jwks_url_problem("http://auth.example.com/jwks").unwrap_or_default();
+        assert!(plain.starts_with("plain http:// is refused"), "{plain}");
+        assert_eq!(jwks_url_problem("ftp://x/jwks").as_deref(), Some("must be an https:// URL"));
+        assert_eq!(jwks_url_problem("/jwks.json").as_deref(), Some("must be an https:// URL"));
+        assert_eq!(jwks_url_problem("https://u:p@x/jwks").as_deref(), Some("must not carry credentials"));
+        let err =
+            Config::from_toml("[jwt]\nsecret = \"s\"\njwks_url = \"http://x/jwks\"\n").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.starts_with("jwt.jwks_url: plain http:// is refused")));
+        let err = Config::from_toml("[log]\nfilter = \"info,=x=y\"\n").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.starts_with("log.filter: not a valid filter")));
     }
 }

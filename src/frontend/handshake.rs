@@ -52,6 +52,8 @@ pub enum FrontendError {
 
 /// Runs the handshake on a fresh connection.
 pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<Accepted, FrontendError> {
+    // One configuration from the first byte to the verdict, even if a reload lands meanwhile.
+    let live = shared.live_full();
     let mut stream: ClientStream = Stream::Plain(tcp);
     let mut first = [0u8; 1];
     if let Stream::Plain(tcp) = &stream
@@ -59,7 +61,7 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result
         && first[0] == 0x16
     {
         // PG17 direct TLS: a TLS ClientHello instead of SSLRequest; ALPN is mandatory.
-        stream = upgrade(stream, shared).await?;
+        stream = upgrade(stream, &live.client_tls).await?;
         if let Stream::Tls(tls) = &stream
             && tls.get_ref().1.alpn_protocol() != Some(ALPN_POSTGRESQL)
         {
@@ -69,9 +71,9 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result
     let packet = loop {
         let (code, body) = read_startup_packet(&mut stream).await?;
         match code {
-            protocol::SSL_REQUEST if !stream.is_tls() && shared.client_tls.is_some() => {
+            protocol::SSL_REQUEST if !stream.is_tls() && live.client_tls.is_some() => {
                 stream.write_all(b"S").await?;
-                stream = upgrade(stream, shared).await?;
+                stream = upgrade(stream, &live.client_tls).await?;
             }
             protocol::SSL_REQUEST | protocol::GSSENC_REQUEST if !stream.is_tls() => stream.write_all(b"N").await?,
             protocol::CANCEL_REQUEST => {
@@ -95,7 +97,7 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result
         Ok(s) => s,
         Err(e) => return refuse(&mut stream, e).await,
     };
-    if !stream.is_tls() && tls_required(shared.config.listen.require_tls, peer) {
+    if !stream.is_tls() && tls_required(live.config.listen.require_tls, peer) {
         let e = PgError::fatal("28000", format!("rlsproxy requires TLS for connections from {}", peer.ip())).with_hint(
             "Connect with sslmode=require: the token is a password and must not cross the network in clear.",
         );
@@ -115,7 +117,7 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result
             return refuse(&mut stream, e).await;
         }
     };
-    match shared.verifier.verify(&token) {
+    match live.verifier.verify_or_refresh(&token).await {
         Ok(context) => Ok(Accepted::Session(Box::new(Handshake { stream, context, startup, peer }))),
         Err(e) => {
             shared.metrics.auth_failure(e.reason());
@@ -142,8 +144,11 @@ pub(crate) async fn refuse<T>(stream: &mut ClientStream, error: PgError) -> Resu
     Err(FrontendError::Refused(error.message))
 }
 
-async fn upgrade(stream: ClientStream, shared: &Shared) -> Result<ClientStream, FrontendError> {
-    let (Stream::Plain(tcp), Some(cfg)) = (stream, &shared.client_tls) else {
+async fn upgrade(
+    stream: ClientStream,
+    tls: &Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> Result<ClientStream, FrontendError> {
+    let (Stream::Plain(tcp), Some(cfg)) = (stream, tls) else {
         return Err(FrontendError::Refused("TLS requested but not configured".into()));
     };
     let tls = tokio_rustls::TlsAcceptor::from(cfg.clone()).accept(tcp).await?;

@@ -13,7 +13,7 @@ use crate::protocol::{Frame, PgError, ProtocolError, backend, codec, frontend};
 
 impl Relay<'_> {
     pub(super) async fn process_client(&mut self) -> Result<Option<Exit>, SessionError> {
-        let limit = self.shared.config.limits.max_message_bytes;
+        let limit = self.shared.live().config.limits.max_message_bytes;
         while !self.paused_for_injection() {
             let frame = match self.client_in.next(|tag| tag == b'd', limit) {
                 Ok(Some(frame)) => frame,
@@ -68,11 +68,11 @@ impl Relay<'_> {
             (false, Some(sql)) => {
                 let starts_transaction =
                     tag == b'Q' && self.batch_start && self.tracker.batches_in_flight() == 0 && self.status == b'I';
-                self.shared.guard.check_sql(sql, self.identity.context.role.as_deref(), starts_transaction).err()
+                self.shared.live().guard.check_sql(sql, self.identity.context.role.as_deref(), starts_transaction).err()
             }
             (false, None) if tag == b'F' => {
                 let oid = body.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                self.shared.guard.check_function_call(oid, self.identity.context.role.as_deref()).err()
+                self.shared.live().guard.check_function_call(oid, self.identity.context.role.as_deref()).err()
             }
             (false, None) => None,
         };
@@ -114,7 +114,7 @@ impl Relay<'_> {
             && refusal.is_none()
             && text.as_ref().is_some_and(SqlText::creates_session_state)
         {
-            let cap = self.shared.config.pool.max_pinned_per_tenant;
+            let cap = self.shared.live().config.pool.max_pinned_per_tenant;
             self.pin = self.shared.pins.try_pin(&self.identity.context.tenant, cap);
             if self.pin.is_some() {
                 tracing::debug!("session state created: the client keeps its server connection");
@@ -164,7 +164,7 @@ impl Relay<'_> {
             self.to_server.extend_from_slice(&msg);
             return Ok(None);
         }
-        let capacity = self.shared.config.pool.max_prepared_statements;
+        let capacity = self.shared.live().config.pool.max_prepared_statements;
         match self.statements.translate(msg, &mut server.statements, capacity, self.pin.is_some()) {
             Ok(outs) => {
                 for out in outs {
@@ -199,7 +199,7 @@ impl Relay<'_> {
     }
 
     fn check_expiry(&self) -> Option<Exit> {
-        self.identity.context.is_expired_at(now_unix(), self.shared.verifier.leeway_s()).then(|| {
+        self.identity.context.is_expired_at(now_unix(), self.shared.live().verifier.leeway_s()).then(|| {
             tracing::info!("token expired during the session");
             Exit::Fatal(
                 PgError::fatal("28000", "rlsproxy: the token has expired; no further transaction can start")

@@ -141,7 +141,7 @@ impl<'a> Relay<'a> {
     }
 
     pub(super) fn transaction_mode(&self) -> bool {
-        self.shared.config.pool.mode == PoolMode::Transaction
+        self.shared.pool_mode == PoolMode::Transaction
     }
 
     /// Relays until either side leaves, then returns or closes the server connection.
@@ -264,7 +264,7 @@ impl<'a> Relay<'a> {
     /// When a client that holds a server connection inside a transaction, with nothing in
     /// flight, will have been idle for `pool.idle_transaction_timeout_s`.
     fn idle_transaction_deadline(&self) -> Option<tokio::time::Instant> {
-        let timeout = self.shared.config.pool.idle_transaction_timeout_s;
+        let timeout = self.shared.live().config.pool.idle_transaction_timeout_s;
         let waiting_for_client = self.server.is_some()
             && self.tracker.is_empty()
             && matches!(self.status, b'T' | b'E')

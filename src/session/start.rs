@@ -55,7 +55,7 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Rela
     }
     backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
     backend::ready_for_query(&mut out, b'I');
-    let server = match shared.config.pool.mode {
+    let server = match shared.pool_mode {
         PoolMode::Session => {
             cancel.set_target(Some(CancelTarget::of(&server)));
             client.set_backend_pid(server.pid());
@@ -81,7 +81,7 @@ fn identity(hs: &Handshake, shared: &Shared) -> Identity {
         context: ctx.clone(),
         key: Bytes::from(key),
         startup: hs.startup.settings.clone(),
-        database: shared.config.upstream.database.clone().unwrap_or_else(|| hs.startup.database.clone()),
+        database: shared.live().config.upstream.database.clone().unwrap_or_else(|| hs.startup.database.clone()),
     }
 }
 

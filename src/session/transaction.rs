@@ -155,7 +155,7 @@ impl Relay<'_> {
     /// checks its result shape.
     async fn awaited_injection(&mut self, verify: Option<Vec<u8>>) -> Result<Option<Bytes>, SessionError> {
         self.flush().await?;
-        let capacity = self.shared.config.pool.max_prepared_statements;
+        let capacity = self.shared.live().config.pool.max_prepared_statements;
         let Some(server) = self.server.as_mut() else { return Ok(None) };
         let foreign = server.owner.as_ref() != Some(&self.identity.key);
         let (mut batch, adoption_readies) = adoption_batch(server, &self.identity);
@@ -221,7 +221,7 @@ impl Relay<'_> {
     /// Transaction mode: returns the connection once the transaction is over and nothing is
     /// in flight or half-sent, unless the client is pinned to it.
     pub(super) fn give_back_if_done(&mut self) {
-        if self.shared.config.pool.mode != PoolMode::Transaction || self.is_pinned() {
+        if self.shared.pool_mode != PoolMode::Transaction || self.is_pinned() {
             return;
         }
         let done = self.is_idle()

@@ -8,20 +8,25 @@
 //! (tenant affinity), and the session resets a connection that carried another
 //! identity's state before using it. Session-mode connections are reset with
 //! `DISCARD ALL` when the client leaves.
+//!
+//! Sizes, timeouts and the allowed roles can change while the pool runs (a configuration
+//! reload, [`Pool::reconfigure`]): a smaller size closes idle connections above it at once and
+//! lent ones when they come back, never a lent one; a larger size serves waiting clients at once.
+
+mod lease;
 
 use std::collections::VecDeque;
-use std::ops::{Deref, DerefMut};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::config::PoolConfig;
 use crate::policy::upstream_role;
-use crate::protocol::frontend;
 use crate::upstream::{ServerConn, UpstreamError, UpstreamTarget};
+
+pub use lease::Lease;
 
 /// Why no connection could be lent.
 #[derive(Debug, thiserror::Error)]
@@ -74,17 +79,20 @@ pub struct Pool {
 #[derive(Debug)]
 struct Inner {
     target: UpstreamTarget,
-    cfg: PoolConfig,
-    /// Roles a token may select: a new connection must not inherit any of them.
-    allowed_roles: Vec<String>,
     /// `upstream.allow_unforced_owned_tables`.
     allow_unforced: bool,
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    /// Connections that exist (idle + lent + being opened); never above `size`.
+    /// `[pool]`: here, under the lock, so that a reload changes it between two pool operations.
+    cfg: PoolConfig,
+    /// Roles a token may select: a new connection must not inherit any of them (reloadable
+    /// with `jwt.allowed_roles`).
+    allowed_roles: Vec<String>,
+    /// Connections that exist (idle + lent + being opened); above `size` only after the size
+    /// shrank, until enough lent ones come back.
     open: usize,
     idle: Vec<ServerConn>,
     waiters: VecDeque<Waiter>,
@@ -111,13 +119,53 @@ fn serves(conn: &ServerConn, database: &str, startup: &[(String, String)]) -> bo
 impl Pool {
     /// A pool for `target`; opens nothing until asked.
     pub fn new(target: UpstreamTarget, cfg: &PoolConfig, allowed_roles: Vec<String>, allow_unforced: bool) -> Self {
-        let state = Mutex::new(State::default());
-        Self { inner: Arc::new(Inner { target, cfg: cfg.clone(), allowed_roles, allow_unforced, state }) }
+        let state = State {
+            cfg: cfg.clone(),
+            allowed_roles,
+            open: 0,
+            idle: Vec::new(),
+            waiters: VecDeque::new(),
+            next_waiter: 0,
+        };
+        Self { inner: Arc::new(Inner { target, allow_unforced, state: Mutex::new(state) }) }
+    }
+
+    /// Applies a reloaded `[pool]` (its `mode` excepted: that needs a restart) and
+    /// `jwt.allowed_roles`. Idle connections above a smaller size are closed now, lent ones
+    /// when they come back; with a larger size, waiting clients get a slot to open one.
+    pub fn reconfigure(&self, cfg: &PoolConfig, allowed_roles: &[String]) {
+        let mut state = self.inner.lock();
+        let mode = state.cfg.mode;
+        state.cfg = PoolConfig { mode, ..cfg.clone() };
+        if state.allowed_roles != allowed_roles {
+            // Idle connections passed the safety check against the old roles: open new ones.
+            state.allowed_roles = allowed_roles.to_vec();
+            let idle = std::mem::take(&mut state.idle);
+            state.open -= idle.len();
+        }
+        while state.open > state.cfg.size && !state.idle.is_empty() {
+            state.idle.remove(0);
+            state.open -= 1;
+        }
+        self.inner.expire(&mut state);
+        while state.open < state.cfg.size {
+            let Some(waiter) = state.waiters.pop_front() else { break };
+            if waiter.tx.send(None).is_ok() {
+                state.open += 1;
+            }
+        }
     }
 
     /// Opens one connection outside the pool and runs the safety check (used at start).
     pub async fn check_upstream(&self, database: &str) -> Result<(), UpstreamError> {
-        let conn = self.inner.open(database, &[]).await?;
+        let roles = self.inner.lock().allowed_roles.clone();
+        self.check_upstream_for(database, &roles).await
+    }
+
+    /// As [`Pool::check_upstream`], against `allowed_roles` instead of the current ones: a
+    /// reload checks its new `jwt.allowed_roles` before applying them.
+    pub async fn check_upstream_for(&self, database: &str, allowed_roles: &[String]) -> Result<(), UpstreamError> {
+        let conn = self.inner.open_checked(database, &[], allowed_roles).await?;
         conn.terminate().await;
         Ok(())
     }
@@ -136,29 +184,29 @@ impl Pool {
             if let Some(conn) = take_idle(&mut state, database, owner, startup) {
                 return Ok(self.lease(conn));
             }
-            if state.open < self.inner.cfg.size {
+            if state.open < state.cfg.size {
                 state.open += 1;
                 None
-            } else if !state.idle.is_empty() {
+            } else if state.open == state.cfg.size && !state.idle.is_empty() {
                 // Full, but an idle connection for other clients' database or settings makes room.
                 state.idle.remove(0);
                 None
-            } else if state.waiters.len() >= self.inner.cfg.max_waiting_clients {
-                return Err(PoolError::QueueFull(self.inner.cfg.max_waiting_clients));
+            } else if state.waiters.len() >= state.cfg.max_waiting_clients {
+                return Err(PoolError::QueueFull(state.cfg.max_waiting_clients));
             } else {
                 let (tx, rx) = oneshot::channel();
                 let id = state.next_waiter;
                 state.next_waiter += 1;
                 let (database, startup) = (database.to_string(), startup.to_vec());
                 state.waiters.push_back(Waiter { id, database, startup, tx });
-                Some((id, rx))
+                Some((id, rx, state.cfg.acquire_timeout_ms))
             }
         };
         let handoff = match ticket {
             None => None,
             // Boxed, like `open` below: the rare paths' state would otherwise be part of every
             // session task's size, idle or not.
-            Some((id, rx)) => Box::pin(self.wait(id, rx)).await?,
+            Some((id, rx, timeout_ms)) => Box::pin(self.wait(id, rx, timeout_ms)).await?,
         };
         match handoff {
             Some(conn) => Ok(self.lease(conn)),
@@ -172,8 +220,8 @@ impl Pool {
         }
     }
 
-    async fn wait(&self, id: u64, mut rx: oneshot::Receiver<Handoff>) -> Result<Handoff, PoolError> {
-        let timeout = Duration::from_millis(self.inner.cfg.acquire_timeout_ms);
+    async fn wait(&self, id: u64, mut rx: oneshot::Receiver<Handoff>, timeout_ms: u64) -> Result<Handoff, PoolError> {
+        let timeout = Duration::from_millis(timeout_ms);
         if let Ok(Ok(handoff)) = tokio::time::timeout(timeout, &mut rx).await {
             return Ok(handoff);
         }
@@ -184,10 +232,10 @@ impl Pool {
             state.waiters.len() < before
         };
         if still_waiting {
-            return Err(PoolError::Timeout(self.inner.cfg.acquire_timeout_ms));
+            return Err(PoolError::Timeout(timeout_ms));
         }
         // Handed over just as the timeout fired: take it rather than lose the slot.
-        rx.await.map_err(|_| PoolError::Timeout(self.inner.cfg.acquire_timeout_ms))
+        rx.await.map_err(|_| PoolError::Timeout(timeout_ms))
     }
 
     fn lease(&self, conn: ServerConn) -> Lease {
@@ -215,8 +263,8 @@ impl Pool {
             }
         }
         PoolSnapshot {
-            mode: self.inner.cfg.mode,
-            size: self.inner.cfg.size,
+            mode: state.cfg.mode,
+            size: state.cfg.size,
             open: state.open,
             idle: state.idle.len(),
             waiting: state.waiters.len(),
@@ -236,8 +284,8 @@ impl Pool {
                 let mut state = inner.lock();
                 inner.expire(&mut state);
                 let idle = state.idle.iter().filter(|c| serves(c, &database, &[])).count();
-                let room = inner.cfg.size.saturating_sub(state.open);
-                let wanted = inner.cfg.min_idle.saturating_sub(idle).min(room);
+                let room = state.cfg.size.saturating_sub(state.open);
+                let wanted = state.cfg.min_idle.saturating_sub(idle).min(room);
                 state.open += wanted;
                 wanted
             };
@@ -281,17 +329,20 @@ impl Inner {
     /// Closes idle connections past the idle timeout or the lifetime limit.
     fn expire(&self, state: &mut State) {
         let now = Instant::now();
-        let idle_timeout = Duration::from_secs(self.cfg.idle_timeout_s);
-        let lifetime = Duration::from_secs(self.cfg.max_lifetime_s);
+        let idle_timeout = Duration::from_secs(state.cfg.idle_timeout_s);
+        let lifetime = Duration::from_secs(state.cfg.max_lifetime_s);
         let before = state.idle.len();
         state.idle.retain(|c| now - c.last_used < idle_timeout && now - c.created < lifetime);
         state.open -= before - state.idle.len();
     }
 
-    /// A connection stopped existing: its slot goes to the first waiter, if any.
+    /// A connection stopped existing: its slot goes to the first waiter, if any (unless the
+    /// pool is above a size that shrank).
     fn closed_one(&self) {
         let mut state = self.lock();
-        while let Some(waiter) = state.waiters.pop_front() {
+        while state.open <= state.cfg.size
+            && let Some(waiter) = state.waiters.pop_front()
+        {
             if waiter.tx.send(None).is_ok() {
                 return;
             }
@@ -299,15 +350,18 @@ impl Inner {
         state.open -= 1;
     }
 
-    /// A usable connection came back: to the first waiter for its database, else idle.
+    /// A usable connection came back: to the first waiter for its database, else idle; closed
+    /// when too old, or when the pool is above a size that shrank.
     fn put_back(&self, mut conn: ServerConn) {
-        if conn.created.elapsed() >= Duration::from_secs(self.cfg.max_lifetime_s) {
+        let mut state = self.lock();
+        let too_old = conn.created.elapsed() >= Duration::from_secs(state.cfg.max_lifetime_s);
+        if too_old || state.open > state.cfg.size {
+            drop(state);
             drop(conn);
             self.closed_one();
             return;
         }
         conn.last_used = Instant::now();
-        let mut state = self.lock();
         while let Some(pos) = state.waiters.iter().position(|w| serves(&conn, &w.database, &w.startup)) {
             let Some(waiter) = state.waiters.remove(pos) else { break };
             match waiter.tx.send(Some(conn)) {
@@ -330,81 +384,19 @@ impl Inner {
     }
 
     async fn open(&self, database: &str, startup: &[(String, String)]) -> Result<ServerConn, UpstreamError> {
+        let allowed_roles = self.lock().allowed_roles.clone();
+        self.open_checked(database, startup, &allowed_roles).await
+    }
+
+    async fn open_checked(
+        &self,
+        database: &str,
+        startup: &[(String, String)],
+        allowed_roles: &[String],
+    ) -> Result<ServerConn, UpstreamError> {
         let mut conn = ServerConn::connect(&self.target, database, startup).await?;
-        upstream_role::check(&mut conn, &self.allowed_roles, self.allow_unforced).await?;
+        upstream_role::check(&mut conn, allowed_roles, self.allow_unforced).await?;
         tracing::debug!(backend_pid = conn.pid(), database, "opened upstream connection");
         Ok(conn)
-    }
-}
-
-/// A connection lent to one client; dropping it closes the connection.
-#[derive(Debug)]
-pub struct Lease {
-    conn: Option<ServerConn>,
-    pool: Arc<Inner>,
-}
-
-impl Lease {
-    /// Resets the connection's session state and returns it to the pool; closes it if that fails.
-    /// Call only when the connection is idle with nothing in flight.
-    pub async fn release(mut self) {
-        let Some(conn) = self.conn.as_mut() else { return };
-        let mut buf = BytesMut::new();
-        frontend::query(&mut buf, "DISCARD ALL");
-        let reset = tokio::time::timeout(Duration::from_secs(5), Box::pin(conn.run_batch(&buf))).await;
-        match reset {
-            Ok(Ok(outcome)) if outcome.error.is_none() && outcome.status == b'I' => {
-                conn.injection_prepared = false;
-                conn.context = None;
-                conn.owner = None;
-                conn.statements.clear();
-                self.give_back();
-            }
-            _ => tracing::warn!("upstream reset failed; closing the connection"),
-        }
-    }
-
-    /// Returns the connection as it is, session state included (transaction pooling: the
-    /// next borrower with another identity resets it). Call only when idle.
-    ///
-    /// Not async (and so no part of any session task's size): while a cancel for the current
-    /// borrower is being sent, a task of its own waits for it before the connection goes back.
-    pub fn give_back(mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        let pool = self.pool.clone();
-        // Invalidate older cancel targets once no cancel for the current borrower is in flight.
-        let gate = conn.gate.clone();
-        if let Ok(_held) = gate.lock.try_lock() {
-            gate.generation.fetch_add(1, Ordering::SeqCst);
-            pool.put_back(conn);
-            return;
-        }
-        tokio::spawn(async move {
-            let _held = gate.lock.lock().await;
-            gate.generation.fetch_add(1, Ordering::SeqCst);
-            pool.put_back(conn);
-        });
-    }
-}
-
-impl Deref for Lease {
-    type Target = ServerConn;
-    fn deref(&self) -> &ServerConn {
-        // Invariant: `conn` is `Some` until `release`, `give_back` or `drop` consume the lease.
-        self.conn.as_ref().unwrap_or_else(|| unreachable!("lease used after release"))
-    }
-}
-
-impl DerefMut for Lease {
-    fn deref_mut(&mut self) -> &mut ServerConn {
-        self.conn.as_mut().unwrap_or_else(|| unreachable!("lease used after release"))
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if self.conn.take().is_some() {
-            self.pool.closed_one();
-        }
     }
 }
