@@ -9,6 +9,7 @@
 
 mod cluster;
 mod host;
+pub mod http;
 pub mod proxy;
 pub mod queries;
 pub mod raw;

@@ -79,14 +79,7 @@ impl TestProxy {
 
     /// tokio-postgres configuration for a client of this proxy (no TLS).
     pub fn client_config(&self, token: &str) -> tokio_postgres::Config {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host(self.addr.ip().to_string())
-            .port(self.addr.port())
-            .user("alice")
-            .dbname("app")
-            .password(token)
-            .connect_timeout(Duration::from_secs(10));
-        cfg
+        client_config(self.addr, token)
     }
 
     /// A connected tokio-postgres client.
@@ -116,6 +109,18 @@ impl TestProxy {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+}
+
+/// tokio-postgres configuration for user `alice` of database `app` at a proxy on `addr` (no TLS).
+pub fn client_config(addr: SocketAddr, token: &str) -> tokio_postgres::Config {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(addr.ip().to_string())
+        .port(addr.port())
+        .user("alice")
+        .dbname("app")
+        .password(token)
+        .connect_timeout(Duration::from_secs(10));
+    cfg
 }
 
 /// The SQLSTATE and message of a tokio-postgres error from the server (or proxy).

@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rlsproxy");
@@ -122,14 +120,7 @@ impl ProxyProcess {
 
     /// A tokio-postgres configuration for a client with `token`.
     pub fn client_config(&self, token: &str) -> tokio_postgres::Config {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host("127.0.0.1")
-            .port(self.port)
-            .user("alice")
-            .dbname("app")
-            .password(token)
-            .connect_timeout(Duration::from_secs(10));
-        cfg
+        common::proxy::client_config(SocketAddr::from(([127, 0, 0, 1], self.port)), token)
     }
 
     /// A connected client.
@@ -147,7 +138,7 @@ impl ProxyProcess {
 
     /// `GET path` on the admin listener: (status, body).
     pub async fn get(&self, path: &str, bearer: Option<&str>) -> (u16, String) {
-        admin_get(self.admin, path, bearer).await
+        common::http::get(self.admin, path, bearer).await
     }
 
     /// The value of the metric sample `name` (labels included, as exposed).
@@ -163,20 +154,6 @@ impl Drop for ProxyProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn admin_get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect to the admin listener");
-    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n{auth}\r\n").as_bytes()).await.expect("send");
-    let mut raw = String::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut raw))
-        .await
-        .expect("admin answers in time")
-        .expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
-    (status, body.to_string())
 }
 
 /// `rlsproxy check-config` on a file with `config`: (exit code, stderr).
