@@ -1,12 +1,17 @@
 //! SIGHUP applies pool sizes (seen in `/admin/pools`), guard lists (at an open session's next
-//! statement) and the log filter; keys that need a restart are named and keep their value.
+//! statement), the log filter, the HS256 secret and the admin token; keys that need a restart
+//! are named and keep their value.
 
 use crate::common::proxy::SECRET;
 use crate::process::{ADMIN_TOKEN, ProxyProcess};
 use crate::{RELOADED, RELOADS_OK, tenant_rows};
 
 fn hs256_token(tenant: &str) -> String {
-    let jwt = rlsproxy::config::Config::from_toml(&format!("[jwt]\nsecret = \"{SECRET}\"\n")).unwrap().jwt;
+    token_signed_with(SECRET, tenant)
+}
+
+fn token_signed_with(secret: &str, tenant: &str) -> String {
+    let jwt = rlsproxy::config::Config::from_toml(&format!("[jwt]\nsecret = \"{secret}\"\n")).unwrap().jwt;
     let request = rlsproxy::auth::MintRequest {
         tenant: tenant.into(),
         subject: Some(format!("user-of-{tenant}")),
@@ -182,4 +187,36 @@ async fn a_reload_refuses_allowed_roles_the_upstream_user_inherits() {
     assert_eq!(proxy.metric(RELOADS_OK).await, None);
     drop(proxy);
     admin.batch_execute("DROP ROLE reload_user; DROP ROLE reload_inherited").await.expect("drop the roles");
+}
+
+#[tokio::test]
+async fn sighup_replaces_the_hs256_secret_and_the_admin_token() {
+    const NEW_SECRET: &str = "a-new-hs256-secret-for-tests-0123456789";
+    const NEW_ADMIN_TOKEN: &str = "a-new-admin-token-0123456789";
+    let (dir, port, admin) = ProxyProcess::prepare();
+    let config = ProxyProcess::render(port, admin, &rest("", "info", "app.current_tenant"));
+    let proxy = ProxyProcess::start(dir, port, admin, &config);
+    let open = proxy.connect(&hs256_token("1")).await;
+    open.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(proxy.get("/admin/clients", Some(ADMIN_TOKEN)).await.0, 200);
+
+    proxy.rewrite_config(
+        &config
+            .replace(&format!("token = \"{ADMIN_TOKEN}\""), &format!("token = \"{NEW_ADMIN_TOKEN}\""))
+            .replace(&format!("secret = \"{SECRET}\""), &format!("secret = \"{NEW_SECRET}\"")),
+    );
+    proxy.sighup();
+    let line = proxy.wait_for_lines(RELOADED, 1).await;
+    assert!(line.contains("admin.token") && line.contains("jwt.secret"), "{line}");
+    assert!(!line.contains(NEW_SECRET) && !line.contains(NEW_ADMIN_TOKEN), "no secret in the log: {line}");
+
+    assert_eq!(proxy.get("/admin/clients", Some(ADMIN_TOKEN)).await.0, 401, "the old admin token is gone");
+    assert_eq!(proxy.get("/admin/clients", Some(NEW_ADMIN_TOKEN)).await.0, 200);
+    let refused = proxy.refusal(&hs256_token("1")).await;
+    assert_eq!(refused, ("28P01".to_string(), "token signature is invalid".to_string()));
+    let fresh = proxy.connect(&token_signed_with(NEW_SECRET, "2")).await;
+    assert_eq!(tenant_rows(&fresh).await, 2);
+    // The session verified with the old secret goes on.
+    assert_eq!(tenant_rows(&open).await, 3);
+    open.batch_execute("COMMIT").await.expect("commit");
 }
