@@ -25,6 +25,8 @@ mod process;
 mod settings;
 #[path = "reload/sighup.rs"]
 mod sighup;
+#[path = "reload/tls.rs"]
+mod tls;
 #[path = "reload/watch.rs"]
 mod watch;
 
