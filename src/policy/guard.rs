@@ -226,10 +226,8 @@ impl Guard {
     /// Parses and walks the tree; every violation found.
     fn inspect(&self, sql: &[u8]) -> Vec<Violation> {
         let unparsable = |why: String| vec![Violation { rule: Rule::Unparsable, what: why, closing_reset: false }];
-        let Ok(text) = std::str::from_utf8(sql) else {
-            return unparsable("a statement that is not valid UTF-8".into());
-        };
-        let tree = match pg_query::parse(text, 0) {
+        let text = as_parsed_by_the_server(sql);
+        let tree = match pg_query::parse(&text, 0) {
             Ok(parsed) => serde_json::to_value(&parsed.protobuf),
             Err(e) => return unparsable(format!("a statement the parser cannot parse ({e})")),
         };
@@ -316,6 +314,19 @@ impl Guard {
             Some(prefix) => name.starts_with(prefix),
             None => f == name,
         })
+    }
+}
+
+/// `sql` as UTF-8 with the structure the server sees. Text that is not UTF-8 comes from a
+/// session in a single-byte or EUC client encoding (the guard refuses the encodings whose
+/// multibyte characters may contain an ASCII byte): there every byte from 0x80 up belongs to a
+/// non-ASCII character, so each becomes U+FFFD and every quote, keyword and identifier stays
+/// where the server, after converting the text, finds it. (A UTF-8 session's server refuses
+/// such text itself.)
+fn as_parsed_by_the_server(sql: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(sql) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => sql.iter().map(|&b| if b.is_ascii() { char::from(b) } else { char::REPLACEMENT_CHARACTER }).collect(),
     }
 }
 

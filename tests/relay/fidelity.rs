@@ -8,7 +8,7 @@ use std::error::Error;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use super::{ACME_TITLES, direct};
+use super::{ACME_TITLES, RawSession, direct};
 use crate::common::proxy;
 
 /// Queries covering the common types, NULLs, arrays, many rows and a large value.
@@ -80,6 +80,27 @@ async fn text(client: &Client, sql: &str) -> (Vec<String>, Vec<Vec<Option<String
         }
     }
     (columns, rows)
+}
+
+#[tokio::test]
+async fn a_latin1_client_sends_accented_text_and_the_guard_still_reads_it() {
+    let proxy = proxy::start_default().await;
+    let mut s = RawSession::open(&proxy, &proxy.token("1"), &[("client_encoding", "LATIN1")]).await;
+    s.conn.send(b'Q', b"SELECT 'caf\xe9' AS w, title FROM documents WHERE title = 'acme roadmap'\0").await;
+    let messages = s.conn.read_until_ready().await;
+    let row = messages.iter().find(|(tag, _)| *tag == b'D').map(|(_, body)| body.clone()).expect("a row");
+    let mut expected = 2u16.to_be_bytes().to_vec();
+    expected.extend(4i32.to_be_bytes());
+    expected.extend(b"caf\xe9");
+    expected.extend(12i32.to_be_bytes());
+    expected.extend(b"acme roadmap");
+    assert_eq!(row, expected, "the LATIN1 bytes come back as sent");
+    // A LATIN1 character in front does not hide a call from the guard.
+    s.conn.send(b'Q', b"SELECT '\xe9', set_config('app.current_tenant', '2', false)\0").await;
+    let reply = s.reply().await;
+    assert_eq!(reply.error(), ("42501", "rlsproxy refused the statement: set_config (rule set_config)"));
+    s.conn.send(b'Q', b"SELECT \"\xe9\" FROM (SELECT 1 AS \"\xe9\") t\0").await;
+    assert_eq!(s.reply().await.texts(), [["1"]], "a LATIN1 identifier");
 }
 
 #[tokio::test]
