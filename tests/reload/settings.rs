@@ -1,5 +1,5 @@
 //! SIGHUP applies pool sizes (seen in `/admin/pools`), guard lists (at an open session's next
-//! statement), the log filter, the HS256 secret and the admin token; keys that need a restart
+//! statement), the log filter, the HS256 secret, the admin token and the message limit; keys that need a restart
 //! are named and keep their value.
 
 use crate::common::proxy::SECRET;
@@ -219,4 +219,26 @@ async fn sighup_replaces_the_hs256_secret_and_the_admin_token() {
     // The session verified with the old secret goes on.
     assert_eq!(tenant_rows(&open).await, 3);
     open.batch_execute("COMMIT").await.expect("commit");
+}
+
+#[tokio::test]
+async fn sighup_applies_a_smaller_message_limit_to_open_sessions() {
+    let (dir, port, admin) = ProxyProcess::prepare();
+    let config = ProxyProcess::render(port, admin, &rest("", "info", "app.current_tenant"));
+    let proxy = ProxyProcess::start(dir, port, admin, &config);
+    let client = proxy.connect(&hs256_token("1")).await;
+    let big = format!("SELECT '{}' AS x", "a".repeat(2000));
+    assert_eq!(big.len(), 2014);
+    client.simple_query(&big).await.expect("2 kB is far under the default limit");
+
+    proxy.rewrite_config(&format!("{config}\n[limits]\nmax_message_bytes = 1024\n"));
+    proxy.sighup();
+    let line = proxy.wait_for_lines(RELOADED, 1).await;
+    assert!(line.contains("limits.max_message_bytes"), "{line}");
+    client.simple_query("SELECT 1").await.expect("small messages still pass");
+    let err = client.simple_query(&big).await.expect_err("over the new limit");
+    assert_eq!(
+        crate::common::proxy::db_error(&err),
+        ("54000".to_string(), "rlsproxy: message 'Q' of 2020 bytes exceeds the limit of 1024 bytes".to_string())
+    );
 }
