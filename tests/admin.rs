@@ -13,7 +13,7 @@ use rlsproxy::config::PoolMode;
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 
-use common::http::get;
+use common::http::{get, sample};
 
 async fn admin_proxy(mode: PoolMode, tenant_label_limit: usize, token: Option<&str>) -> TestProxy {
     let mut config = proxy::base_config(common::postgres());
@@ -29,11 +29,6 @@ fn forge_signature(token: &str) -> String {
     let (signed, signature) = token.rsplit_once('.').expect("three parts");
     let first = if signature.starts_with('A') { 'B' } else { 'A' };
     format!("{signed}.{first}{}", &signature[1..])
-}
-
-/// The value of the sample `name` (with its labels, exactly as exposed).
-fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test]

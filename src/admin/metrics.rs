@@ -98,9 +98,15 @@ pub struct Snapshot {
 impl Metrics {
     /// The registry, with at most `tenant_label_limit` tenant labels (0: every tenant is `other`).
     pub fn new(tenant_label_limit: usize) -> Self {
-        let mut registry = Registry::with_prefix("rlsproxy");
         let seconds = || Histogram::new(exponential_buckets(0.000_1, 4.0, 10));
-        let m = Self {
+        let received: Family<Label, Counter> = Family::default();
+        let sent: Family<Label, Counter> = Family::default();
+        let side = |side: &'static str| Bytes {
+            received: received.get_or_create_owned(&[("side", side)]),
+            sent: sent.get_or_create_owned(&[("side", side)]),
+        };
+        let mut m = Self {
+            registry: Registry::with_prefix("rlsproxy"),
             transactions: Family::default(),
             queries: Family::default(),
             tenants: Mutex::new(HashMap::new()),
@@ -112,15 +118,14 @@ impl Metrics {
             injection_failures: Counter::default(),
             pool_wait: seconds(),
             transaction_duration: seconds(),
-            client_bytes: Bytes::default(),
-            server_bytes: Bytes::default(),
+            client_bytes: side("client"),
+            server_bytes: side("server"),
             client_connections: Family::default(),
             server_connections: Family::default(),
             pool_max: Gauge::default(),
             pool_waiting: Gauge::default(),
-            registry: Registry::default(),
         };
-        let r = &mut registry;
+        let r = &mut m.registry;
         r.register("transactions", "Transactions started, by tenant", m.transactions.clone());
         r.register("queries", "Query and Execute messages, by tenant", m.queries.clone());
         r.register("auth_failures", "Refused tokens, by reason", m.auth_failures.clone());
@@ -130,24 +135,13 @@ impl Metrics {
         r.register("config_reloads", "Configuration reloads, by result", m.config_reloads.clone());
         r.register("pool_wait_seconds", "Time waiting for a server connection", m.pool_wait.clone());
         r.register("transaction_duration_seconds", "Transaction duration", m.transaction_duration.clone());
-        let bytes = |side: &'static str| [("side", side)];
-        let received: Family<Label, Counter> = Family::default();
-        let sent: Family<Label, Counter> = Family::default();
-        let client_bytes = Bytes {
-            received: received.get_or_create_owned(&bytes("client")),
-            sent: sent.get_or_create_owned(&bytes("client")),
-        };
-        let server_bytes = Bytes {
-            received: received.get_or_create_owned(&bytes("server")),
-            sent: sent.get_or_create_owned(&bytes("server")),
-        };
         r.register("bytes_received", "Bytes read, by side", received);
         r.register("bytes_sent", "Bytes written, by side", sent);
         r.register("client_connections", "Client connections, by state", m.client_connections.clone());
         r.register("server_connections", "Server connections, by state and pool mode", m.server_connections.clone());
         r.register("pool_max_connections", "Server connections at most (pool.size)", m.pool_max.clone());
         r.register("pool_waiting_clients", "Clients waiting for a server connection", m.pool_waiting.clone());
-        Self { registry, client_bytes, server_bytes, ..m }
+        m
     }
 
     /// The counters for `tenant`: its own while fewer than the limit have labels, else `other`'s.

@@ -93,9 +93,6 @@ pub struct Relay<'a> {
     pub(super) tenant_metrics: TenantCounters,
     /// When the transaction in progress started.
     pub(super) transaction_started: Option<Instant>,
-    /// When either side last sent something: the client is idle in a transaction from the
-    /// server's last reply on (for `pool.idle_transaction_timeout_s`).
-    pub(super) last_activity: Instant,
 }
 
 impl<'a> Relay<'a> {
@@ -112,7 +109,6 @@ impl<'a> Relay<'a> {
             tenant_metrics: shared.metrics.tenant(&identity.context.tenant),
             entry,
             transaction_started: None,
-            last_activity: Instant::now(),
             client_params,
             shared,
             client,
@@ -175,7 +171,7 @@ impl<'a> Relay<'a> {
                 _ = sleep_until_some(idle_deadline) => Event::IdleTransactionTimeout,
             };
             match event {
-                Event::ClientData => self.last_activity = Instant::now(),
+                Event::ClientData => {}
                 Event::IdleTransactionTimeout => {
                     tracing::info!("idle in transaction too long; ending the session");
                     return Ok(Exit::Fatal(PgError::fatal(
@@ -184,7 +180,6 @@ impl<'a> Relay<'a> {
                     )));
                 }
                 Event::ServerData => {
-                    self.last_activity = Instant::now();
                     if let Some(exit) = self.process_server()? {
                         return Ok(exit);
                     }
@@ -262,7 +257,8 @@ impl<'a> Relay<'a> {
     }
 
     /// When a client that holds a server connection inside a transaction, with nothing in
-    /// flight, will have been idle for `pool.idle_transaction_timeout_s`.
+    /// flight, will have been idle for `pool.idle_transaction_timeout_s`. Computed as the relay
+    /// starts waiting: every event (the server's last reply included) ends a wait.
     fn idle_transaction_deadline(&self) -> Option<tokio::time::Instant> {
         let timeout = self.shared.live().config.pool.idle_transaction_timeout_s;
         let waiting_for_client = self.server.is_some()
@@ -271,7 +267,7 @@ impl<'a> Relay<'a> {
             && self.to_server.is_empty()
             && self.client_in.is_empty();
         (timeout > 0 && waiting_for_client)
-            .then(|| tokio::time::Instant::from_std(self.last_activity) + std::time::Duration::from_secs(timeout))
+            .then(|| tokio::time::Instant::now() + std::time::Duration::from_secs(timeout))
     }
 
     /// While the pipelined injection in front of a Query is unanswered, further client

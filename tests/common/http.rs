@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The value of the metric sample `name` (labels included, exactly as exposed) in `metrics`.
+pub fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// `GET path` on `addr`, optionally with a bearer token: (status, body).
 pub async fn get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String) {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect to the admin listener");

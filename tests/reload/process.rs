@@ -145,7 +145,7 @@ impl ProxyProcess {
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let (status, text) = self.get("/metrics", None).await;
         assert_eq!(status, 200);
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        common::http::sample(&text, name)
     }
 }
 
