@@ -178,3 +178,19 @@ async fn healthcheck_command_exits_by_the_probe_status() {
     assert_eq!(down.status.code(), Some(1));
     p.handle.shutdown();
 }
+
+#[tokio::test]
+async fn a_request_whose_headers_never_end_is_dropped() {
+    let p = admin_proxy(PoolMode::Session, 100, None).await;
+    let mut tcp = tokio::net::TcpStream::connect(p.admin.expect("admin listener")).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET /metrics HTTP/1.1\r\nHost: slow\r\n").await.expect("send");
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut buf))
+        .await
+        .expect("the admin listener closes the connection, not the test's timeout");
+    let waited = started.elapsed();
+    assert!(read.is_err() || !String::from_utf8_lossy(&buf).contains("# EOF"), "no metrics for half a request");
+    assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(15), "{waited:?}");
+    p.handle.shutdown();
+}
