@@ -85,7 +85,6 @@ cleanup() {
         done
     fi
     stop_targets
-    stop_proxy
     # Keep the logs next to the results: errors seen during runs are in them.
     cp "$WORK"/*.log "$RAW/" 2>/dev/null
     pg_remove

@@ -4,17 +4,7 @@
 
 STARTED_PIDS=()
 
-# stop_pid PID: SIGTERM, SIGKILL after 5 s, reap.
-stop_pid() {
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null || true
-}
+# Every target started here, by PID (stop_pid is deploy/lib/throwaway-pg.sh's).
 stop_targets() {
     local pid
     for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done

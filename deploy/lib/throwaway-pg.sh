@@ -69,15 +69,21 @@ wait_listening() {
     return 2
 }
 
-# Stops the proxy started as $PROXY_PID (SIGTERM, SIGKILL after 5 s) and reaps it.
-stop_proxy() {
-    [ -n "$PROXY_PID" ] || return 0
-    if kill -0 "$PROXY_PID" 2>/dev/null; then
-        kill -TERM "$PROXY_PID"
-        for _ in $(seq 1 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$PROXY_PID" 2>/dev/null && kill -KILL "$PROXY_PID"
+# Stops process PID (SIGTERM, SIGKILL after 5 s) and reaps it; nothing without a PID.
+stop_pid() {
+    local pid=$1
+    [ -n "$pid" ] || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
     fi
-    wait "$PROXY_PID" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# Stops the proxy started as $PROXY_PID.
+stop_proxy() {
+    stop_pid "$PROXY_PID"
     PROXY_PID=
 }
 
