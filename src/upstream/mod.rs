@@ -132,8 +132,9 @@ pub struct ServerConn {
     /// leaves at most this context in place, so only a connection whose context is exactly the
     /// client's may take the pipelined path.
     pub context: Option<Bytes>,
-    /// Identity (tenant, role, subject, startup settings) of the client whose session state the
-    /// connection carries; `None` when clean. Another identity gets it only after a reset.
+    /// Identity key (a hash of the injected values and startup settings) of the client whose
+    /// session state the connection carries; `None` when clean. Another identity gets it only
+    /// after a reset.
     pub owner: Option<Bytes>,
     /// Startup parameters it was opened with (the client settings it can serve).
     pub startup: Vec<(String, String)>,
