@@ -70,6 +70,8 @@ pub struct UpstreamTarget {
     server_name: rustls_pki_types::ServerName<'static>,
     /// Timeout for connect + TLS + auth.
     pub connect_timeout: Duration,
+    /// `upstream.search_path`, pinned on every connection (see `connect::pinned`).
+    search_path: String,
 }
 
 impl UpstreamTarget {
@@ -84,6 +86,7 @@ impl UpstreamTarget {
             tls: crate::tls::upstream_config(cfg.sslmode, cfg.sslrootcert.as_deref())?,
             server_name: crate::tls::server_name(&cfg.host)?,
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+            search_path: cfg.search_path.clone(),
         })
     }
 }

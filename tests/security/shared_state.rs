@@ -4,24 +4,26 @@
 //! client with other claims would inherit without a reset.
 
 use rlsproxy::config::{Config, PoolMode};
+use rlsproxy::upstream::{ServerConn, UpstreamTarget};
 
 use crate::common::queries::{rows, value};
 use crate::common::{postgres, proxy};
 
 /// A fresh database `db` with one RLS table `docs` (tenant 1: `acme`, tenant 2: `globex`)
-/// where app_proxy may create objects in `public`, as a tenant with arbitrary SQL would use it.
-pub async fn tenant_db(db: &str) {
+/// where `role` may create objects in `public`, as a tenant with arbitrary SQL would use it.
+pub async fn tenant_db(db: &str, role: &str) {
     let su = postgres().superuser_client("postgres").await;
     su.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await.unwrap();
     su.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
     let su = postgres().superuser_client(db).await;
     su.batch_execute(
-        "CREATE TABLE docs (id int PRIMARY KEY, tenant_id int NOT NULL, title text NOT NULL);
+        &"CREATE TABLE docs (id int PRIMARY KEY, tenant_id int NOT NULL, title text NOT NULL);
          ALTER TABLE docs ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
          CREATE POLICY tenant ON docs USING (tenant_id = current_setting('app.current_tenant')::int);
          INSERT INTO docs VALUES (1, 1, 'acme'), (2, 2, 'globex');
-         GRANT SELECT ON docs TO app_proxy;
-         GRANT CREATE ON SCHEMA public TO app_proxy;",
+         GRANT SELECT ON docs TO {role};
+         GRANT CREATE ON SCHEMA public TO {role};"
+            .replace("{role}", role),
     )
     .await
     .unwrap();
@@ -43,7 +45,7 @@ fn one_connection_open_sql(db: &str) -> Config {
 /// `pg_catalog.set_config`: its own next transactions and the next tenant's keep their context.
 #[tokio::test]
 async fn a_shadowing_set_config_never_runs_in_the_injection() {
-    tenant_db("shadow_set_config").await;
+    tenant_db("shadow_set_config", "app_proxy").await;
     let proxy = proxy::start(one_connection_open_sql("shadow_set_config")).await;
     let attacker = proxy.connect(&proxy.token("1")).await;
     let shadow = "(name text, value text, local boolean) RETURNS text LANGUAGE sql AS $$ \
@@ -85,4 +87,59 @@ async fn clients_whose_claims_differ_never_share_session_state() {
     assert!(left == [[None]] || left == [[Some(String::new())]], "state of another identity: {left:?}");
     let claims = value(&second, "SELECT current_setting('request.jwt.claims')::json ->> 'team'").await;
     assert_eq!(claims, "blue");
+}
+
+/// Route of the persistent trap: every tenant is the same role, so a tenant with arbitrary SQL
+/// runs `ALTER ROLE CURRENT_USER SET search_path = scratch, public` next to a view
+/// `scratch.docs`, and every later connection would resolve `docs` to it. The upstream-role
+/// check refuses such a role for every new connection (another tenant gets a clear error, not
+/// the attacker's view), and the connections the proxy opens pin `search_path` anyway.
+#[tokio::test]
+async fn a_tenants_alter_role_set_never_reaches_new_connections() {
+    let su = postgres().superuser_client("postgres").await;
+    su.batch_execute("CREATE ROLE trap_proxy LOGIN NOINHERIT PASSWORD 'trap-pw'").await.unwrap();
+    tenant_db("shared_trap", "trap_proxy").await;
+    su.batch_execute("GRANT CREATE ON DATABASE shared_trap TO trap_proxy").await.unwrap();
+    let mut cfg = proxy::base_config(postgres());
+    cfg.upstream.database = Some("shared_trap".into());
+    cfg.upstream.user = "trap_proxy".into();
+    cfg.upstream.password = Some("trap-pw".into());
+    cfg.guard.enabled = false;
+    let proxy = proxy::start(cfg.clone()).await;
+    let attacker = proxy.connect(&proxy.token("1")).await;
+    attacker
+        .batch_execute(
+            "CREATE SCHEMA scratch; \
+             CREATE VIEW scratch.docs AS SELECT 0 AS id, 0 AS tenant_id, 'trapped'::text AS title; \
+             ALTER ROLE CURRENT_USER SET search_path = scratch, public; \
+             ALTER ROLE CURRENT_USER SET standard_conforming_strings = off",
+        )
+        .await
+        .unwrap();
+    let (severity, code, message) = crate::refused(&proxy, &proxy.token("2")).await;
+    assert_eq!((severity.as_str(), code.as_str()), ("FATAL", "08006"));
+    assert_eq!(
+        message,
+        "rlsproxy: the upstream server is unavailable: unsafe upstream role: upstream.user trap_proxy starts every \
+         connection with settings (ALTER ROLE trap_proxy SET search_path=scratch, public; ALTER ROLE trap_proxy SET \
+         standard_conforming_strings=off): every tenant shares this role, so such settings are one tenant's way to \
+         reach the others' sessions; remove them (ALTER ROLE trap_proxy RESET search_path; ALTER ROLE trap_proxy \
+         RESET standard_conforming_strings)"
+    );
+    // What a connection opened by the proxy starts with, whatever the role's settings say.
+    su.batch_execute("CREATE ROLE trap_target NOLOGIN; GRANT trap_target TO trap_proxy").await.unwrap();
+    su.batch_execute("ALTER ROLE trap_proxy SET role = trap_target; ALTER ROLE trap_proxy SET client_encoding = SJIS")
+        .await
+        .unwrap();
+    let target = UpstreamTarget::from_config(&cfg.upstream).unwrap();
+    let mut conn = ServerConn::connect(&target, "shared_trap", &[]).await.unwrap();
+    let sql = "SELECT current_setting('search_path'), 'docs'::regclass::text, current_user::text, \
+               current_setting('standard_conforming_strings'), current_setting('client_encoding')";
+    let row = conn.query_rows(sql, &[]).await.unwrap().remove(0);
+    let want = ["public", "docs", "trap_proxy", "on", "UTF8"].map(|v| Some(v.to_string()));
+    assert_eq!(row, want);
+    let latin1 = [("client_encoding".to_string(), "LATIN1".to_string())];
+    let mut conn = ServerConn::connect(&target, "shared_trap", &latin1).await.unwrap();
+    let row = conn.query_rows("SELECT current_setting('client_encoding')", &[]).await.unwrap().remove(0);
+    assert_eq!(row, [Some("LATIN1".to_string())], "the client's own encoding wins over the pinned default");
 }
