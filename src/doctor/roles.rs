@@ -39,7 +39,7 @@ pub(super) async fn audit(
     let facts = upstream_role::facts(conn, &settings.allowed_roles)
         .await
         .map_err(|source| DoctorError::Query { what: "upstream role", source })?;
-    findings.extend(proxy_user_findings(&facts, pg16));
+    findings.extend(proxy_user_findings(&facts, &settings.database, pg16));
     let mut roles = TenantRoles::default();
     roles.all.push(facts.name.clone());
     if !facts.superuser && !facts.bypassrls {
@@ -62,8 +62,9 @@ pub(super) async fn audit(
     Ok(roles)
 }
 
-/// The proxy's user bypasses RLS, or inherits roles whose policies then apply to every tenant.
-fn proxy_user_findings(facts: &upstream_role::RoleFacts, pg16: bool) -> Vec<Finding> {
+/// The proxy's user bypasses RLS, may create roles or reach the server's files, starts its
+/// connections with settings, or inherits roles whose policies then apply to every tenant.
+fn proxy_user_findings(facts: &upstream_role::RoleFacts, database: &str, pg16: bool) -> Vec<Finding> {
     let (name, me) = (&facts.name, quote_ident(&facts.name));
     let object = format!("role {name}");
     let mut findings = Vec::new();
@@ -76,6 +77,36 @@ fn proxy_user_findings(facts: &upstream_role::RoleFacts, pg16: bool) -> Vec<Find
         let message = format!("{name} has BYPASSRLS: it bypasses every policy, so every tenant sees every row");
         let fix = format!("ALTER ROLE {me} NOBYPASSRLS;");
         findings.push(Finding::new(Check::ProxyUserBypassRls, Severity::Error, &object, message, fix));
+    }
+    // A superuser has every power below: the findings would only repeat the above.
+    if facts.createrole && !facts.superuser {
+        let message = format!(
+            "{name} has CREATEROLE: a tenant running SQL as it could create roles and grant memberships (before \
+             PostgreSQL 16 of any role, pg_execute_server_program included)"
+        );
+        let fix = format!("ALTER ROLE {me} NOCREATEROLE;");
+        findings.push(Finding::new(Check::ProxyUserCreateRole, Severity::Error, &object, message, fix));
+    }
+    for (role, via, fix) in &facts.server_files {
+        let through = if role == via { String::new() } else { format!(" (through {via})") };
+        let message = format!(
+            "{name} is a member of {role}{through}: a tenant running SQL as it could read or write the server's \
+             files or run programs on it (COPY … FROM/TO a file or PROGRAM)"
+        );
+        findings.push(Finding::new(Check::ProxyUserServerFiles, Severity::Error, format!("role {role}"), message, fix));
+    }
+    for setting in &facts.settings {
+        let (object, whose) = if setting.scope == "role" {
+            (object.clone(), format!("{name}'s own"))
+        } else {
+            (format!("database {}", database), "the database's".to_string())
+        };
+        let message = format!(
+            "every new connection starts with {whose} setting ({}): every tenant shares {name}, so such a setting \
+             is one tenant's way to reach the others' sessions (the proxy refuses to start with it)",
+            setting.made_by
+        );
+        findings.push(Finding::new(Check::ProxyUserSettings, Severity::Error, object, message, &setting.fix));
     }
     // A superuser "has the privileges of" every role: the list would only repeat the above.
     for role in facts.inherited.iter().filter(|_| !facts.superuser) {
@@ -158,10 +189,13 @@ mod tests {
             inherited: vec!["admin_role".into()],
             ..Default::default()
         };
-        assert_eq!(proxy_user_findings(&facts, false)[0].fix, "ALTER ROLE app_proxy NOINHERIT;");
-        assert_eq!(proxy_user_findings(&facts, true)[0].fix, "GRANT admin_role TO app_proxy WITH INHERIT FALSE;");
+        assert_eq!(proxy_user_findings(&facts, "app", false)[0].fix, "ALTER ROLE app_proxy NOINHERIT;");
+        assert_eq!(
+            proxy_user_findings(&facts, "app", true)[0].fix,
+            "GRANT admin_role TO app_proxy WITH INHERIT FALSE;"
+        );
         let superuser = upstream_role::RoleFacts { superuser: true, bypassrls: true, ..facts };
-        let checks: Vec<Check> = proxy_user_findings(&superuser, true).iter().map(|f| f.check).collect();
+        let checks: Vec<Check> = proxy_user_findings(&superuser, "app", true).iter().map(|f| f.check).collect();
         assert_eq!(checks, [Check::ProxyUserSuperuser, Check::ProxyUserBypassRls]);
     }
 
