@@ -90,8 +90,9 @@ async fn clients_whose_claims_differ_never_share_session_state() {
 }
 
 /// Route of the persistent trap: every tenant is the same role, so a tenant with arbitrary SQL
-/// runs `ALTER ROLE CURRENT_USER SET search_path = scratch, public` next to a view
-/// `scratch.docs`, and every later connection would resolve `docs` to it. The upstream-role
+/// runs `ALTER ROLE CURRENT_USER SET search_path = scratch, public` (or `ALTER DATABASE`, when
+/// the role owns it) next to a view `scratch.docs`, and every later connection would resolve
+/// `docs` to it. The upstream-role
 /// check refuses such a role for every new connection (another tenant gets a clear error, not
 /// the attacker's view), and the connections the proxy opens pin `search_path` anyway.
 #[tokio::test]
@@ -99,7 +100,8 @@ async fn a_tenants_alter_role_set_never_reaches_new_connections() {
     let su = postgres().superuser_client("postgres").await;
     su.batch_execute("CREATE ROLE trap_proxy LOGIN NOINHERIT PASSWORD 'trap-pw'").await.unwrap();
     tenant_db("shared_trap", "trap_proxy").await;
-    su.batch_execute("GRANT CREATE ON DATABASE shared_trap TO trap_proxy").await.unwrap();
+    // Owner of the database: it may create schemas there and ALTER DATABASE … SET.
+    su.batch_execute("ALTER DATABASE shared_trap OWNER TO trap_proxy").await.unwrap();
     let mut cfg = proxy::base_config(postgres());
     cfg.upstream.database = Some("shared_trap".into());
     cfg.upstream.user = "trap_proxy".into();
@@ -112,7 +114,8 @@ async fn a_tenants_alter_role_set_never_reaches_new_connections() {
             "CREATE SCHEMA scratch; \
              CREATE VIEW scratch.docs AS SELECT 0 AS id, 0 AS tenant_id, 'trapped'::text AS title; \
              ALTER ROLE CURRENT_USER SET search_path = scratch, public; \
-             ALTER ROLE CURRENT_USER SET standard_conforming_strings = off",
+             ALTER ROLE CURRENT_USER SET standard_conforming_strings = off; \
+             ALTER DATABASE shared_trap SET search_path = scratch, public",
         )
         .await
         .unwrap();
@@ -122,9 +125,10 @@ async fn a_tenants_alter_role_set_never_reaches_new_connections() {
         message,
         "rlsproxy: the upstream server is unavailable: unsafe upstream role: upstream.user trap_proxy starts every \
          connection with settings (ALTER ROLE trap_proxy SET search_path=scratch, public; ALTER ROLE trap_proxy SET \
-         standard_conforming_strings=off): every tenant shares this role, so such settings are one tenant's way to \
-         reach the others' sessions; remove them (ALTER ROLE trap_proxy RESET search_path; ALTER ROLE trap_proxy \
-         RESET standard_conforming_strings)"
+         standard_conforming_strings=off; ALTER DATABASE shared_trap SET search_path=scratch, public): every tenant \
+         shares this role, so such settings are one tenant's way to reach the others' sessions; remove them (ALTER \
+         ROLE trap_proxy RESET search_path; ALTER ROLE trap_proxy RESET standard_conforming_strings; ALTER DATABASE \
+         shared_trap RESET search_path)"
     );
     // What a connection opened by the proxy starts with, whatever the role's settings say.
     su.batch_execute("CREATE ROLE trap_target NOLOGIN; GRANT trap_target TO trap_proxy").await.unwrap();
