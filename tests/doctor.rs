@@ -206,9 +206,9 @@ fn an_inheriting_upstream_user_is_reported_with_the_policies_it_opens() {
 
 /// What the start-up check refuses about the proxy's user is reported too, with fixes that
 /// make the database clean: CREATEROLE, a server-file role through another role, a setting of
-/// the role and one of the database.
+/// the role and one of the database, an allowed (operator) role that owns a table.
 #[test]
-fn a_risky_upstream_user_is_reported_and_the_fixes_make_it_clean() {
+fn a_risky_upstream_role_is_reported_and_the_fixes_make_it_clean() {
     let sessions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0004_session_isolation.sql");
     superuser_sql(
         "postgres",
@@ -216,19 +216,25 @@ fn a_risky_upstream_user_is_reported_and_the_fixes_make_it_clean() {
             "CREATE ROLE doctor_risky LOGIN NOINHERIT CREATEROLE PASSWORD 'risky-pw';\n\
              CREATE ROLE doctor_files NOLOGIN;\nGRANT pg_read_server_files TO doctor_files;\n\
              GRANT doctor_files TO doctor_risky;\nALTER ROLE doctor_risky SET statement_timeout = '5s';\n\
+             CREATE ROLE doctor_migrator NOLOGIN;\nGRANT doctor_migrator TO doctor_risky;\n\
              CREATE DATABASE doctor_risky;\nALTER DATABASE doctor_risky SET search_path = public, pg_catalog;\n\
-             \\connect doctor_risky\n\\i {}\n",
+             \\connect doctor_risky\n\\i {}\n\
+             CREATE TABLE migrations_log (id integer);\nALTER TABLE migrations_log OWNER TO doctor_migrator;\n",
             sessions.display()
         ),
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = config(&dir, "doctor_risky", ("doctor_risky", "risky-pw"), "");
+    // An operator role (not a tenant role) may still not own tables: the proxy can SET ROLE to it.
+    let operator = "role_claim = \"role\"\nallowed_roles = [\"doctor_migrator\"]\n\n\
+                    [guard]\noperator_roles = [\"doctor_migrator\"]\n";
+    let path = config(&dir, "doctor_risky", ("doctor_risky", "risky-pw"), operator);
     let (code, report) = doctor_json(&path, &[]);
     let want = expected(&[
         ("proxy_user_settings", "error", "database doctor_risky"),
         ("proxy_user_createrole", "error", "role doctor_risky"),
         ("proxy_user_settings", "error", "role doctor_risky"),
         ("proxy_user_server_files", "error", "role pg_read_server_files"),
+        ("allowed_role_owns_tables", "error", "role doctor_migrator"),
     ]);
     assert_eq!((code, summary(&report)), (1, want), "{report:#}");
     let fixes: Vec<&str> = report["findings"].as_array().unwrap().iter().map(|f| f["fix"].as_str().unwrap()).collect();
@@ -238,7 +244,8 @@ fn a_risky_upstream_user_is_reported_and_the_fixes_make_it_clean() {
             "ALTER DATABASE doctor_risky RESET search_path;",
             "ALTER ROLE doctor_risky NOCREATEROLE;",
             "ALTER ROLE doctor_risky RESET statement_timeout;",
-            "REVOKE doctor_files FROM doctor_risky;"
+            "REVOKE doctor_files FROM doctor_risky;",
+            "ALTER TABLE migrations_log OWNER TO postgres;"
         ]
     );
     superuser_sql("doctor_risky", &(fixes.join("\n") + "\n"));

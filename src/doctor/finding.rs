@@ -57,6 +57,8 @@ pub enum Check {
     AllowedRoleNotMember,
     /// An allowed role that is a superuser or has BYPASSRLS.
     AllowedRoleBypassRls,
+    /// An allowed role that owns tables.
+    AllowedRoleOwnsTables,
     /// A schema where a tenant role may create objects, which every tenant then shares.
     SchemaCreatePrivilege,
     /// A tenant role may read other sessions' query text or cancel them.
@@ -87,7 +89,7 @@ pub enum Check {
 
 impl Check {
     /// Every check, in report order.
-    pub const ALL: [Check; 21] = [
+    pub const ALL: [Check; 22] = [
         Check::ProxyUserSuperuser,
         Check::ProxyUserBypassRls,
         Check::ProxyUserCreateRole,
@@ -96,6 +98,7 @@ impl Check {
         Check::ProxyUserInherits,
         Check::AllowedRoleNotMember,
         Check::AllowedRoleBypassRls,
+        Check::AllowedRoleOwnsTables,
         Check::SchemaCreatePrivilege,
         Check::OtherSessionsVisible,
         Check::RlsDisabled,
@@ -122,6 +125,7 @@ impl Check {
             Check::ProxyUserInherits => "proxy_user_inherits",
             Check::AllowedRoleNotMember => "allowed_role_not_member",
             Check::AllowedRoleBypassRls => "allowed_role_bypassrls",
+            Check::AllowedRoleOwnsTables => "allowed_role_owns_tables",
             Check::SchemaCreatePrivilege => "schema_create_privilege",
             Check::OtherSessionsVisible => "other_sessions_visible",
             Check::RlsDisabled => "rls_disabled",
@@ -147,7 +151,9 @@ impl Check {
             | Check::ProxyUserServerFiles
             | Check::ProxyUserSettings
             | Check::ProxyUserInherits => Group::UpstreamRole,
-            Check::AllowedRoleNotMember | Check::AllowedRoleBypassRls => Group::TokenRoles,
+            Check::AllowedRoleNotMember | Check::AllowedRoleBypassRls | Check::AllowedRoleOwnsTables => {
+                Group::TokenRoles
+            }
             Check::SchemaCreatePrivilege | Check::OtherSessionsVisible => Group::Shared,
             Check::RlsDisabled | Check::RlsNotForced | Check::TenantRoleOwnsTable | Check::TenantIndexMissing => {
                 Group::Tables

@@ -1,7 +1,9 @@
 //! Who tenant sessions run as: the proxy's user, and the roles a token may select. A role
 //! that bypasses row-level security (superuser, BYPASSRLS) or inherits a role that policies
-//! are written `TO` makes every tenant's rows visible whatever the policies say; an allowed
-//! role the proxy's user is no member of makes every token selecting it fail.
+//! are written `TO` makes every tenant's rows visible whatever the policies say; so does one
+//! that may create roles, reach the server's files, or starts its connections with settings
+//! a tenant could have left; an allowed role that owns tables can switch their policies off;
+//! an allowed role the proxy's user is no member of makes every token selecting it fail.
 //!
 //! The facts about the proxy's user are the ones `policy::upstream_role` refuses to start
 //! with ([`upstream_role::facts`]); here they are reported, with their fix, instead.
@@ -14,7 +16,8 @@ use crate::upstream::{ServerConn, array_literal};
 /// Each allowed role, in the configured order: whether it exists, is a superuser, has
 /// BYPASSRLS. (Role attributes are not inherited, so membership plays no part here.)
 const ALLOWED_SQL: &str = "SELECT u.x, (r.oid IS NOT NULL)::text, \
-    coalesce(r.rolsuper, false)::text, coalesce(r.rolbypassrls, false)::text \
+    coalesce(r.rolsuper, false)::text, coalesce(r.rolbypassrls, false)::text, \
+    (SELECT pg_get_userbyid(d.datdba) FROM pg_database d WHERE d.datname = current_database()) \
     FROM unnest($1::text[]) WITH ORDINALITY AS u(x, i) LEFT JOIN pg_roles r ON r.rolname = u.x ORDER BY u.i";
 
 /// The roles tenant sessions run as, which the other checks judge policies and privileges for.
@@ -51,6 +54,10 @@ pub(super) async fn audit(
         let role = AllowedRole { name: f.text(0)?, exists: f.flag(1)?, superuser: f.flag(2)?, bypassrls: f.flag(3)? };
         let member = !facts.not_member_of.iter().any(|r| r == role.name);
         findings.extend(allowed_role_findings(&role, &facts.name, member, pg16));
+        if let Some((_, tables)) = facts.allowed_owners.iter().find(|(r, _)| r == role.name) {
+            let new_owner = f.opt(4).filter(|o| !settings.allowed_roles.iter().any(|r| r == o) && *o != facts.name);
+            findings.push(owner_finding(role.name, tables, new_owner));
+        }
         let operator = settings.operator_roles.iter().any(|o| o == role.name);
         if role.exists && !operator && !roles.all.iter().any(|r| r == role.name) {
             roles.all.push(role.name.to_string());
@@ -158,6 +165,20 @@ fn allowed_role_findings(role: &AllowedRole<'_>, me: &str, member: bool, pg16: b
         findings.push(Finding::new(Check::AllowedRoleBypassRls, Severity::Error, &object, message, fix));
     }
     findings
+}
+
+/// An allowed role (operator roles too) that owns `tables`: a session in it, or any tenant
+/// that reaches `SET ROLE` to it, could switch their row-level security off. The proxy refuses
+/// to start with it; tenant tables it owns are reported once more as `tenant_role_owns_table`.
+fn owner_finding(name: &str, tables: &[String], new_owner: Option<&str>) -> Finding {
+    let message = format!(
+        "tokens may select {name} (jwt.allowed_roles), which owns {}: a session in it, or any tenant through SET \
+         ROLE, could switch their row-level security off (the proxy refuses to start with it)",
+        tables.join(", ")
+    );
+    let new_owner = new_owner.map_or_else(|| "<a role no token runs as>".into(), quote_ident);
+    let fix: Vec<String> = tables.iter().map(|t| format!("ALTER TABLE {t} OWNER TO {new_owner};")).collect();
+    Finding::new(Check::AllowedRoleOwnsTables, Severity::Error, format!("role {name}"), message, fix.join(" "))
 }
 
 /// The major version in a `server_version` ParameterStatus ("15.8 (Debian 15.8-1.pgdg120+1)").
