@@ -54,6 +54,16 @@ use wire::{Login, Msgs, Record, Until};
 pub const SETTINGS: &[(&str, &str)] =
     &[("application_name", "differential"), ("DateStyle", "ISO, DMY"), ("TimeZone", "Europe/Paris")];
 
+/// Startup parameters the proxy adds to every upstream connection (`upstream::connect`), with
+/// the default `upstream.search_path`; a direct client sends them too, to compare alike.
+const PINNED: &[(&str, &str)] = &[
+    ("search_path", "public"),
+    ("role", "none"),
+    ("standard_conforming_strings", "on"),
+    ("backslash_quote", "safe_encoding"),
+    ("client_encoding", "UTF8"),
+];
+
 /// The query that ends every case.
 const SENTINEL: &str = "SELECT current_setting('app.current_tenant') AS tenant, \
      current_setting('application_name') AS app, current_setting('DateStyle') AS datestyle, \
@@ -153,8 +163,10 @@ impl Target<'_> {
         match self {
             Target::Direct => {
                 let pg = postgres();
+                // What the proxy sends as startup parameters of its connections besides the client's.
+                let settings = [SETTINGS, PINNED].concat();
                 let mut login =
-                    wire::login_scram(pg.addr(), Postgres::PROXY_USER, Postgres::PROXY_PASSWORD, SETTINGS).await;
+                    wire::login_scram(pg.addr(), Postgres::PROXY_USER, Postgres::PROXY_PASSWORD, &settings).await;
                 // The tenant the proxy's tokens carry, set as the proxy sets it; not recorded.
                 let set = Msgs::new().query("SELECT set_config('app.current_tenant', '1', false)");
                 login.conn.send_raw(&set.0).await;

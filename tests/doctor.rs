@@ -27,7 +27,7 @@ fn each_mistake_gives_exactly_its_finding() {
     want.extend(expected(&TABLE_MISTAKES));
     assert_eq!(summary(&report), want, "{report:#}");
     assert_eq!((report["database"].as_str(), report["user"].as_str()), (Some("doctor_mistakes"), Some("app_proxy")));
-    assert_eq!((report["errors"].as_u64(), report["warnings"].as_u64()), (Some(9), Some(4)));
+    assert_eq!((report["errors"].as_u64(), report["warnings"].as_u64()), (Some(15), Some(4)));
     for f in report["findings"].as_array().expect("findings") {
         let (message, fix) = (f["message"].as_str().unwrap_or(""), f["fix"].as_str().unwrap_or(""));
         assert!(!message.is_empty() && fix.ends_with(';') && !fix.contains('\n'), "{f:#}");
@@ -41,6 +41,11 @@ fn each_mistake_gives_exactly_its_finding() {
     let grant = fix_of("allowed_role_not_member");
     let pg16 = "GRANT doctor_stranger TO app_proxy WITH INHERIT FALSE;";
     assert!(grant == "GRANT doctor_stranger TO app_proxy;" || grant == pg16, "{grant}");
+    assert_eq!(fix_of("schema_create_privilege"), "REVOKE CREATE ON SCHEMA scratch FROM PUBLIC, app_proxy;");
+    assert_eq!(
+        fix_of("other_sessions_visible"),
+        "REVOKE EXECUTE ON FUNCTION pg_catalog.pg_cancel_backend(integer) FROM PUBLIC, app_proxy, doctor_stranger;"
+    );
     assert_eq!(
         fix_of("policy_missing"),
         "CREATE POLICY tenant_isolation_delete ON public.no_delete_policy FOR DELETE \
@@ -67,10 +72,13 @@ fn text_report_groups_findings_with_one_fix_line_each() {
     let (code, stdout, stderr) = doctor(&mistakes_config(&dir), &[]);
     assert_eq!(code, 1, "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines[0], "rlsproxy doctor: database doctor_mistakes, as app_proxy: 13 findings (9 errors, 4 warnings)");
+    assert_eq!(
+        lines[0],
+        "rlsproxy doctor: database doctor_mistakes, as app_proxy: 19 findings (15 errors, 4 warnings)"
+    );
     let headings: Vec<&str> = lines.iter().copied().filter(|l| !l.is_empty() && !l.starts_with(' ')).skip(1).collect();
-    assert_eq!(headings, ["Token roles", "Tables", "Policies", "Views", "Functions"]);
-    assert_eq!(stdout.matches("] fix: ").count(), 13, "{stdout}");
+    assert_eq!(headings, ["Token roles", "Shared between tenants", "Tables", "Policies", "Views", "Functions"]);
+    assert_eq!(stdout.matches("] fix: ").count(), 19, "{stdout}");
     assert!(
         stdout.contains(
             "  error   table public.no_rls: has the tenant column tenant_id but row-level security is not enabled"
@@ -134,15 +142,22 @@ fn an_allowed_role_with_open_policies_is_reported_unless_it_is_an_operator_role(
 }
 
 /// In strict mode only the signed context counts: a policy on the unsigned setting is the
-/// gap strict mode closes. The fixes use `rlsproxy.tenant_id()` and make the database clean.
+/// gap strict mode closes, and a policy for a role must check the signed role. The fixes use
+/// `rlsproxy.tenant_id()` and `rlsproxy.role()` and make the database clean.
 #[test]
 fn strict_mode_counts_only_the_signed_context() {
     let strict_sql = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0003_strict_mode.sql");
-    let mut sql = format!("CREATE DATABASE doctor_strict;\n\\connect doctor_strict\n\\i {}\n", strict_sql.display());
+    let sessions = strict_sql.with_file_name("0004_session_isolation.sql");
+    let mut sql = format!(
+        "CREATE DATABASE doctor_strict;\n\\connect doctor_strict\n\\i {}\n\\i {}\n",
+        strict_sql.display(),
+        sessions.display()
+    );
     sql += &tenant_table("plain", &RLS, &ALL, true);
     sql += "CREATE TABLE signed (id serial PRIMARY KEY, tenant_id integer NOT NULL);\n\
             CREATE INDEX ON signed (tenant_id);\n\
             SELECT rlsproxy.enable_strict_policies('signed');\n\
+            CREATE POLICY admin_all ON signed TO admin_role USING (true);\n\
             GRANT SELECT, INSERT, UPDATE, DELETE ON plain, signed TO app_proxy;\n";
     superuser_sql("postgres", &sql);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -150,13 +165,19 @@ fn strict_mode_counts_only_the_signed_context() {
     let strict = format!("\n[context]\nstrict = true\nstrict_kid = \"k1\"\nstrict_key = \"{key}\"\n");
     let path = config(&dir, "doctor_strict", proxy_user(), &strict);
     let (code, report) = doctor_json(&path, &[]);
-    let want: Vec<(String, String, String)> = ["p_delete", "p_insert", "p_select", "p_update"]
-        .iter()
-        .map(|p| ("policy_without_tenant".into(), "error".into(), format!("policy {p} on public.plain")))
-        .collect();
+    let mut want = expected(&[("policy_role_not_signed", "error", "policy admin_all on public.signed")]);
+    want.extend(
+        ["p_delete", "p_insert", "p_select", "p_update"]
+            .iter()
+            .map(|p| ("policy_without_tenant".into(), "error".into(), format!("policy {p} on public.plain"))),
+    );
     assert_eq!((code, summary(&report)), (1, want), "{report:#}");
     assert_eq!(
-        report["findings"][2]["fix"],
+        report["findings"][0]["fix"],
+        "ALTER POLICY admin_all ON public.signed USING ((true) AND (SELECT rlsproxy.role()) = current_user);"
+    );
+    assert_eq!(
+        report["findings"][3]["fix"],
         "ALTER POLICY p_select ON public.plain USING (tenant_id = (SELECT rlsproxy.tenant_id()));"
     );
     let fixes: Vec<&str> = report["findings"].as_array().unwrap().iter().map(|f| f["fix"].as_str().unwrap()).collect();
@@ -183,6 +204,55 @@ fn an_inheriting_upstream_user_is_reported_with_the_policies_it_opens() {
     assert!(fix == "ALTER ROLE inherit_user NOINHERIT;" || fix == pg16, "{fix}");
 }
 
+/// What the start-up check refuses about the proxy's user is reported too, with fixes that
+/// make the database clean: CREATEROLE, a server-file role through another role, a setting of
+/// the role and one of the database, an allowed (operator) role that owns a table.
+#[test]
+fn a_risky_upstream_role_is_reported_and_the_fixes_make_it_clean() {
+    let sessions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0004_session_isolation.sql");
+    superuser_sql(
+        "postgres",
+        &format!(
+            "CREATE ROLE doctor_risky LOGIN NOINHERIT CREATEROLE PASSWORD 'risky-pw';\n\
+             CREATE ROLE doctor_files NOLOGIN;\nGRANT pg_read_server_files TO doctor_files;\n\
+             GRANT doctor_files TO doctor_risky;\nALTER ROLE doctor_risky SET statement_timeout = '5s';\n\
+             CREATE ROLE doctor_migrator NOLOGIN;\nGRANT doctor_migrator TO doctor_risky;\n\
+             CREATE DATABASE doctor_risky;\nALTER DATABASE doctor_risky SET search_path = public, pg_catalog;\n\
+             \\connect doctor_risky\n\\i {}\n\
+             CREATE TABLE migrations_log (id integer);\nALTER TABLE migrations_log OWNER TO doctor_migrator;\n",
+            sessions.display()
+        ),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An operator role (not a tenant role) may still not own tables: the proxy can SET ROLE to it.
+    let operator = "role_claim = \"role\"\nallowed_roles = [\"doctor_migrator\"]\n\n\
+                    [guard]\noperator_roles = [\"doctor_migrator\"]\n";
+    let path = config(&dir, "doctor_risky", ("doctor_risky", "risky-pw"), operator);
+    let (code, report) = doctor_json(&path, &[]);
+    let want = expected(&[
+        ("proxy_user_settings", "error", "database doctor_risky"),
+        ("proxy_user_createrole", "error", "role doctor_risky"),
+        ("proxy_user_settings", "error", "role doctor_risky"),
+        ("proxy_user_server_files", "error", "role pg_read_server_files"),
+        ("allowed_role_owns_tables", "error", "role doctor_migrator"),
+    ]);
+    assert_eq!((code, summary(&report)), (1, want), "{report:#}");
+    let fixes: Vec<&str> = report["findings"].as_array().unwrap().iter().map(|f| f["fix"].as_str().unwrap()).collect();
+    assert_eq!(
+        fixes,
+        [
+            "ALTER DATABASE doctor_risky RESET search_path;",
+            "ALTER ROLE doctor_risky NOCREATEROLE;",
+            "ALTER ROLE doctor_risky RESET statement_timeout;",
+            "REVOKE doctor_files FROM doctor_risky;",
+            "ALTER TABLE migrations_log OWNER TO postgres;"
+        ]
+    );
+    superuser_sql("doctor_risky", &(fixes.join("\n") + "\n"));
+    let (code, report) = doctor_json(&path, &[]);
+    assert_eq!((code, summary(&report)), (0, vec![]), "{report:#}");
+}
+
 #[test]
 fn a_superuser_upstream_user_is_reported() {
     let pg = common::postgres();
@@ -201,7 +271,8 @@ fn doctor_schemas_limits_the_audit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = config(&dir, mistakes_db(), proxy_user(), "\n[doctor]\nschemas = [\"elsewhere\"]\n");
     let (code, report) = doctor_json(&path, &[]);
-    assert_eq!((code, summary(&report)), (0, vec![]), "{report:#}");
+    // What other sessions a role sees does not depend on schemas.
+    assert_eq!((code, summary(&report)), (1, expected(&SESSION_MISTAKES)), "{report:#}");
     // --database overrides upstream.database.
     let (code, report) = doctor_json(&config(&dir, "postgres", proxy_user(), ""), &["--database", "app"]);
     assert_eq!((code, report["database"].as_str()), (0, Some("app")));
@@ -245,8 +316,10 @@ fn run_logs_the_findings_as_warnings_and_starts() {
     let path = mistakes_config(&dir);
     let text = std::fs::read_to_string(&path).unwrap().replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     // proxy_owned is owned by app_proxy with RLS not forced: the start-up check refuses that
-    // unless told otherwise (the doctor reports it either way).
+    // unless told otherwise (the doctor reports it either way). It also refuses an allowed
+    // role with BYPASSRLS: tokens here may select doctor_stranger only.
     let text = text.replace("sslmode = \"disable\"\n", "sslmode = \"disable\"\nallow_unforced_owned_tables = true\n");
+    let text = text.replace("[\"doctor_bypass\", \"doctor_stranger\"]", "[\"doctor_stranger\"]");
     std::fs::write(&path, text).unwrap();
     let mut child = Command::new(BIN)
         .args(["run", "--config", path.to_str().unwrap()])
@@ -280,7 +353,7 @@ fn run_logs_the_findings_as_warnings_and_starts() {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     let _ = child.wait();
     let warnings: Vec<&str> = logs.lines().filter(|l| l.contains("WARN") && l.contains("doctor: ")).collect();
-    assert_eq!(warnings.len(), 14, "13 findings and the summary:\n{logs}");
+    assert_eq!(warnings.len(), 19, "18 findings and the summary:\n{logs}");
     assert!(
         warnings.iter().any(|l| l.contains("check=\"rls_disabled\"") || l.contains("check=rls_disabled")),
         "{logs}"

@@ -11,6 +11,8 @@ mod common;
 mod injection;
 #[path = "security/protocol.rs"]
 mod protocol;
+#[path = "security/shared_state.rs"]
+mod shared_state;
 #[path = "security/startup.rs"]
 mod startup;
 #[path = "security/tls.rs"]

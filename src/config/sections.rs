@@ -95,6 +95,10 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: u64,
     /// Accept an upstream role that owns tables with RLS enabled but not forced.
     pub allow_unforced_owned_tables: bool,
+    /// `search_path` of every server connection, sent as a startup parameter: it takes
+    /// precedence over `ALTER ROLE`/`ALTER DATABASE … SET`, which a tenant sharing the role
+    /// could otherwise use to make every later connection resolve names to its objects.
+    pub search_path: String,
 }
 
 impl Default for UpstreamConfig {
@@ -110,6 +114,7 @@ impl Default for UpstreamConfig {
             sslrootcert: None,
             connect_timeout_ms: 5000,
             allow_unforced_owned_tables: false,
+            search_path: "public".into(),
         }
     }
 }

@@ -62,6 +62,16 @@ impl Config {
         if self.upstream.user.is_empty() {
             return Err(invalid("upstream.user", "must not be empty"));
         }
+        if self.upstream.search_path.to_ascii_lowercase().contains("$user") {
+            return Err(invalid(
+                "upstream.search_path",
+                "must not contain \"$user\": it names a schema after the proxy's role, which a tenant sharing \
+                 that role could create; name the schemas themselves",
+            ));
+        }
+        if self.upstream.search_path.contains('\0') {
+            return Err(invalid("upstream.search_path", "must not contain a NUL byte"));
+        }
         if self.upstream.password.is_some() && self.upstream.password_file.is_some() {
             return Err(invalid("upstream.password_file", "set either password or password_file"));
         }
@@ -203,6 +213,9 @@ mod tests {
         assert_eq!(err.as_deref(), Some("pool.size: must be at least 1"));
         let err = Config::from_toml("[upstream]\nsslmode = \"verify-full\"\n").err().map(|e| e.to_string());
         assert_eq!(err.as_deref(), Some("upstream.sslrootcert: required with sslmode verify-ca or verify-full"));
+        let err = Config::from_toml("[upstream]\nsearch_path = '\"$user\", public'\n").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.starts_with("upstream.search_path: must not contain \"$user\"")));
+        assert!(Config::from_toml("[upstream]\nsearch_path = 'app, public'\n").is_ok());
     }
 
     #[test]

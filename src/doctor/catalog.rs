@@ -49,13 +49,18 @@ macro_rules! protected_tables {
     };
 }
 
-/// SQL expression: the JSON array of tenant roles (`$3`) for which `$privilege_check` (a
-/// boolean expression over role oid `t.oid`) holds.
+/// SQL expression: the JSON array of tenant roles (`$3`, or the parameter given first) for
+/// which `$privilege_check` (a boolean expression over role oid `t.oid`) holds.
 macro_rules! tenant_roles_where {
     ($check:expr) => {
+        $crate::doctor::catalog::tenant_roles_where!("$3", $check)
+    };
+    ($roles:literal, $check:expr) => {
         concat!(
             "coalesce((SELECT json_agg(t.rolname ORDER BY t.rolname) FROM pg_roles t \
-              WHERE t.rolname = ANY ($3::text[]) AND ",
+              WHERE t.rolname = ANY (",
+            $roles,
+            "::text[]) AND ",
             $check,
             "), '[]')::text"
         )

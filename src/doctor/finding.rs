@@ -10,6 +10,8 @@ pub enum Group {
     UpstreamRole,
     /// Roles a token may select (`[jwt] allowed_roles`).
     TokenRoles,
+    /// What every tenant shares through the one role: schemas it may create in, other sessions.
+    Shared,
     /// Tenant tables: RLS switched on and forced, owner, index.
     Tables,
     /// The policies of tenant tables.
@@ -26,6 +28,7 @@ impl Group {
         match self {
             Group::UpstreamRole => "Upstream role",
             Group::TokenRoles => "Token roles",
+            Group::Shared => "Shared between tenants",
             Group::Tables => "Tables",
             Group::Policies => "Policies",
             Group::Views => "Views",
@@ -42,12 +45,24 @@ pub enum Check {
     ProxyUserSuperuser,
     /// The proxy's user has BYPASSRLS.
     ProxyUserBypassRls,
+    /// The proxy's user has CREATEROLE.
+    ProxyUserCreateRole,
+    /// The proxy's user is a member of a role that reads or writes the server's files.
+    ProxyUserServerFiles,
+    /// Settings every new connection of the proxy's user starts with.
+    ProxyUserSettings,
     /// The proxy's user inherits an allowed role or a role policies name.
     ProxyUserInherits,
     /// An allowed role the proxy's user cannot `SET ROLE` to.
     AllowedRoleNotMember,
     /// An allowed role that is a superuser or has BYPASSRLS.
     AllowedRoleBypassRls,
+    /// An allowed role that owns tables.
+    AllowedRoleOwnsTables,
+    /// A schema where a tenant role may create objects, which every tenant then shares.
+    SchemaCreatePrivilege,
+    /// A tenant role may read other sessions' query text or cancel them.
+    OtherSessionsVisible,
     /// A tenant table without row-level security.
     RlsDisabled,
     /// A tenant table whose row-level security is not forced (its owner bypasses it).
@@ -60,6 +75,8 @@ pub enum Check {
     PolicyMissing,
     /// A permissive policy that never reads the tenant setting.
     PolicyWithoutTenant,
+    /// Strict mode: a permissive policy for specific roles that does not check the signed role.
+    PolicyRoleNotSigned,
     /// A view over RLS tables that runs with its owner's rights.
     ViewNotSecurityInvoker,
     /// A materialized view over RLS tables: rows computed with its owner's rights.
@@ -72,18 +89,25 @@ pub enum Check {
 
 impl Check {
     /// Every check, in report order.
-    pub const ALL: [Check; 15] = [
+    pub const ALL: [Check; 22] = [
         Check::ProxyUserSuperuser,
         Check::ProxyUserBypassRls,
+        Check::ProxyUserCreateRole,
+        Check::ProxyUserServerFiles,
+        Check::ProxyUserSettings,
         Check::ProxyUserInherits,
         Check::AllowedRoleNotMember,
         Check::AllowedRoleBypassRls,
+        Check::AllowedRoleOwnsTables,
+        Check::SchemaCreatePrivilege,
+        Check::OtherSessionsVisible,
         Check::RlsDisabled,
         Check::RlsNotForced,
         Check::TenantRoleOwnsTable,
         Check::TenantIndexMissing,
         Check::PolicyMissing,
         Check::PolicyWithoutTenant,
+        Check::PolicyRoleNotSigned,
         Check::ViewNotSecurityInvoker,
         Check::MaterializedViewOverRls,
         Check::SecurityDefinerReadsRlsTable,
@@ -95,15 +119,22 @@ impl Check {
         match self {
             Check::ProxyUserSuperuser => "proxy_user_superuser",
             Check::ProxyUserBypassRls => "proxy_user_bypassrls",
+            Check::ProxyUserCreateRole => "proxy_user_createrole",
+            Check::ProxyUserServerFiles => "proxy_user_server_files",
+            Check::ProxyUserSettings => "proxy_user_settings",
             Check::ProxyUserInherits => "proxy_user_inherits",
             Check::AllowedRoleNotMember => "allowed_role_not_member",
             Check::AllowedRoleBypassRls => "allowed_role_bypassrls",
+            Check::AllowedRoleOwnsTables => "allowed_role_owns_tables",
+            Check::SchemaCreatePrivilege => "schema_create_privilege",
+            Check::OtherSessionsVisible => "other_sessions_visible",
             Check::RlsDisabled => "rls_disabled",
             Check::RlsNotForced => "rls_not_forced",
             Check::TenantRoleOwnsTable => "tenant_role_owns_table",
             Check::TenantIndexMissing => "tenant_index_missing",
             Check::PolicyMissing => "policy_missing",
             Check::PolicyWithoutTenant => "policy_without_tenant",
+            Check::PolicyRoleNotSigned => "policy_role_not_signed",
             Check::ViewNotSecurityInvoker => "view_not_security_invoker",
             Check::MaterializedViewOverRls => "materialized_view_over_rls",
             Check::SecurityDefinerReadsRlsTable => "security_definer_reads_rls_table",
@@ -114,12 +145,20 @@ impl Check {
     /// The group it is reported under.
     pub fn group(self) -> Group {
         match self {
-            Check::ProxyUserSuperuser | Check::ProxyUserBypassRls | Check::ProxyUserInherits => Group::UpstreamRole,
-            Check::AllowedRoleNotMember | Check::AllowedRoleBypassRls => Group::TokenRoles,
+            Check::ProxyUserSuperuser
+            | Check::ProxyUserBypassRls
+            | Check::ProxyUserCreateRole
+            | Check::ProxyUserServerFiles
+            | Check::ProxyUserSettings
+            | Check::ProxyUserInherits => Group::UpstreamRole,
+            Check::AllowedRoleNotMember | Check::AllowedRoleBypassRls | Check::AllowedRoleOwnsTables => {
+                Group::TokenRoles
+            }
+            Check::SchemaCreatePrivilege | Check::OtherSessionsVisible => Group::Shared,
             Check::RlsDisabled | Check::RlsNotForced | Check::TenantRoleOwnsTable | Check::TenantIndexMissing => {
                 Group::Tables
             }
-            Check::PolicyMissing | Check::PolicyWithoutTenant => Group::Policies,
+            Check::PolicyMissing | Check::PolicyWithoutTenant | Check::PolicyRoleNotSigned => Group::Policies,
             Check::ViewNotSecurityInvoker | Check::MaterializedViewOverRls => Group::Views,
             Check::SecurityDefinerReadsRlsTable | Check::FunctionCallsSetConfig => Group::Functions,
         }

@@ -12,8 +12,10 @@
 //! # Layout
 //! - [`finding`]: the checks, their ids and groups, severities, findings.
 //! - `roles`: the proxy's user and the roles tokens may select.
+//! - `shared`: schemas tenants may create in, other sessions they may see.
 //! - `tables`: RLS enabled and forced, owner, tenant index.
-//! - `policies`: per role and command, the permissive/restrictive combination.
+//! - `policies`: per role and command, the permissive/restrictive combination;
+//!   `signed_role`: in strict mode, role policies that do not check the signed role.
 //! - `views`, `functions`: what runs with another role's rights.
 //! - `catalog`, `scan`: catalog access and the text heuristics the checks share.
 //! - [`report`]: text and JSON output.
@@ -28,6 +30,8 @@ mod policies;
 pub mod report;
 mod roles;
 mod scan;
+mod shared;
+mod signed_role;
 mod tables;
 mod views;
 
@@ -179,6 +183,7 @@ pub async fn audit(conn: &mut ServerConn, settings: &Settings) -> Result<Vec<Fin
         strict: settings.strict,
         markers: scan::Markers::new(&settings.tenant_setting, &settings.claims_setting, settings.strict),
     };
+    shared::audit(conn, &params, &roles, &mut findings).await?;
     let tables = tables::audit(conn, &params, &roles, &mut findings).await?;
     policies::audit(conn, &params, &roles, &tables, &mut findings).await?;
     views::audit(conn, &params, &mut findings).await?;

@@ -164,6 +164,10 @@ pub(super) async fn audit(
                 findings.push(leak_finding(params, table, policy, cmds, who, &tenant));
             }
         }
+        if params.strict {
+            let proxy = roles.all.first().map(String::as_str).unwrap_or_default();
+            super::signed_role::findings(&table.name, policies, proxy, findings);
+        }
     }
     Ok(())
 }

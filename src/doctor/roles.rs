@@ -1,7 +1,9 @@
 //! Who tenant sessions run as: the proxy's user, and the roles a token may select. A role
 //! that bypasses row-level security (superuser, BYPASSRLS) or inherits a role that policies
-//! are written `TO` makes every tenant's rows visible whatever the policies say; an allowed
-//! role the proxy's user is no member of makes every token selecting it fail.
+//! are written `TO` makes every tenant's rows visible whatever the policies say; so does one
+//! that may create roles, reach the server's files, or starts its connections with settings
+//! a tenant could have left; an allowed role that owns tables can switch their policies off;
+//! an allowed role the proxy's user is no member of makes every token selecting it fail.
 //!
 //! The facts about the proxy's user are the ones `policy::upstream_role` refuses to start
 //! with ([`upstream_role::facts`]); here they are reported, with their fix, instead.
@@ -14,7 +16,8 @@ use crate::upstream::{ServerConn, array_literal};
 /// Each allowed role, in the configured order: whether it exists, is a superuser, has
 /// BYPASSRLS. (Role attributes are not inherited, so membership plays no part here.)
 const ALLOWED_SQL: &str = "SELECT u.x, (r.oid IS NOT NULL)::text, \
-    coalesce(r.rolsuper, false)::text, coalesce(r.rolbypassrls, false)::text \
+    coalesce(r.rolsuper, false)::text, coalesce(r.rolbypassrls, false)::text, \
+    (SELECT pg_get_userbyid(d.datdba) FROM pg_database d WHERE d.datname = current_database()) \
     FROM unnest($1::text[]) WITH ORDINALITY AS u(x, i) LEFT JOIN pg_roles r ON r.rolname = u.x ORDER BY u.i";
 
 /// The roles tenant sessions run as, which the other checks judge policies and privileges for.
@@ -39,7 +42,7 @@ pub(super) async fn audit(
     let facts = upstream_role::facts(conn, &settings.allowed_roles)
         .await
         .map_err(|source| DoctorError::Query { what: "upstream role", source })?;
-    findings.extend(proxy_user_findings(&facts, pg16));
+    findings.extend(proxy_user_findings(&facts, &settings.database, pg16));
     let mut roles = TenantRoles::default();
     roles.all.push(facts.name.clone());
     if !facts.superuser && !facts.bypassrls {
@@ -51,6 +54,10 @@ pub(super) async fn audit(
         let role = AllowedRole { name: f.text(0)?, exists: f.flag(1)?, superuser: f.flag(2)?, bypassrls: f.flag(3)? };
         let member = !facts.not_member_of.iter().any(|r| r == role.name);
         findings.extend(allowed_role_findings(&role, &facts.name, member, pg16));
+        if let Some((_, tables)) = facts.allowed_owners.iter().find(|(r, _)| r == role.name) {
+            let new_owner = f.opt(4).filter(|o| !settings.allowed_roles.iter().any(|r| r == o) && *o != facts.name);
+            findings.push(owner_finding(role.name, tables, new_owner));
+        }
         let operator = settings.operator_roles.iter().any(|o| o == role.name);
         if role.exists && !operator && !roles.all.iter().any(|r| r == role.name) {
             roles.all.push(role.name.to_string());
@@ -62,8 +69,9 @@ pub(super) async fn audit(
     Ok(roles)
 }
 
-/// The proxy's user bypasses RLS, or inherits roles whose policies then apply to every tenant.
-fn proxy_user_findings(facts: &upstream_role::RoleFacts, pg16: bool) -> Vec<Finding> {
+/// The proxy's user bypasses RLS, may create roles or reach the server's files, starts its
+/// connections with settings, or inherits roles whose policies then apply to every tenant.
+fn proxy_user_findings(facts: &upstream_role::RoleFacts, database: &str, pg16: bool) -> Vec<Finding> {
     let (name, me) = (&facts.name, quote_ident(&facts.name));
     let object = format!("role {name}");
     let mut findings = Vec::new();
@@ -76,6 +84,36 @@ fn proxy_user_findings(facts: &upstream_role::RoleFacts, pg16: bool) -> Vec<Find
         let message = format!("{name} has BYPASSRLS: it bypasses every policy, so every tenant sees every row");
         let fix = format!("ALTER ROLE {me} NOBYPASSRLS;");
         findings.push(Finding::new(Check::ProxyUserBypassRls, Severity::Error, &object, message, fix));
+    }
+    // A superuser has every power below: the findings would only repeat the above.
+    if facts.createrole && !facts.superuser {
+        let message = format!(
+            "{name} has CREATEROLE: a tenant running SQL as it could create roles and grant memberships (before \
+             PostgreSQL 16 of any role, pg_execute_server_program included)"
+        );
+        let fix = format!("ALTER ROLE {me} NOCREATEROLE;");
+        findings.push(Finding::new(Check::ProxyUserCreateRole, Severity::Error, &object, message, fix));
+    }
+    for (role, via, fix) in &facts.server_files {
+        let through = if role == via { String::new() } else { format!(" (through {via})") };
+        let message = format!(
+            "{name} is a member of {role}{through}: a tenant running SQL as it could read or write the server's \
+             files or run programs on it (COPY … FROM/TO a file or PROGRAM)"
+        );
+        findings.push(Finding::new(Check::ProxyUserServerFiles, Severity::Error, format!("role {role}"), message, fix));
+    }
+    for setting in &facts.settings {
+        let (object, whose) = if setting.scope == "role" {
+            (object.clone(), format!("{name}'s own"))
+        } else {
+            (format!("database {}", database), "the database's".to_string())
+        };
+        let message = format!(
+            "every new connection starts with {whose} setting ({}): every tenant shares {name}, so such a setting \
+             is one tenant's way to reach the others' sessions (the proxy refuses to start with it)",
+            setting.made_by
+        );
+        findings.push(Finding::new(Check::ProxyUserSettings, Severity::Error, object, message, &setting.fix));
     }
     // A superuser "has the privileges of" every role: the list would only repeat the above.
     for role in facts.inherited.iter().filter(|_| !facts.superuser) {
@@ -129,6 +167,20 @@ fn allowed_role_findings(role: &AllowedRole<'_>, me: &str, member: bool, pg16: b
     findings
 }
 
+/// An allowed role (operator roles too) that owns `tables`: a session in it, or any tenant
+/// that reaches `SET ROLE` to it, could switch their row-level security off. The proxy refuses
+/// to start with it; tenant tables it owns are reported once more as `tenant_role_owns_table`.
+fn owner_finding(name: &str, tables: &[String], new_owner: Option<&str>) -> Finding {
+    let message = format!(
+        "tokens may select {name} (jwt.allowed_roles), which owns {}: a session in it, or any tenant through SET \
+         ROLE, could switch their row-level security off (the proxy refuses to start with it)",
+        tables.join(", ")
+    );
+    let new_owner = new_owner.map_or_else(|| "<a role no token runs as>".into(), quote_ident);
+    let fix: Vec<String> = tables.iter().map(|t| format!("ALTER TABLE {t} OWNER TO {new_owner};")).collect();
+    Finding::new(Check::AllowedRoleOwnsTables, Severity::Error, format!("role {name}"), message, fix.join(" "))
+}
+
 /// The major version in a `server_version` ParameterStatus ("15.8 (Debian 15.8-1.pgdg120+1)").
 fn major_version(version: &str) -> Option<u32> {
     let digits: String = version.chars().take_while(char::is_ascii_digit).collect();
@@ -158,10 +210,13 @@ mod tests {
             inherited: vec!["admin_role".into()],
             ..Default::default()
         };
-        assert_eq!(proxy_user_findings(&facts, false)[0].fix, "ALTER ROLE app_proxy NOINHERIT;");
-        assert_eq!(proxy_user_findings(&facts, true)[0].fix, "GRANT admin_role TO app_proxy WITH INHERIT FALSE;");
+        assert_eq!(proxy_user_findings(&facts, "app", false)[0].fix, "ALTER ROLE app_proxy NOINHERIT;");
+        assert_eq!(
+            proxy_user_findings(&facts, "app", true)[0].fix,
+            "GRANT admin_role TO app_proxy WITH INHERIT FALSE;"
+        );
         let superuser = upstream_role::RoleFacts { superuser: true, bypassrls: true, ..facts };
-        let checks: Vec<Check> = proxy_user_findings(&superuser, true).iter().map(|f| f.check).collect();
+        let checks: Vec<Check> = proxy_user_findings(&superuser, "app", true).iter().map(|f| f.check).collect();
         assert_eq!(checks, [Check::ProxyUserSuperuser, Check::ProxyUserBypassRls]);
     }
 

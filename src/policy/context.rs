@@ -72,8 +72,12 @@ impl ContextSpec {
             }
         };
         let pairs = 1 + usize::from(claims_setting.is_some()) + usize::from(sets_role) + usize::from(strict.is_some());
+        // Schema-qualified: a client may create a `set_config(text, text, boolean)` of its own
+        // and put its schema before pg_catalog in search_path; the plan of this statement is
+        // re-resolved when search_path changes, so an unqualified name could then run the
+        // client's function with every later client's values.
         let calls: Vec<String> =
-            (0..pairs).map(|i| format!("set_config(${}, ${}, false)", 2 * i + 1, 2 * i + 2)).collect();
+            (0..pairs).map(|i| format!("pg_catalog.set_config(${}, ${}, false)", 2 * i + 1, 2 * i + 2)).collect();
         Ok(Self {
             sql: format!("SELECT {}", calls.join(", ")),
             tenant_setting: cfg.context.tenant_setting.clone(),
@@ -131,12 +135,13 @@ mod tests {
     #[test]
     fn one_set_config_per_setting_with_bind_parameters() {
         let mut cfg = Config::default();
-        assert_eq!(ContextSpec::from_config(&cfg).expect("spec").sql(), "SELECT set_config($1, $2, false)");
+        assert_eq!(ContextSpec::from_config(&cfg).expect("spec").sql(), "SELECT pg_catalog.set_config($1, $2, false)");
         cfg.context.claims_setting = "request.jwt.claims".into();
         cfg.jwt.role_claim = "role".into();
         assert_eq!(
             ContextSpec::from_config(&cfg).expect("spec").sql(),
-            "SELECT set_config($1, $2, false), set_config($3, $4, false), set_config($5, $6, false)"
+            "SELECT pg_catalog.set_config($1, $2, false), pg_catalog.set_config($3, $4, false), \
+             pg_catalog.set_config($5, $6, false)"
         );
     }
 }

@@ -59,8 +59,8 @@ pub(crate) struct Identity {
     pub context: TenantContext,
     /// The messages that set its context.
     pub injection: Injection,
-    /// Tenant, role, subject and startup settings: a server connection carrying another
-    /// key's session state is reset before this client uses it.
+    /// SHA-256 of every injected value, the subject and the startup settings (`start::identity_key`):
+    /// a server connection carrying another key's session state is reset before this client uses it.
     pub key: Bytes,
     /// Startup settings, sent as startup parameters of every server connection that serves
     /// the client (so `RESET` returns to them and `pg_settings.source` says `client`, as

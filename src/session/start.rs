@@ -5,10 +5,12 @@
 //! to the pool right after; its ParameterStatus values are those every
 //! connection prepared for this identity will have.
 
+use aws_lc_rs::digest;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::{Identity, Relay, SessionError};
+use crate::auth::TenantContext;
 use crate::config::PoolMode;
 use crate::frontend::Handshake;
 use crate::frontend::cancel::CancelTarget;
@@ -75,14 +77,40 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Rela
 
 fn identity(hs: &Handshake, shared: &Shared) -> Identity {
     let ctx = &hs.context;
-    let key = serde_json::to_vec(&(&ctx.tenant, &ctx.role, &ctx.subject, &hs.startup.settings)).unwrap_or_default();
     Identity {
         injection: shared.context.injection(ctx),
         context: ctx.clone(),
-        key: Bytes::from(key),
+        key: identity_key(ctx, &hs.startup.settings),
         startup: hs.startup.settings.clone(),
         database: shared.live().config.upstream.database.clone().unwrap_or_else(|| hs.startup.database.clone()),
     }
+}
+
+/// SHA-256 of every value the injection derives from the token (tenant, role, the whole
+/// claims JSON, the expiry the strict signed value is made with) plus the subject and the
+/// startup settings, each length-prefixed: two clients share a connection's session state
+/// without a reset only when all of these are equal.
+fn identity_key(ctx: &TenantContext, startup: &[(String, String)]) -> Bytes {
+    let claims = ctx.claims.to_string();
+    let exp = ctx.expires_at.map(|e| e.to_string());
+    let fields =
+        [Some(ctx.tenant.as_str()), ctx.role.as_deref(), ctx.subject.as_deref(), Some(&claims), exp.as_deref()];
+    let mut ctx_hash = digest::Context::new(&digest::SHA256);
+    let mut field = |value: Option<&str>| match value {
+        // NULL and '' differ: a marker byte, then the length.
+        None => ctx_hash.update(&[0]),
+        Some(v) => {
+            ctx_hash.update(&[1]);
+            ctx_hash.update(&(v.len() as u64).to_be_bytes());
+            ctx_hash.update(v.as_bytes());
+        }
+    };
+    fields.into_iter().for_each(&mut field);
+    for (name, value) in startup {
+        field(Some(name));
+        field(Some(value));
+    }
+    Bytes::copy_from_slice(ctx_hash.finish().as_ref())
 }
 
 enum Failure {
@@ -147,4 +175,38 @@ async fn end(hs: &mut Handshake, e: PgError) -> SessionError {
     e.encode(&mut buf);
     let _ = hs.stream.write_all(&buf).await;
     SessionError::Ended(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(claims: serde_json::Value) -> TenantContext {
+        TenantContext { tenant: "1".into(), role: None, claims, expires_at: Some(100), subject: Some("a".into()) }
+    }
+
+    #[test]
+    fn the_identity_key_covers_every_injected_value() {
+        let base = ctx(serde_json::json!({"tenant_id": 1, "team": "red"}));
+        let key = identity_key(&base, &[]);
+        assert_eq!(key.len(), 32);
+        assert_eq!(key, identity_key(&base.clone(), &[]), "deterministic");
+        let variants = [
+            ctx(serde_json::json!({"tenant_id": 1, "team": "blue"})),
+            TenantContext { role: Some("r".into()), ..base.clone() },
+            TenantContext { role: Some(String::new()), ..base.clone() },
+            TenantContext { subject: None, ..base.clone() },
+            TenantContext { expires_at: None, ..base.clone() },
+            TenantContext { tenant: "2".into(), ..base.clone() },
+        ];
+        for other in &variants {
+            assert_ne!(identity_key(other, &[]), key, "{other:?}");
+        }
+        let settings = [("application_name".to_string(), "x".to_string())];
+        assert_ne!(identity_key(&base, &settings), key);
+        // Length prefixes: moving a byte from one field to the next changes the key.
+        let split = [("ab".to_string(), "c".to_string())];
+        let moved = [("a".to_string(), "bc".to_string())];
+        assert_ne!(identity_key(&base, &split), identity_key(&base, &moved));
+    }
 }

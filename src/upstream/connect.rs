@@ -43,9 +43,11 @@ pub(super) async fn connect(
         last_used: Instant::now(),
     };
     let mut buf = BytesMut::new();
+    let pinned = pinned(target, startup);
     let params = [("user", target.user.as_str()), ("database", database)]
         .into_iter()
-        .chain(startup.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        .chain(startup.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .chain(pinned);
     frontend::startup_message(params, &mut buf)?;
     conn.write_all(&buf).await?;
     authenticate(&mut conn, target).await?;
@@ -70,6 +72,26 @@ pub(super) async fn connect(
             other => return Err(UpstreamError::Protocol(format!("unexpected message '{}' at startup", other as char))),
         }
     }
+}
+
+/// Settings sent as startup parameters of every connection, next to the client's: a startup
+/// parameter takes precedence over `ALTER ROLE`/`ALTER DATABASE … SET` (and `DISCARD ALL`
+/// returns to it), and every tenant is the same role, so one tenant's `ALTER ROLE CURRENT_USER
+/// SET …` must not decide how later connections resolve names (`search_path`), who they run as
+/// (`role`) or how the server reads SQL text that the statement guard parsed as UTF-8 with
+/// standard conforming strings (`standard_conforming_strings`, `backslash_quote`, and
+/// `client_encoding` when the client sent none; the client's own is one the guard accepts).
+fn pinned<'a>(target: &'a UpstreamTarget, startup: &[(String, String)]) -> Vec<(&'a str, &'a str)> {
+    let mut pinned = vec![
+        ("search_path", target.search_path.as_str()),
+        ("role", "none"),
+        ("standard_conforming_strings", "on"),
+        ("backslash_quote", "safe_encoding"),
+    ];
+    if !startup.iter().any(|(name, _)| name.eq_ignore_ascii_case("client_encoding")) {
+        pinned.push(("client_encoding", "UTF8"));
+    }
+    pinned
 }
 
 async fn negotiate_tls(mut tcp: TcpStream, target: &UpstreamTarget) -> Result<ServerStream, UpstreamError> {

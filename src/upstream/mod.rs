@@ -70,6 +70,8 @@ pub struct UpstreamTarget {
     server_name: rustls_pki_types::ServerName<'static>,
     /// Timeout for connect + TLS + auth.
     pub connect_timeout: Duration,
+    /// `upstream.search_path`, pinned on every connection (see `connect::pinned`).
+    search_path: String,
 }
 
 impl UpstreamTarget {
@@ -84,6 +86,7 @@ impl UpstreamTarget {
             tls: crate::tls::upstream_config(cfg.sslmode, cfg.sslrootcert.as_deref())?,
             server_name: crate::tls::server_name(&cfg.host)?,
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+            search_path: cfg.search_path.clone(),
         })
     }
 }
@@ -132,8 +135,9 @@ pub struct ServerConn {
     /// leaves at most this context in place, so only a connection whose context is exactly the
     /// client's may take the pipelined path.
     pub context: Option<Bytes>,
-    /// Identity (tenant, role, subject, startup settings) of the client whose session state the
-    /// connection carries; `None` when clean. Another identity gets it only after a reset.
+    /// Identity key (a hash of the injected values and startup settings) of the client whose
+    /// session state the connection carries; `None` when clean. Another identity gets it only
+    /// after a reset.
     pub owner: Option<Bytes>,
     /// Startup parameters it was opened with (the client settings it can serve).
     pub startup: Vec<(String, String)>,

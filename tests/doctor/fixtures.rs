@@ -64,6 +64,8 @@ pub fn mistakes_sql(db: &str) -> String {
     sql += &tenant_table("proxy_owned", &["ENABLE"], &ALL, true);
     sql += "ALTER TABLE proxy_owned OWNER TO app_proxy;\n";
     sql += "CREATE TABLE lookup (id integer PRIMARY KEY, name text);\n";
+    // A schema every tenant may create in (a tenant-free schema, nothing else wrong with it).
+    sql += "CREATE SCHEMA scratch;\nGRANT CREATE ON SCHEMA scratch TO app_proxy;\n";
     // Partitions without RLS, reachable only through their parent (no grants): no finding.
     sql += "CREATE TABLE parted (id integer, tenant_id integer NOT NULL) PARTITION BY LIST (tenant_id);\n";
     sql += &tenant_table("parted", &RLS, &ALL, true)
@@ -179,8 +181,24 @@ pub fn expected(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
     rows.iter().map(|(c, s, o)| (c.to_string(), s.to_string(), o.to_string())).collect()
 }
 
+/// What a database without `migrations/0004_session_isolation.sql` gives: tenant roles may
+/// read and cancel other sessions (in report order). Not limited by `[doctor] schemas`.
+pub const SESSION_MISTAKES: [(&str, &str, &str); 5] = [
+    ("other_sessions_visible", "error", "function pg_catalog.pg_cancel_backend(integer)"),
+    ("other_sessions_visible", "error", "function pg_catalog.pg_stat_get_activity(integer)"),
+    ("other_sessions_visible", "error", "function pg_catalog.pg_stat_get_backend_activity(integer)"),
+    ("other_sessions_visible", "error", "function pg_catalog.pg_terminate_backend(integer, bigint)"),
+    ("other_sessions_visible", "error", "view pg_catalog.pg_stat_activity"),
+];
+
 /// The findings of the objects of [`mistakes_sql`], in report order (group, object, check).
-pub const TABLE_MISTAKES: [(&str, &str, &str); 11] = [
+pub const TABLE_MISTAKES: [(&str, &str, &str); 17] = [
+    SESSION_MISTAKES[0],
+    SESSION_MISTAKES[1],
+    SESSION_MISTAKES[2],
+    SESSION_MISTAKES[3],
+    ("schema_create_privilege", "error", "schema scratch"),
+    SESSION_MISTAKES[4],
     ("tenant_index_missing", "warning", "table public.no_index"),
     ("rls_disabled", "error", "table public.no_rls"),
     ("rls_not_forced", "warning", "table public.not_forced"),

@@ -70,7 +70,7 @@ async fn reused_server_connection_carries_nothing_across_tenants() {
     assert_eq!(current_tenant(&b).await, "2");
     assert_eq!(titles(&b).await, GLOBEX);
     let search_path: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
-    assert_eq!(search_path, "\"$user\", public");
+    assert_eq!(search_path, "public", "upstream.search_path, pinned at connection start");
     let temp: Option<String> =
         b.query_one("SELECT to_regclass('pg_temp.sec_reuse_probe')::text", &[]).await.unwrap().get(0);
     assert_eq!(temp, None, "the first client's temp table survived");

@@ -21,7 +21,8 @@ async fn settings_seen(client: &tokio_postgres::Client) -> (String, String) {
     (row[0][0].clone().unwrap(), row[0][1].clone().unwrap())
 }
 
-const DEFAULT_SETTINGS: (&str, &str) = ("\"$user\", public", "");
+/// search_path is the pinned `upstream.search_path` (default `public`).
+const DEFAULT_SETTINGS: (&str, &str) = ("public", "");
 
 /// The first column of a simple query's rows.
 async fn column(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
