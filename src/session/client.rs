@@ -160,8 +160,9 @@ impl Relay<'_> {
                 }
             }
         }
-        if matches!(tag, b'S' | b'Q' | b'F') {
-            // A Sync the server ignores (sent during COPY IN) ends nothing.
+        if matches!(tag, b'S' | b'Q' | b'F' | b'c' | b'f') {
+            // A Sync the server ignores (sent during COPY IN) ends nothing; the end of COPY
+            // data may end a batch whose Sync came before the data.
             self.batch_start = self.tracker.last_ends_batch();
         }
         Ok(None)

@@ -45,8 +45,14 @@ impl Relay<'_> {
     fn on_server_message(&mut self, msg: Bytes) -> Result<Option<Exit>, SessionError> {
         let tag = msg[0];
         let body = codec::body(&msg);
+        let copy_ends = tag == b'E' && self.tracker.copying_in();
         let route = self.tracker.on_server(tag);
         self.forget_dropped();
+        if copy_ends {
+            // The server ended a COPY the client had not: the client's last message may have
+            // ended its batch after all (data it sends now is ignored).
+            self.batch_start = self.batch_start || self.tracker.last_ends_batch();
+        }
         let owner = match route {
             Err(e) => return Ok(Some(self.out_of_step(e))),
             Ok(Route::Relay) => None,

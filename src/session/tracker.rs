@@ -190,6 +190,11 @@ impl Tracker {
             && self.queue.iter().rev().find(|p| !p.kind.is_marker()).is_none_or(|p| p.kind.ends_batch())
     }
 
+    /// The server copies in for the front entry and the client has not ended its data.
+    pub fn copying_in(&self) -> bool {
+        self.copy_in.is_some()
+    }
+
     /// Batches sent and not yet answered with ReadyForQuery.
     pub fn batches_in_flight(&self) -> usize {
         self.queue.iter().filter(|p| p.kind.ends_batch()).count()
