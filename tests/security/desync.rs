@@ -160,3 +160,41 @@ async fn a_half_forwarded_message_keeps_the_connection_from_the_next_tenant() {
     let mine = raw_query(&mut a, "SELECT current_setting('app.current_tenant')").await;
     assert_eq!(data_rows(&mine), [[Some("1".to_string())]]);
 }
+
+/// libpq (psql's `\copy`), a bad row at the start of a large input: psql stops sending data
+/// once it sees the error (no CopyDone) and goes on with its next command, in step.
+#[tokio::test]
+async fn psql_copy_with_a_bad_row_then_a_query_stays_in_step() {
+    let proxy = proxy::start(one_connection()).await;
+    let data = std::env::temp_dir().join(format!("rlsproxy-desync-{}.tsv", std::process::id()));
+    let mut rows = String::from("abc\n");
+    rows.push_str(&"1\n".repeat(300_000));
+    std::fs::write(&data, rows).unwrap();
+    let script = data.with_extension("sql");
+    std::fs::write(
+        &script,
+        format!(
+            "CREATE TEMP TABLE sec_psql_copy (a int);\n\\copy sec_psql_copy FROM '{}'\n\
+             SELECT 'after', count(*), current_setting('app.current_tenant') FROM sec_psql_copy;\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let conninfo = proxy.conninfo(&proxy.token("1"));
+    let file = script.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        // Going on after an error, as psql does by default.
+        let mut psql = postgres().psql();
+        psql.arg(conninfo).args(["-At", "-v", "ON_ERROR_STOP=0", "-f"]).arg(file).output().expect("run psql")
+    })
+    .await
+    .unwrap();
+    std::fs::remove_file(&script).unwrap();
+    std::fs::remove_file(&data).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid input syntax for type integer: \"abc\""), "{stderr}");
+    assert!(!stderr.contains("08P01") && !stderr.contains("FATAL"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "after|0|1\n", "{stderr}");
+    let other = proxy.connect(&proxy.token("2")).await;
+    assert_eq!(crate::titles(&other).await, GLOBEX);
+}
