@@ -99,7 +99,8 @@ impl Relay<'_> {
                     self.fail_locally(tag, &error);
                     return Ok(false);
                 }
-                // A connection that died while idle in the pool: try once more with another.
+                // A connection that died (or hangs) while idle in the pool: try once more with
+                // another; this one is closed.
                 Err(SessionError::Upstream(e)) if fresh && attempt == 1 && is_dead(&e) => {
                     tracing::debug!(error = %e, "lent connection was dead; retrying");
                     self.cancel.set_target(None);
@@ -264,7 +265,8 @@ fn encoded(error: &PgError) -> Bytes {
     buf.freeze()
 }
 
-/// The connection is gone (closed, or the server ended it with a FATAL error).
+/// The connection is gone (closed, or the server ended it with a FATAL error) or does not
+/// answer its set-up.
 fn is_dead(e: &UpstreamError) -> bool {
-    matches!(e, UpstreamError::Io(_) | UpstreamError::Server { .. })
+    matches!(e, UpstreamError::Io(_) | UpstreamError::Server { .. } | UpstreamError::SetupTimeout)
 }

@@ -160,3 +160,33 @@ async fn a_server_connection_that_starts_with_an_unsafe_setting_is_refused() {
         )
     );
 }
+
+/// The awaited set-up of a lent connection (here the reset and injection for another
+/// tenant) is time-boxed by `upstream.connect_timeout_ms`: a backend that stopped answering
+/// is closed, never lent, and the client is served by a fresh connection.
+#[tokio::test]
+async fn a_connection_that_hangs_in_its_set_up_is_closed_not_lent() {
+    let mut cfg = one_connection();
+    cfg.upstream.connect_timeout_ms = 1000;
+    let proxy = proxy::start(cfg).await;
+    // Simple protocol: nothing (such as a statement's Close) follows on its own.
+    let (mut one, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
+    let pid: i32 = crate::first_column(&raw_query(&mut one, "SELECT pg_backend_pid()").await)[0].parse().unwrap();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    // Same startup parameters, so that the pool offers tenant 2 the stopped connection.
+    let served = tokio::time::timeout(Duration::from_secs(8), async {
+        let (mut two, _) = raw_login(&proxy, &proxy.token("2"), &[]).await;
+        let pid_two = crate::first_column(&raw_query(&mut two, "SELECT pg_backend_pid()").await)[0].clone();
+        let titles = crate::first_column(&raw_query(&mut two, "SELECT title FROM documents ORDER BY id").await);
+        (titles, pid_two.parse::<i32>().unwrap())
+    })
+    .await;
+    signal("-CONT");
+    let (titles, pid_two) = served.expect("tenant 2 waited for a stopped backend");
+    assert_eq!(titles, crate::GLOBEX);
+    assert_ne!(pid_two, pid, "the stopped backend was lent again");
+}
