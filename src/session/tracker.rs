@@ -116,15 +116,6 @@ pub enum OutOfStep {
     Ambiguous,
 }
 
-/// What became of a message the client or the proxy sent.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Sent {
-    /// A reply is owed (or, for COPY messages, recorded where it may matter).
-    Recorded,
-    /// The server reads it and never answers (ignored, or read as part of a COPY).
-    Unanswered,
-}
-
 /// A COPY IN the server is in, for the front entry, whose data the client has not ended.
 #[derive(Debug, Clone, Copy)]
 struct CopyIn {
@@ -145,12 +136,13 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Records a sent message.
-    pub fn sent(&mut self, kind: Kind, owner: Owner) -> Result<Sent, OutOfStep> {
+    /// Records a sent message. Messages the server reads and never answers (ignored, or read
+    /// as part of a COPY) are recorded only where they mark a COPY's data.
+    pub fn sent(&mut self, kind: Kind, owner: Owner) -> Result<(), OutOfStep> {
         if self.discarding {
             if kind != Kind::Sync {
                 self.dropped.push(Pending { kind, owner });
-                return Ok(Sent::Unanswered);
+                return Ok(());
             }
             self.discarding = false;
         } else if let Some(copy) = self.copy_in.as_mut() {
@@ -165,15 +157,15 @@ impl Tracker {
                     self.dropped.push(Pending { kind, owner });
                 }
             }
-            return Ok(Sent::Unanswered);
+            return Ok(());
         } else if kind.is_marker() && self.queue.iter().all(|p| p.kind.is_marker()) {
             // Nothing owed could start a COPY: the server ignores COPY messages now.
-            return Ok(Sent::Unanswered);
+            return Ok(());
         } else if kind == Kind::CopyData && self.queue.back().is_some_and(|p| p.kind == Kind::CopyData) {
-            return Ok(Sent::Recorded);
+            return Ok(());
         }
         self.queue.push_back(Pending { kind, owner });
-        Ok(Sent::Recorded)
+        Ok(())
     }
 
     /// Entries the server read and will never answer (skipped after an error, read as part
