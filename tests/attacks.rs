@@ -118,13 +118,14 @@ async fn tenant_one_never_reaches_tenant_two() {
 /// these attempts get through, or a passing suite would prove nothing.
 #[tokio::test]
 async fn the_suite_sees_attacks_that_get_through() {
-    const CONTROL: [&str; 6] = [
+    // (The standard_conforming_strings attempt is no control any more: the proxy ends the
+    // session when the server reports the setting off, guard or not.)
+    const CONTROL: [&str; 5] = [
         "SET app.current_tenant",
         "set_config in WHERE",
         "DO block with dynamic EXECUTE",
         "query_to_xml running set_config",
         "SET ROLE admin_role",
-        "standard_conforming_strings off: set_config inside what the guard reads as a string",
     ];
     harness::setup();
     let mut env = Env::start(Mode::Open).await;

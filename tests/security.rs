@@ -7,8 +7,14 @@
 
 mod common;
 
+#[path = "security/desync.rs"]
+mod desync;
+#[path = "security/edges.rs"]
+mod edges;
 #[path = "security/injection.rs"]
 mod injection;
+#[path = "security/model.rs"]
+mod model;
 #[path = "security/protocol.rs"]
 mod protocol;
 #[path = "security/shared_state.rs"]

@@ -91,7 +91,8 @@ pub struct UpstreamConfig {
     pub sslmode: SslMode,
     /// PEM CA bundle to verify the server with.
     pub sslrootcert: Option<PathBuf>,
-    /// Time allowed for TCP connect, TLS and authentication.
+    /// Time allowed for TCP connect, TLS and authentication, and for the awaited set-up
+    /// (reset, injection) of a lent connection.
     pub connect_timeout_ms: u64,
     /// Accept an upstream role that owns tables with RLS enabled but not forced.
     pub allow_unforced_owned_tables: bool,
@@ -388,7 +389,8 @@ pub struct ReloadConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Largest client message the proxy buffers whole (Query, Parse, Bind…); bigger is refused.
+    /// Largest message the proxy buffers whole (client Query, Parse, Bind…; server messages
+    /// other than rows and COPY data); bigger is refused.
     pub max_message_bytes: usize,
     /// Time a client has to finish startup and authentication.
     pub handshake_timeout_ms: u64,

@@ -4,7 +4,6 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::BytesMut;
 
@@ -26,9 +25,8 @@ impl Lease {
         let Some(conn) = self.conn.as_mut() else { return };
         let mut buf = BytesMut::new();
         frontend::query(&mut buf, "DISCARD ALL");
-        let reset = tokio::time::timeout(Duration::from_secs(5), Box::pin(conn.run_batch(&buf))).await;
-        match reset {
-            Ok(Ok(outcome)) if outcome.error.is_none() && outcome.status == b'I' => {
+        match Box::pin(conn.run_setup(&buf)).await {
+            Ok(outcome) if outcome.error.is_none() && outcome.status == b'I' => {
                 conn.injection_prepared = false;
                 conn.context = None;
                 conn.owner = None;

@@ -395,6 +395,11 @@ impl Inner {
         allowed_roles: &[String],
     ) -> Result<ServerConn, UpstreamError> {
         let mut conn = ServerConn::connect(&self.target, database, startup).await?;
+        // A database or role setting an operator made: refused before any client uses it.
+        if let Some(reason) = conn.params.iter().find_map(|(name, value)| crate::upstream::unsafe_setting(name, value))
+        {
+            return Err(UpstreamError::UnsafeSetting(reason));
+        }
         upstream_role::check(&mut conn, allowed_roles, self.allow_unforced).await?;
         tracing::debug!(backend_pid = conn.pid(), database, "opened upstream connection");
         Ok(conn)

@@ -79,6 +79,11 @@ impl Framer {
         }
     }
 
+    /// A message is being handed out in pieces: part of it has been, the rest has not arrived.
+    pub fn is_streaming(&self) -> bool {
+        self.streaming > 0
+    }
+
     /// True when no partial message is buffered.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty() && self.streaming == 0

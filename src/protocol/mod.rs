@@ -9,9 +9,11 @@ pub mod backend;
 pub mod codec;
 pub mod error;
 pub mod frontend;
+pub mod kind;
 
 pub use codec::{Frame, Framer, ProtocolError};
 pub use error::PgError;
+pub use kind::{Kind, Reply};
 
 /// Protocol 3.0 as sent in StartupMessage.
 pub const PROTOCOL_3_0: i32 = 196_608;

@@ -5,7 +5,8 @@
 use bytes::Bytes;
 
 use super::relay::{Exit, Relay};
-use super::tracker::{Kind, Owner};
+use super::statements::Out;
+use super::tracker::{Kind, OutOfStep, Owner};
 use super::{SessionError, now_unix};
 use crate::policy::guard::{Refusal, Rule};
 use crate::policy::{RESERVED_PREFIX, SqlText};
@@ -15,13 +16,22 @@ impl Relay<'_> {
     pub(super) async fn process_client(&mut self) -> Result<Option<Exit>, SessionError> {
         let limit = self.shared.live().config.limits.max_message_bytes;
         while !self.paused_for_injection() {
+            let continuing = self.client_in.is_streaming();
             let frame = match self.client_in.next(|tag| tag == b'd', limit) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => return Ok(Some(Exit::Fatal(client_protocol_error(&e)))),
             };
             match frame {
-                Frame::Piece(bytes) if self.server.is_some() => self.to_server.extend_from_slice(&bytes),
+                Frame::Piece(bytes) if self.server.is_some() => {
+                    if bytes.first() == Some(&b'd') && !continuing {
+                        // The first piece of a CopyData streamed to the server.
+                        if let Err(e) = self.track(Kind::CopyData, Owner::Client) {
+                            return Ok(Some(self.out_of_step(e)));
+                        }
+                    }
+                    self.to_server.extend_from_slice(&bytes);
+                }
                 Frame::Piece(_) => {}
                 Frame::Message(msg) => {
                     if let Some(exit) = self.on_client_message(msg).await? {
@@ -126,7 +136,11 @@ impl Relay<'_> {
             }
         }
         match refusal {
-            Some(error) => self.refuse(simple, error),
+            Some(error) => {
+                if let Err(e) = self.refuse(simple, error) {
+                    return Ok(Some(self.out_of_step(e)));
+                }
+            }
             None if self.batch_failed && tag != b'S' => {}
             None => {
                 if let Some(text) = text.as_ref().filter(|t| t.resets_session())
@@ -146,8 +160,9 @@ impl Relay<'_> {
                 }
             }
         }
-        if matches!(tag, b'S' | b'Q' | b'F') {
-            // A Sync the server ignores (sent during COPY IN) ends nothing.
+        if matches!(tag, b'S' | b'Q' | b'F' | b'c' | b'f') {
+            // A Sync the server ignores (sent during COPY IN) ends nothing; the end of COPY
+            // data may end a batch whose Sync came before the data.
             self.batch_start = self.tracker.last_ends_batch();
         }
         Ok(None)
@@ -157,30 +172,27 @@ impl Relay<'_> {
     fn forward(&mut self, msg: Bytes, simple: bool) -> Result<Option<Exit>, SessionError> {
         let transaction_mode = self.transaction_mode();
         let Some(server) = self.server.as_mut() else { return Ok(None) };
-        if !transaction_mode {
-            if let Some(kind) = Kind::of(msg[0], codec::body(&msg)) {
-                self.tracker.sent(kind, Owner::Client);
+        let outs = if transaction_mode {
+            let capacity = self.shared.live().config.pool.max_prepared_statements;
+            match self.statements.translate(msg, &mut server.statements, capacity, self.pin.is_some()) {
+                Ok(outs) => outs,
+                Err(e) if e.severity == "FATAL" => return Ok(Some(Exit::Fatal(e))),
+                Err(e) => return Ok(self.refuse(simple, e).err().map(|e| self.out_of_step(e))),
             }
-            self.to_server.extend_from_slice(&msg);
-            return Ok(None);
+        } else {
+            let kind = Kind::of(msg[0], codec::body(&msg));
+            vec![Out { bytes: msg, kind, owner: Owner::Client }]
+        };
+        for out in outs {
+            if let Some(kind) = out.kind
+                && let Err(e) = self.track(kind, out.owner)
+            {
+                // Nothing of this message reaches the server.
+                return Ok(Some(self.out_of_step(e)));
+            }
+            self.to_server.extend_from_slice(&out.bytes);
         }
-        let capacity = self.shared.live().config.pool.max_prepared_statements;
-        match self.statements.translate(msg, &mut server.statements, capacity, self.pin.is_some()) {
-            Ok(outs) => {
-                for out in outs {
-                    if let Some(kind) = out.kind {
-                        self.tracker.sent(kind, out.owner);
-                    }
-                    self.to_server.extend_from_slice(&out.bytes);
-                }
-                Ok(None)
-            }
-            Err(e) if e.severity == "FATAL" => Ok(Some(Exit::Fatal(e))),
-            Err(e) => {
-                self.refuse(simple, e);
-                Ok(None)
-            }
-        }
+        Ok(None)
     }
 
     /// Remembers which prepared statements need the awaited injection (see `isolating_statements`).
@@ -209,17 +221,18 @@ impl Relay<'_> {
     }
 
     /// Fails the current batch upstream in place of the refused message.
-    fn refuse(&mut self, simple: bool, error: PgError) {
+    fn refuse(&mut self, simple: bool, error: PgError) -> Result<(), OutOfStep> {
         if self.batch_failed {
-            return;
+            return Ok(());
         }
         self.batch_failed = true;
+        self.track(Kind::Bind, Owner::Refusal(error))?;
         frontend::bind_text(&mut self.to_server, "rlsproxy_refused", &[]);
-        self.tracker.sent(Kind::Bind, Owner::Refusal(error));
         if simple {
+            self.track(Kind::Sync, Owner::Client)?;
             frontend::sync(&mut self.to_server);
-            self.tracker.sent(Kind::Sync, Owner::Client);
         }
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@
 //!   connection lent (transaction pooling), reset when it carried another
 //!   identity's state, the context injected;
 //! - `tracker`: which replies the server still owes, and to whom;
+//! - `step`: recording what is sent, and closing a connection that is out of step;
 //! - `statements`: named prepared statements under transaction pooling;
 //! - `pump`: non-blocking reads and writes on both sockets.
 
@@ -20,6 +21,7 @@ mod relay;
 mod replies;
 mod start;
 mod statements;
+mod step;
 mod tracker;
 mod transaction;
 

@@ -93,6 +93,8 @@ pub struct Relay<'a> {
     pub(super) tenant_metrics: TenantCounters,
     /// When the transaction in progress started.
     pub(super) transaction_started: Option<Instant>,
+    /// Since when the client has been idle inside a transaction (see `idle_transaction_deadline`).
+    idle_since: Option<tokio::time::Instant>,
 }
 
 impl<'a> Relay<'a> {
@@ -109,6 +111,7 @@ impl<'a> Relay<'a> {
             tenant_metrics: shared.metrics.tenant(&identity.context.tenant),
             entry,
             transaction_started: None,
+            idle_since: None,
             client_params,
             shared,
             client,
@@ -171,7 +174,7 @@ impl<'a> Relay<'a> {
                 _ = sleep_until_some(idle_deadline) => Event::IdleTransactionTimeout,
             };
             match event {
-                Event::ClientData => {}
+                Event::ClientData | Event::ServerDrained => {}
                 Event::IdleTransactionTimeout => {
                     tracing::info!("idle in transaction too long; ending the session");
                     return Ok(Exit::Fatal(PgError::fatal(
@@ -212,17 +215,24 @@ impl<'a> Relay<'a> {
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         let paused = self.paused_for_injection();
         if let Some(server) = self.server.as_deref_mut()
-            && let Poll::Ready(Err(e)) =
-                pump::poll_drain(&mut server.stream, &mut self.to_server, &self.shared.metrics.server_bytes.sent, cx)
+            && !self.to_server.is_empty()
         {
-            return Poll::Ready(Event::ServerError(e));
+            match pump::poll_drain(&mut server.stream, &mut self.to_server, &self.shared.metrics.server_bytes.sent, cx)
+            {
+                Poll::Ready(Err(e)) => return Poll::Ready(Event::ServerError(e)),
+                // Everything reached the server: the connection may be free to give back now.
+                Poll::Ready(Ok(())) => return Poll::Ready(Event::ServerDrained),
+                Poll::Pending => {}
+            }
         }
         if let Poll::Ready(Err(e)) =
             pump::poll_drain(&mut self.client, &mut self.to_client, &self.shared.metrics.client_bytes.sent, cx)
         {
             return Poll::Ready(Event::ClientError(e));
         }
-        let read_client = !paused && self.to_server.len() < pump::HIGH_WATER;
+        // A client is not read while its own replies pile up either: answers the proxy writes
+        // itself (refusals) must not grow without bound for a client that never reads.
+        let read_client = !paused && self.to_server.len() < pump::HIGH_WATER && self.to_client.len() < pump::HIGH_WATER;
         let read_server = self.to_client.len() < pump::HIGH_WATER;
         self.client_first = !self.client_first;
         for client_turn in [self.client_first, !self.client_first] {
@@ -257,17 +267,21 @@ impl<'a> Relay<'a> {
     }
 
     /// When a client that holds a server connection inside a transaction, with nothing in
-    /// flight, will have been idle for `pool.idle_transaction_timeout_s`. Computed as the relay
-    /// starts waiting: every event (the server's last reply included) ends a wait.
-    fn idle_transaction_deadline(&self) -> Option<tokio::time::Instant> {
+    /// flight, will have been idle for `pool.idle_transaction_timeout_s`: counted from when it
+    /// became idle, so that part of a message (or a trickle of bytes) does not postpone it.
+    fn idle_transaction_deadline(&mut self) -> Option<tokio::time::Instant> {
         let timeout = self.shared.live().config.pool.idle_transaction_timeout_s;
-        let waiting_for_client = self.server.is_some()
+        let waiting_for_client = timeout > 0
+            && self.server.is_some()
             && self.tracker.is_empty()
             && matches!(self.status, b'T' | b'E')
-            && self.to_server.is_empty()
-            && self.client_in.is_empty();
-        (timeout > 0 && waiting_for_client)
-            .then(|| tokio::time::Instant::now() + std::time::Duration::from_secs(timeout))
+            && self.to_server.is_empty();
+        if !waiting_for_client {
+            self.idle_since = None;
+            return None;
+        }
+        let since = *self.idle_since.get_or_insert_with(tokio::time::Instant::now);
+        Some(since + std::time::Duration::from_secs(timeout))
     }
 
     /// While the pipelined injection in front of a Query is unanswered, further client
@@ -327,7 +341,11 @@ impl<'a> Relay<'a> {
         }
         self.cancel.set_target(None);
         let Some(server) = self.server.take() else { return result };
-        let clean = server_usable && self.is_idle() && server.framer.is_empty() && self.to_server.is_empty();
+        let clean = server_usable
+            && self.is_idle()
+            && server.framer.is_empty()
+            && self.to_server.is_empty()
+            && !self.client_in.is_streaming();
         if clean && self.transaction_mode() && !self.is_pinned() {
             // Its state belongs to this identity, which is what the next borrower is checked against.
             server.give_back();
@@ -348,6 +366,7 @@ impl<'a> Relay<'a> {
 /// What woke the relay.
 enum Event {
     ClientData,
+    ServerDrained,
     ServerData,
     ClientEof,
     ServerEof,

@@ -7,16 +7,29 @@ use bytes::Bytes;
 
 use super::SessionError;
 use super::relay::{Exit, Relay};
-use super::tracker::{Kind, Owner, Route};
-use crate::protocol::{Frame, PgError, backend, codec, error, frontend};
+use super::tracker::{Kind, OutOfStep, Owner, Route};
+use crate::protocol::{Frame, PgError, ProtocolError, backend, codec, error, frontend};
 use crate::upstream::UpstreamError;
 
 impl Relay<'_> {
     pub(super) fn process_server(&mut self) -> Result<Option<Exit>, SessionError> {
+        // Rows go to the client in pieces; other messages are read whole, up to the same limit
+        // as the client's.
+        let limit = self.shared.live().config.limits.max_message_bytes;
         loop {
             let stream_rows = self.tracker.front_is_client();
             let Some(server) = self.server.as_deref_mut() else { return Ok(None) };
-            let frame = server.framer.next(|tag| stream_rows && matches!(tag, b'D' | b'd' | b'V'), 1 << 30)?;
+            let frame = match server.framer.next(|tag| stream_rows && matches!(tag, b'D' | b'd' | b'V'), limit) {
+                Err(ProtocolError::TooLarge { tag, len, limit }) => {
+                    self.close_server();
+                    let message = format!(
+                        "rlsproxy: the server sent a message '{tag}' of {len} bytes, more than \
+                         limits.max_message_bytes ({limit}); the session ends"
+                    );
+                    return Ok(Some(Exit::Fatal(PgError::fatal("54000", message))));
+                }
+                frame => frame?,
+            };
             match frame {
                 None => return Ok(None),
                 Some(Frame::Piece(bytes)) => self.to_client.extend_from_slice(&bytes),
@@ -32,22 +45,22 @@ impl Relay<'_> {
     fn on_server_message(&mut self, msg: Bytes) -> Result<Option<Exit>, SessionError> {
         let tag = msg[0];
         let body = codec::body(&msg);
-        let owner = match self.tracker.on_server(tag) {
-            Route::Relay => None,
-            Route::Swallow => return Ok(None),
-            Route::Unexpected if tag == b'E' => None,
-            Route::Unexpected => {
-                let e = format!("unexpected message '{}' with no reply owed", tag as char);
-                return Err(UpstreamError::Protocol(e).into());
-            }
-            Route::Ended { owner, skipped } => {
-                if let Some(server) = self.server.as_mut() {
-                    for pending in &skipped {
-                        self.statements.failed(&pending.owner, &mut server.statements);
-                    }
-                }
-                Some(owner)
-            }
+        let copy_ends = tag == b'E' && self.tracker.copying_in();
+        let route = self.tracker.on_server(tag);
+        self.forget_dropped();
+        if copy_ends {
+            // The server ended a COPY the client had not: the client's last message may have
+            // ended its batch after all (data it sends now is ignored).
+            self.batch_start = self.batch_start || self.tracker.last_ends_batch();
+        }
+        let owner = match route {
+            Err(e) => return Ok(Some(self.out_of_step(e))),
+            Ok(Route::Relay) => None,
+            Ok(Route::Swallow) => return Ok(None),
+            // The server ends the session (shutdown, terminated backend): its error is the client's.
+            Ok(Route::Unexpected) if tag == b'E' && error::from_server(body).severity != "ERROR" => None,
+            Ok(Route::Unexpected) => return Ok(Some(self.out_of_step(OutOfStep::Reply(tag, None)))),
+            Ok(Route::Ended { owner }) => Some(owner),
         };
         match owner {
             None | Some(Owner::Client) => {}
@@ -79,7 +92,10 @@ impl Relay<'_> {
                 if tag != b'E' {
                     return Ok(None);
                 }
-                let error = self.injection_failed_in_pipeline(body, before_simple);
+                let error = match self.injection_failed_in_pipeline(body, before_simple) {
+                    Ok(error) => error,
+                    Err(e) => return Ok(Some(self.out_of_step(e))),
+                };
                 return Ok(own_sync.then_some(Exit::Fatal(PgError { severity: "FATAL", ..error })));
             }
             Some(Owner::Refusal(error)) => {
@@ -98,6 +114,14 @@ impl Relay<'_> {
             }
             b'S' => {
                 if let Some((name, value)) = backend::parse_parameter_status(body) {
+                    if let Some(reason) = crate::upstream::unsafe_setting(&name, &value) {
+                        // Before anything else is read from the client: its next statement
+                        // would be checked under assumptions the server no longer shares.
+                        tracing::warn!(setting = name, value, "server setting breaks the guard's assumptions");
+                        self.close_server();
+                        let message = format!("rlsproxy: {reason}; the session ends");
+                        return Ok(Some(Exit::Fatal(PgError::fatal("42501", message))));
+                    }
                     self.client_params.insert(name.clone(), value.clone());
                     if let Some(server) = self.server.as_mut() {
                         server.params.insert(name, value);
@@ -127,7 +151,7 @@ impl Relay<'_> {
         Ok(None)
     }
 
-    fn injection_failed_in_pipeline(&mut self, body: &[u8], before_simple: bool) -> PgError {
+    fn injection_failed_in_pipeline(&mut self, body: &[u8], before_simple: bool) -> Result<PgError, OutOfStep> {
         if let Some(server) = self.server.as_mut() {
             server.context = None;
             server.injection_prepared = false;
@@ -138,9 +162,10 @@ impl Relay<'_> {
         error.encode(&mut self.to_client);
         if before_simple {
             frontend::sync(&mut self.to_server);
-            self.tracker.sent(Kind::Sync, Owner::Client);
+            // Right after an error, with no Sync sent yet: the server discards up to this one.
+            self.track(Kind::Sync, Owner::Client)?;
         }
-        error
+        Ok(error)
     }
 }
 

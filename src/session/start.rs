@@ -157,9 +157,9 @@ fn upstream_unavailable(e: &UpstreamError) -> PgError {
 
 /// Resets the connection if needed, applies the settings and the first injection, in one round trip.
 async fn adopt(mut lease: Lease, identity: &Identity) -> Result<Lease, Failure> {
-    let (mut batch, readies) = super::transaction::adoption_batch(&mut lease, identity);
+    let (mut batch, _) = super::transaction::adoption_batch(&mut lease, identity);
     crate::protocol::frontend::sync(&mut batch);
-    let outcome = lease.run_batches(&batch, readies).await.map_err(Failure::Retry)?;
+    let outcome = lease.run_setup(&batch).await.map_err(Failure::Retry)?;
     if let Some(e) = outcome.error {
         return Err(Failure::Refuse(PgError::fatal(
             &e.code,

@@ -24,7 +24,7 @@ use crate::upstream::StatementCache;
 pub struct Out {
     /// The message.
     pub bytes: Bytes,
-    /// Its reply kind (`None`: no reply, e.g. Flush or COPY data).
+    /// Its reply kind (`None`: Flush, never answered).
     pub kind: Option<Kind>,
     /// Who the reply is for.
     pub owner: Owner,

@@ -1,71 +1,29 @@
 //! What the server still owes, message by message, in the order the messages
-//! were sent. Each entry ends at its terminal reply (ParseComplete for Parse,
-//! ReadyForQuery for Sync, ...); an ErrorResponse to an extended-protocol
-//! message ends it and every entry up to the next Sync, which the server skips.
+//! were sent, following the server's own view of the protocol:
+//! - each entry ends at its terminal reply (ParseComplete for Parse,
+//!   ReadyForQuery for Sync, ...), and only the replies its kind allows may
+//!   arrive for it: anything else means the proxy's model of the server is wrong
+//!   ([`OutOfStep`]), and the connection must be closed rather than trusted;
+//! - an ErrorResponse to an extended-protocol message ends it and every entry up
+//!   to the next Sync, which the server skips (and, if no Sync was sent yet,
+//!   every message until one is);
+//! - a COPY IN ends when the server ends it (its CommandComplete or
+//!   ErrorResponse), not when the client says so. While the server copies in it
+//!   ignores Sync and Flush, and any other message fails the COPY and is read as
+//!   part of it. Once the client has sent COPY data, whether the server is still
+//!   copying when a later message arrives depends on timing (a bad row ends the
+//!   COPY at once): such a message, before the client's CopyDone or CopyFail, is
+//!   [`OutOfStep::Ambiguous`].
+//!
 //! Entries the proxy sent itself carry what to do with their replies.
 
 use std::collections::VecDeque;
 
-use crate::protocol::PgError;
+pub use crate::protocol::Kind;
+use crate::protocol::{PgError, Reply};
 
-/// The kind of a sent message, which decides its terminal reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// ParseComplete.
-    Parse,
-    /// BindComplete.
-    Bind,
-    /// CloseComplete.
-    Close,
-    /// RowDescription or NoData (after ParameterDescription for a statement).
-    Describe,
-    /// CommandComplete, EmptyQueryResponse or PortalSuspended.
-    Execute,
-    /// ReadyForQuery.
-    Sync,
-    /// ReadyForQuery (errors inside do not end it).
-    Query,
-    /// ReadyForQuery, after FunctionCallResponse or an error.
-    FunctionCall,
-    /// CopyDone/CopyFail sent by the client: no reply; marks where a COPY IN ends,
-    /// because the server ignores Syncs sent before it while copying in.
-    CopyEnd,
-}
-
-impl Kind {
-    /// The kind of a client message that gets replies; `None` for Flush and COPY data.
-    pub fn of(tag: u8, body: &[u8]) -> Option<Self> {
-        match tag {
-            b'P' => Some(Kind::Parse),
-            b'B' => Some(Kind::Bind),
-            b'C' => Some(Kind::Close),
-            b'D' if !body.is_empty() => Some(Kind::Describe),
-            b'E' => Some(Kind::Execute),
-            b'S' => Some(Kind::Sync),
-            b'Q' => Some(Kind::Query),
-            b'F' => Some(Kind::FunctionCall),
-            b'c' | b'f' => Some(Kind::CopyEnd),
-            _ => None,
-        }
-    }
-
-    /// Ends with ReadyForQuery: the units a client counts as "in flight".
-    pub fn ends_batch(self) -> bool {
-        matches!(self, Kind::Sync | Kind::Query | Kind::FunctionCall)
-    }
-
-    fn is_terminal(self, tag: u8) -> bool {
-        match self {
-            Kind::Parse => tag == b'1',
-            Kind::Bind => tag == b'2',
-            Kind::Close => tag == b'3',
-            Kind::Describe => matches!(tag, b'T' | b'n'),
-            Kind::Execute => matches!(tag, b'C' | b'I' | b's'),
-            Kind::Sync | Kind::Query | Kind::FunctionCall => tag == b'Z',
-            Kind::CopyEnd => false,
-        }
-    }
-}
+#[cfg(test)]
+mod tests;
 
 /// Who a reply is for, and what the proxy does with it.
 #[derive(Debug)]
@@ -133,47 +91,100 @@ pub enum Route {
     Relay,
     /// Part of a reply to the proxy's own message, not its end: drop it.
     Swallow,
-    /// The end of the reply to the entry of `owner`; `skipped` are the entries the server
-    /// will never answer (an error skips to the next Sync).
+    /// The end of the reply to the entry of `owner`.
     Ended {
         /// Owner of the entry that ended.
         owner: Owner,
-        /// Entries skipped after an error.
-        skipped: Vec<Pending>,
     },
-    /// No entry is waiting: only asynchronous messages may arrive now.
+    /// No entry is waiting: only asynchronous messages (or a FATAL error) may arrive now.
     Unexpected,
+}
+
+/// The server's replies and the proxy's model of them no longer agree, or cannot be known
+/// to: the connection must be closed, never lent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OutOfStep {
+    /// A reply that cannot answer the message it would be for.
+    #[error("the server sent '{tag}' where it owes a reply to {owed:?}", tag = *.0 as char, owed = .1)]
+    Reply(u8, Option<Kind>),
+    /// A client message after COPY data and before the end of that data, while the server
+    /// may or may not still be copying.
+    #[error(
+        "the client sent other messages after COPY data without ending the COPY (CopyDone or CopyFail) \
+         first; which of them the server reads in COPY mode is unknowable"
+    )]
+    Ambiguous,
+}
+
+/// A COPY IN the server is in, for the front entry, whose data the client has not ended.
+#[derive(Debug, Clone, Copy)]
+struct CopyIn {
+    /// The client has sent CopyData since.
+    data_sent: bool,
 }
 
 /// The queue of replies owed.
 #[derive(Debug, Default)]
 pub struct Tracker {
     queue: VecDeque<Pending>,
-    /// The server is in COPY IN and no CopyDone/CopyFail has been sent yet: Syncs sent
-    /// meanwhile are ignored by the server and must not be expected.
-    copying_in: bool,
+    copy_in: Option<CopyIn>,
+    /// An extended-protocol message failed and no Sync has been sent since: the server
+    /// discards everything up to the next Sync.
+    discarding: bool,
+    /// Entries the server read and will never answer, for the relay's bookkeeping.
+    dropped: Vec<Pending>,
 }
 
 impl Tracker {
-    /// Records a sent message; false when the server will ignore it (a Sync while it copies in).
-    pub fn sent(&mut self, kind: Kind, owner: Owner) -> bool {
-        match kind {
-            Kind::Sync if self.copying_in => false,
-            Kind::CopyEnd if self.copying_in => {
-                self.copying_in = false;
-                true
+    /// Records a sent message. Messages the server reads and never answers (ignored, or read
+    /// as part of a COPY) are recorded only where they mark a COPY's data.
+    pub fn sent(&mut self, kind: Kind, owner: Owner) -> Result<(), OutOfStep> {
+        if self.discarding {
+            if kind != Kind::Sync {
+                self.dropped.push(Pending { kind, owner });
+                return Ok(());
             }
-            _ => {
-                self.queue.push_back(Pending { kind, owner });
-                true
+            self.discarding = false;
+        } else if let Some(copy) = self.copy_in.as_mut() {
+            match kind {
+                Kind::CopyData => copy.data_sent = true,
+                Kind::CopyEnd => self.copy_in = None,
+                Kind::Sync if !copy.data_sent => {}
+                _ if copy.data_sent => return Err(OutOfStep::Ambiguous),
+                // Before any data: the server fails the COPY on this message, read as part of it.
+                _ => {
+                    self.copy_in = None;
+                    self.dropped.push(Pending { kind, owner });
+                }
             }
+            return Ok(());
+        } else if kind.is_marker() && self.queue.iter().all(|p| p.kind.is_marker()) {
+            // Nothing owed could start a COPY: the server ignores COPY messages now.
+            return Ok(());
+        } else if kind == Kind::CopyData && self.queue.back().is_some_and(|p| p.kind == Kind::CopyData) {
+            return Ok(());
         }
+        self.queue.push_back(Pending { kind, owner });
+        Ok(())
+    }
+
+    /// Entries the server read and will never answer (skipped after an error, read as part
+    /// of a COPY) since the last call.
+    pub fn take_dropped(&mut self) -> Vec<Pending> {
+        std::mem::take(&mut self.dropped)
     }
 
     /// The last message recorded ends a batch: the server will be between batches once
     /// everything owed has arrived.
     pub fn last_ends_batch(&self) -> bool {
-        self.queue.iter().rev().find(|p| p.kind != Kind::CopyEnd).is_none_or(|p| p.kind.ends_batch())
+        !self.discarding
+            && self.copy_in.is_none()
+            && self.queue.iter().rev().find(|p| !p.kind.is_marker()).is_none_or(|p| p.kind.ends_batch())
+    }
+
+    /// The server copies in for the front entry and the client has not ended its data.
+    pub fn copying_in(&self) -> bool {
+        self.copy_in.is_some()
     }
 
     /// Batches sent and not yet answered with ReadyForQuery.
@@ -181,14 +192,14 @@ impl Tracker {
         self.queue.iter().filter(|p| p.kind.ends_batch()).count()
     }
 
-    /// Nothing owed.
+    /// Nothing owed, and the server waits for an ordinary message (not COPY data, not a Sync).
     pub fn is_empty(&self) -> bool {
-        self.queue.iter().all(|p| p.kind == Kind::CopyEnd)
+        !self.discarding && self.copy_in.is_none() && self.queue.iter().all(|p| p.kind.is_marker())
     }
 
     /// The next reply is for the client (so large rows may be streamed to it in pieces).
     pub fn front_is_client(&self) -> bool {
-        self.queue.iter().find(|p| p.kind != Kind::CopyEnd).is_some_and(|p| matches!(p.owner, Owner::Client))
+        self.queue.iter().find(|p| !p.kind.is_marker()).is_some_and(|p| matches!(p.owner, Owner::Client))
     }
 
     /// A pipelined injection in front of a Query or FunctionCall is still unanswered.
@@ -197,129 +208,85 @@ impl Tracker {
     }
 
     /// Advances over one server message and says whose it is.
-    pub fn on_server(&mut self, tag: u8) -> Route {
+    pub fn on_server(&mut self, tag: u8) -> Result<Route, OutOfStep> {
         if matches!(tag, b'N' | b'S' | b'A') {
-            return Route::Relay;
+            return Ok(Route::Relay);
         }
-        while self.queue.front().is_some_and(|p| p.kind == Kind::CopyEnd) {
+        while self.queue.front().is_some_and(|p| p.kind.is_marker()) {
             self.queue.pop_front();
         }
-        let Some(front) = self.queue.front() else { return Route::Unexpected };
-        let kind = front.kind;
-        if tag == b'Z' && !kind.ends_batch() {
-            // A ReadyForQuery the proxy did not expect here: its model of the server is wrong,
-            // and going on could hand a reply to the wrong owner.
-            return Route::Unexpected;
+        let Some(kind) = self.queue.front().map(|p| p.kind) else { return Ok(Route::Unexpected) };
+        if tag == b'E' {
+            // Whatever the server was doing for this entry, a COPY included, has ended.
+            self.copy_in = None;
+            if kind.error_ends() {
+                return Ok(self.error_ends_front());
+            }
+            return Ok(self.part());
         }
-        if tag == b'G' {
-            self.copy_in_started();
+        if self.copy_in.is_some() {
+            // A COPY IN the client has not ended: the server waits for data, it does not answer.
+            return Err(OutOfStep::Reply(tag, Some(kind)));
         }
-        let error_ends = tag == b'E' && !matches!(kind, Kind::Sync | Kind::Query | Kind::FunctionCall);
-        if !error_ends && !kind.is_terminal(tag) {
-            let owner_is_client = matches!(self.queue.front().map(|p| &p.owner), Some(Owner::Client));
-            return if owner_is_client { Route::Relay } else { Route::Swallow };
+        match kind.reply(tag) {
+            Reply::Invalid => Err(OutOfStep::Reply(tag, Some(kind))),
+            Reply::Part if tag == b'G' => {
+                self.copy_in_started()?;
+                Ok(self.part())
+            }
+            Reply::Part => Ok(self.part()),
+            Reply::End => {
+                let Some(Pending { owner, .. }) = self.queue.pop_front() else { return Ok(Route::Unexpected) };
+                Ok(Route::Ended { owner })
+            }
         }
+    }
+
+    fn part(&self) -> Route {
+        match self.queue.front().map(|p| &p.owner) {
+            Some(Owner::Client) => Route::Relay,
+            _ => Route::Swallow,
+        }
+    }
+
+    /// An ErrorResponse to an extended-protocol message: the server skips to the next Sync.
+    fn error_ends_front(&mut self) -> Route {
         let Some(Pending { owner, .. }) = self.queue.pop_front() else { return Route::Unexpected };
-        let mut skipped = Vec::new();
-        if error_ends {
-            while self.queue.front().is_some_and(|p| p.kind != Kind::Sync) {
-                skipped.extend(self.queue.pop_front());
+        while let Some(next) = self.queue.pop_front() {
+            if next.kind == Kind::Sync {
+                self.queue.push_front(next);
+                return Route::Ended { owner };
             }
+            self.dropped.push(next);
         }
-        Route::Ended { owner, skipped }
+        self.discarding = true;
+        Route::Ended { owner }
     }
 
-    /// CopyInResponse: Syncs the client sent after the COPY's statement and before its
-    /// CopyDone/CopyFail reach a server that ignores them.
-    fn copy_in_started(&mut self) {
-        let end = self.queue.iter().skip(1).position(|p| p.kind == Kind::CopyEnd).map(|i| i + 1);
-        let mut index = 1;
-        let mut removed_up_to = end.unwrap_or(self.queue.len());
-        while index < removed_up_to {
-            if self.queue[index].kind == Kind::Sync {
-                self.queue.remove(index);
-                removed_up_to -= 1;
-            } else {
-                index += 1;
+    /// CopyInResponse for the front entry: the messages already sent after it reach a server
+    /// that copies in. Syncs before any data are ignored; another message before any data
+    /// fails the COPY and is read as part of it; the client's CopyDone/CopyFail ends what the
+    /// COPY reads; anything else after data is ambiguous.
+    fn copy_in_started(&mut self) -> Result<(), OutOfStep> {
+        let mut copy = CopyIn { data_sent: false };
+        // Index 0 is the COPY's own entry; what follows was sent after it.
+        while let Some(kind) = self.queue.get(1).map(|p| p.kind) {
+            match kind {
+                Kind::CopyData => copy.data_sent = true,
+                Kind::CopyEnd => {
+                    self.queue.remove(1);
+                    return Ok(());
+                }
+                Kind::Sync if !copy.data_sent => {}
+                _ if copy.data_sent => return Err(OutOfStep::Ambiguous),
+                _ => {
+                    self.dropped.extend(self.queue.remove(1));
+                    return Ok(());
+                }
             }
+            self.queue.remove(1);
         }
-        match end {
-            // The CopyEnd marker itself, now at `removed_up_to`.
-            Some(_) => {
-                self.queue.remove(removed_up_to);
-            }
-            None => self.copying_in = true,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn client(t: &mut Tracker, kinds: &[Kind]) {
-        for &k in kinds {
-            t.sent(k, Owner::Client);
-        }
-    }
-
-    fn ended(route: Route) -> bool {
-        matches!(route, Route::Ended { .. })
-    }
-
-    #[test]
-    fn an_error_skips_to_the_next_sync() {
-        let mut t = Tracker::default();
-        client(&mut t, &[Kind::Parse, Kind::Bind, Kind::Execute, Kind::Sync, Kind::Query]);
-        assert_eq!(t.batches_in_flight(), 2);
-        assert!(ended(t.on_server(b'1')));
-        match t.on_server(b'E') {
-            Route::Ended { owner: Owner::Client, skipped } => assert_eq!(skipped.len(), 1),
-            other => panic!("{other:?}"),
-        }
-        assert!(ended(t.on_server(b'Z')));
-        assert!(matches!(t.on_server(b'T'), Route::Relay));
-        assert!(matches!(t.on_server(b'E'), Route::Relay), "an error inside a Query does not end it");
-        assert!(ended(t.on_server(b'Z')));
-        assert!(t.is_empty());
-        assert!(matches!(t.on_server(b'D'), Route::Unexpected));
-    }
-
-    #[test]
-    fn syncs_sent_during_copy_in_are_not_expected() {
-        // tokio-postgres: Bind, Execute, Sync, CopyData..., CopyDone, Sync.
-        let mut t = Tracker::default();
-        client(&mut t, &[Kind::Bind, Kind::Execute, Kind::Sync, Kind::CopyEnd, Kind::Sync]);
-        assert!(ended(t.on_server(b'2')));
-        assert!(matches!(t.on_server(b'G'), Route::Relay));
-        assert_eq!(t.batches_in_flight(), 1);
-        assert!(ended(t.on_server(b'C')));
-        assert!(ended(t.on_server(b'Z')));
-        assert!(t.is_empty());
-        // The same when the CopyInResponse arrives before the client has finished copying.
-        client(&mut t, &[Kind::Bind, Kind::Execute, Kind::Sync]);
-        t.on_server(b'2');
-        t.on_server(b'G');
-        client(&mut t, &[Kind::Sync, Kind::CopyEnd, Kind::Sync]);
-        assert_eq!(t.batches_in_flight(), 1);
-        assert!(ended(t.on_server(b'C')));
-        assert!(ended(t.on_server(b'Z')));
-        assert!(t.is_empty());
-    }
-
-    #[test]
-    fn proxy_entries_are_routed_to_their_owner() {
-        let mut t = Tracker::default();
-        t.sent(Kind::Bind, Owner::Injection { before_simple: false, own_sync: false });
-        t.sent(Kind::Execute, Owner::Injection { before_simple: false, own_sync: false });
-        client(&mut t, &[Kind::Parse]);
-        t.sent(Kind::Bind, Owner::Refusal(PgError::error("42501", "no")));
-        client(&mut t, &[Kind::Sync]);
-        assert!(matches!(t.on_server(b'2'), Route::Ended { owner: Owner::Injection { .. }, .. }));
-        assert!(matches!(t.on_server(b'D'), Route::Swallow));
-        assert!(matches!(t.on_server(b'C'), Route::Ended { owner: Owner::Injection { .. }, .. }));
-        assert!(matches!(t.on_server(b'1'), Route::Ended { owner: Owner::Client, .. }));
-        assert!(matches!(t.on_server(b'E'), Route::Ended { owner: Owner::Refusal(_), .. }));
-        assert!(ended(t.on_server(b'Z')));
+        self.copy_in = Some(copy);
+        Ok(())
     }
 }

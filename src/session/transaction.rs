@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use super::relay::Relay;
 use super::replies::injection_failed;
 use super::start::{acquire, pool_error};
-use super::tracker::{Kind, Owner};
+use super::tracker::{Kind, OutOfStep, Owner};
 use super::{Identity, SessionError};
 use crate::admin::clients::ClientState;
 use crate::config::PoolMode;
@@ -19,7 +19,8 @@ use crate::policy::SqlText;
 use crate::protocol::{PgError, backend, frontend};
 use crate::upstream::{ServerConn, UpstreamError};
 
-/// The awaited preparation of `conn` for `identity`, and how many ReadyForQuery it gets:
+/// The awaited preparation of `conn` for `identity`, and how many segments (each ended by a
+/// ReadyForQuery) it has, to tell whether an error was the reset's and injection's:
 /// `DISCARD ALL` when the connection carries another identity's state (its statement cache
 /// is emptied with it; the client's startup settings are the connection's own startup
 /// parameters), the injection (prepared first when needed). The caller ends it with Sync.
@@ -86,7 +87,9 @@ impl Relay<'_> {
                 && server.context.as_ref() == Some(&self.identity.injection.bind_execute);
             let verify = self.statements.to_verify(tag, body, &mut server.statements);
             if ready && !isolating_sql && verify.is_none() {
-                self.pipeline_injection(tag, text.is_some_and(SqlText::opens_block));
+                // Nothing is in flight here: the tracker cannot be out of step.
+                self.pipeline_injection(tag, text.is_some_and(SqlText::opens_block))
+                    .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
                 return Ok(true);
             }
             // Boxed: the awaited path is rare, and its state would weigh on every idle session.
@@ -96,7 +99,8 @@ impl Relay<'_> {
                     self.fail_locally(tag, &error);
                     return Ok(false);
                 }
-                // A connection that died while idle in the pool: try once more with another.
+                // A connection that died (or hangs) while idle in the pool: try once more with
+                // another; this one is closed.
                 Err(SessionError::Upstream(e)) if fresh && attempt == 1 && is_dead(&e) => {
                     tracing::debug!(error = %e, "lent connection was dead; retrying");
                     self.cancel.set_target(None);
@@ -118,7 +122,7 @@ impl Relay<'_> {
     /// cannot make it fail), every setting emptied and committed, then the context set. If
     /// that last step fails, the block that follows runs with an empty context (policies
     /// fail closed) and the session ends.
-    fn pipeline_injection(&mut self, tag: u8, own_sync: bool) {
+    fn pipeline_injection(&mut self, tag: u8, own_sync: bool) -> Result<(), OutOfStep> {
         let owner = || Owner::Injection { before_simple: matches!(tag, b'Q' | b'F') && !own_sync, own_sync };
         if own_sync {
             let injection = &self.identity.injection;
@@ -126,16 +130,17 @@ impl Relay<'_> {
             self.to_server.extend_from_slice(&injection.clear);
             frontend::sync(&mut self.to_server);
             for kind in [Kind::Close, Kind::Parse, Kind::Bind, Kind::Execute, Kind::Sync] {
-                self.tracker.sent(kind, Owner::Quiet);
+                self.track(kind, Owner::Quiet)?;
             }
         }
         self.to_server.extend_from_slice(&self.identity.injection.bind_execute);
-        self.tracker.sent(Kind::Bind, owner());
-        self.tracker.sent(Kind::Execute, owner());
+        self.track(Kind::Bind, owner())?;
+        self.track(Kind::Execute, owner())?;
         if own_sync {
             frontend::sync(&mut self.to_server);
-            self.tracker.sent(Kind::Sync, Owner::Quiet);
+            self.track(Kind::Sync, Owner::Quiet)?;
         }
+        Ok(())
     }
 
     /// Tells the client the parameter values of the connection now serving it that differ
@@ -160,14 +165,12 @@ impl Relay<'_> {
         let foreign = server.owner.as_ref() != Some(&self.identity.key);
         let (mut batch, adoption_readies) = adoption_batch(server, &self.identity);
         frontend::sync(&mut batch);
-        let mut readies = adoption_readies;
         if let Some(client) = &verify {
             // A segment of its own: its failure is the client statement's, not the injection's.
             self.statements.verify_batch(client, &mut server.statements, capacity, &mut batch);
             frontend::sync(&mut batch);
-            readies += 1;
         }
-        let outcome = server.run_batches(&batch, readies).await?;
+        let outcome = server.run_setup(&batch).await?;
         if !foreign {
             // Notices and notifications of this identity's own session.
             self.to_client.extend_from_slice(&outcome.passthrough);
@@ -231,6 +234,12 @@ impl Relay<'_> {
         if !done {
             return;
         }
+        if self.client_in.is_streaming() {
+            // A client message is half forwarded: the next borrower's bytes would complete it.
+            tracing::info!("transaction over with a client message half sent; closing the server connection");
+            self.close_server();
+            return;
+        }
         self.cancel.set_target(None);
         self.entry.set_backend_pid(0);
         if let Some(lease) = self.server.take() {
@@ -256,7 +265,8 @@ fn encoded(error: &PgError) -> Bytes {
     buf.freeze()
 }
 
-/// The connection is gone (closed, or the server ended it with a FATAL error).
+/// The connection is gone (closed, or the server ended it with a FATAL error) or does not
+/// answer its set-up.
 fn is_dead(e: &UpstreamError) -> bool {
-    matches!(e, UpstreamError::Io(_) | UpstreamError::Server { .. })
+    matches!(e, UpstreamError::Io(_) | UpstreamError::Server { .. } | UpstreamError::SetupTimeout)
 }

@@ -41,6 +41,7 @@ pub(super) async fn connect(
         gate: Default::default(),
         created: Instant::now(),
         last_used: Instant::now(),
+        setup_timeout: target.connect_timeout,
     };
     let mut buf = BytesMut::new();
     let pinned = pinned(target, startup);

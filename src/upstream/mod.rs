@@ -53,6 +53,26 @@ pub enum UpstreamError {
     /// The proxy's role would let policies of another role apply to every tenant.
     #[error("unsafe upstream role: {0}")]
     UnsafeRole(String),
+    /// The server reports a setting under which the statement guard cannot read SQL.
+    #[error("{0}")]
+    UnsafeSetting(String),
+    /// The awaited set-up of a lent connection (reset, injection) took too long.
+    #[error("the upstream server did not answer the connection's set-up within upstream.connect_timeout_ms")]
+    SetupTimeout,
+}
+
+/// Why the server's `name = value` (from ParameterStatus, at start or after any change)
+/// breaks what the statement guard assumes of the text it checks: backslashes that are
+/// literal in strings (`standard_conforming_strings`), and a client encoding whose
+/// characters never contain ASCII bytes (see `policy::guard::encoding_is_safe`).
+pub fn unsafe_setting(name: &str, value: &str) -> Option<String> {
+    let unsafe_value = match name {
+        "standard_conforming_strings" => !value.eq_ignore_ascii_case("on"),
+        "client_encoding" => !crate::policy::guard::encoding_is_safe(value),
+        _ => false,
+    };
+    unsafe_value
+        .then(|| format!("the server reports {name} = {value}, which the statement guard cannot read SQL under"))
 }
 
 /// Everything needed to open upstream connections; built once from the config.
@@ -149,6 +169,8 @@ pub struct ServerConn {
     pub created: Instant,
     /// When it was last returned, for the idle timeout.
     pub last_used: Instant,
+    /// Bound of the proxy's awaited set-up batches on it (`upstream.connect_timeout_ms`).
+    pub setup_timeout: Duration,
 }
 
 /// A cancel request holds the lock while it is sent and goes out only if the connection is

@@ -1,11 +1,13 @@
 //! Statements the proxy runs for itself on a server connection (role checks,
 //! resets, the isolated injection): send a batch, read to ReadyForQuery.
 
+use std::collections::VecDeque;
+
 use bytes::{Buf, BytesMut};
 
 use super::connect::read_message;
 use super::{ServerConn, UpstreamError};
-use crate::protocol::{PgError, backend, codec, error, frontend};
+use crate::protocol::{Frame, Framer, Kind, PgError, Reply, backend, codec, error, frontend};
 
 /// A result row in text format.
 pub type Row = Vec<Option<String>>;
@@ -33,13 +35,28 @@ pub struct BatchOutcome {
 impl ServerConn {
     /// Sends `batch` (ending in Sync, or a simple Query) and reads up to its ReadyForQuery.
     pub async fn run_batch(&mut self, batch: &[u8]) -> Result<BatchOutcome, UpstreamError> {
-        self.run_batches(batch, 1).await
+        self.run_batches(batch).await
     }
 
-    /// Sends `batch` and reads up to its `readies`-th ReadyForQuery (one per Sync or Query).
-    pub async fn run_batches(&mut self, batch: &[u8], readies: usize) -> Result<BatchOutcome, UpstreamError> {
-        let mut seen = 0;
+    /// [`Self::run_batches`] within `upstream.connect_timeout_ms`: the awaited set-up of a
+    /// connection (reset, injection) before a client uses it. A connection that does not
+    /// answer in time is out of the caller's hands: it must be closed, never lent.
+    pub async fn run_setup(&mut self, batch: &[u8]) -> Result<BatchOutcome, UpstreamError> {
+        let limit = self.setup_timeout;
+        tokio::time::timeout(limit, self.run_batches(batch)).await.map_err(|_| UpstreamError::SetupTimeout)?
+    }
+
+    /// Sends `batch` (messages each ending in a Query or Sync) and reads every reply it is owed,
+    /// each checked against the message it answers: a reply that cannot be one of this
+    /// batch's (left over from someone else's messages, or out of order) is an error, and the
+    /// connection must not be used again.
+    pub async fn run_batches(&mut self, batch: &[u8]) -> Result<BatchOutcome, UpstreamError> {
+        let mut owed = kinds(batch)?;
+        if !self.framer.is_empty() {
+            return Err(UpstreamError::Protocol("unread server messages before the proxy's own batch".into()));
+        }
         self.write_all(batch).await?;
+        let mut seen = 0;
         let mut out = BatchOutcome {
             rows: Vec::new(),
             status: b'I',
@@ -49,21 +66,22 @@ impl ServerConn {
             description: None,
             passthrough: BytesMut::new(),
         };
-        loop {
+        while let Some(&kind) = owed.front() {
             let (tag, msg) = read_message(self).await?;
             let body = codec::body(&msg);
             match tag {
-                b'Z' => {
-                    out.status = backend::ready_status(body)
-                        .ok_or_else(|| UpstreamError::Protocol("malformed ReadyForQuery".into()))?;
-                    seen += 1;
-                    if seen >= readies {
-                        return Ok(out);
+                b'A' | b'N' => out.passthrough.extend_from_slice(&msg),
+                b'S' => {
+                    if let Some((k, v)) = backend::parse_parameter_status(body) {
+                        if let Some(reason) = super::unsafe_setting(&k, &v) {
+                            return Err(UpstreamError::UnsafeSetting(reason));
+                        }
+                        self.params.insert(k, v);
                     }
                 }
                 b'E' => {
                     let e = error::from_server(body);
-                    if e.severity == "FATAL" {
+                    if e.severity == "FATAL" || e.severity == "PANIC" {
                         return Err(UpstreamError::Server { code: e.code, message: e.message });
                     }
                     if out.error.is_none() {
@@ -71,18 +89,36 @@ impl ServerConn {
                         out.error_segment = seen;
                         out.error_raw = Some(msg.clone());
                     }
-                }
-                b'S' => {
-                    if let Some((k, v)) = backend::parse_parameter_status(body) {
-                        self.params.insert(k, v);
+                    if kind.error_ends() {
+                        while owed.front().is_some_and(|k| *k != Kind::Sync) {
+                            owed.pop_front();
+                        }
                     }
                 }
-                b'A' | b'N' => out.passthrough.extend_from_slice(&msg),
-                b'T' | b'n' => out.description = Some(msg.clone()),
-                b'D' => out.rows.push(parse_data_row(body)?),
-                _ => {}
+                _ => match kind.reply(tag) {
+                    Reply::Invalid => {
+                        let e = format!("the server sent '{}' where the proxy's {kind:?} is owed a reply", tag as char);
+                        return Err(UpstreamError::Protocol(e));
+                    }
+                    reply => {
+                        match tag {
+                            b'Z' => {
+                                out.status = backend::ready_status(body)
+                                    .ok_or_else(|| UpstreamError::Protocol("malformed ReadyForQuery".into()))?;
+                                seen += 1;
+                            }
+                            b'T' | b'n' => out.description = Some(msg.clone()),
+                            b'D' => out.rows.push(parse_data_row(body)?),
+                            _ => {}
+                        }
+                        if reply == Reply::End {
+                            owed.pop_front();
+                        }
+                    }
+                },
             }
         }
+        Ok(out)
     }
 
     /// Runs one statement with text parameters and returns its rows, or the server's error.
@@ -100,6 +136,21 @@ impl ServerConn {
             None => Ok(outcome.rows),
         }
     }
+}
+
+/// The kinds of the messages of `batch`, in order: what its replies must answer.
+fn kinds(batch: &[u8]) -> Result<VecDeque<Kind>, UpstreamError> {
+    let mut framer = Framer::default();
+    framer.buffer().extend_from_slice(batch);
+    let mut kinds = VecDeque::new();
+    while let Some(frame) = framer.next(|_| false, batch.len())? {
+        let Frame::Message(msg) = frame else { break };
+        kinds.extend(Kind::of(msg[0], codec::body(&msg)));
+    }
+    if !framer.is_empty() || kinds.back().is_none_or(|k| !k.ends_batch()) {
+        return Err(UpstreamError::Protocol("the proxy's batch does not end with a Query or Sync".into()));
+    }
+    Ok(kinds)
 }
 
 /// A text-array literal (`{"a","b"}`) for `names`, every element quoted: the way to pass a

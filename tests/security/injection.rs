@@ -153,20 +153,28 @@ async fn dropped_injection_statement_is_prepared_again() {
     assert_eq!(titles(&c).await, ACME);
 }
 
-/// The same drop hidden from any text inspection (dynamic SQL): the proxy still believes its
-/// context is committed and pipelines the injection in front of the next transaction. The
-/// failed injection must make the server skip the client's statements.
+/// A proxy without the statement guard: what the injection guarantees must hold on its own.
+async fn start_without_guard() -> proxy::TestProxy {
+    let mut cfg = proxy::base_config(postgres());
+    cfg.guard.enabled = false;
+    proxy::start(cfg).await
+}
+
+/// A statement that drops every prepared statement, the injection's included, hidden from
+/// any text inspection (dynamic SQL).
+const HIDDEN_DROP: &str = "DO $$ BEGIN EXECUTE 'DEALLOC' || 'ATE ALL'; END $$";
+
+/// The same drop hidden from any text inspection: the proxy still believes its context is
+/// committed and pipelines the injection in front of the next transaction. The failed
+/// injection must make the server skip the client's statements. (The guard, which refuses
+/// DO blocks, is off: this is about the injection, not the guard.)
 #[tokio::test]
 async fn hidden_injection_drop_fails_closed_on_the_pipelined_path() {
-    let proxy = proxy::start_default().await;
+    let proxy = start_without_guard().await;
     let c = proxy.connect(&proxy.token("1")).await;
     c.batch_execute("CREATE TEMP TABLE sec_hidden_probe (x int)").await.unwrap();
-    let hide = "DO $$ BEGIN EXECUTE 'DEALLOC' || 'ATE ALL'; END $$";
-    if let Err(e) = c.batch_execute(hide).await {
-        // A statement guard refusing DO blocks closes this path too.
-        assert_eq!(server_error(&e).1, "42501", "{e}");
-        return;
-    }
+    let hide = HIDDEN_DROP;
+    c.batch_execute(hide).await.unwrap();
     let err = c.batch_execute("INSERT INTO sec_hidden_probe VALUES (1)").await.expect_err("INSERT ran");
     assert_injection_failed(&err);
     assert_eq!(count(&c, "sec_hidden_probe").await, 0);
@@ -188,6 +196,42 @@ async fn hidden_injection_drop_fails_closed_on_the_pipelined_path() {
     assert_eq!(tenant, 1);
     assert_eq!(titles(&c).await, ACME);
     assert_eq!(current_tenant(&c).await, "1");
+}
+
+/// A failing injection in front of a client's pipeline (two extended-protocol statements and
+/// their Sync, sent without waiting, then a Query): the whole first transaction is skipped with
+/// the injection's error, and the Query behind it runs in this client's context.
+#[tokio::test]
+async fn a_failing_pipelined_injection_runs_none_of_the_pipeline() {
+    use crate::common::raw;
+    let proxy = start_without_guard().await;
+    let (mut c, _) = crate::raw_login(&proxy, &proxy.token("1"), &[]).await;
+    crate::raw_query(&mut c, "CREATE TEMP TABLE sec_pipeline_probe (x int)").await;
+    crate::raw_query(&mut c, HIDDEN_DROP).await;
+    let frame = |tag: u8, body: &[u8]| crate::desync::frame(tag, body);
+    let mut pipeline = Vec::new();
+    for value in [1, 2] {
+        let mut parse = raw::cstr("");
+        parse.extend(raw::cstr(&format!("INSERT INTO sec_pipeline_probe VALUES ({value})")));
+        parse.extend(0i16.to_be_bytes());
+        pipeline.extend(frame(b'P', &parse));
+        pipeline.extend(frame(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
+        pipeline.extend(frame(b'E', &[0, 0, 0, 0, 0]));
+    }
+    pipeline.extend(frame(b'S', b""));
+    pipeline.extend(frame(
+        b'Q',
+        &raw::cstr("SELECT count(*)::text || '/' || current_setting('app.current_tenant') FROM sec_pipeline_probe"),
+    ));
+    c.send_raw(&pipeline).await;
+    let failed = c.read_until_ready().await;
+    assert_eq!(crate::tags(&failed), "EZ");
+    assert_eq!(crate::sev_code_msg(&crate::the_error(&failed)), ("ERROR", "26000", DROPPED));
+    let after = c.read_until_ready().await;
+    assert_eq!(crate::first_column(&after), ["0/1"], "{}", crate::tags(&after));
+    // The next transaction prepares the injection again and runs.
+    let inserted = crate::raw_query(&mut c, "INSERT INTO sec_pipeline_probe VALUES (3)").await;
+    assert_eq!(crate::tags(&inserted), "CZ");
 }
 
 /// Before BEGIN the injection cannot share the block's transaction. If it fails there (here:
