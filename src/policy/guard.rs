@@ -14,6 +14,7 @@ mod rule;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::Semaphore;
 
 pub use inspect::encoding_is_safe;
 pub use rule::{Refusal, Rule, Violation};
@@ -23,6 +24,9 @@ use crate::config::{Config, GuardConfig};
 /// Texts at least this long are checked on a blocking thread: parsing them takes long
 /// enough to hold up the other sessions of a relay thread.
 const BLOCKING_BYTES: usize = 64 << 10;
+/// Long texts parsed at once, at most: a parse tree takes a few hundred times the text's
+/// size in memory, so many at once must wait instead of adding up.
+const LONG_CHECKS_AT_ONCE: usize = 2;
 
 /// Large-object functions (by their fixed OIDs in pg_proc) that libpq's fast-path API calls:
 /// the only FunctionCall targets allowed, and only with `[guard] allow_large_objects`.
@@ -47,6 +51,7 @@ pub struct Guard {
     allow_large_objects: bool,
     max_statement_bytes: usize,
     cache: cache::Verdicts,
+    long_checks: Arc<Semaphore>,
 }
 
 impl Guard {
@@ -79,11 +84,13 @@ impl Guard {
             allow_large_objects: g.allow_large_objects,
             max_statement_bytes: g.max_statement_bytes,
             cache: cache::Verdicts::default(),
+            long_checks: Arc::new(Semaphore::new(LONG_CHECKS_AT_ONCE)),
         }
     }
 
     /// [`Guard::check_sql`] for `sql` in a message the relay owns: a long text is checked on
-    /// a blocking thread, so that the relay thread's other sessions go on meanwhile.
+    /// a blocking thread, so that the relay thread's other sessions go on meanwhile, and
+    /// waits while [`LONG_CHECKS_AT_ONCE`] others are.
     pub async fn check_message_sql(
         self: Arc<Self>,
         sql: Bytes,
@@ -93,13 +100,16 @@ impl Guard {
         if sql.len() < BLOCKING_BYTES || sql.len() > self.max_statement_bytes {
             return self.check_sql(&sql, role, starts_transaction);
         }
+        let unchecked = || Err(Refusal::of(&Violation::new(Rule::Unparsable, "a statement the guard could not check".into())));
+        // The semaphore is never closed; fail closed all the same.
+        let Ok(permit) = self.long_checks.clone().acquire_owned().await else { return unchecked() };
         let role = role.map(str::to_owned);
-        let task = tokio::task::spawn_blocking(move || self.check_sql(&sql, role.as_deref(), starts_transaction));
-        match task.await {
-            Ok(verdict) => verdict,
-            // The check panicked (never expected): fail closed.
-            Err(_) => Err(Refusal::of(&Violation::new(Rule::Unparsable, "a statement the guard could not check".into()))),
-        }
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            self.check_sql(&sql, role.as_deref(), starts_transaction)
+        });
+        // Err: the check panicked (never expected).
+        task.await.unwrap_or_else(|_| unchecked())
     }
 
     /// Checks SQL text (a Query's, or a Parse's) for a client whose token has `role`.
