@@ -28,10 +28,10 @@ mod harness;
 mod lexer;
 #[path = "attacks/protocol.rs"]
 mod protocol;
-#[path = "attacks/rows.rs"]
-mod rows;
 #[path = "attacks/routes.rs"]
 mod routes;
+#[path = "attacks/rows.rs"]
+mod rows;
 #[path = "attacks/session.rs"]
 mod session;
 #[path = "attacks/settings.rs"]
@@ -86,7 +86,12 @@ impl Attempt {
 
 /// Every SQL attempt.
 fn sql_attempts() -> impl Iterator<Item = &'static Attempt> {
-    settings::ATTEMPTS.iter().chain(escapes::ATTEMPTS).chain(lexer::ATTEMPTS).chain(rows::ATTEMPTS).chain(routes::ATTEMPTS)
+    settings::ATTEMPTS
+        .iter()
+        .chain(escapes::ATTEMPTS)
+        .chain(lexer::ATTEMPTS)
+        .chain(rows::ATTEMPTS)
+        .chain(routes::ATTEMPTS)
 }
 
 #[tokio::test]

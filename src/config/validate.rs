@@ -108,7 +108,9 @@ impl Config {
             if crate::policy::guard::Rule::ALL.iter().any(|r| r.name() == name && r.never_exempt()) {
                 return Err(invalid(
                     "guard.operator_allows",
-                    format!("\"{name}\" cannot be allowed: it keeps a token from changing its own tenant or from bypassing the guard"),
+                    format!(
+                        "\"{name}\" cannot be allowed: it keeps a token from changing its own tenant or from bypassing the guard"
+                    ),
                 ));
             }
         }

@@ -10,6 +10,7 @@ mod cache;
 mod inspect;
 mod key;
 mod rule;
+mod walk;
 
 use std::sync::Arc;
 
@@ -100,7 +101,8 @@ impl Guard {
         if sql.len() < BLOCKING_BYTES || sql.len() > self.max_statement_bytes {
             return self.check_sql(&sql, role, starts_transaction);
         }
-        let unchecked = || Err(Refusal::of(&Violation::new(Rule::Unparsable, "a statement the guard could not check".into())));
+        let unchecked =
+            || Err(Refusal::of(&Violation::new(Rule::Unparsable, "a statement the guard could not check".into())));
         // The semaphore is never closed; fail closed all the same.
         let Ok(permit) = self.long_checks.clone().acquire_owned().await else { return unchecked() };
         let role = role.map(str::to_owned);

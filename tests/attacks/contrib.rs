@@ -82,7 +82,8 @@ async fn every_contrib_function_that_runs_sql_or_reads_a_relation_by_oid_is_refu
         }
     }
     for must in ["tablefunc", "xml2", "refint", "dblink"] {
-        let found = su.query_opt("SELECT 1 FROM pg_extension WHERE extname = $1", &[&must]).await.expect("pg_extension");
+        let found =
+            su.query_opt("SELECT 1 FROM pg_extension WHERE extname = $1", &[&must]).await.expect("pg_extension");
         assert!(found.is_some(), "{must} must be installable ({installed} extensions installed)");
     }
 

@@ -93,11 +93,7 @@ pub const ATTEMPTS: &[Attempt] = &[
         ],
         TRIGGER,
     ),
-    Attempt::block(
-        "refint check_primary_key called directly",
-        &["SELECT check_primary_key()"],
-        RUNS_SQL,
-    ),
+    Attempt::block("refint check_primary_key called directly", &["SELECT check_primary_key()"], RUNS_SQL),
     Attempt::block(
         "CREATE RULE turning an INSERT into a read of the table",
         &[
@@ -124,7 +120,11 @@ pub const ATTEMPTS: &[Attempt] = &[
     ),
     Attempt::alone("COPY TO PROGRAM", &["COPY {docs} TO PROGRAM 'cat > /dev/null'"], SERVER_FILE),
     Attempt::alone("COPY FROM a server file", &["COPY {docs} (title) FROM '/etc/hostname'"], SERVER_FILE),
-    Attempt::alone("COPY a query TO a server file", &["COPY (SELECT title FROM {docs}) TO '/tmp/attack_copy'"], SERVER_FILE),
+    Attempt::alone(
+        "COPY a query TO a server file",
+        &["COPY (SELECT title FROM {docs}) TO '/tmp/attack_copy'"],
+        SERVER_FILE,
+    ),
     Attempt::alone("GRANT on the table", &["GRANT SELECT ON {docs} TO PUBLIC"], GRANT),
     Attempt::alone("REVOKE on the table", &["REVOKE SELECT ON {docs} FROM app_proxy"], GRANT),
     Attempt::alone("GRANT a role", &["GRANT admin_role TO app_proxy"], GRANT),
@@ -151,7 +151,11 @@ const LARGE_OBJECTS: &[Attempt] = &[
         &["SELECT convert_from(loread(lo_open(424242, 262144), 100), 'UTF8')"],
         LARGE_OBJECT,
     ),
-    Attempt::alone("lo_put into tenant 2's large object", &["SELECT lo_put(424242, 64, decode('00', 'hex'))"], LARGE_OBJECT),
+    Attempt::alone(
+        "lo_put into tenant 2's large object",
+        &["SELECT lo_put(424242, 64, decode('00', 'hex'))"],
+        LARGE_OBJECT,
+    ),
     Attempt::alone("pg_largeobject_metadata", &["SELECT oid::text FROM pg_largeobject_metadata"], LARGE_OBJECT),
 ];
 

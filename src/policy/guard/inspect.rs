@@ -3,10 +3,9 @@
 //! not only in calls, so `CREATE AGGREGATE … (sfunc = set_config)` is caught like
 //! `SELECT set_config(…)`; string constants are names too (`'pg_stat_activity'::regclass`).
 
-use serde_json::Value;
-
 use super::Guard;
 use super::rule::{Rule, Violation};
+use super::walk::{Visit, walk};
 
 /// Functions and relations of large objects (`lo` extension's included).
 const LARGE_OBJECT_NAMES: &[&str] = &[
@@ -49,43 +48,17 @@ impl Guard {
     pub(super) fn inspect(&self, sql: &[u8]) -> Vec<Violation> {
         let unparsable = |why: String| vec![Violation::new(Rule::Unparsable, why)];
         let text = as_parsed_by_the_server(sql);
-        let tree = match pg_query::parse(&text, 0) {
-            Ok(parsed) => serde_json::to_value(&parsed.protobuf),
+        let parsed = match pg_query::parse(&text, 0) {
+            Ok(parsed) => parsed,
             Err(e) => return unparsable(format!("a statement the parser cannot parse ({e})")),
         };
-        let Ok(tree) = tree else { return unparsable("a parse tree that cannot be inspected".into()) };
-        let mut found = Vec::new();
-        let mut opens_block = false;
-        let stmts = tree.get("stmts").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-        for stmt in stmts {
-            let (mut names_settings, mut defines) = (false, false);
-            let mut stack = vec![stmt];
-            while let Some(value) = stack.pop() {
-                match value {
-                    Value::Object(map) => {
-                        for (key, child) in map {
-                            opens_block |= key == "TransactionStmt";
-                            defines |= DEFINES.contains(&key.as_str());
-                            names_settings |= key == "relname" && child.as_str() == Some("pg_settings");
-                            self.inspect_node(key, child, &mut found);
-                            stack.push(child);
-                        }
-                    }
-                    Value::Array(items) => stack.extend(items),
-                    _ => {}
-                }
-            }
-            if names_settings && defines {
-                found.push(Violation::new(Rule::SetConfig, "a view, rule or trigger over pg_settings".into()));
-            }
+        let mut v = Inspection::new(self);
+        if walk(&parsed.protobuf, &mut v).is_err() {
+            return unparsable("a parse tree that cannot be inspected".into());
         }
-        let ends_with_reset_all = stmts
-            .last()
-            .and_then(|s| s.pointer("/stmt/node/VariableSetStmt/kind"))
-            .and_then(Value::as_i64)
-            .is_some_and(|kind| kind == 6);
+        let mut found = v.found;
         let resets = found.iter().filter(|v| v.rule == Rule::ResetAll).count();
-        if ends_with_reset_all && resets == 1 && !opens_block {
+        if v.ends_with_reset_all && resets == 1 && !v.opens_block {
             for v in found.iter_mut().filter(|v| v.rule == Rule::ResetAll) {
                 v.closing_reset = true;
             }
@@ -101,68 +74,6 @@ impl Guard {
         found
     }
 
-    fn inspect_node(&self, kind: &str, node: &Value, found: &mut Vec<Violation>) {
-        let mut add = |rule: Rule, what: String| found.push(Violation::new(rule, what));
-        match kind {
-            "VariableSetStmt" => {
-                let name = node.get("name").and_then(Value::as_str).unwrap_or_default().to_lowercase();
-                // VariableSetKind: 4 = SET TRANSACTION/SESSION CHARACTERISTICS …, 6 = RESET ALL.
-                match node.get("kind").and_then(Value::as_i64) {
-                    Some(6) => add(Rule::ResetAll, "RESET ALL".into()),
-                    Some(4) => {}
-                    _ if self.is_protected(&name) => add(Rule::SetProtected, format!("changing \"{name}\"")),
-                    _ if name == "client_encoding" && set_value(node).is_some_and(|v| !encoding_is_safe(&v)) => {
-                        add(Rule::SetProtected, "a client_encoding whose characters may contain ASCII bytes".into())
-                    }
-                    _ => {}
-                }
-            }
-            k if WRITES.contains(&k) && node.pointer("/relation/relname").and_then(Value::as_str) == Some("pg_settings") => {
-                add(Rule::SetConfig, "writing pg_settings (its update rule calls set_config)".into())
-            }
-            "DiscardStmt" => add(Rule::Discard, "DISCARD".into()),
-            "DoStmt" => add(Rule::Do, "a DO block".into()),
-            "CreateFunctionStmt" | "AlterFunctionStmt" => {
-                add(Rule::CreateFunction, "creating or altering a function".into())
-            }
-            "AlterRoleSetStmt" | "AlterDatabaseSetStmt" | "AlterSystemStmt" => {
-                add(Rule::AlterSettings, "changing role, database or system settings".into())
-            }
-            "CreateTrigStmt" | "RuleStmt" | "CreateEventTrigStmt" => {
-                add(Rule::CreateTrigger, "creating a trigger or rule".into())
-            }
-            "ExplainStmt" => add(Rule::Explain, "EXPLAIN (its row estimates show other tenants' data)".into()),
-            "CopyStmt" if copies_server_side(node) => {
-                add(Rule::ServerFile, "COPY to or from a server file or program".into())
-            }
-            "GrantStmt" | "GrantRoleStmt" | "AlterDefaultPrivilegesStmt" => {
-                add(Rule::Grant, "GRANT, REVOKE or ALTER DEFAULT PRIVILEGES".into())
-            }
-            "objtype" | "object_type" if !self.allow_large_objects && node.as_i64() == Some(OBJECT_LARGEOBJECT) => {
-                add(Rule::LargeObject, "a large object (not isolated between tenants)".into())
-            }
-            "sval" | "name" | "relname" | "portalname" => {
-                let name = node.as_str().unwrap_or_default().to_lowercase();
-                let shown = || name.chars().take(63).collect::<String>();
-                let names_object = matches!(kind, "sval" | "relname");
-                if name.starts_with("rlsproxy_") {
-                    add(Rule::ReservedName, format!("the name \"{}\", reserved by rlsproxy", shown()));
-                } else if !names_object {
-                    // Statement, portal and column names: only the reserved prefix matters.
-                } else if name == "set_config" {
-                    add(Rule::SetConfig, "set_config".into());
-                } else if self.runs_sql(&name) {
-                    add(Rule::SqlFunction, format!("{}, which runs SQL text or reads a relation by OID", shown()));
-                } else if self.forbidden_objects.contains(&name) {
-                    add(Rule::ForbiddenObject, format!("{name}, which shows or touches other sessions"));
-                } else if !self.allow_large_objects && LARGE_OBJECT_NAMES.contains(&name.as_str()) {
-                    add(Rule::LargeObject, format!("{name}: large objects are not isolated between tenants"));
-                }
-            }
-            _ => {}
-        }
-    }
-
     fn is_protected(&self, name: &str) -> bool {
         self.protected.iter().any(|p| p == name) || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
     }
@@ -175,10 +86,186 @@ impl Guard {
     }
 }
 
-/// `COPY … PROGRAM '…'` or `COPY … TO/FROM '<file>'` (STDIN/STDOUT have no file name).
-fn copies_server_side(node: &Value) -> bool {
-    node.get("is_program").and_then(Value::as_bool).unwrap_or(false)
-        || node.get("filename").and_then(Value::as_str).is_some_and(|f| !f.is_empty())
+/// A `SET`/`RESET` being walked (they do not nest).
+#[derive(Debug, Default)]
+struct SetStmt {
+    name: String,
+    kind: i64,
+    /// The first string constant of its value.
+    value: Option<String>,
+}
+
+/// What one walk found, and what it needs to remember on the way.
+struct Inspection<'g> {
+    guard: &'g Guard,
+    found: Vec<Violation>,
+    opens_block: bool,
+    /// The last statement is `RESET ALL`.
+    ends_with_reset_all: bool,
+    /// The current statement's kind (its first node) and whether it is `RESET ALL`.
+    statement_kind: Option<&'static str>,
+    statement_resets_all: bool,
+    /// The current statement names `pg_settings` / defines a view, rule or trigger.
+    names_settings: bool,
+    defines: bool,
+    set: Option<SetStmt>,
+}
+
+impl<'g> Inspection<'g> {
+    fn new(guard: &'g Guard) -> Self {
+        Self {
+            guard,
+            found: Vec::new(),
+            opens_block: false,
+            ends_with_reset_all: false,
+            statement_kind: None,
+            statement_resets_all: false,
+            names_settings: false,
+            defines: false,
+            set: None,
+        }
+    }
+
+    fn add(&mut self, rule: Rule, what: String) {
+        self.found.push(Violation::new(rule, what));
+    }
+
+    /// `SET`/`RESET` at its end, when its name, kind and value are known.
+    fn check_set(&mut self, set: SetStmt) {
+        if self.statement_kind == Some("VariableSetStmt") && !self.statement_resets_all {
+            self.statement_resets_all = set.kind == 6;
+        }
+        let name = set.name.to_lowercase();
+        // VariableSetKind: 4 = SET TRANSACTION/SESSION CHARACTERISTICS …, 6 = RESET ALL.
+        match set.kind {
+            6 => self.add(Rule::ResetAll, "RESET ALL".into()),
+            4 => {}
+            _ if self.guard.is_protected(&name) => self.add(Rule::SetProtected, format!("changing \"{name}\"")),
+            _ if name == "client_encoding" && set.value.is_some_and(|v| !encoding_is_safe(&v)) => {
+                self.add(Rule::SetProtected, "a client_encoding whose characters may contain ASCII bytes".into())
+            }
+            _ => {}
+        }
+    }
+
+    fn check_name(&mut self, key: &str, value: &str) {
+        let name = value.to_lowercase();
+        let shown = || name.chars().take(63).collect::<String>();
+        let g = self.guard;
+        if name.starts_with("rlsproxy_") {
+            self.add(Rule::ReservedName, format!("the name \"{}\", reserved by rlsproxy", shown()));
+        } else if !matches!(key, "sval" | "relname") {
+            // Statement, portal and column names: only the reserved prefix matters.
+        } else if name == "set_config" {
+            self.add(Rule::SetConfig, "set_config".into());
+        } else if g.runs_sql(&name) {
+            self.add(Rule::SqlFunction, format!("{}, which runs SQL text or reads a relation by OID", shown()));
+        } else if g.forbidden_objects.contains(&name) {
+            self.add(Rule::ForbiddenObject, format!("{name}, which shows or touches other sessions"));
+        } else if !g.allow_large_objects && LARGE_OBJECT_NAMES.contains(&name.as_str()) {
+            self.add(Rule::LargeObject, format!("{name}: large objects are not isolated between tenants"));
+        }
+    }
+}
+
+/// The last `n`th name of `path` (1: the innermost).
+fn nth_last<'p>(path: &[&'p str], n: usize) -> Option<&'p str> {
+    path.len().checked_sub(n).and_then(|i| path.get(i)).copied()
+}
+
+impl Visit for Inspection<'_> {
+    fn enter(&mut self, path: &[&'static str]) {
+        let Some(kind) = nth_last(path, 1) else { return };
+        if self.statement_kind.is_none() && kind.ends_with("Stmt") {
+            self.statement_kind = Some(kind);
+        }
+        self.opens_block |= kind == "TransactionStmt";
+        self.defines |= DEFINES.contains(&kind);
+        match kind {
+            "VariableSetStmt" => self.set = Some(SetStmt::default()),
+            "DiscardStmt" => self.add(Rule::Discard, "DISCARD".into()),
+            "DoStmt" => self.add(Rule::Do, "a DO block".into()),
+            "CreateFunctionStmt" | "AlterFunctionStmt" => {
+                self.add(Rule::CreateFunction, "creating or altering a function".into())
+            }
+            "AlterRoleSetStmt" | "AlterDatabaseSetStmt" | "AlterSystemStmt" => {
+                self.add(Rule::AlterSettings, "changing role, database or system settings".into())
+            }
+            "CreateTrigStmt" | "RuleStmt" | "CreateEventTrigStmt" => {
+                self.add(Rule::CreateTrigger, "creating a trigger or rule".into())
+            }
+            "ExplainStmt" => self.add(Rule::Explain, "EXPLAIN (its row estimates show other tenants' data)".into()),
+            "GrantStmt" | "GrantRoleStmt" | "AlterDefaultPrivilegesStmt" => {
+                self.add(Rule::Grant, "GRANT, REVOKE or ALTER DEFAULT PRIVILEGES".into())
+            }
+            _ => {}
+        }
+    }
+
+    fn leave(&mut self, path: &[&'static str]) {
+        if nth_last(path, 1) == Some("VariableSetStmt")
+            && let Some(set) = self.set.take()
+        {
+            self.check_set(set);
+        }
+    }
+
+    fn text(&mut self, path: &[&'static str], value: &str) {
+        let (key, parent) = (nth_last(path, 1).unwrap_or_default(), nth_last(path, 2));
+        if let Some(set) = self.set.as_mut() {
+            if key == "name" && parent == Some("VariableSetStmt") {
+                set.name = value.to_owned();
+            } else if key == "sval" && path.contains(&"args") && set.value.is_none() {
+                set.value = Some(value.to_lowercase());
+            }
+        }
+        match key {
+            "relname" if value == "pg_settings" => {
+                self.names_settings = true;
+                if parent == Some("relation") && nth_last(path, 3).is_some_and(|s| WRITES.contains(&s)) {
+                    self.add(Rule::SetConfig, "writing pg_settings (its update rule calls set_config)".into());
+                }
+            }
+            "filename" if parent == Some("CopyStmt") && !value.is_empty() => {
+                self.add(Rule::ServerFile, "COPY to or from a server file or program".into())
+            }
+            _ => {}
+        }
+        if matches!(key, "sval" | "name" | "relname" | "portalname") {
+            self.check_name(key, value);
+        }
+    }
+
+    fn int(&mut self, path: &[&'static str], value: i64) {
+        let (key, parent) = (nth_last(path, 1), nth_last(path, 2));
+        if let Some(set) = self.set.as_mut().filter(|_| key == Some("kind") && parent == Some("VariableSetStmt")) {
+            set.kind = value;
+        }
+        if matches!(key, Some("objtype" | "object_type"))
+            && value == OBJECT_LARGEOBJECT
+            && !self.guard.allow_large_objects
+        {
+            self.add(Rule::LargeObject, "a large object (not isolated between tenants)".into());
+        }
+    }
+
+    fn flag(&mut self, path: &[&'static str], value: bool) {
+        if value && nth_last(path, 1) == Some("is_program") && nth_last(path, 2) == Some("CopyStmt") {
+            self.add(Rule::ServerFile, "COPY to or from a server file or program".into());
+        }
+    }
+
+    fn statement(&mut self, start: bool) {
+        if start {
+            (self.statement_kind, self.statement_resets_all) = (None, false);
+            (self.names_settings, self.defines) = (false, false);
+        } else {
+            self.ends_with_reset_all = self.statement_resets_all;
+            if self.names_settings && self.defines {
+                self.add(Rule::SetConfig, "a view, rule or trigger over pg_settings".into());
+            }
+        }
+    }
 }
 
 /// `sql` as UTF-8 with the structure the server sees. Text that is not UTF-8 comes from a
@@ -192,13 +279,6 @@ fn as_parsed_by_the_server(sql: &[u8]) -> std::borrow::Cow<'_, str> {
         Ok(text) => std::borrow::Cow::Borrowed(text),
         Err(_) => sql.iter().map(|&b| if b.is_ascii() { char::from(b) } else { char::REPLACEMENT_CHARACTER }).collect(),
     }
-}
-
-/// The value of `SET name = <constant>`, lower case.
-fn set_value(node: &Value) -> Option<String> {
-    let arg = node.get("args")?.as_array()?.first()?;
-    let text = arg.pointer("/node/AConst/val/Sval/sval")?;
-    Some(text.as_str()?.to_lowercase())
 }
 
 /// Client encodings whose multibyte characters never contain ASCII bytes: the server reads

@@ -150,7 +150,10 @@ fn routes_past_the_context_are_refused_under_their_rule() {
         ("SELECT database_to_xmlschema(true, false, '')", "sql_function"),
         ("SELECT cursor_to_xml('c', 1, true, false, '')", "sql_function"),
         ("SELECT 'pg_stat_activity'::regclass", "forbidden_object"),
-        ("CREATE TRIGGER t BEFORE INSERT ON x FOR EACH ROW EXECUTE FUNCTION check_primary_key('a', 'b', 'a')", "create_trigger"),
+        (
+            "CREATE TRIGGER t BEFORE INSERT ON x FOR EACH ROW EXECUTE FUNCTION check_primary_key('a', 'b', 'a')",
+            "create_trigger",
+        ),
         ("CREATE CONSTRAINT TRIGGER t AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()", "create_trigger"),
         ("CREATE RULE r AS ON INSERT TO x DO INSTEAD NOTHING", "create_trigger"),
         ("CREATE EVENT TRIGGER e ON ddl_command_start EXECUTE FUNCTION f()", "create_trigger"),
