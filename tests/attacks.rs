@@ -26,6 +26,8 @@ mod escapes;
 mod harness;
 #[path = "attacks/lexer.rs"]
 mod lexer;
+#[path = "attacks/limits.rs"]
+mod limits;
 #[path = "attacks/protocol.rs"]
 mod protocol;
 #[path = "attacks/routes.rs"]
