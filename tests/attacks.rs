@@ -18,14 +18,20 @@
 
 mod common;
 
+#[path = "attacks/contrib.rs"]
+mod contrib;
 #[path = "attacks/escapes.rs"]
 mod escapes;
 #[path = "attacks/harness.rs"]
 mod harness;
 #[path = "attacks/lexer.rs"]
 mod lexer;
+#[path = "attacks/limits.rs"]
+mod limits;
 #[path = "attacks/protocol.rs"]
 mod protocol;
+#[path = "attacks/routes.rs"]
+mod routes;
 #[path = "attacks/rows.rs"]
 mod rows;
 #[path = "attacks/session.rs"]
@@ -82,7 +88,12 @@ impl Attempt {
 
 /// Every SQL attempt.
 fn sql_attempts() -> impl Iterator<Item = &'static Attempt> {
-    settings::ATTEMPTS.iter().chain(escapes::ATTEMPTS).chain(lexer::ATTEMPTS).chain(rows::ATTEMPTS)
+    settings::ATTEMPTS
+        .iter()
+        .chain(escapes::ATTEMPTS)
+        .chain(lexer::ATTEMPTS)
+        .chain(rows::ATTEMPTS)
+        .chain(routes::ATTEMPTS)
 }
 
 #[tokio::test]
@@ -104,6 +115,7 @@ async fn tenant_one_never_reaches_tenant_two() {
             }
         }
         protocol::run_all(&mut env).await;
+        routes::run_all(&mut env).await;
         println!("{}: {} attempts, {} failed", mode.name(), env.runs, env.failures.len());
         total += env.runs;
         failures.append(&mut env.failures);

@@ -288,16 +288,26 @@ pub struct GuardConfig {
     /// Settings no client may SET or RESET, by prefix (the tenant, claims and role settings
     /// are always protected).
     pub protected_prefixes: Vec<String>,
-    /// Functions that run SQL text the guard cannot see; a trailing `*` matches a prefix.
+    /// Functions that run SQL text the guard cannot see, or read a relation given by OID
+    /// (which a computed name can reach past `forbidden_objects`); a trailing `*` matches a
+    /// prefix. `tests/attacks` lists every such function of the contrib extensions and fails
+    /// when one is missing here.
     pub sql_functions: Vec<String>,
     /// Relations and functions no client may name: they show or touch other sessions, which
     /// all run as the proxy's role.
     pub forbidden_objects: Vec<String>,
     /// Role-claim values of operator tokens (e.g. migrations through the proxy).
     pub operator_roles: Vec<String>,
-    /// Rules operator tokens are exempt from: do, create_function, alter_settings, discard,
-    /// reset_all, sql_function, function_call. Tenant tokens never are.
+    /// Rules operator tokens are exempt from: do, create_function, explain, create_trigger,
+    /// grant, server_file, alter_settings, discard, reset_all, sql_function, function_call…
+    /// Tenant tokens never are.
     pub operator_allows: Vec<String>,
+    /// Let every token use large objects (`lo_*` functions, fast-path calls, pg_largeobject).
+    /// They have no row-level security and all belong to the proxy's role: NOT isolated
+    /// between tenants.
+    pub allow_large_objects: bool,
+    /// Longest SQL text the guard parses; longer is refused (SQLSTATE 54000) unparsed.
+    pub max_statement_bytes: usize,
 }
 
 impl Default for GuardConfig {
@@ -306,12 +316,19 @@ impl Default for GuardConfig {
             enabled: true,
             protected_prefixes: vec!["rlsproxy.".into(), "request.jwt.".into()],
             sql_functions: [
-                "query_to_xml",
-                "query_to_xml_and_xmlschema",
-                "query_to_xmlschema",
+                "query_to_xml*",
+                "table_to_xml*",
+                "schema_to_xml*",
+                "database_to_xml*",
+                "cursor_to_xml*",
                 "ts_stat",
                 "ts_rewrite",
                 "dblink*",
+                "crosstab*",
+                "connectby",
+                "xpath_table",
+                "check_primary_key",
+                "check_foreign_key",
             ]
             .map(String::from)
             .to_vec(),
@@ -327,6 +344,8 @@ impl Default for GuardConfig {
             .to_vec(),
             operator_roles: Vec::new(),
             operator_allows: vec!["do".into(), "create_function".into()],
+            allow_large_objects: false,
+            max_statement_bytes: 1 << 20,
         }
     }
 }

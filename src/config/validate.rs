@@ -115,12 +115,17 @@ impl Config {
             if !crate::policy::guard::Rule::ALL.iter().any(|r| r.name() == name) {
                 return Err(invalid("guard.operator_allows", format!("unknown rule \"{name}\"")));
             }
-            if matches!(name.as_str(), "set_protected" | "set_config" | "unparsable") {
+            if crate::policy::guard::Rule::ALL.iter().any(|r| r.name() == name && r.never_exempt()) {
                 return Err(invalid(
                     "guard.operator_allows",
-                    format!("\"{name}\" cannot be allowed: it would let a token change its own tenant"),
+                    format!(
+                        "\"{name}\" cannot be allowed: it keeps a token from changing its own tenant or from bypassing the guard"
+                    ),
                 ));
             }
+        }
+        if self.guard.max_statement_bytes == 0 {
+            return Err(invalid("guard.max_statement_bytes", "must be at least 1"));
         }
         if self.context.strict {
             if !crate::policy::strict::is_valid_kid(&self.context.strict_kid) {

@@ -1,120 +1,38 @@
 //! The statement guard (DESIGN.md section 4): every Query and Parse is parsed
 //! with PostgreSQL's own parser (libpg_query) and refused when it could change
-//! the tenant context or run SQL the guard cannot see. Verdicts are cached by
-//! statement text with numeric literals collapsed (see `key`), so each
-//! statement shape is parsed once.
-//!
-//! The walk is over the whole parse tree (serialised generically, so no node
-//! kind can be skipped by an incomplete traversal). Function names are matched
-//! wherever a name appears, not only in calls, so `CREATE AGGREGATE … (sfunc =
-//! set_config)` is caught like `SELECT set_config(…)`. A statement the parser
-//! cannot parse is refused, never forwarded.
+//! the tenant context or run SQL the guard cannot see (the walk: `inspect`).
+//! Verdicts are cached under a hash of the statement text with numeric literals
+//! collapsed (see `key` and `cache`), so each statement shape is parsed once. A
+//! statement the parser cannot parse is refused, never forwarded; one longer than
+//! `[guard] max_statement_bytes` is refused without being parsed.
 
+mod cache;
+mod inspect;
 mod key;
+mod rule;
+mod walk;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use serde_json::Value;
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+pub use inspect::encoding_is_safe;
+pub use rule::{Refusal, Rule, Violation};
 
 use crate::config::{Config, GuardConfig};
-use crate::protocol::PgError;
 
-/// Distinct statements whose verdicts are kept; the cache is emptied when full.
-const CACHE_CAPACITY: usize = 8192;
-
-/// A rule the guard applies; operators may be exempted from some (see `[guard]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rule {
-    /// SET / SET LOCAL / RESET of a protected setting, SET ROLE, SET SESSION AUTHORIZATION.
-    SetProtected,
-    /// RESET ALL.
-    ResetAll,
-    /// DISCARD.
-    Discard,
-    /// set_config anywhere.
-    SetConfig,
-    /// ALTER ROLE|USER|DATABASE … SET/RESET, ALTER SYSTEM.
-    AlterSettings,
-    /// DO blocks.
-    Do,
-    /// CREATE/ALTER FUNCTION or PROCEDURE.
-    CreateFunction,
-    /// Functions that run SQL text (query_to_xml, ts_stat, dblink…).
-    SqlFunction,
-    /// A statement the parser cannot parse.
-    Unparsable,
-    /// A fast-path FunctionCall of a function not on the allow-list.
-    FunctionCall,
-    /// A name with the proxy's reserved prefix (`rlsproxy_`), however it is spelled.
-    ReservedName,
-    /// Objects that show or touch other sessions (`[guard] forbidden_objects`):
-    /// pg_stat_activity, pg_cancel_backend… Every session runs as the same upstream role.
-    ForbiddenObject,
-}
-
-impl Rule {
-    /// The rule's name in configuration and messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::SetProtected => "set_protected",
-            Rule::ResetAll => "reset_all",
-            Rule::Discard => "discard",
-            Rule::SetConfig => "set_config",
-            Rule::AlterSettings => "alter_settings",
-            Rule::Do => "do",
-            Rule::CreateFunction => "create_function",
-            Rule::SqlFunction => "sql_function",
-            Rule::Unparsable => "unparsable",
-            Rule::FunctionCall => "function_call",
-            Rule::ReservedName => "reserved_name",
-            Rule::ForbiddenObject => "forbidden_object",
-        }
-    }
-
-    /// Every rule, for configuration checks.
-    pub const ALL: [Rule; 12] = [
-        Rule::SetProtected,
-        Rule::ResetAll,
-        Rule::Discard,
-        Rule::SetConfig,
-        Rule::AlterSettings,
-        Rule::Do,
-        Rule::CreateFunction,
-        Rule::SqlFunction,
-        Rule::Unparsable,
-        Rule::FunctionCall,
-        Rule::ReservedName,
-        Rule::ForbiddenObject,
-    ];
-}
-
-/// One reason a statement is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    /// The rule.
-    pub rule: Rule,
-    /// What was found, for the message.
-    pub what: String,
-    /// A `RESET ALL` that ends a simple Query opening no transaction block: harmless when
-    /// that Query starts a transaction (nothing runs after it before the next transaction,
-    /// whose injection sets the context again). Pools such as asyncpg's send exactly that.
-    pub closing_reset: bool,
-}
-
-/// A refused statement: the rule (for the metrics) and the error the client gets.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    /// The rule that refused it.
-    pub rule: Rule,
-    /// The ErrorResponse to send.
-    pub error: PgError,
-}
+/// Texts at least this long are checked on a blocking thread: parsing them takes long
+/// enough to hold up the other sessions of a relay thread.
+const BLOCKING_BYTES: usize = 64 << 10;
+/// Long texts parsed at once, at most: a parse tree takes a few hundred times the text's
+/// size in memory, so many at once must wait instead of adding up.
+const LONG_CHECKS_AT_ONCE: usize = 2;
 
 /// Large-object functions (by their fixed OIDs in pg_proc) that libpq's fast-path API calls:
-/// the only FunctionCall targets allowed.
+/// the only FunctionCall targets allowed, and only with `[guard] allow_large_objects`.
 const LARGE_OBJECT_OIDS: &[u32] =
-    &[715, 764, 765, 952, 953, 954, 955, 956, 957, 958, 964, 1004, 3170, 3171, 3172, 3457, 3458, 3459, 3460];
+    &[715, 764, 765, 767, 952, 953, 954, 955, 956, 957, 958, 964, 1004, 3170, 3171, 3172, 3457, 3458, 3459, 3460];
 
 /// The guard, shared by every session.
 #[derive(Debug)]
@@ -131,11 +49,11 @@ pub struct Guard {
     /// Roles whose tokens are exempt from `operator_allows`.
     operator_roles: Vec<String>,
     operator_allows: Vec<Rule>,
-    cache: Mutex<Verdicts>,
+    allow_large_objects: bool,
+    max_statement_bytes: usize,
+    cache: cache::Verdicts,
+    long_checks: Arc<Semaphore>,
 }
-
-/// Statement text → what is wrong with it (empty: nothing).
-type Verdicts = HashMap<Box<[u8]>, Arc<[Violation]>>;
 
 impl Guard {
     /// The guard `[guard]` and `[context]` describe.
@@ -164,8 +82,36 @@ impl Guard {
                 .into_iter()
                 .filter(|r| g.operator_allows.iter().any(|a| a == r.name()))
                 .collect(),
-            cache: Mutex::new(HashMap::new()),
+            allow_large_objects: g.allow_large_objects,
+            max_statement_bytes: g.max_statement_bytes,
+            cache: cache::Verdicts::default(),
+            long_checks: Arc::new(Semaphore::new(LONG_CHECKS_AT_ONCE)),
         }
+    }
+
+    /// [`Guard::check_sql`] for `sql` in a message the relay owns: a long text is checked on
+    /// a blocking thread, so that the relay thread's other sessions go on meanwhile, and
+    /// waits while [`LONG_CHECKS_AT_ONCE`] others are.
+    pub async fn check_message_sql(
+        self: Arc<Self>,
+        sql: Bytes,
+        role: Option<&str>,
+        starts_transaction: bool,
+    ) -> Result<(), Refusal> {
+        if sql.len() < BLOCKING_BYTES || sql.len() > self.max_statement_bytes {
+            return self.check_sql(&sql, role, starts_transaction);
+        }
+        let unchecked =
+            || Err(Refusal::of(&Violation::new(Rule::Unparsable, "a statement the guard could not check".into())));
+        // The semaphore is never closed; fail closed all the same.
+        let Ok(permit) = self.long_checks.clone().acquire_owned().await else { return unchecked() };
+        let role = role.map(str::to_owned);
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            self.check_sql(&sql, role.as_deref(), starts_transaction)
+        });
+        // Err: the check panicked (never expected).
+        task.await.unwrap_or_else(|_| unchecked())
     }
 
     /// Checks SQL text (a Query's, or a Parse's) for a client whose token has `role`.
@@ -175,6 +121,9 @@ impl Guard {
     pub fn check_sql(&self, sql: &[u8], role: Option<&str>, starts_transaction: bool) -> Result<(), Refusal> {
         if !self.enabled && !may_name_reserved(sql) {
             return Ok(());
+        }
+        if sql.len() > self.max_statement_bytes {
+            return Err(Refusal::too_long(sql.len(), self.max_statement_bytes));
         }
         let violations = self.violations(sql);
         let relevant: Vec<Violation> = violations
@@ -188,145 +137,35 @@ impl Guard {
 
     /// Checks a fast-path FunctionCall of the function with `oid`.
     pub fn check_function_call(&self, oid: u32, role: Option<&str>) -> Result<(), Refusal> {
-        if !self.enabled || LARGE_OBJECT_OIDS.contains(&oid) {
+        if !self.enabled {
             return Ok(());
         }
-        let what = format!("a fast-path call of function {oid}");
-        let v = Violation { rule: Rule::FunctionCall, what, closing_reset: false };
+        let v = if !LARGE_OBJECT_OIDS.contains(&oid) {
+            Violation::new(Rule::FunctionCall, format!("a fast-path call of function {oid}"))
+        } else if self.allow_large_objects {
+            return Ok(());
+        } else {
+            Violation::new(Rule::LargeObject, format!("a fast-path call of large-object function {oid}"))
+        };
         self.verdict(&[v], role)
     }
 
     fn verdict(&self, violations: &[Violation], role: Option<&str>) -> Result<(), Refusal> {
         let operator = role.is_some_and(|r| self.operator_roles.iter().any(|o| o == r));
-        let Some(v) = violations.iter().find(|v| !(operator && self.operator_allows.contains(&v.rule))) else {
-            return Ok(());
-        };
-        let error =
-            PgError::error("42501", format!("rlsproxy refused the statement: {} (rule {})", v.what, v.rule.name()))
-                .with_hint("The tenant context comes from the token and cannot be changed or escaped with SQL.");
-        Err(Refusal { rule: v.rule, error })
+        match violations.iter().find(|v| !(operator && self.operator_allows.contains(&v.rule))) {
+            Some(v) => Err(Refusal::of(v)),
+            None => Ok(()),
+        }
     }
 
     fn violations(&self, sql: &[u8]) -> Arc<[Violation]> {
-        let key = key::cache_key(sql);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(found) = cache.get(key.as_ref()) {
-            return found.clone();
+        let key = cache::digest(&key::cache_key(sql));
+        if let Some(found) = self.cache.get(&key) {
+            return found;
         }
-        drop(cache);
         let found: Arc<[Violation]> = self.inspect(sql).into();
-        cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.insert(key.into_owned().into(), found.clone());
+        self.cache.insert(key, found.clone());
         found
-    }
-
-    /// Parses and walks the tree; every violation found.
-    fn inspect(&self, sql: &[u8]) -> Vec<Violation> {
-        let unparsable = |why: String| vec![Violation { rule: Rule::Unparsable, what: why, closing_reset: false }];
-        let text = as_parsed_by_the_server(sql);
-        let tree = match pg_query::parse(&text, 0) {
-            Ok(parsed) => serde_json::to_value(&parsed.protobuf),
-            Err(e) => return unparsable(format!("a statement the parser cannot parse ({e})")),
-        };
-        let Ok(tree) = tree else { return unparsable("a parse tree that cannot be inspected".into()) };
-        let mut found = Vec::new();
-        let mut opens_block = false;
-        let mut stack = vec![&tree];
-        while let Some(value) = stack.pop() {
-            match value {
-                Value::Object(map) => {
-                    for (key, child) in map {
-                        opens_block |= key == "TransactionStmt";
-                        self.inspect_node(key, child, &mut found);
-                        stack.push(child);
-                    }
-                }
-                Value::Array(items) => stack.extend(items),
-                _ => {}
-            }
-        }
-        let last = tree.get("stmts").and_then(Value::as_array).and_then(|s| s.last());
-        let ends_with_reset_all = last
-            .and_then(|s| s.pointer("/stmt/node/VariableSetStmt/kind"))
-            .and_then(Value::as_i64)
-            .is_some_and(|kind| kind == 6);
-        let resets = found.iter().filter(|v| v.rule == Rule::ResetAll).count();
-        if ends_with_reset_all && resets == 1 && !opens_block {
-            for v in found.iter_mut().filter(|v| v.rule == Rule::ResetAll) {
-                v.closing_reset = true;
-            }
-        }
-        found
-    }
-
-    fn inspect_node(&self, kind: &str, node: &Value, found: &mut Vec<Violation>) {
-        let mut add = |rule: Rule, what: String| found.push(Violation { rule, what, closing_reset: false });
-        match kind {
-            "VariableSetStmt" => {
-                let name = node.get("name").and_then(Value::as_str).unwrap_or_default().to_lowercase();
-                // VariableSetKind: 4 = SET TRANSACTION/SESSION CHARACTERISTICS …, 6 = RESET ALL.
-                match node.get("kind").and_then(Value::as_i64) {
-                    Some(6) => add(Rule::ResetAll, "RESET ALL".into()),
-                    Some(4) => {}
-                    _ if self.is_protected(&name) => add(Rule::SetProtected, format!("changing \"{name}\"")),
-                    _ if name == "client_encoding" && set_value(node).is_some_and(|v| !encoding_is_safe(&v)) => {
-                        add(Rule::SetProtected, "a client_encoding whose characters may contain ASCII bytes".into())
-                    }
-                    _ => {}
-                }
-            }
-            "DiscardStmt" => add(Rule::Discard, "DISCARD".into()),
-            "DoStmt" => add(Rule::Do, "a DO block".into()),
-            "CreateFunctionStmt" | "AlterFunctionStmt" => {
-                add(Rule::CreateFunction, "creating or altering a function".into())
-            }
-            "AlterRoleSetStmt" | "AlterDatabaseSetStmt" | "AlterSystemStmt" => {
-                add(Rule::AlterSettings, "changing role, database or system settings".into())
-            }
-            "sval" | "name" | "relname" | "portalname" => {
-                let name = node.as_str().unwrap_or_default().to_lowercase();
-                let names_object = matches!(kind, "sval" | "relname");
-                if name.starts_with("rlsproxy_") {
-                    add(Rule::ReservedName, format!("the name \"{name}\", reserved by rlsproxy"));
-                } else if !names_object {
-                    // Statement, portal and column names: only the reserved prefix matters.
-                } else if name == "set_config" {
-                    add(Rule::SetConfig, "set_config".into());
-                } else if self.runs_sql(&name) {
-                    add(Rule::SqlFunction, format!("{name}, which runs SQL text"));
-                } else if self.forbidden_objects.contains(&name) {
-                    add(Rule::ForbiddenObject, format!("{name}, which shows or touches other sessions"));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn is_protected(&self, name: &str) -> bool {
-        self.protected.iter().any(|p| p == name) || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
-    }
-
-    fn runs_sql(&self, name: &str) -> bool {
-        self.sql_functions.iter().any(|f| match f.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => f == name,
-        })
-    }
-}
-
-/// `sql` as UTF-8 with the structure the server sees. Text that is not UTF-8 comes from a
-/// session in a single-byte or EUC client encoding (the guard refuses the encodings whose
-/// multibyte characters may contain an ASCII byte): there every byte from 0x80 up belongs to a
-/// non-ASCII character, so each becomes U+FFFD and every quote, keyword and identifier stays
-/// where the server, after converting the text, finds it. (A UTF-8 session's server refuses
-/// such text itself.)
-fn as_parsed_by_the_server(sql: &[u8]) -> std::borrow::Cow<'_, str> {
-    match std::str::from_utf8(sql) {
-        Ok(text) => std::borrow::Cow::Borrowed(text),
-        Err(_) => sql.iter().map(|&b| if b.is_ascii() { char::from(b) } else { char::REPLACEMENT_CHARACTER }).collect(),
     }
 }
 
@@ -334,44 +173,6 @@ fn as_parsed_by_the_server(sql: &[u8]) -> std::borrow::Cow<'_, str> {
 fn may_name_reserved(sql: &[u8]) -> bool {
     let contains = |needle: &[u8]| sql.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
     contains(b"rlsproxy_") || contains(b"u&")
-}
-
-/// The value of `SET name = <constant>`, lower case.
-fn set_value(node: &Value) -> Option<String> {
-    let arg = node.get("args")?.as_array()?.first()?;
-    let text = arg.pointer("/node/AConst/val/Sval/sval")?;
-    Some(text.as_str()?.to_lowercase())
-}
-
-/// Client encodings whose multibyte characters never contain ASCII bytes: the server reads
-/// SQL text in them the way the guard reads it as UTF-8. (SJIS, BIG5, GBK, UHC, GB18030 and
-/// JOHAB may hide a quote or backslash inside a character.)
-pub fn encoding_is_safe(name: &str) -> bool {
-    let n: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_lowercase();
-    !matches!(
-        n.as_str(),
-        "sjis"
-            | "shiftjis"
-            | "mskanji"
-            | "win932"
-            | "windows932"
-            | "cp932"
-            | "shiftjis2004"
-            | "big5"
-            | "win950"
-            | "windows950"
-            | "cp950"
-            | "gbk"
-            | "win936"
-            | "windows936"
-            | "cp936"
-            | "uhc"
-            | "win949"
-            | "windows949"
-            | "cp949"
-            | "gb18030"
-            | "johab"
-    )
 }
 
 #[cfg(test)]

@@ -78,7 +78,9 @@ impl Relay<'_> {
             (false, Some(sql)) => {
                 let starts_transaction =
                     tag == b'Q' && self.batch_start && self.tracker.batches_in_flight() == 0 && self.status == b'I';
-                self.shared.live().guard.check_sql(sql, self.identity.context.role.as_deref(), starts_transaction).err()
+                let guard = self.shared.live().guard.clone();
+                let role = self.identity.context.role.as_deref();
+                guard.check_message_sql(msg.slice_ref(sql), role, starts_transaction).await.err()
             }
             (false, None) if tag == b'F' => {
                 let oid = body.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));

@@ -3,7 +3,7 @@
 //! query, and the built-in functions that execute a query given as a string.
 
 use crate::Attempt;
-use crate::Expect::{self, Allowed, Guard, Server};
+use crate::Expect::{self, Guard};
 
 const DO: Expect = Guard(&["do"]);
 const FUNCTION: Expect = Guard(&["create_function"]);
@@ -96,7 +96,7 @@ pub const ATTEMPTS: &[Attempt] = &[
     Attempt::block(
         "EXPLAIN ANALYZE of set_config",
         &["EXPLAIN ANALYZE SELECT set_config('app.current_tenant', '2', false)"],
-        SET_CONFIG,
+        Guard(&["explain", "set_config"]),
     ),
     Attempt::block(
         "COPY (SELECT set_config) TO STDOUT",
@@ -148,29 +148,29 @@ pub const ATTEMPTS: &[Attempt] = &[
         &["SELECT * FROM dblink('dbname=app', 'select title from documents') AS t(title text)"],
         RUNS_SQL,
     ),
-    Attempt::alone("table_to_xml", &["SELECT table_to_xml('{docs}', true, false, '')"], Allowed),
-    Attempt::alone("schema_to_xml of public", &["SELECT schema_to_xml('public', true, false, '')"], Allowed),
-    Attempt::alone("database_to_xml", &["SELECT database_to_xml(true, false, '')"], Server),
+    Attempt::alone("table_to_xml", &["SELECT table_to_xml('{docs}', true, false, '')"], RUNS_SQL),
+    Attempt::alone("schema_to_xml of public", &["SELECT schema_to_xml('public', true, false, '')"], RUNS_SQL),
+    Attempt::alone("database_to_xml", &["SELECT database_to_xml(true, false, '')"], RUNS_SQL),
     Attempt::block(
         "cursor_to_xml",
         &[
             "DECLARE attack_c CURSOR FOR SELECT title FROM {docs}",
             "SELECT cursor_to_xml('attack_c', 10, false, false, '')",
         ],
-        Allowed,
+        RUNS_SQL,
     ),
-    // pg_settings has an UPDATE rule calling set_config, and PUBLIC may update the view; but
-    // placeholder settings (app.current_tenant, rlsproxy.*) and role are not listed in it, so
-    // these updates match no row: not the guard's business as long as that holds.
+    // pg_settings has an UPDATE rule calling set_config, and PUBLIC may update the view.
+    // Placeholder settings (app.current_tenant, rlsproxy.*) and role are not listed in it, but
+    // the lexer settings are (see routes.rs): every write to it is refused.
     Attempt::block(
         "UPDATE pg_settings for the tenant",
         &["UPDATE pg_settings SET setting = '2' WHERE name = 'app.current_tenant'"],
-        Server,
+        SET_CONFIG,
     ),
     Attempt::block(
         "UPDATE pg_catalog.pg_settings for the role",
         &["UPDATE pg_catalog.pg_settings SET setting = 'admin_role' WHERE name = 'role'"],
-        Server,
+        SET_CONFIG,
     ),
     Attempt::block(
         "temp rule forwarding to pg_settings",
@@ -180,7 +180,7 @@ pub const ATTEMPTS: &[Attempt] = &[
              UPDATE pg_settings SET setting = new.v WHERE name = 'app.current_tenant'",
             "INSERT INTO attack_r VALUES ('2')",
         ],
-        Server,
+        Guard(&["create_trigger", "set_config"]),
     ),
     Attempt::alone("unparsable statement", &["SELEC title FROM {docs}"], Guard(&["unparsable"])),
     Attempt::alone(

@@ -56,12 +56,14 @@ impl Mode {
         }
     }
 
-    fn guarded(self) -> bool {
+    /// With the statement guard on.
+    pub fn guarded(self) -> bool {
         matches!(self, Mode::Session | Mode::Transaction)
     }
 }
 
-/// Once per process: 0003 applied again (idempotent), the key, the strict table, statistics.
+/// Once per process: 0003 applied again (idempotent), the key, the strict table, statistics,
+/// the contrib extensions that run SQL (see `routes`), and tenant 2's large object.
 pub fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(prepare_database);
@@ -79,8 +81,14 @@ fn prepare_database() {
              ON CONFLICT (id) DO NOTHING;
          SELECT rlsproxy.enable_strict_policies('{STRICT_TABLE}');
          GRANT SELECT, INSERT, UPDATE, DELETE ON {STRICT_TABLE} TO app_proxy;
-         ANALYZE documents; ANALYZE {STRICT_TABLE};",
-        key = hex(&KEY)
+         ANALYZE documents; ANALYZE {STRICT_TABLE};
+         CREATE EXTENSION IF NOT EXISTS tablefunc; CREATE EXTENSION IF NOT EXISTS xml2;
+         CREATE EXTENSION IF NOT EXISTS refint; CREATE EXTENSION IF NOT EXISTS dblink;
+         SELECT lo_from_bytea({lo}, 'globex secret plan')
+             WHERE NOT EXISTS (SELECT FROM pg_largeobject_metadata WHERE oid = {lo});
+         ALTER LARGE OBJECT {lo} OWNER TO app_proxy;",
+        key = hex(&KEY),
+        lo = crate::routes::LARGE_OBJECT_OID,
     );
     superuser_psql(&["-c", &sql]);
 }

@@ -9,7 +9,7 @@ use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::{ACME_TITLES, RawSession, direct};
-use crate::common::proxy;
+use crate::common::{postgres, proxy};
 
 /// Queries covering the common types, NULLs, arrays, many rows and a large value.
 const QUERIES: &[&str] = &[
@@ -126,10 +126,13 @@ async fn results_equal_direct_in_text_and_binary_format() {
     assert_ne!(other, first);
 }
 
-/// A statement text far larger than one read buffer, in both protocols.
+/// A statement text far larger than one read buffer, in both protocols (and than the
+/// guard's default `max_statement_bytes`, raised here).
 #[tokio::test]
 async fn large_statement_text_is_relayed_whole() {
-    let proxy = proxy::start_default().await;
+    let mut cfg = proxy::base_config(postgres());
+    cfg.guard.max_statement_bytes = 8 << 20;
+    let proxy = proxy::start(cfg).await;
     let client = proxy.connect(&proxy.token("2")).await;
     let literal = "x".repeat(3 << 20);
     let sql = format!("SELECT length('{literal}') AS n, md5('{literal}') AS h");

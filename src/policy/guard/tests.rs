@@ -118,10 +118,134 @@ fn operators_are_exempt_only_from_the_configured_rules() {
 }
 
 #[test]
-fn fast_path_calls_only_of_large_object_functions() {
+fn fast_path_calls_only_of_large_object_functions_and_only_when_allowed() {
     let g = guard();
+    let rule = |r: Result<(), Refusal>| r.err().map(|e| e.rule);
+    assert_eq!(rule(g.check_function_call(952, None)), Some(Rule::LargeObject), "lo_open");
+    assert_eq!(rule(g.check_function_call(2078, None)), Some(Rule::FunctionCall), "set_config");
+    let mut cfg = Config::default();
+    cfg.guard.allow_large_objects = true;
+    let g = Guard::from_config(&cfg);
     assert!(g.check_function_call(952, None).is_ok(), "lo_open");
-    assert!(g.check_function_call(2078, None).is_err(), "set_config");
+    assert!(g.check_sql(b"SELECT lo_get(42)", None, false).is_ok());
+    assert_eq!(rule(g.check_function_call(2078, None)), Some(Rule::FunctionCall), "set_config");
+}
+
+#[test]
+fn routes_past_the_context_are_refused_under_their_rule() {
+    let g = guard();
+    for (sql, rule) in [
+        ("UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'", "set_config"),
+        ("update PG_CATALOG.\"pg_settings\" s SET setting = 'SJIS' FROM (SELECT 1) x", "set_config"),
+        ("WITH u AS (UPDATE pg_settings SET setting = 'x' RETURNING 1) SELECT * FROM u", "set_config"),
+        ("SELECT 1; INSERT INTO pg_settings (name) VALUES ('x') ON CONFLICT DO NOTHING", "set_config"),
+        ("CREATE TEMP VIEW s AS SELECT * FROM pg_settings", "set_config"),
+        ("SELECT * FROM crosstab('select 1') AS t(a text)", "sql_function"),
+        ("SELECT * FROM public.crosstab_hash('a', 'b') AS t(a text)", "sql_function"),
+        ("SELECT * FROM connectby('t', 'a', 'b', '1', 0) AS t(a text)", "sql_function"),
+        ("SELECT * FROM xpath_table('k', 'd', 't', '/a', 'true') AS t(k int)", "sql_function"),
+        ("SELECT table_to_xml('pg_stat_' || 'activity', true, false, '')", "sql_function"),
+        ("SELECT table_to_xmlschema(1259, true, false, '')", "sql_function"),
+        ("SELECT schema_to_xml_and_xmlschema('public', true, false, '')", "sql_function"),
+        ("SELECT database_to_xmlschema(true, false, '')", "sql_function"),
+        ("SELECT cursor_to_xml('c', 1, true, false, '')", "sql_function"),
+        ("SELECT 'pg_stat_activity'::regclass", "forbidden_object"),
+        (
+            "CREATE TRIGGER t BEFORE INSERT ON x FOR EACH ROW EXECUTE FUNCTION check_primary_key('a', 'b', 'a')",
+            "create_trigger",
+        ),
+        ("CREATE CONSTRAINT TRIGGER t AFTER INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()", "create_trigger"),
+        ("CREATE RULE r AS ON INSERT TO x DO INSTEAD NOTHING", "create_trigger"),
+        ("CREATE EVENT TRIGGER e ON ddl_command_start EXECUTE FUNCTION f()", "create_trigger"),
+        ("EXPLAIN SELECT * FROM documents WHERE content >= 'm'", "explain"),
+        ("explain (format json) select 1", "explain"),
+        ("SELECT lo_get(16400)", "large_object"),
+        ("SELECT pg_catalog.loread(pg_catalog.lo_open(16400, 262144), 100)", "large_object"),
+        ("SELECT oid FROM pg_largeobject_metadata", "large_object"),
+        ("ALTER LARGE OBJECT 16400 OWNER TO app_proxy", "large_object"),
+        ("COMMENT ON LARGE OBJECT 16400 IS 'x'", "large_object"),
+        ("COPY documents TO PROGRAM 'cat > /tmp/x'", "server_file"),
+        ("COPY documents FROM '/etc/passwd'", "server_file"),
+        ("COPY (SELECT 1) TO '/tmp/out'", "server_file"),
+        ("GRANT SELECT ON documents TO PUBLIC", "grant"),
+        ("REVOKE ALL ON documents FROM app_proxy", "grant"),
+        ("GRANT admin_role TO app_proxy", "grant"),
+        ("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC", "grant"),
+    ] {
+        let refusal = g.check_sql(sql.as_bytes(), None, false).err();
+        assert_eq!(refusal.as_ref().map(|r| r.rule.name()), Some(rule), "{sql}");
+        assert_eq!(refusal.map(|r| r.error.code), Some("42501".into()), "{sql}");
+    }
+}
+
+#[test]
+fn reads_of_pg_settings_and_copy_over_the_connection_pass() {
+    for sql in [
+        "SELECT name, setting FROM pg_settings WHERE name = 'standard_conforming_strings'",
+        "UPDATE documents SET title = (SELECT setting FROM pg_settings WHERE name = 'x') WHERE false; SELECT 1",
+        "COPY documents TO STDOUT",
+        "COPY documents (id, title) FROM STDIN",
+        "SELECT lower('A'), longitude FROM places",
+    ] {
+        assert_eq!(refused(sql), None, "{sql}");
+    }
+}
+
+#[test]
+fn operators_may_be_exempt_from_explain_and_triggers_but_not_from_a_pg_settings_write() {
+    let mut cfg = Config::default();
+    cfg.guard.operator_roles = vec!["migrator".into()];
+    cfg.guard.operator_allows = vec!["explain".into(), "create_trigger".into(), "grant".into()];
+    let g = Guard::from_config(&cfg);
+    for sql in ["EXPLAIN SELECT 1", "CREATE TRIGGER t AFTER INSERT ON x EXECUTE FUNCTION f()", "GRANT x TO y"] {
+        assert!(g.check_sql(sql.as_bytes(), Some("migrator"), false).is_ok(), "{sql}");
+        assert!(g.check_sql(sql.as_bytes(), None, false).is_err(), "{sql}");
+    }
+    let rule = "CREATE RULE r AS ON INSERT TO x DO INSTEAD UPDATE pg_settings SET setting = 'off'";
+    let refusal = g.check_sql(rule.as_bytes(), Some("migrator"), false).err().map(|r| r.rule);
+    assert_eq!(refusal, Some(Rule::SetConfig));
+}
+
+#[test]
+fn a_text_over_the_limit_is_refused_unparsed_with_54000() {
+    let mut cfg = Config::default();
+    cfg.guard.max_statement_bytes = 100;
+    let g = Guard::from_config(&cfg);
+    let sql = format!("SELECT '{}'", "x".repeat(100));
+    let err = g.check_sql(sql.as_bytes(), None, false).err().map(|r| (r.rule, r.error.code, r.error.message));
+    assert_eq!(
+        err,
+        Some((
+            Rule::TooLong,
+            "54000".into(),
+            "rlsproxy refused the statement: 109 bytes of SQL text, more than guard.max_statement_bytes (100) \
+             (rule statement_too_long)"
+                .into()
+        ))
+    );
+    assert!(g.check_sql(b"SELECT 1", None, false).is_ok());
+    assert_eq!(g.cache.bytes(), 96, "one verdict cached, the refused text none");
+}
+
+#[test]
+fn the_cache_holds_a_bounded_entry_per_text_whatever_its_length() {
+    let g = guard();
+    // Thousands of matching string constants: one violation kept, its text cut short.
+    let sql = format!("SELECT {}", vec![format!("'dblink{}'", "y".repeat(5000)); 200].join(", "));
+    let err = g.check_sql(sql.as_bytes(), None, false).err().map(|r| r.error.message);
+    assert!(err.is_some_and(|m| m.len() < 200 && m.ends_with("(rule sql_function)")));
+    assert!(g.cache.bytes() < 400, "{}", g.cache.bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_texts_are_checked_off_the_relay_thread_with_the_same_verdict() {
+    let g = Arc::new(guard());
+    let long = format!("SELECT 1 FROM documents WHERE title IN ({})", vec!["'a'"; 30_000].join(", "));
+    assert!(long.len() > BLOCKING_BYTES);
+    assert!(g.clone().check_message_sql(Bytes::from(long.clone()), None, false).await.is_ok());
+    let evil = format!("{long}; SELECT set_config('a.b', 'c', false)");
+    let refusal = g.clone().check_message_sql(Bytes::from(evil), None, false).await.err().map(|r| r.rule);
+    assert_eq!(refusal, Some(Rule::SetConfig));
 }
 
 #[test]
