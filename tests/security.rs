@@ -9,6 +9,8 @@ mod common;
 
 #[path = "security/injection.rs"]
 mod injection;
+#[path = "security/notify.rs"]
+mod notify;
 #[path = "security/protocol.rs"]
 mod protocol;
 #[path = "security/startup.rs"]

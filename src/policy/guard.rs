@@ -51,6 +51,10 @@ pub enum Rule {
     /// Objects that show or touch other sessions (`[guard] forbidden_objects`):
     /// pg_stat_activity, pg_cancel_backend… Every session runs as the same upstream role.
     ForbiddenObject,
+    /// pg_notify with a channel that is not a string constant (or LISTEN/NOTIFY the proxy
+    /// cannot scope to the tenant's channels, see `policy::notify`). Applies with the
+    /// guard disabled too.
+    NotifyChannel,
 }
 
 impl Rule {
@@ -69,11 +73,12 @@ impl Rule {
             Rule::FunctionCall => "function_call",
             Rule::ReservedName => "reserved_name",
             Rule::ForbiddenObject => "forbidden_object",
+            Rule::NotifyChannel => "notify_channel",
         }
     }
 
     /// Every rule, for configuration checks.
-    pub const ALL: [Rule; 12] = [
+    pub const ALL: [Rule; 13] = [
         Rule::SetProtected,
         Rule::ResetAll,
         Rule::Discard,
@@ -86,6 +91,7 @@ impl Rule {
         Rule::FunctionCall,
         Rule::ReservedName,
         Rule::ForbiddenObject,
+        Rule::NotifyChannel,
     ];
 }
 
@@ -196,15 +202,23 @@ impl Guard {
         self.verdict(&[v], role)
     }
 
+    /// Whether a token with `role` is an operator's exempt from `rule`.
+    pub fn exempts(&self, role: Option<&str>, rule: Rule) -> bool {
+        role.is_some_and(|r| self.operator_roles.iter().any(|o| o == r)) && self.operator_allows.contains(&rule)
+    }
+
+    /// The refusal of a statement for `rule`, `what` naming what was found.
+    pub fn refusal(rule: Rule, what: &str) -> Refusal {
+        let error = PgError::error("42501", format!("rlsproxy refused the statement: {what} (rule {})", rule.name()))
+            .with_hint("The tenant context comes from the token and cannot be changed or escaped with SQL.");
+        Refusal { rule, error }
+    }
+
     fn verdict(&self, violations: &[Violation], role: Option<&str>) -> Result<(), Refusal> {
-        let operator = role.is_some_and(|r| self.operator_roles.iter().any(|o| o == r));
-        let Some(v) = violations.iter().find(|v| !(operator && self.operator_allows.contains(&v.rule))) else {
-            return Ok(());
-        };
-        let error =
-            PgError::error("42501", format!("rlsproxy refused the statement: {} (rule {})", v.what, v.rule.name()))
-                .with_hint("The tenant context comes from the token and cannot be changed or escaped with SQL.");
-        Err(Refusal { rule: v.rule, error })
+        match violations.iter().find(|v| !self.exempts(role, v.rule)) {
+            Some(v) => Err(Self::refusal(v.rule, &v.what)),
+            None => Ok(()),
+        }
     }
 
     fn violations(&self, sql: &[u8]) -> Arc<[Violation]> {

@@ -1,0 +1,290 @@
+//! Per-tenant LISTEN/NOTIFY channels. Channels are database-wide and every tenant
+//! is the proxy's one role, so the proxy gives each tenant its own namespace: the
+//! channel of `LISTEN`, `UNLISTEN` and `NOTIFY` (and the constant channel of
+//! `pg_notify(…)`) becomes `<16 hex digits of SHA-256(tenant)>.<channel>`, and a
+//! NotificationResponse reaches the client only when its channel carries the
+//! client's own prefix, which is then removed. The prefix has a fixed length, so
+//! the scoped name of (tenant, channel) is unique per tenant (up to a 64-bit hash
+//! collision between two tenants) and is refused, never truncated by the server,
+//! when it would exceed PostgreSQL's 63 bytes. `migrations/0005_notify.sql`
+//! computes the same name in SQL (`rlsproxy.channel(tenant, channel)`).
+//!
+//! Only the channel tokens are replaced; the rest of the text is kept byte for byte.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use pg_query::protobuf::{ScanToken, Token};
+use pg_query::protobuf::node::Node as NodeEnum;
+use serde_json::Value;
+
+/// PostgreSQL's longest name (NAMEDATALEN - 1); longer identifiers are truncated.
+const MAX_NAME_BYTES: usize = 63;
+/// Hex digits of the tenant hash in the prefix.
+const HASH_DIGITS: usize = 16;
+/// The longest channel name a client may use: what the prefix leaves of 63 bytes.
+pub const MAX_CHANNEL_BYTES: usize = MAX_NAME_BYTES - HASH_DIGITS - 1;
+
+/// Why a text naming channels cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// The scoped name would not fit in 63 bytes.
+    #[error("the channel name \"{0}\" is too long: at most {MAX_CHANNEL_BYTES} bytes")]
+    TooLong(String),
+    /// pg_notify with a channel the proxy cannot scope (computed, NULL, or the name used otherwise).
+    #[error("pg_notify whose channel is not a string constant")]
+    Computed,
+    /// LISTEN/UNLISTEN/NOTIFY inside another statement (a rule's action).
+    #[error("LISTEN, UNLISTEN or NOTIFY inside another statement")]
+    Nested,
+    /// A non-ASCII channel name in text that is not UTF-8.
+    #[error("a non-ASCII channel name in text that is not UTF-8")]
+    NotUtf8,
+    /// Text the parser cannot parse.
+    #[error("a statement the parser cannot parse ({0})")]
+    Unparsable(String),
+}
+
+/// One tenant's channel namespace.
+#[derive(Debug, Clone)]
+pub struct ChannelScope {
+    /// `<16 hex digits>.`
+    prefix: String,
+}
+
+impl ChannelScope {
+    /// The namespace of `tenant` (the tenant claim, as injected into the tenant setting).
+    pub fn for_tenant(tenant: &str) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, tenant.as_bytes());
+        let mut prefix: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        prefix.truncate(HASH_DIGITS);
+        prefix.push('.');
+        Self { prefix }
+    }
+
+    /// The server's name of the client's `channel`.
+    pub fn scoped(&self, channel: &str) -> Result<String, ChannelError> {
+        if channel.len() > MAX_CHANNEL_BYTES {
+            return Err(ChannelError::TooLong(channel.into()));
+        }
+        Ok(format!("{}{channel}", self.prefix))
+    }
+
+    /// The client's name of the server's `channel`; `None` when it is not this tenant's.
+    pub fn unscoped<'a>(&self, channel: &'a [u8]) -> Option<&'a [u8]> {
+        channel.strip_prefix(self.prefix.as_bytes())
+    }
+
+    /// A NotificationResponse body (pid, channel, payload) with the channel as the client
+    /// knows it, as a whole message; `None` when the channel is not this tenant's (or the
+    /// body is malformed): such a notification is never delivered.
+    pub fn notification_for_client(&self, body: &[u8]) -> Option<Bytes> {
+        let pid = body.get(..4)?;
+        let rest = &body[4..];
+        let end = rest.iter().position(|&b| b == 0)?;
+        let channel = self.unscoped(&rest[..end])?;
+        let payload = &rest[end + 1..];
+        let mut out = BytesMut::with_capacity(body.len() + 1);
+        out.put_u8(b'A');
+        out.put_u32((4 + 4 + channel.len() + 1 + payload.len()) as u32);
+        out.put_slice(pid);
+        out.put_slice(channel);
+        out.put_u8(0);
+        out.put_slice(payload);
+        Some(out.freeze())
+    }
+}
+
+/// Whether `sql` may name a channel: it spells LISTEN, NOTIFY (also in pg_notify) or a
+/// `U&` escaped identifier, case-insensitively. Keywords cannot be escaped, so text
+/// without these needs no parse.
+pub fn may_name_channel(sql: &[u8]) -> bool {
+    let contains = |needle: &[u8]| sql.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
+    contains(b"listen") || contains(b"notify") || contains(b"u&")
+}
+
+/// `sql` with every channel scoped to `scope`; `None` when it names none. With
+/// `allow_computed` (an exempt operator), a pg_notify whose channel is not a constant is
+/// left as it is instead of refused.
+pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) -> Result<Option<Vec<u8>>, ChannelError> {
+    let text = parsable(sql);
+    let parsed = pg_query::parse(&text, 0).map_err(|e| ChannelError::Unparsable(e.to_string()))?;
+    let tokens: Vec<ScanToken> = pg_query::scan_tokens(&text)
+        .map_err(|e| ChannelError::Unparsable(e.to_string()))?
+        .into_iter()
+        .filter(|t| t.token != Token::SqlComment as i32 && t.token != Token::CComment as i32)
+        .collect();
+    let mut edits: Vec<(Range<usize>, String)> = Vec::new();
+    let mut top_level = 0;
+    for raw in &parsed.protobuf.stmts {
+        let channel = match raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
+            Some(NodeEnum::ListenStmt(s)) => &s.conditionname,
+            Some(NodeEnum::NotifyStmt(s)) => &s.conditionname,
+            // `UNLISTEN *` (an empty name) only affects this session's own channels.
+            Some(NodeEnum::UnlistenStmt(s)) if s.conditionname.is_empty() => {
+                top_level += 1;
+                continue;
+            }
+            Some(NodeEnum::UnlistenStmt(s)) => &s.conditionname,
+            _ => continue,
+        };
+        top_level += 1;
+        let start = usize::try_from(raw.stmt_location).unwrap_or(0);
+        // The keyword, then the channel up to the payload's comma or the statement's end.
+        let keyword = tokens
+            .iter()
+            .position(|t| t.start as usize >= start)
+            .filter(|&k| [Token::Listen, Token::Unlisten, Token::Notify].iter().any(|w| *w as i32 == tokens[k].token))
+            .ok_or(ChannelError::Nested)?;
+        let range = token_run(&tokens, keyword + 1).ok_or(ChannelError::Nested)?;
+        edits.push((range, quote_ident(&scope.scoped(channel)?)));
+    }
+    let tree = serde_json::to_value(&parsed.protobuf).map_err(|e| ChannelError::Unparsable(e.to_string()))?;
+    let mut walk = Walk::default();
+    walk.visit(&tree);
+    if walk.statements > top_level {
+        return Err(ChannelError::Nested);
+    }
+    for call in &walk.pg_notify_calls {
+        let Some(location) = call.constant_channel_at else {
+            if allow_computed {
+                continue;
+            }
+            return Err(ChannelError::Computed);
+        };
+        let first = tokens
+            .iter()
+            .position(|t| t.start as usize == location && [Token::Sconst, Token::Usconst].iter().any(|k| *k as i32 == t.token))
+            .ok_or(ChannelError::Computed)?;
+        let range = token_run(&tokens, first).ok_or(ChannelError::Computed)?;
+        edits.push((range, quote_literal(&scope.scoped(&call.channel)?)));
+    }
+    // The name anywhere else (an operator's or aggregate's function, a regproc literal…).
+    if walk.pg_notify_names > walk.pg_notify_calls.len() && !allow_computed {
+        return Err(ChannelError::Computed);
+    }
+    if edits.is_empty() {
+        return Ok(None);
+    }
+    edits.sort_by_key(|(range, _)| range.start);
+    let mut out = Vec::with_capacity(sql.len() + edits.len() * (HASH_DIGITS + 8));
+    let mut at = 0;
+    for (range, replacement) in edits {
+        if range.start < at {
+            return Err(ChannelError::Nested);
+        }
+        if !matches!(text, Cow::Borrowed(_)) && !sql[range.clone()].is_ascii() {
+            return Err(ChannelError::NotUtf8);
+        }
+        out.extend_from_slice(&sql[at..range.start]);
+        out.extend_from_slice(replacement.as_bytes());
+        at = range.end;
+    }
+    out.extend_from_slice(&sql[at..]);
+    Ok(Some(out))
+}
+
+/// The byte range of the tokens from `first` up to (not including) the next `,`, `)`, `;`
+/// or the end: one channel identifier or string constant, with a `UESCAPE` clause if any.
+fn token_run(tokens: &[ScanToken], first: usize) -> Option<Range<usize>> {
+    let ends = |t: &ScanToken| {
+        [Token::Ascii44, Token::Ascii41, Token::Ascii59].iter().any(|e| *e as i32 == t.token)
+    };
+    let run: Vec<&ScanToken> = tokens.get(first..)?.iter().take_while(|t| !ends(t)).collect();
+    let (start, end) = (run.first()?.start, run.last()?.end);
+    Some(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
+}
+
+/// `sql` as the parser needs it (UTF-8, same byte offsets): text in a single-byte or EUC
+/// client encoding has each byte from 0x80 up replaced by `x`, which keeps every token where
+/// it is (such bytes are identifier characters or inside quotes for the server too).
+fn parsable(sql: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(sql) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => Cow::Owned(sql.iter().map(|&b| if b.is_ascii() { char::from(b) } else { 'x' }).collect()),
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// An escape string constant: read the same whatever `standard_conforming_strings` says.
+fn quote_literal(value: &str) -> String {
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A pg_notify call found in the tree.
+#[derive(Debug)]
+struct NotifyCall {
+    /// Where its channel's string constant starts, when the channel is one.
+    constant_channel_at: Option<usize>,
+    channel: String,
+}
+
+/// What the whole tree holds (walked generically, so no node kind is missed).
+#[derive(Debug, Default)]
+struct Walk {
+    /// LISTEN, UNLISTEN and NOTIFY statements at any depth.
+    statements: usize,
+    /// Names and string constants spelling pg_notify.
+    pg_notify_names: usize,
+    pg_notify_calls: Vec<NotifyCall>,
+}
+
+impl Walk {
+    fn visit(&mut self, root: &Value) {
+        let mut stack = vec![root];
+        while let Some(value) = stack.pop() {
+            match value {
+                Value::Object(map) => {
+                    for (key, child) in map {
+                        match key.as_str() {
+                            "ListenStmt" | "UnlistenStmt" | "NotifyStmt" => self.statements += 1,
+                            "FuncCall" => self.call(child),
+                            "sval" if child.as_str().is_some_and(|s| s.eq_ignore_ascii_case("pg_notify")) => {
+                                self.pg_notify_names += 1
+                            }
+                            _ => {}
+                        }
+                        stack.push(child);
+                    }
+                }
+                Value::Array(items) => stack.extend(items),
+                _ => {}
+            }
+        }
+    }
+
+    fn call(&mut self, call: &Value) {
+        let names: Vec<&str> = call
+            .get("funcname")
+            .and_then(Value::as_array)
+            .map(|n| n.iter().filter_map(|n| n.pointer("/node/String/sval").and_then(Value::as_str)).collect())
+            .unwrap_or_default();
+        let is_pg_notify = match names.as_slice() {
+            [name] => name.eq_ignore_ascii_case("pg_notify"),
+            [schema, name] => schema.eq_ignore_ascii_case("pg_catalog") && name.eq_ignore_ascii_case("pg_notify"),
+            _ => names.last().is_some_and(|n| n.eq_ignore_ascii_case("pg_notify")),
+        };
+        if !is_pg_notify {
+            return;
+        }
+        let first = call.get("args").and_then(Value::as_array).and_then(|a| a.first());
+        let constant = first.and_then(|a| a.pointer("/node/AConst"));
+        let channel = constant.and_then(|c| c.pointer("/val/Sval/sval")).and_then(Value::as_str);
+        let location = constant.and_then(|c| c.get("location")).and_then(Value::as_u64);
+        let plain = names.len() == 1 || names.len() == 2;
+        let found = match (channel, location, plain) {
+            (Some(channel), Some(at), true) => {
+                NotifyCall { constant_channel_at: usize::try_from(at).ok(), channel: channel.to_string() }
+            }
+            _ => NotifyCall { constant_channel_at: None, channel: String::new() },
+        };
+        self.pg_notify_calls.push(found);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,69 @@
+//! The session's side of per-tenant channels (`policy::notify`): the channels of a
+//! client's Query or Parse are scoped before anything else looks at it (the guard
+//! checks what the server will run), and a notification reaches the client only on
+//! one of its tenant's channels, under the name the client used.
+
+use bytes::{Bytes, BytesMut};
+
+use super::relay::Relay;
+use crate::policy::guard::{Guard, Refusal, Rule};
+use crate::policy::notify::{self, ChannelError, ChannelScope, MAX_CHANNEL_BYTES};
+use crate::protocol::{PgError, codec, frontend};
+
+const HINT: &str = "LISTEN/NOTIFY channels are per tenant: name them in LISTEN, UNLISTEN and NOTIFY, or as a \
+                    string constant in pg_notify('channel', payload); triggers use rlsproxy.notify(channel, payload).";
+
+impl Relay<'_> {
+    /// `msg` with its channels scoped to the client's tenant (the same `msg` when it names
+    /// none), or the refusal of a text whose channels cannot be scoped.
+    pub(super) fn scope_channels(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
+        let Some(sql) = frontend::sql_text(msg[0], codec::body(&msg)) else { return (msg, None) };
+        if !notify::may_name_channel(sql) {
+            return (msg, None);
+        }
+        let scope = ChannelScope::for_tenant(&self.identity.context.tenant);
+        let exempt = self.shared.live().guard.exempts(self.identity.context.role.as_deref(), Rule::NotifyChannel);
+        let refusal = match notify::scope_channels(sql, &scope, exempt) {
+            Ok(None) => return (msg, None),
+            Ok(Some(scoped)) => match frontend::with_sql_text(&msg, &scoped) {
+                Some(rewritten) => return (rewritten, None),
+                None => Guard::refusal(Rule::Unparsable, "a malformed message"),
+            },
+            Err(ChannelError::Unparsable(why)) => {
+                Guard::refusal(Rule::Unparsable, &format!("a statement the parser cannot parse ({why})"))
+            }
+            Err(e @ ChannelError::TooLong(_)) => Refusal {
+                rule: Rule::NotifyChannel,
+                error: PgError::error("42622", format!("rlsproxy: {e}"))
+                    .with_hint(format!("The proxy prefixes each tenant's channels; {MAX_CHANNEL_BYTES} bytes are left.")),
+            },
+            Err(e) => {
+                let Refusal { rule, error } = Guard::refusal(Rule::NotifyChannel, &e.to_string());
+                Refusal { rule, error: error.with_hint(HINT) }
+            }
+        };
+        (msg, Some(refusal))
+    }
+}
+
+/// Appends a NotificationResponse (`body`) to `to_client` if its channel is `tenant`'s.
+pub(super) fn deliver_notification(to_client: &mut BytesMut, tenant: &str, body: &[u8]) {
+    match ChannelScope::for_tenant(tenant).notification_for_client(body) {
+        Some(msg) => to_client.extend_from_slice(&msg),
+        None => tracing::debug!("a notification on a channel of another tenant was dropped"),
+    }
+}
+
+/// Appends notices and notifications that arrived during an awaited batch (whole messages,
+/// back to back) to `to_client`, notifications only if `tenant`'s.
+pub(super) fn deliver_async_messages(to_client: &mut BytesMut, tenant: &str, mut raw: &[u8]) {
+    while raw.len() >= 5 {
+        let len = u32::from_be_bytes([raw[1], raw[2], raw[3], raw[4]]) as usize;
+        let Some(msg) = raw.get(..1 + len).filter(|_| len >= 4) else { return };
+        match msg[0] {
+            b'A' => deliver_notification(to_client, tenant, &msg[5..]),
+            _ => to_client.extend_from_slice(msg),
+        }
+        raw = &raw[1 + len..];
+    }
+}
