@@ -100,9 +100,17 @@ impl ChannelScope {
 /// `U&` escaped identifier, case-insensitively. Keywords cannot be escaped, so text
 /// without these needs no parse.
 pub fn may_name_channel(sql: &[u8]) -> bool {
-    let contains = |needle: &[u8]| sql.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
-    contains(b"listen") || contains(b"notify") || contains(b"u&")
+    let at = |i: usize, word: &[u8]| sql.get(i..i + word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word));
+    (0..sql.len()).any(|i| match sql[i] | 0x20 {
+        b'l' => at(i, b"listen"),
+        b'n' => at(i, b"notify"),
+        b'u' => at(i, b"u&"),
+        _ => false,
+    })
 }
+
+/// pg_notify's OID (fixed in pg_proc): a fast-path FunctionCall of it has a computed channel.
+pub const PG_NOTIFY_OID: u32 = 3036;
 
 /// `sql` with every channel scoped to `scope`; `None` when it names none. With
 /// `allow_computed` (an exempt operator), a pg_notify whose channel is not a constant is

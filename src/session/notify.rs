@@ -17,13 +17,19 @@ impl Relay<'_> {
     /// `msg` with its channels scoped to the client's tenant (the same `msg` when it names
     /// none), or the refusal of a text whose channels cannot be scoped.
     pub(super) fn scope_channels(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
-        let Some(sql) = frontend::sql_text(msg[0], codec::body(&msg)) else { return (msg, None) };
+        let body = codec::body(&msg);
+        let exempt = || self.shared.live().guard.exempts(self.identity.context.role.as_deref(), Rule::NotifyChannel);
+        if msg[0] == b'F' {
+            let pg_notify = body.get(..4) == Some(&notify::PG_NOTIFY_OID.to_be_bytes()[..]);
+            let refusal = (pg_notify && !exempt()).then(|| channel_refusal(&ChannelError::Computed));
+            return (msg, refusal);
+        }
+        let Some(sql) = frontend::sql_text(msg[0], body) else { return (msg, None) };
         if !notify::may_name_channel(sql) {
             return (msg, None);
         }
         let scope = ChannelScope::for_tenant(&self.identity.context.tenant);
-        let exempt = self.shared.live().guard.exempts(self.identity.context.role.as_deref(), Rule::NotifyChannel);
-        let refusal = match notify::scope_channels(sql, &scope, exempt) {
+        let refusal = match notify::scope_channels(sql, &scope, exempt()) {
             Ok(None) => return (msg, None),
             Ok(Some(scoped)) => match frontend::with_sql_text(&msg, &scoped) {
                 Some(rewritten) => return (rewritten, None),
@@ -37,13 +43,15 @@ impl Relay<'_> {
                 error: PgError::error("42622", format!("rlsproxy: {e}"))
                     .with_hint(format!("The proxy prefixes each tenant's channels; {MAX_CHANNEL_BYTES} bytes are left.")),
             },
-            Err(e) => {
-                let Refusal { rule, error } = Guard::refusal(Rule::NotifyChannel, &e.to_string());
-                Refusal { rule, error: error.with_hint(HINT) }
-            }
+            Err(e) => channel_refusal(&e),
         };
         (msg, Some(refusal))
     }
+}
+
+fn channel_refusal(e: &ChannelError) -> Refusal {
+    let Refusal { rule, error } = Guard::refusal(Rule::NotifyChannel, &e.to_string());
+    Refusal { rule, error: error.with_hint(HINT) }
 }
 
 /// Appends a NotificationResponse (`body`) to `to_client` if its channel is `tenant`'s.

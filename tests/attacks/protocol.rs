@@ -248,7 +248,11 @@ async fn listen_left_behind(env: &mut Env) {
     let mut spy = env.session(Protocol::Simple).await;
     let mut reply = Reply::default();
     spy.run(Protocol::Simple, "SELECT 1", &mut reply).await;
-    env.su.batch_execute("NOTIFY attack_chan, 'globex secret'").await.expect("notify");
+    // On tenant 2's channel as the proxy names it, and on the raw name.
+    env.su
+        .batch_execute("SELECT pg_notify(rlsproxy.channel('2', 'attack_chan'), 'globex secret'); NOTIFY attack_chan, 'globex secret'")
+        .await
+        .expect("notify");
     tokio::time::sleep(Duration::from_millis(200)).await;
     spy.run(Protocol::Simple, "SELECT 1", &mut reply).await;
     env.judge(&label, Some(Expect::Allowed), &reply, Some(&mut spy)).await;

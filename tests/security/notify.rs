@@ -195,3 +195,39 @@ async fn a_channel_at_the_63_byte_limit_works_and_a_longer_one_is_refused() {
         assert_eq!(value(&n1, "SELECT 'still serving'").await, "still serving");
     }
 }
+
+#[tokio::test]
+async fn with_the_guard_off_channels_are_still_scoped_and_computed_channels_refused() {
+    for mode in MODES {
+        let mut cfg = proxy::base_config(postgres());
+        cfg.pool.mode = mode;
+        cfg.guard.enabled = false;
+        let proxy = proxy::start(cfg).await;
+        let mut l1 = listener(&proxy, "1", &["notify_off"]).await;
+        let n2 = proxy.connect(&proxy.token("2")).await;
+        let refused = (
+            "42501".to_string(),
+            "rlsproxy refused the statement: pg_notify whose channel is not a string constant (rule notify_channel)"
+                .to_string(),
+        );
+        let sql = "SELECT pg_notify('6b86b273ff34fce1.' || 'notify_off', 'fake 1')";
+        assert_eq!(fails(&n2, sql).await, refused, "{mode:?}");
+        // A fast-path FunctionCall of pg_notify (OID 3036) with text arguments.
+        let (mut raw, _) = crate::raw_login(&proxy, &proxy.token("2"), &[]).await;
+        let mut call = 3036u32.to_be_bytes().to_vec();
+        call.extend_from_slice(&0u16.to_be_bytes());
+        call.extend_from_slice(&2u16.to_be_bytes());
+        for arg in [&b"6b86b273ff34fce1.notify_off"[..], b"fake 2"] {
+            call.extend_from_slice(&(arg.len() as u32).to_be_bytes());
+            call.extend_from_slice(arg);
+        }
+        call.extend_from_slice(&0u16.to_be_bytes());
+        raw.send(b'F', &call).await;
+        let reply = raw.read_until_ready().await;
+        let error = crate::the_error(&reply);
+        assert_eq!((error[&'C'].as_str(), error[&'M'].as_str()), (refused.0.as_str(), refused.1.as_str()), "{mode:?}");
+        let n1 = proxy.connect(&proxy.token("1")).await;
+        n1.batch_execute("NOTIFY notify_off, 'real'").await.unwrap();
+        assert_eq!(l1.next_notification().await, "notify_off: real", "{mode:?}: tenant 2's reached tenant 1");
+    }
+}
