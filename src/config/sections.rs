@@ -290,7 +290,7 @@ pub struct GuardConfig {
     /// Role-claim values of operator tokens (e.g. migrations through the proxy).
     pub operator_roles: Vec<String>,
     /// Rules operator tokens are exempt from: do, create_function, alter_settings, discard,
-    /// reset_all, sql_function, function_call. Tenant tokens never are.
+    /// reset_all, sql_function, function_call, notify_channel. Tenant tokens never are.
     pub operator_allows: Vec<String>,
 }
 

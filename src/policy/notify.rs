@@ -15,8 +15,8 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use pg_query::protobuf::{ScanToken, Token};
 use pg_query::protobuf::node::Node as NodeEnum;
+use pg_query::protobuf::{ScanToken, Token};
 use serde_json::Value;
 
 /// PostgreSQL's longest name (NAMEDATALEN - 1); longer identifiers are truncated.
@@ -163,7 +163,9 @@ pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) ->
         };
         let first = tokens
             .iter()
-            .position(|t| t.start as usize == location && [Token::Sconst, Token::Usconst].iter().any(|k| *k as i32 == t.token))
+            .position(|t| {
+                t.start as usize == location && [Token::Sconst, Token::Usconst].iter().any(|k| *k as i32 == t.token)
+            })
             .ok_or(ChannelError::Computed)?;
         let range = token_run(&tokens, first).ok_or(ChannelError::Computed)?;
         edits.push((range, quote_literal(&scope.scoped(&call.channel)?)));
@@ -196,9 +198,7 @@ pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) ->
 /// The byte range of the tokens from `first` up to (not including) the next `,`, `)`, `;`
 /// or the end: one channel identifier or string constant, with a `UESCAPE` clause if any.
 fn token_run(tokens: &[ScanToken], first: usize) -> Option<Range<usize>> {
-    let ends = |t: &ScanToken| {
-        [Token::Ascii44, Token::Ascii41, Token::Ascii59].iter().any(|e| *e as i32 == t.token)
-    };
+    let ends = |t: &ScanToken| [Token::Ascii44, Token::Ascii41, Token::Ascii59].iter().any(|e| *e as i32 == t.token);
     let run: Vec<&ScanToken> = tokens.get(first..)?.iter().take_while(|t| !ends(t)).collect();
     let (start, end) = (run.first()?.start, run.last()?.end);
     Some(usize::try_from(start).ok()?..usize::try_from(end).ok()?)

@@ -40,8 +40,9 @@ impl Relay<'_> {
             }
             Err(e @ ChannelError::TooLong(_)) => Refusal {
                 rule: Rule::NotifyChannel,
-                error: PgError::error("42622", format!("rlsproxy: {e}"))
-                    .with_hint(format!("The proxy prefixes each tenant's channels; {MAX_CHANNEL_BYTES} bytes are left.")),
+                error: PgError::error("42622", format!("rlsproxy: {e}")).with_hint(format!(
+                    "The proxy prefixes each tenant's channels; {MAX_CHANNEL_BYTES} bytes are left."
+                )),
             },
             Err(e) => channel_refusal(&e),
         };

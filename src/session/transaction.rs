@@ -170,7 +170,11 @@ impl Relay<'_> {
         let outcome = server.run_batches(&batch, readies).await?;
         if !foreign {
             // Notices and notifications of this identity's own session.
-            super::notify::deliver_async_messages(&mut self.to_client, &self.identity.context.tenant, &outcome.passthrough);
+            super::notify::deliver_async_messages(
+                &mut self.to_client,
+                &self.identity.context.tenant,
+                &outcome.passthrough,
+            );
         }
         self.status = outcome.status;
         let adoption_failed = outcome.error.is_some() && outcome.error_segment < adoption_readies;

@@ -185,10 +185,8 @@ async fn a_channel_at_the_63_byte_limit_works_and_a_longer_one_is_refused() {
         let n1 = proxy.connect(&proxy.token("1")).await;
         n1.batch_execute(&format!("NOTIFY {fits}, 'fits'")).await.unwrap();
         assert_eq!(l1.next_notification().await, format!("{fits}: fits"), "{mode:?}");
-        let refused = (
-            "42622".to_string(),
-            format!("rlsproxy: the channel name \"{long}\" is too long: at most 46 bytes"),
-        );
+        let refused =
+            ("42622".to_string(), format!("rlsproxy: the channel name \"{long}\" is too long: at most 46 bytes"));
         for sql in [format!("LISTEN {long}"), format!("NOTIFY {long}"), format!("SELECT pg_notify('{long}', 'x')")] {
             assert_eq!(fails(&n1, &sql).await, refused, "{mode:?}: {sql}");
         }
@@ -230,4 +228,25 @@ async fn with_the_guard_off_channels_are_still_scoped_and_computed_channels_refu
         n1.batch_execute("NOTIFY notify_off, 'real'").await.unwrap();
         assert_eq!(l1.next_notification().await, "notify_off: real", "{mode:?}: tenant 2's reached tenant 1");
     }
+}
+
+#[tokio::test]
+async fn an_exempt_operator_may_notify_any_channel_and_a_tenant_may_not() {
+    let mut cfg = proxy::base_config(postgres());
+    cfg.jwt.role_claim = "role".into();
+    cfg.jwt.allowed_roles = vec!["admin_role".into()];
+    cfg.guard.operator_roles = vec!["admin_role".into()];
+    cfg.guard.operator_allows = vec!["notify_channel".into()];
+    let proxy = proxy::start(cfg).await;
+    let mut l2 = listener(&proxy, "2", &["notify_op"]).await;
+    let sql = "SELECT pg_notify(rlsproxy.channel('2', 'notify_op'), 'from the operator')";
+    let tenant = proxy.connect(&proxy.token("1")).await;
+    assert_eq!(fails(&tenant, sql).await.0, "42501");
+    let operator = proxy.connect(&proxy.token_with("1", Some("admin_role"), Duration::from_secs(600), &[])).await;
+    operator.batch_execute(sql).await.unwrap();
+    assert_eq!(l2.next_notification().await, "notify_op: from the operator");
+    // Its own LISTEN and NOTIFY are still scoped to its token's tenant.
+    operator.batch_execute("NOTIFY notify_op, 'scoped to tenant 1'").await.unwrap();
+    settle().await;
+    assert_eq!(l2.notifications(), Vec::<String>::new());
 }

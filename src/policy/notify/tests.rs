@@ -120,7 +120,10 @@ fn notifications_are_mapped_back_or_dropped() {
 fn query_and_parse_messages_get_the_new_text() {
     use crate::protocol::frontend::with_sql_text;
     let q = [&b"Q"[..], &11u32.to_be_bytes(), b"LISTEN\0"].concat();
-    assert_eq!(&with_sql_text(&q, b"LISTEN \"x\"").unwrap()[..], [&b"Q"[..], &15u32.to_be_bytes(), b"LISTEN \"x\"\0"].concat());
+    assert_eq!(
+        &with_sql_text(&q, b"LISTEN \"x\"").unwrap()[..],
+        [&b"Q"[..], &15u32.to_be_bytes(), b"LISTEN \"x\"\0"].concat()
+    );
     let p = [&b"P"[..], &20u32.to_be_bytes(), b"s1\0LISTEN\0", &1u16.to_be_bytes(), &25u32.to_be_bytes()].concat();
     let want = [&b"P"[..], &22u32.to_be_bytes(), b"s1\0NOTIFY a\0", &1u16.to_be_bytes(), &25u32.to_be_bytes()].concat();
     assert_eq!(&with_sql_text(&p, b"NOTIFY a").unwrap()[..], want);
