@@ -121,33 +121,83 @@ async fn a_direct_notify_on_the_raw_channel_name_never_reaches_a_proxied_listene
 #[tokio::test]
 async fn rlsproxy_notify_in_a_trigger_reaches_only_the_current_tenants_listeners() {
     let su = superuser().await;
-    // A BEFORE trigger that notifies and keeps no row: nothing is left behind.
-    su.batch_execute(
-        "CREATE TABLE IF NOT EXISTS notify_trigger_events (note text);
-         CREATE OR REPLACE FUNCTION notify_trigger_fire() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN PERFORM rlsproxy.notify('notify_docs', NEW.note); RETURN NULL; END $$;
-         CREATE OR REPLACE TRIGGER notify_trigger_fire BEFORE INSERT ON notify_trigger_events
-             FOR EACH ROW EXECUTE FUNCTION notify_trigger_fire();
-         GRANT INSERT ON notify_trigger_events TO app_proxy;",
-    )
-    .await
-    .unwrap();
+    trigger_table().await;
     for mode in MODES {
         let proxy = start(mode).await;
         let mut l1 = listener(&proxy, "1", &["notify_docs"]).await;
         let mut l2 = listener(&proxy, "2", &["notify_docs"]).await;
         let w1 = proxy.connect(&proxy.token("1")).await;
         let w2 = proxy.connect(&proxy.token("2")).await;
-        w2.batch_execute("INSERT INTO notify_trigger_events VALUES ('from 2')").await.unwrap();
+        w2.batch_execute("INSERT INTO notify_trigger_events VALUES ('notify_docs', 'from 2')").await.unwrap();
         assert_eq!(l2.next_notification().await, "notify_docs: from 2", "{mode:?}");
-        w1.execute("INSERT INTO notify_trigger_events VALUES ($1)", &[&"from 1"]).await.unwrap();
+        w1.execute("INSERT INTO notify_trigger_events VALUES ('notify_docs', $1)", &[&"from 1"]).await.unwrap();
         assert_eq!(l1.next_notification().await, "notify_docs: from 1", "{mode:?}: tenant 1 got tenant 2's");
-        w2.batch_execute("INSERT INTO notify_trigger_events VALUES ('end 2')").await.unwrap();
+        w2.batch_execute("INSERT INTO notify_trigger_events VALUES ('notify_docs', 'end 2')").await.unwrap();
         assert_eq!(l2.next_notification().await, "notify_docs: end 2", "{mode:?}: tenant 2 got tenant 1's");
         settle().await;
         assert_eq!((l1.notifications(), l2.notifications()), (vec![], vec![]), "{mode:?}");
     }
     assert_eq!(value(&su, "SELECT count(*) FROM notify_trigger_events").await, "0");
+}
+
+/// Creates (once per process) the table whose BEFORE INSERT trigger calls
+/// `rlsproxy.notify(channel, note)` and keeps no row, so nothing is left behind.
+async fn trigger_table() {
+    static READY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    READY
+        .get_or_init(|| async {
+            superuser()
+                .await
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS notify_trigger_events (channel text, note text);
+                     CREATE OR REPLACE FUNCTION notify_trigger_fire() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN PERFORM rlsproxy.notify(NEW.channel, NEW.note); RETURN NULL; END $$;
+                     CREATE OR REPLACE TRIGGER notify_trigger_fire BEFORE INSERT ON notify_trigger_events
+                         FOR EACH ROW EXECUTE FUNCTION notify_trigger_fire();
+                     GRANT INSERT ON notify_trigger_events TO app_proxy;",
+                )
+                .await
+                .unwrap();
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn in_strict_mode_rlsproxy_notify_uses_the_verified_tenant_not_the_setting() {
+    let su = superuser().await;
+    trigger_table().await;
+    let key = "6e6f74696679".repeat(6);
+    su.execute(
+        "INSERT INTO rlsproxy.keys (kid, secret) VALUES ('notify_k', decode($1, 'hex')) \
+         ON CONFLICT (kid) DO UPDATE SET secret = excluded.secret",
+        &[&key],
+    )
+    .await
+    .unwrap();
+    for mode in MODES {
+        let mut cfg = proxy::base_config(postgres());
+        cfg.pool.mode = mode;
+        cfg.guard.enabled = false;
+        cfg.context.strict = true;
+        cfg.context.strict_kid = "notify_k".into();
+        cfg.context.strict_key = Some(key.clone());
+        let proxy = proxy::start(cfg).await;
+        let mut l1 = listener(&proxy, "1", &["notify_strict"]).await;
+        let mut l2 = listener(&proxy, "2", &["notify_strict"]).await;
+        let w1 = proxy.connect(&proxy.token("1")).await;
+        // With the guard off tenant 1 claims tenant 2 in the plain setting; its signed value
+        // still says tenant 1.
+        w1.batch_execute(
+            "SELECT set_config('app.current_tenant', '2', false); \
+             INSERT INTO notify_trigger_events VALUES ('notify_strict', 'claims 2')",
+        )
+        .await
+        .unwrap();
+        assert_eq!(l1.next_notification().await, "notify_strict: claims 2", "{mode:?}");
+        let w2 = proxy.connect(&proxy.token("2")).await;
+        w2.batch_execute("INSERT INTO notify_trigger_events VALUES ('notify_strict', 'from 2')").await.unwrap();
+        assert_eq!(l2.next_notification().await, "notify_strict: from 2", "{mode:?}: the setting was trusted");
+    }
 }
 
 #[tokio::test]
