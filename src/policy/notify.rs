@@ -56,9 +56,13 @@ pub struct ChannelScope {
 impl ChannelScope {
     /// The namespace of `tenant` (the tenant claim, as injected into the tenant setting).
     pub fn for_tenant(tenant: &str) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, tenant.as_bytes());
-        let mut prefix: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        prefix.truncate(HASH_DIGITS);
+        let mut prefix = String::with_capacity(HASH_DIGITS + 1);
+        for &b in &digest.as_ref()[..HASH_DIGITS / 2] {
+            prefix.push(char::from(HEX[usize::from(b >> 4)]));
+            prefix.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
         prefix.push('.');
         Self { prefix }
     }
@@ -123,7 +127,7 @@ pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) ->
         .into_iter()
         .filter(|t| t.token != Token::SqlComment as i32 && t.token != Token::CComment as i32)
         .collect();
-    let mut edits: Vec<(Range<usize>, String)> = Vec::new();
+    let mut edits = Vec::new();
     let mut top_level = 0;
     for raw in &parsed.protobuf.stmts {
         let channel = match raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
@@ -177,14 +181,21 @@ pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) ->
     if edits.is_empty() {
         return Ok(None);
     }
+    splice(sql, edits, !matches!(text, Cow::Borrowed(_))).map(Some)
+}
+
+/// `sql` with each range replaced; with `ascii_only` (text that is not UTF-8, parsed with
+/// stand-ins for its other bytes) a replaced range must be ASCII, so that the channel the
+/// parser read is the one the client wrote.
+fn splice(sql: &[u8], mut edits: Vec<(Range<usize>, String)>, ascii_only: bool) -> Result<Vec<u8>, ChannelError> {
     edits.sort_by_key(|(range, _)| range.start);
     let mut out = Vec::with_capacity(sql.len() + edits.len() * (HASH_DIGITS + 8));
     let mut at = 0;
     for (range, replacement) in edits {
-        if range.start < at {
-            return Err(ChannelError::Nested);
-        }
-        if !matches!(text, Cow::Borrowed(_)) && !sql[range.clone()].is_ascii() {
+        let Some(replaced) = sql.get(range.clone()).filter(|_| range.start >= at) else {
+            return Err(ChannelError::Unparsable("overlapping channel names".into()));
+        };
+        if ascii_only && !replaced.is_ascii() {
             return Err(ChannelError::NotUtf8);
         }
         out.extend_from_slice(&sql[at..range.start]);
@@ -192,7 +203,7 @@ pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) ->
         at = range.end;
     }
     out.extend_from_slice(&sql[at..]);
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// The byte range of the tokens from `first` up to (not including) the next `,`, `)`, `;`
