@@ -300,3 +300,26 @@ async fn an_exempt_operator_may_notify_any_channel_and_a_tenant_may_not() {
     settle().await;
     assert_eq!(l2.notifications(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn listening_on_another_tenants_scoped_name_never_delivers_its_notifications() {
+    for mode in MODES {
+        let mut cfg = proxy::base_config(postgres());
+        cfg.pool.mode = mode;
+        cfg.guard.enabled = false;
+        let proxy = proxy::start(cfg).await;
+        // Tenant 1 listens on the raw name, on tenant 2's scoped name, and, where nothing is
+        // rewritten, on tenant 2's scoped name inside a DO block.
+        let mut spy = listener(&proxy, "1", &["notify_spy", "\"d4735e3a265e16ee.notify_spy\""]).await;
+        spy.client.batch_execute("DO $$ BEGIN EXECUTE 'LISTEN \"d4735e3a265e16ee.notify_spy\"'; END $$").await.unwrap();
+        let channels = value(&spy.client, "SELECT count(*) FROM pg_listening_channels()").await;
+        assert_eq!(channels, "3", "{mode:?}: the server has the three listens");
+        let mut victim = listener(&proxy, "2", &["notify_spy"]).await;
+        let n2 = proxy.connect(&proxy.token("2")).await;
+        n2.batch_execute("NOTIFY notify_spy, 'globex secret'").await.unwrap();
+        assert_eq!(victim.next_notification().await, "notify_spy: globex secret", "{mode:?}");
+        let n1 = proxy.connect(&proxy.token("1")).await;
+        n1.batch_execute("NOTIFY notify_spy, 'acme marker'").await.unwrap();
+        assert_eq!(spy.next_notification().await, "notify_spy: acme marker", "{mode:?}: tenant 2's was delivered");
+    }
+}
