@@ -89,6 +89,17 @@ BEGIN
 END
 $fn$;
 
+-- With 0003 installed, rlsproxy_owner owns everything in the schema: nobody but
+-- it and superusers can replace these functions (they are SECURITY INVOKER, so
+-- the owner grants them nothing).
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rlsproxy_owner') THEN
+        ALTER FUNCTION rlsproxy.channel(text, text) OWNER TO rlsproxy_owner;
+        ALTER FUNCTION rlsproxy.notify(text, text) OWNER TO rlsproxy_owner;
+    END IF;
+END
+$$;
 REVOKE ALL ON FUNCTION rlsproxy.channel(text, text), rlsproxy.notify(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION rlsproxy.channel(text, text), rlsproxy.notify(text, text) TO PUBLIC;
 
