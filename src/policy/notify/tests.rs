@@ -129,3 +129,16 @@ fn query_and_parse_messages_get_the_new_text() {
     assert_eq!(&with_sql_text(&p, b"NOTIFY a").unwrap()[..], want);
     assert_eq!(with_sql_text(b"B\0\0\0\x04", b"x"), None);
 }
+
+#[test]
+fn pg_notify_is_found_wherever_a_function_may_be_called() {
+    assert_eq!(rewritten("SELECT * FROM pg_notify('a', 'b')"), format!("SELECT * FROM pg_notify(E'{P1}a', 'b')"));
+    assert_eq!(
+        rewritten("COPY (SELECT pg_notify($$a$$, 'b')) TO STDOUT"),
+        format!("COPY (SELECT pg_notify(E'{P1}a', 'b')) TO STDOUT")
+    );
+    assert_eq!(
+        rewrite("WITH x AS (SELECT pg_notify(title, 'b') FROM documents) SELECT 1"),
+        Err(ChannelError::Computed)
+    );
+}
