@@ -76,3 +76,33 @@ pub(super) fn deliver_async_messages(to_client: &mut BytesMut, tenant: &str, mut
         raw = &raw[1 + len..];
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        [&[tag][..], &(body.len() as u32 + 4).to_be_bytes(), body].concat()
+    }
+
+    #[test]
+    fn messages_of_an_awaited_batch_keep_notices_and_only_the_tenants_notifications() {
+        let notification =
+            |channel: &str| message(b'A', &[&7u32.to_be_bytes()[..], channel.as_bytes(), b"\0p\0"].concat());
+        let notice = message(b'N', b"SNOTICE\0\0");
+        let raw = [
+            notice.clone(),
+            notification("6b86b273ff34fce1.mine"),
+            notification("d4735e3a265e16ee.theirs"),
+            notification("raw"),
+        ]
+        .concat();
+        let mut out = BytesMut::new();
+        deliver_async_messages(&mut out, "1", &raw);
+        assert_eq!(&out[..], [notice, notification("mine")].concat());
+        // A truncated message ends the walk instead of being relayed in part.
+        let mut out = BytesMut::new();
+        deliver_async_messages(&mut out, "1", &raw[..raw.len() - 2]);
+        assert_eq!(out.len(), message(b'N', b"SNOTICE\0\0").len() + notification("mine").len());
+    }
+}
