@@ -35,9 +35,7 @@ impl Relay<'_> {
                 Some(rewritten) => return (rewritten, None),
                 None => Guard::refusal(Rule::Unparsable, "a malformed message"),
             },
-            Err(ChannelError::Unparsable(why)) => {
-                Guard::refusal(Rule::Unparsable, &format!("a statement the parser cannot parse ({why})"))
-            }
+            Err(e @ ChannelError::Unparsable(_)) => Guard::refusal(Rule::Unparsable, &e.to_string()),
             Err(e @ ChannelError::TooLong(_)) => Refusal {
                 rule: Rule::NotifyChannel,
                 error: PgError::error("42622", format!("rlsproxy: {e}")).with_hint(format!(
