@@ -14,10 +14,13 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use pg_query::protobuf::node::Node as NodeEnum;
 use pg_query::protobuf::{ScanToken, Token};
 use serde_json::Value;
+
+use crate::protocol::backend::finish_message;
+use crate::protocol::read_cstr;
 
 /// PostgreSQL's longest name (NAMEDATALEN - 1); longer identifiers are truncated.
 const MAX_NAME_BYTES: usize = 63;
@@ -80,23 +83,23 @@ impl ChannelScope {
         channel.strip_prefix(self.prefix.as_bytes())
     }
 
-    /// A NotificationResponse body (pid, channel, payload) with the channel as the client
-    /// knows it, as a whole message; `None` when the channel is not this tenant's (or the
-    /// body is malformed): such a notification is never delivered.
-    pub fn notification_for_client(&self, body: &[u8]) -> Option<Bytes> {
-        let pid = body.get(..4)?;
-        let rest = &body[4..];
-        let end = rest.iter().position(|&b| b == 0)?;
-        let channel = self.unscoped(&rest[..end])?;
-        let payload = &rest[end + 1..];
-        let mut out = BytesMut::with_capacity(body.len() + 1);
+    /// Appends the NotificationResponse whose body (pid, channel, payload) is `body` to
+    /// `out`, with the channel as the client knows it. `false`, appending nothing, when the
+    /// channel is not this tenant's (or the body is malformed): such a notification is
+    /// never delivered.
+    pub fn append_for_client(&self, body: &[u8], out: &mut BytesMut) -> bool {
+        let Some((pid, rest)) = body.split_at_checked(4) else { return false };
+        let Some((channel, payload)) = read_cstr(rest) else { return false };
+        let Some(channel) = self.unscoped(channel) else { return false };
+        let start = out.len();
         out.put_u8(b'A');
-        out.put_u32((4 + 4 + channel.len() + 1 + payload.len()) as u32);
+        out.put_i32(0);
         out.put_slice(pid);
         out.put_slice(channel);
         out.put_u8(0);
         out.put_slice(payload);
-        Some(out.freeze())
+        finish_message(out, start);
+        true
     }
 }
 

@@ -55,9 +55,8 @@ fn channel_refusal(e: &ChannelError) -> Refusal {
 
 /// Appends a NotificationResponse (`body`) to `to_client` if its channel is `tenant`'s.
 pub(super) fn deliver_notification(to_client: &mut BytesMut, tenant: &str, body: &[u8]) {
-    match ChannelScope::for_tenant(tenant).notification_for_client(body) {
-        Some(msg) => to_client.extend_from_slice(&msg),
-        None => tracing::debug!("a notification on a channel of another tenant was dropped"),
+    if !ChannelScope::for_tenant(tenant).append_for_client(body, to_client) {
+        tracing::debug!("a notification on a channel of another tenant was dropped");
     }
 }
 

@@ -109,11 +109,16 @@ fn text_that_is_not_utf8_keeps_its_bytes_and_refuses_non_ascii_channels() {
 #[test]
 fn notifications_are_mapped_back_or_dropped() {
     let body = |channel: &[u8]| [&7u32.to_be_bytes()[..], channel, b"\0payload\0"].concat();
-    let mine = scope().notification_for_client(&body(format!("{P1}chan").as_bytes())).unwrap();
-    assert_eq!(&mine[..], [&b"A"[..], &21u32.to_be_bytes(), &body(b"chan")].concat());
-    assert_eq!(scope().notification_for_client(&body(b"chan")), None, "an unscoped channel");
-    assert_eq!(scope().notification_for_client(&body(b"d4735e3a265e16ee.chan")), None, "tenant 2's");
-    assert_eq!(scope().notification_for_client(b"\0\0"), None, "malformed");
+    let mapped = |body: &[u8]| {
+        let mut out = BytesMut::from(&b"before"[..]);
+        scope().append_for_client(body, &mut out).then(|| out[6..].to_vec())
+    };
+    let mine = mapped(&body(format!("{P1}chan").as_bytes())).unwrap();
+    assert_eq!(mine, [&b"A"[..], &21u32.to_be_bytes(), &body(b"chan")].concat());
+    assert_eq!(mapped(&body(b"chan")), None, "an unscoped channel");
+    assert_eq!(mapped(&body(b"d4735e3a265e16ee.chan")), None, "tenant 2's");
+    assert_eq!(mapped(b"\0\0"), None, "malformed");
+    assert_eq!(mapped(&[&7u32.to_be_bytes()[..], P1.as_bytes()].concat()), None, "no terminator");
 }
 
 #[test]
