@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rlsproxy::config::PoolMode;
 
+use crate::common::http;
 use crate::common::proxy::{self, TestProxy};
 use crate::common::queries::{Session, fails, value};
 use crate::common::{Postgres, postgres};
@@ -72,7 +73,10 @@ async fn two_tenants_on_one_channel_name_see_only_their_own_notifications() {
 #[tokio::test]
 async fn another_tenant_cannot_send_a_notification_a_listener_receives() {
     for mode in MODES {
-        let proxy = start(mode).await;
+        let mut cfg = proxy::base_config(postgres());
+        cfg.pool.mode = mode;
+        cfg.admin.address = Some("127.0.0.1:0".parse().unwrap());
+        let proxy = proxy::start(cfg).await;
         let mut l1 = listener(&proxy, "1", &["notify_fake", "\"quoted Chan\""]).await;
         let n2 = proxy.connect(&proxy.token("2")).await;
         n2.batch_execute(
@@ -97,6 +101,9 @@ async fn another_tenant_cannot_send_a_notification_a_listener_receives() {
                 "{mode:?}: {sql}"
             );
         }
+        let (_, metrics) = http::get(proxy.admin.unwrap(), "/metrics", None).await;
+        let refusals = http::sample(&metrics, "rlsproxy_guard_rejections_total{rule=\"notify_channel\"}");
+        assert_eq!(refusals, Some(2.0), "{mode:?}");
         let n1 = proxy.connect(&proxy.token("1")).await;
         n1.batch_execute("NOTIFY \"quoted Chan\", 'real'").await.unwrap();
         assert_eq!(l1.next_notification().await, "quoted Chan: real", "{mode:?}: tenant 2's reached tenant 1");
