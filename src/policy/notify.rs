@@ -124,12 +124,15 @@ pub const PG_NOTIFY_OID: u32 = 3036;
 /// left as it is instead of refused.
 pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) -> Result<Option<Vec<u8>>, ChannelError> {
     let text = parsable(sql);
-    let parsed = pg_query::parse(&text, 0).map_err(|e| ChannelError::Unparsable(e.to_string()))?;
     let tokens: Vec<ScanToken> = pg_query::scan_tokens(&text)
         .map_err(|e| ChannelError::Unparsable(e.to_string()))?
         .into_iter()
         .filter(|t| t.token != Token::SqlComment as i32 && t.token != Token::CComment as i32)
         .collect();
+    if !tokens.iter().any(|t| names_channel(&text, t)) {
+        return Ok(None);
+    }
+    let parsed = pg_query::parse(&text, 0).map_err(|e| ChannelError::Unparsable(e.to_string()))?;
     let mut edits = Vec::new();
     let mut top_level = 0;
     for raw in &parsed.protobuf.stmts {
@@ -207,6 +210,20 @@ fn splice(sql: &[u8], mut edits: Vec<(Range<usize>, String)>, ascii_only: bool) 
     }
     out.extend_from_slice(&sql[at..]);
     Ok(out)
+}
+
+/// Whether `token` may name a channel or pg_notify (a much cheaper test than the parse, for
+/// texts such as `SELECT … FROM listeners`): a LISTEN, UNLISTEN or NOTIFY keyword, a `U&`
+/// identifier or string, the identifier pg_notify, or a string constant that mentions
+/// notify or has escapes.
+fn names_channel(text: &str, token: &ScanToken) -> bool {
+    let raw = text.get(token.start as usize..token.end as usize).unwrap_or_default();
+    match Token::try_from(token.token) {
+        Ok(Token::Listen | Token::Unlisten | Token::Notify | Token::Uident | Token::Usconst) => true,
+        Ok(Token::Ident) => raw.trim_matches('"').eq_ignore_ascii_case("pg_notify"),
+        Ok(Token::Sconst) => raw.contains('\\') || raw.to_ascii_lowercase().contains("notify"),
+        _ => false,
+    }
 }
 
 /// The byte range of the tokens from `first` up to (not including) the next `,`, `)`, `;`

@@ -41,6 +41,7 @@ fn statements_are_scoped_and_the_rest_kept_byte_for_byte() {
 fn unlisten_all_and_texts_without_channels_are_left_alone() {
     assert_eq!(rewrite("UNLISTEN *").unwrap(), None);
     assert_eq!(rewrite("SELECT notify_count FROM listeners").unwrap(), None);
+    assert_eq!(rewrite("SELECT 'listen', \"Notify\" FROM t").unwrap(), None);
     assert!(!may_name_channel(b"SELECT 1"));
     assert!(may_name_channel(b"select PG_NOTIFY('a','b')"));
     assert!(may_name_channel(b"select U&\"pg_notif\\0079\"('a','b')"));
@@ -71,6 +72,8 @@ fn pg_notify_with_any_other_channel_is_refused() {
         "SELECT U&\"pg_notif\\0079\"(current_user, 'x')",
         "CREATE OPERATOR ### (function = pg_notify, leftarg = text, rightarg = text)",
         "SELECT 'pg_notify'::regproc",
+        "SELECT E'pg_notif\\x79'::regproc",
+        "SELECT \"PG_NOTIFY\"($1, 'x')",
     ] {
         assert_eq!(rewrite(sql), Err(ChannelError::Computed), "{sql}");
     }
