@@ -15,6 +15,8 @@ mod edges;
 mod injection;
 #[path = "security/model.rs"]
 mod model;
+#[path = "security/notify.rs"]
+mod notify;
 #[path = "security/protocol.rs"]
 mod protocol;
 #[path = "security/shared_state.rs"]

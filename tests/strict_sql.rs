@@ -356,8 +356,11 @@ async fn functions_and_policies_are_as_designed() {
     assert_eq!(
         functions,
         vec![
+            // migrations/0005_notify.sql: per-tenant channels (SECURITY INVOKER).
+            expect("channel", false, "i"),
             expect("enable_strict_policies", false, "v"),
             expect("hmac_sha256", false, "i"),
+            expect("notify", false, "v"),
             expect("role", true, "s"),
             expect("tenant", true, "s"),
             expect("tenant_id", true, "s"),

@@ -150,9 +150,18 @@ impl Guard {
         self.verdict(&[v], role)
     }
 
+    /// The longest SQL text the guard parses (`[guard] max_statement_bytes`).
+    pub fn max_statement_bytes(&self) -> usize {
+        self.max_statement_bytes
+    }
+
+    /// Whether a token with `role` is an operator's exempt from `rule`.
+    pub fn exempts(&self, role: Option<&str>, rule: Rule) -> bool {
+        role.is_some_and(|r| self.operator_roles.iter().any(|o| o == r)) && self.operator_allows.contains(&rule)
+    }
+
     fn verdict(&self, violations: &[Violation], role: Option<&str>) -> Result<(), Refusal> {
-        let operator = role.is_some_and(|r| self.operator_roles.iter().any(|o| o == r));
-        match violations.iter().find(|v| !(operator && self.operator_allows.contains(&v.rule))) {
+        match violations.iter().find(|v| !self.exempts(role, v.rule)) {
             Some(v) => Err(Refusal::of(v)),
             None => Ok(()),
         }

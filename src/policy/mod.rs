@@ -6,6 +6,7 @@
 pub mod context;
 pub mod guard;
 pub mod isolation;
+pub mod notify;
 pub mod session_state;
 pub mod strict;
 pub mod upstream_role;

@@ -66,6 +66,31 @@ pub fn sql_text(tag: u8, body: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// A Query or Parse message (`msg`, whole) with its SQL text replaced by `sql`; `None` when
+/// `msg` is neither or malformed.
+pub fn with_sql_text(msg: &[u8], sql: &[u8]) -> Option<bytes::Bytes> {
+    let (&tag, body) = msg.split_first()?;
+    let body = body.get(4..)?;
+    let (head, rest) = match tag {
+        b'Q' => (&body[..0], body),
+        b'P' => {
+            let (name, rest) = read_cstr(body)?;
+            (&body[..name.len() + 1], rest)
+        }
+        _ => return None,
+    };
+    let (_, tail) = read_cstr(rest)?;
+    let len = 4 + head.len() + sql.len() + 1 + tail.len();
+    let mut out = BytesMut::with_capacity(len + 1);
+    out.put_u8(tag);
+    out.put_u32(u32::try_from(len).ok()?);
+    out.put_slice(head);
+    out.put_slice(sql);
+    out.put_u8(0);
+    out.put_slice(tail);
+    Some(out.freeze())
+}
+
 /// Parse of `name` with untyped parameters.
 pub fn parse(buf: &mut BytesMut, name: &str, sql: &str) {
     // Cannot fail: the strings are ours and contain no NUL.

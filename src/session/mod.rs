@@ -5,6 +5,7 @@
 //! - `start`: the greeting and the client's identity;
 //! - `relay`: the loop, the I/O pump's events and the end of the session;
 //! - `client`: client messages: checks, transaction starts, forwarding;
+//! - `notify`: per-tenant LISTEN/NOTIFY channels (scoping, notifications mapped back);
 //! - `replies`: server messages, routed to the client or to the proxy's own needs;
 //! - `transaction`: what happens at a transaction's first message: a server
 //!   connection lent (transaction pooling), reset when it carried another
@@ -15,6 +16,7 @@
 //! - `pump`: non-blocking reads and writes on both sockets.
 
 mod client;
+mod notify;
 pub mod pins;
 mod pump;
 mod relay;

@@ -128,6 +128,10 @@ impl Relay<'_> {
                     }
                 }
             }
+            b'A' => {
+                super::notify::deliver_notification(&mut self.to_client, &self.identity.context.tenant, body);
+                return Ok(None);
+            }
             b'W' => {
                 return Ok(Some(Exit::Fatal(PgError::fatal(
                     "0A000",

@@ -173,7 +173,11 @@ impl Relay<'_> {
         let outcome = server.run_setup(&batch).await?;
         if !foreign {
             // Notices and notifications of this identity's own session.
-            self.to_client.extend_from_slice(&outcome.passthrough);
+            super::notify::deliver_async_messages(
+                &mut self.to_client,
+                &self.identity.context.tenant,
+                &outcome.passthrough,
+            );
         }
         self.status = outcome.status;
         let adoption_failed = outcome.error.is_some() && outcome.error_segment < adoption_readies;

@@ -1,7 +1,7 @@
 //! Protocol-level attempts and attempts through other sessions, once per configuration:
 //! the proxy's reserved statement by Close/Parse/Bind, a fast-path call of set_config,
 //! startup parameters, a forged token, and what other sessions leave in pg_stat_activity,
-//! in LISTEN registrations and in session state.
+//! in LISTEN registrations and in session state, and notifications of tenant 2's channels.
 
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ pub async fn run_all(env: &mut Env) {
     query_text_in_pg_stat_activity(env).await;
     cancel_through_pg_cancel_backend(env).await;
     listen_left_behind(env).await;
+    listen_across_tenants(env).await;
     state_left_behind(env).await;
 }
 
@@ -248,10 +249,36 @@ async fn listen_left_behind(env: &mut Env) {
     let mut spy = env.session(Protocol::Simple).await;
     let mut reply = Reply::default();
     spy.run(Protocol::Simple, "SELECT 1", &mut reply).await;
-    env.su.batch_execute("NOTIFY attack_chan, 'globex secret'").await.expect("notify");
+    // On tenant 2's channel as the proxy names it, and on the raw name.
+    env.su
+        .batch_execute("SELECT pg_notify(rlsproxy.channel('2', 'attack_chan'), 'globex secret'); NOTIFY attack_chan, 'globex secret'")
+        .await
+        .expect("notify");
     tokio::time::sleep(Duration::from_millis(200)).await;
     spy.run(Protocol::Simple, "SELECT 1", &mut reply).await;
     env.judge(&label, Some(Expect::Allowed), &reply, Some(&mut spy)).await;
+    spy.close().await;
+}
+
+/// Tenant 1 listens on tenant 2's channel: by its name, by the name the proxy gives it on
+/// the server, and (refused with the guard on) in a DO block, where nothing is rewritten;
+/// tenant 2 then notifies it. Nothing of it may reach tenant 1.
+async fn listen_across_tenants(env: &mut Env) {
+    let label = env.label("LISTEN on tenant 2's channel", "simple");
+    let mut spy = env.session(Protocol::Simple).await;
+    let mut reply = Reply::default();
+    for sql in [
+        "LISTEN attack_across",
+        "LISTEN \"d4735e3a265e16ee.attack_across\"",
+        "DO $$ BEGIN EXECUTE 'LISTEN \"d4735e3a265e16ee.attack_across\"'; END $$",
+    ] {
+        spy.run(Protocol::Simple, sql, &mut reply).await;
+    }
+    let other = env.proxy.connect(&env.proxy.token("2")).await;
+    other.batch_execute("NOTIFY attack_across, 'globex secret'").await.expect("tenant 2 notifies");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    spy.run(Protocol::Simple, "SELECT 1", &mut reply).await;
+    env.judge(&label, None, &reply, Some(&mut spy)).await;
     spy.close().await;
 }
 

@@ -11,8 +11,15 @@ use crate::{
     wait_for_pool,
 };
 
-/// Sends a notification straight to the server, as a superuser.
+/// Sends a notification straight to the server, as a superuser, on tenant 1's `channel`
+/// (the proxy scopes a client's channels to its tenant).
 async fn notify(su: &Client, channel: &str, payload: &str) {
+    su.execute("SELECT pg_notify(rlsproxy.channel('1', $1), $2)", &[&channel, &payload]).await.unwrap();
+}
+
+/// Sends a notification straight to the server on the raw name `channel`, which a `LISTEN`
+/// inside a `DO` block (not rewritten) listens to.
+async fn notify_raw(su: &Client, channel: &str, payload: &str) {
     su.batch_execute(&format!("NOTIFY {channel}, '{payload}'")).await.unwrap();
 }
 
@@ -65,12 +72,12 @@ async fn listen_in_a_do_block_never_delivers_to_another_tenant() {
     // Not detected, so A is not pinned: its connection goes back to the pool listening.
     a.client.batch_execute("DO $$ BEGIN LISTEN tx_chan_h; END $$").await.unwrap();
     // The backend sends the notification as soon as it is idle, i.e. while in the pool.
-    notify(&su, "tx_chan_h", "acme secret").await;
+    notify_raw(&su, "tx_chan_h", "acme secret").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The notification arrived while the connection was idle in the pool: a connection with
     // unread input is closed rather than lent, so B gets a fresh backend.
     assert_ne!(backend_pid(&b.client).await, pid, "a pooled connection with unread input was lent");
-    notify(&su, "tx_chan_h", "acme secret 2").await;
+    notify_raw(&su, "tx_chan_h", "acme secret 2").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(value(&b.client, "SELECT count(*) FROM pg_listening_channels()").await, "0");
     assert_eq!(b.notifications(), Vec::<String>::new(), "B received notifications of A's LISTEN");

@@ -44,6 +44,10 @@ pub enum Rule {
     Grant,
     /// A statement longer than `[guard] max_statement_bytes` (not parsed).
     TooLong,
+    /// pg_notify with a channel that is not a string constant (or LISTEN/NOTIFY the proxy
+    /// cannot scope to the tenant's channels, see `policy::notify`). Applies with the
+    /// guard disabled too.
+    NotifyChannel,
 }
 
 impl Rule {
@@ -68,11 +72,12 @@ impl Rule {
             Rule::ServerFile => "server_file",
             Rule::Grant => "grant",
             Rule::TooLong => "statement_too_long",
+            Rule::NotifyChannel => "notify_channel",
         }
     }
 
     /// Every rule, for configuration checks.
-    pub const ALL: [Rule; 18] = [
+    pub const ALL: [Rule; 19] = [
         Rule::SetProtected,
         Rule::ResetAll,
         Rule::Discard,
@@ -91,6 +96,7 @@ impl Rule {
         Rule::ServerFile,
         Rule::Grant,
         Rule::TooLong,
+        Rule::NotifyChannel,
     ];
 
     /// Rules no token may be exempted from: they would let it change its own tenant, or

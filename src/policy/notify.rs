@@ -1,0 +1,329 @@
+//! Per-tenant LISTEN/NOTIFY channels. Channels are database-wide and every tenant
+//! is the proxy's one role, so the proxy gives each tenant its own namespace: the
+//! channel of `LISTEN`, `UNLISTEN` and `NOTIFY` (and the constant channel of
+//! `pg_notify(…)`) becomes `<16 hex digits of SHA-256(tenant)>.<channel>`, and a
+//! NotificationResponse reaches the client only when its channel carries the
+//! client's own prefix, which is then removed. The prefix has a fixed length, so
+//! the scoped name of (tenant, channel) is unique per tenant (up to a 64-bit hash
+//! collision between two tenants) and is refused, never truncated by the server,
+//! when it would exceed PostgreSQL's 63 bytes. `migrations/0005_notify.sql`
+//! computes the same name in SQL (`rlsproxy.channel(tenant, channel)`).
+//!
+//! Only the channel tokens are replaced; the rest of the text is kept byte for byte.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use bytes::{BufMut, BytesMut};
+use pg_query::protobuf::node::Node as NodeEnum;
+use pg_query::protobuf::{ScanToken, Token};
+use serde_json::Value;
+
+use crate::protocol::backend::finish_message;
+use crate::protocol::read_cstr;
+
+/// PostgreSQL's longest name (NAMEDATALEN - 1); longer identifiers are truncated.
+const MAX_NAME_BYTES: usize = 63;
+/// Hex digits of the tenant hash in the prefix.
+const HASH_DIGITS: usize = 16;
+/// The longest channel name a client may use: what the prefix leaves of 63 bytes.
+pub const MAX_CHANNEL_BYTES: usize = MAX_NAME_BYTES - HASH_DIGITS - 1;
+
+/// Why a text naming channels cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// The scoped name would not fit in 63 bytes.
+    #[error("the channel name \"{0}\" is too long: at most {MAX_CHANNEL_BYTES} bytes")]
+    TooLong(String),
+    /// pg_notify with a channel the proxy cannot scope (computed, NULL, or the name used otherwise).
+    #[error("pg_notify whose channel is not a string constant")]
+    Computed,
+    /// LISTEN/UNLISTEN/NOTIFY inside another statement (a rule's action).
+    #[error("LISTEN, UNLISTEN or NOTIFY inside another statement")]
+    Nested,
+    /// A non-ASCII channel name in text that is not UTF-8.
+    #[error("a non-ASCII channel name in text that is not UTF-8")]
+    NotUtf8,
+    /// Text the parser cannot parse.
+    #[error("a statement the parser cannot parse ({0})")]
+    Unparsable(String),
+}
+
+/// One tenant's channel namespace.
+#[derive(Debug, Clone)]
+pub struct ChannelScope {
+    /// `<16 hex digits>.`
+    prefix: String,
+}
+
+impl ChannelScope {
+    /// The namespace of `tenant` (the tenant claim, as injected into the tenant setting).
+    pub fn for_tenant(tenant: &str) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, tenant.as_bytes());
+        let mut prefix = String::with_capacity(HASH_DIGITS + 1);
+        for &b in &digest.as_ref()[..HASH_DIGITS / 2] {
+            prefix.push(char::from(HEX[usize::from(b >> 4)]));
+            prefix.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        prefix.push('.');
+        Self { prefix }
+    }
+
+    /// The server's name of the client's `channel`.
+    pub fn scoped(&self, channel: &str) -> Result<String, ChannelError> {
+        if channel.len() > MAX_CHANNEL_BYTES {
+            return Err(ChannelError::TooLong(channel.into()));
+        }
+        Ok(format!("{}{channel}", self.prefix))
+    }
+
+    /// The client's name of the server's `channel`; `None` when it is not this tenant's.
+    pub fn unscoped<'a>(&self, channel: &'a [u8]) -> Option<&'a [u8]> {
+        channel.strip_prefix(self.prefix.as_bytes())
+    }
+
+    /// Appends the NotificationResponse whose body (pid, channel, payload) is `body` to
+    /// `out`, with the channel as the client knows it. `false`, appending nothing, when the
+    /// channel is not this tenant's (or the body is malformed): such a notification is
+    /// never delivered.
+    pub fn append_for_client(&self, body: &[u8], out: &mut BytesMut) -> bool {
+        let Some((pid, rest)) = body.split_at_checked(4) else { return false };
+        let Some((channel, payload)) = read_cstr(rest) else { return false };
+        let Some(channel) = self.unscoped(channel) else { return false };
+        let start = out.len();
+        out.put_u8(b'A');
+        out.put_i32(0);
+        out.put_slice(pid);
+        out.put_slice(channel);
+        out.put_u8(0);
+        out.put_slice(payload);
+        finish_message(out, start);
+        true
+    }
+}
+
+/// Whether `sql` may name a channel: it spells LISTEN, NOTIFY (also in pg_notify) or a
+/// `U&` escaped identifier, case-insensitively. Keywords cannot be escaped, so text
+/// without these needs no parse.
+pub fn may_name_channel(sql: &[u8]) -> bool {
+    let at = |i: usize, word: &[u8]| sql.get(i..i + word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word));
+    (0..sql.len()).any(|i| match sql[i] | 0x20 {
+        b'l' => at(i, b"listen"),
+        b'n' => at(i, b"notify"),
+        b'u' => at(i, b"u&"),
+        _ => false,
+    })
+}
+
+/// pg_notify's OID (fixed in pg_proc): a fast-path FunctionCall of it has a computed channel.
+pub const PG_NOTIFY_OID: u32 = 3036;
+
+/// `sql` with every channel scoped to `scope`; `None` when it names none. With
+/// `allow_computed` (an exempt operator), a pg_notify whose channel is not a constant is
+/// left as it is instead of refused.
+pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) -> Result<Option<Vec<u8>>, ChannelError> {
+    let text = parsable(sql);
+    let tokens: Vec<ScanToken> = pg_query::scan_tokens(&text)
+        .map_err(|e| ChannelError::Unparsable(e.to_string()))?
+        .into_iter()
+        .filter(|t| t.token != Token::SqlComment as i32 && t.token != Token::CComment as i32)
+        .collect();
+    if !tokens.iter().any(|t| names_channel(&text, t)) {
+        return Ok(None);
+    }
+    let parsed = pg_query::parse(&text, 0).map_err(|e| ChannelError::Unparsable(e.to_string()))?;
+    let mut edits = Vec::new();
+    let mut top_level = 0;
+    for raw in &parsed.protobuf.stmts {
+        let channel = match raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
+            Some(NodeEnum::ListenStmt(s)) => &s.conditionname,
+            Some(NodeEnum::NotifyStmt(s)) => &s.conditionname,
+            // `UNLISTEN *` (an empty name) only affects this session's own channels.
+            Some(NodeEnum::UnlistenStmt(s)) if s.conditionname.is_empty() => {
+                top_level += 1;
+                continue;
+            }
+            Some(NodeEnum::UnlistenStmt(s)) => &s.conditionname,
+            _ => continue,
+        };
+        top_level += 1;
+        let start = usize::try_from(raw.stmt_location).unwrap_or(0);
+        // The keyword, then the channel up to the payload's comma or the statement's end.
+        let keyword = tokens
+            .iter()
+            .position(|t| t.start as usize >= start)
+            .filter(|&k| [Token::Listen, Token::Unlisten, Token::Notify].iter().any(|w| *w as i32 == tokens[k].token))
+            .ok_or(ChannelError::Nested)?;
+        let range = token_run(&tokens, keyword + 1).ok_or(ChannelError::Nested)?;
+        edits.push((range, quote_ident(&scope.scoped(channel)?)));
+    }
+    let tree = serde_json::to_value(&parsed.protobuf).map_err(|e| ChannelError::Unparsable(e.to_string()))?;
+    let mut walk = Walk::default();
+    walk.visit(&tree);
+    if walk.statements > top_level {
+        return Err(ChannelError::Nested);
+    }
+    for call in &walk.pg_notify_calls {
+        let Some(location) = call.constant_channel_at else {
+            if allow_computed {
+                continue;
+            }
+            return Err(ChannelError::Computed);
+        };
+        let first = tokens
+            .iter()
+            .position(|t| {
+                t.start as usize == location && [Token::Sconst, Token::Usconst].iter().any(|k| *k as i32 == t.token)
+            })
+            .ok_or(ChannelError::Computed)?;
+        let range = token_run(&tokens, first).ok_or(ChannelError::Computed)?;
+        edits.push((range, quote_literal(&scope.scoped(&call.channel)?)));
+    }
+    // The name anywhere else (an operator's or aggregate's function, a regproc literal…).
+    if walk.pg_notify_names > walk.pg_notify_calls.len() && !allow_computed {
+        return Err(ChannelError::Computed);
+    }
+    if edits.is_empty() {
+        return Ok(None);
+    }
+    splice(sql, edits, !matches!(text, Cow::Borrowed(_))).map(Some)
+}
+
+/// `sql` with each range replaced; with `ascii_only` (text that is not UTF-8, parsed with
+/// stand-ins for its other bytes) a replaced range must be ASCII, so that the channel the
+/// parser read is the one the client wrote.
+fn splice(sql: &[u8], mut edits: Vec<(Range<usize>, String)>, ascii_only: bool) -> Result<Vec<u8>, ChannelError> {
+    edits.sort_by_key(|(range, _)| range.start);
+    let mut out = Vec::with_capacity(sql.len() + edits.len() * (HASH_DIGITS + 8));
+    let mut at = 0;
+    for (range, replacement) in edits {
+        let Some(replaced) = sql.get(range.clone()).filter(|_| range.start >= at) else {
+            return Err(ChannelError::Unparsable("overlapping channel names".into()));
+        };
+        if ascii_only && !replaced.is_ascii() {
+            return Err(ChannelError::NotUtf8);
+        }
+        out.extend_from_slice(&sql[at..range.start]);
+        out.extend_from_slice(replacement.as_bytes());
+        at = range.end;
+    }
+    out.extend_from_slice(&sql[at..]);
+    Ok(out)
+}
+
+/// Whether `token` may name a channel or pg_notify (a much cheaper test than the parse, for
+/// texts such as `SELECT … FROM listeners`): a LISTEN, UNLISTEN or NOTIFY keyword, a `U&`
+/// identifier or string, the identifier pg_notify, or a string constant that mentions
+/// notify or has escapes.
+fn names_channel(text: &str, token: &ScanToken) -> bool {
+    let raw = text.get(token.start as usize..token.end as usize).unwrap_or_default();
+    match Token::try_from(token.token) {
+        Ok(Token::Listen | Token::Unlisten | Token::Notify | Token::Uident | Token::Usconst) => true,
+        Ok(Token::Ident) => raw.trim_matches('"').eq_ignore_ascii_case("pg_notify"),
+        Ok(Token::Sconst) => raw.contains('\\') || raw.to_ascii_lowercase().contains("notify"),
+        _ => false,
+    }
+}
+
+/// The byte range of the tokens from `first` up to (not including) the next `,`, `)`, `;`
+/// or the end: one channel identifier or string constant, with a `UESCAPE` clause if any.
+fn token_run(tokens: &[ScanToken], first: usize) -> Option<Range<usize>> {
+    let ends = |t: &ScanToken| [Token::Ascii44, Token::Ascii41, Token::Ascii59].iter().any(|e| *e as i32 == t.token);
+    let run: Vec<&ScanToken> = tokens.get(first..)?.iter().take_while(|t| !ends(t)).collect();
+    let (start, end) = (run.first()?.start, run.last()?.end);
+    Some(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
+}
+
+/// `sql` as the parser needs it (UTF-8, same byte offsets): text in a single-byte or EUC
+/// client encoding has each byte from 0x80 up replaced by `x`, which keeps every token where
+/// it is (such bytes are identifier characters or inside quotes for the server too).
+fn parsable(sql: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(sql) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => Cow::Owned(sql.iter().map(|&b| if b.is_ascii() { char::from(b) } else { 'x' }).collect()),
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// An escape string constant: read the same whatever `standard_conforming_strings` says.
+fn quote_literal(value: &str) -> String {
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A pg_notify call found in the tree.
+#[derive(Debug)]
+struct NotifyCall {
+    /// Where its channel's string constant starts, when the channel is one.
+    constant_channel_at: Option<usize>,
+    channel: String,
+}
+
+/// What the whole tree holds (walked generically, so no node kind is missed).
+#[derive(Debug, Default)]
+struct Walk {
+    /// LISTEN, UNLISTEN and NOTIFY statements at any depth.
+    statements: usize,
+    /// Names and string constants spelling pg_notify.
+    pg_notify_names: usize,
+    pg_notify_calls: Vec<NotifyCall>,
+}
+
+impl Walk {
+    fn visit(&mut self, root: &Value) {
+        let mut stack = vec![root];
+        while let Some(value) = stack.pop() {
+            match value {
+                Value::Object(map) => {
+                    for (key, child) in map {
+                        match key.as_str() {
+                            "ListenStmt" | "UnlistenStmt" | "NotifyStmt" => self.statements += 1,
+                            "FuncCall" => self.call(child),
+                            "sval" if child.as_str().is_some_and(|s| s.eq_ignore_ascii_case("pg_notify")) => {
+                                self.pg_notify_names += 1
+                            }
+                            _ => {}
+                        }
+                        stack.push(child);
+                    }
+                }
+                Value::Array(items) => stack.extend(items),
+                _ => {}
+            }
+        }
+    }
+
+    fn call(&mut self, call: &Value) {
+        let names: Vec<&str> = call
+            .get("funcname")
+            .and_then(Value::as_array)
+            .map(|n| n.iter().filter_map(|n| n.pointer("/node/String/sval").and_then(Value::as_str)).collect())
+            .unwrap_or_default();
+        let is_pg_notify = match names.as_slice() {
+            [name] => name.eq_ignore_ascii_case("pg_notify"),
+            [schema, name] => schema.eq_ignore_ascii_case("pg_catalog") && name.eq_ignore_ascii_case("pg_notify"),
+            _ => names.last().is_some_and(|n| n.eq_ignore_ascii_case("pg_notify")),
+        };
+        if !is_pg_notify {
+            return;
+        }
+        let first = call.get("args").and_then(Value::as_array).and_then(|a| a.first());
+        let constant = first.and_then(|a| a.pointer("/node/AConst"));
+        let channel = constant.and_then(|c| c.pointer("/val/Sval/sval")).and_then(Value::as_str);
+        let location = constant.and_then(|c| c.get("location")).and_then(Value::as_u64);
+        let plain = names.len() == 1 || names.len() == 2;
+        let found = match (channel, location, plain) {
+            (Some(channel), Some(at), true) => {
+                NotifyCall { constant_channel_at: usize::try_from(at).ok(), channel: channel.to_string() }
+            }
+            _ => NotifyCall { constant_channel_at: None, channel: String::new() },
+        };
+        self.pg_notify_calls.push(found);
+    }
+}
+
+#[cfg(test)]
+mod tests;

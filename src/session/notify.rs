@@ -1,0 +1,111 @@
+//! The session's side of per-tenant channels (`policy::notify`): the channels of a
+//! client's Query or Parse are scoped before anything else looks at it (the guard
+//! checks what the server will run), and a notification reaches the client only on
+//! one of its tenant's channels, under the name the client used.
+
+use bytes::{Bytes, BytesMut};
+
+use super::relay::Relay;
+use crate::policy::guard::{Refusal, Rule, Violation};
+use crate::policy::notify::{self, ChannelError, ChannelScope, MAX_CHANNEL_BYTES};
+use crate::protocol::{PgError, codec, frontend};
+
+const HINT: &str = "LISTEN/NOTIFY channels are per tenant: name them in LISTEN, UNLISTEN and NOTIFY, or as a \
+                    string constant in pg_notify('channel', payload); triggers use rlsproxy.notify(channel, payload).";
+
+impl Relay<'_> {
+    /// `msg` with its channels scoped to the client's tenant (the same `msg` when it names
+    /// none), or the refusal of a text whose channels cannot be scoped.
+    pub(super) fn scope_channels(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
+        let body = codec::body(&msg);
+        let exempt = || self.shared.live().guard.exempts(self.identity.context.role.as_deref(), Rule::NotifyChannel);
+        if msg[0] == b'F' {
+            let pg_notify = body.get(..4) == Some(&notify::PG_NOTIFY_OID.to_be_bytes()[..]);
+            let refusal = (pg_notify && !exempt()).then(|| channel_refusal(&ChannelError::Computed));
+            return (msg, refusal);
+        }
+        let Some(sql) = frontend::sql_text(msg[0], body) else { return (msg, None) };
+        if !notify::may_name_channel(sql) {
+            return (msg, None);
+        }
+        // The guard's bound on parsed text holds here too, with the guard off as well.
+        let limit = self.shared.live().guard.max_statement_bytes();
+        if sql.len() > limit {
+            let refusal = Refusal::too_long(sql.len(), limit);
+            return (msg, Some(refusal));
+        }
+        let scope = ChannelScope::for_tenant(&self.identity.context.tenant);
+        let refusal = match notify::scope_channels(sql, &scope, exempt()) {
+            Ok(None) => return (msg, None),
+            Ok(Some(scoped)) => match frontend::with_sql_text(&msg, &scoped) {
+                Some(rewritten) => return (rewritten, None),
+                None => Refusal::of(&Violation::new(Rule::Unparsable, "a malformed message".into())),
+            },
+            Err(e @ ChannelError::Unparsable(_)) => Refusal::of(&Violation::new(Rule::Unparsable, e.to_string())),
+            Err(e @ ChannelError::TooLong(_)) => Refusal {
+                rule: Rule::NotifyChannel,
+                error: PgError::error("42622", format!("rlsproxy: {e}")).with_hint(format!(
+                    "The proxy prefixes each tenant's channels; {MAX_CHANNEL_BYTES} bytes are left."
+                )),
+            },
+            Err(e) => channel_refusal(&e),
+        };
+        (msg, Some(refusal))
+    }
+}
+
+fn channel_refusal(e: &ChannelError) -> Refusal {
+    let Refusal { rule, error } = Refusal::of(&Violation::new(Rule::NotifyChannel, e.to_string()));
+    Refusal { rule, error: error.with_hint(HINT) }
+}
+
+/// Appends a NotificationResponse (`body`) to `to_client` if its channel is `tenant`'s.
+pub(super) fn deliver_notification(to_client: &mut BytesMut, tenant: &str, body: &[u8]) {
+    if !ChannelScope::for_tenant(tenant).append_for_client(body, to_client) {
+        tracing::debug!("a notification on a channel of another tenant was dropped");
+    }
+}
+
+/// Appends notices and notifications that arrived during an awaited batch (whole messages,
+/// back to back) to `to_client`, notifications only if `tenant`'s.
+pub(super) fn deliver_async_messages(to_client: &mut BytesMut, tenant: &str, mut raw: &[u8]) {
+    while raw.len() >= 5 {
+        let len = u32::from_be_bytes([raw[1], raw[2], raw[3], raw[4]]) as usize;
+        let Some(msg) = raw.get(..1 + len).filter(|_| len >= 4) else { return };
+        match msg[0] {
+            b'A' => deliver_notification(to_client, tenant, &msg[5..]),
+            _ => to_client.extend_from_slice(msg),
+        }
+        raw = &raw[1 + len..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        [&[tag][..], &(body.len() as u32 + 4).to_be_bytes(), body].concat()
+    }
+
+    #[test]
+    fn messages_of_an_awaited_batch_keep_notices_and_only_the_tenants_notifications() {
+        let notification =
+            |channel: &str| message(b'A', &[&7u32.to_be_bytes()[..], channel.as_bytes(), b"\0p\0"].concat());
+        let notice = message(b'N', b"SNOTICE\0\0");
+        let raw = [
+            notice.clone(),
+            notification("6b86b273ff34fce1.mine"),
+            notification("d4735e3a265e16ee.theirs"),
+            notification("raw"),
+        ]
+        .concat();
+        let mut out = BytesMut::new();
+        deliver_async_messages(&mut out, "1", &raw);
+        assert_eq!(&out[..], [notice, notification("mine")].concat());
+        // A truncated message ends the walk instead of being relayed in part.
+        let mut out = BytesMut::new();
+        deliver_async_messages(&mut out, "1", &raw[..raw.len() - 2]);
+        assert_eq!(out.len(), message(b'N', b"SNOTICE\0\0").len() + notification("mine").len());
+    }
+}
