@@ -265,7 +265,7 @@ GRANT EXECUTE ON FUNCTION rlsproxy.verified_context(), rlsproxy.tenant(), rlspro
 -- Binds a table's permissive role policies (`TO <role>`, not PUBLIC) to the
 -- signed role: each USING and WITH CHECK expression that does not call
 -- rlsproxy.role() yet becomes `(<expression>) AND (SELECT rlsproxy.role()) =
--- current_user`. The proxy's role is a member of every role a token may name
+-- current_user` (just the latter for `true`). The proxy's role is a member of every role a token may name
 -- (it must be, to SET ROLE), so SQL that runs `SET ROLE admin_role` or
 -- `set_config('role', ...)` some other way would otherwise get the policy's
 -- rows; bound, they need a value signed for that role. Returns how many
@@ -295,10 +295,12 @@ BEGIN
     LOOP
         clauses := '';
         IF pol.qual IS NOT NULL AND strpos(pol.qual, 'rlsproxy.role()') = 0 THEN
-            clauses := format(' USING ((%s) AND %s)', pol.qual, signed);
+            clauses := format(' USING (%s)', CASE pol.qual WHEN 'true' THEN signed
+                                                  ELSE format('(%s) AND %s', pol.qual, signed) END);
         END IF;
         IF pol.checks IS NOT NULL AND strpos(pol.checks, 'rlsproxy.role()') = 0 THEN
-            clauses := clauses || format(' WITH CHECK ((%s) AND %s)', pol.checks, signed);
+            clauses := clauses || format(' WITH CHECK (%s)', CASE pol.checks WHEN 'true' THEN signed
+                                                             ELSE format('(%s) AND %s', pol.checks, signed) END);
         END IF;
         IF clauses <> '' THEN
             EXECUTE format('ALTER POLICY %I ON %s', pol.polname, tbl) || clauses;

@@ -83,8 +83,8 @@ async fn role_policies_are_bound_once_and_restrictive_ones_left_alone() {
     assert_eq!(
         role_policies,
         vec![
-            ("admin_bypass".into(), bound("true"), bound("true")),
-            ("admin_inserts".into(), String::new(), bound("true")),
+            ("admin_bypass".into(), BOUND.into(), BOUND.into()),
+            ("admin_inserts".into(), String::new(), BOUND.into()),
             ("admin_only_small".into(), "(id < 100)".into(), String::new()),
             ("admin_reads".into(), bound("(tenant_id > 0)"), String::new()),
         ]
@@ -174,7 +174,57 @@ async fn an_earlier_install_upgrades_in_place() {
     let su = common::postgres().superuser_client(db).await;
     su.batch_execute("SELECT rlsproxy.enable_strict_policies('docs')").await.expect("convert again");
     let admin = policies(&su, "docs").await.into_iter().find(|p| p.0 == "admin_bypass").expect("admin policy");
-    assert_eq!(admin.1, format!("(true AND {BOUND})"));
+    assert_eq!(admin.1, BOUND);
     client.batch_execute("SET ROLE admin_role").await.expect("set role");
     assert_eq!(titles(&client, "docs").await, ["one"], "after: the role switch gains nothing");
+}
+
+/// The Alembic revision in `migrations/alembic/` (STRICT = True, its default) writes the same
+/// policies as `enable_strict_policies`: run with a stand-in for `alembic.op` that prints
+/// its SQL, in one database, and compared with the function's in another.
+#[tokio::test]
+async fn the_alembic_revision_writes_what_enable_strict_policies_does() {
+    setup();
+    let revision = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/alembic/versions/0001_rls_policies.py");
+    let script = format!(
+        "import importlib.util, sys, types\n\
+         alembic = types.ModuleType('alembic')\n\
+         alembic.op = types.SimpleNamespace(execute=lambda sql: print(sql + ';'))\n\
+         sys.modules['alembic'] = alembic\n\
+         spec = importlib.util.spec_from_file_location('revision', {revision:?})\n\
+         module = importlib.util.module_from_spec(spec)\n\
+         spec.loader.exec_module(module)\n\
+         module.upgrade()\n"
+    );
+    let out = std::process::Command::new("python3").args(["-c", &script]).output().expect("run python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alembic_sql = String::from_utf8(out.stdout).expect("UTF-8 SQL");
+
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0001_example_schema.sql");
+    let strict_mode = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0003_strict_mode.sql");
+    let mut seen = Vec::new();
+    for (db, convert) in [
+        ("strict_roles_alembic", alembic_sql.as_str()),
+        (
+            "strict_roles_function",
+            "SELECT rlsproxy.enable_strict_policies('tenants', 'id');
+             SELECT rlsproxy.enable_strict_policies('users');
+             SELECT rlsproxy.enable_strict_policies('documents');",
+        ),
+    ] {
+        psql("postgres", &["-c", &format!("CREATE DATABASE {db}")]);
+        psql(db, &["-f", schema, "-f", strict_mode, "-c", convert]);
+        let su = common::postgres().superuser_client(db).await;
+        let rows = su
+            .query(
+                "SELECT concat_ws(' | ', tablename, policyname, permissive, cmd, roles::text, qual, with_check)
+                 FROM pg_policies WHERE schemaname = 'public' ORDER BY tablename, policyname",
+                &[],
+            )
+            .await
+            .expect("pg_policies");
+        seen.push(rows.iter().map(|r| r.get(0)).collect::<Vec<String>>());
+    }
+    assert_eq!(seen[0].len(), 15, "{:#?}", seen[0]);
+    assert_eq!(seen[0], seen[1]);
 }
