@@ -290,8 +290,8 @@ async fn the_app_role_cannot_read_keys_or_replace_the_verifier() {
         client
             .batch_execute(
                 "CREATE OR REPLACE FUNCTION rlsproxy.context(
-                     OUT payload jsonb, OUT tenant text, OUT tenant_id integer, OUT role text)
-                 LANGUAGE sql AS $$ SELECT NULL::jsonb, '2', 2, 'admin_role' $$",
+                     OUT tenant text, OUT tenant_id integer, OUT role text, OUT kid text, OUT payload json)
+                 LANGUAGE sql AS $$ SELECT '2', 2, 'admin_role', 'k', NULL::json $$",
             )
             .await,
         "replace the verifier",
@@ -383,8 +383,8 @@ async fn functions_and_policies_are_as_designed() {
         ]
     );
     // The accessors are inlined: a policy's InitPlan calls the verifier once, nothing nested.
-    for accessor in ["tenant_id", "tenant", "role", "verified_context"] {
-        let field = if accessor == "verified_context" { "payload" } else { accessor };
+    for field in ["tenant_id", "tenant", "role"] {
+        let accessor = field;
         let rows = client.query(&format!("EXPLAIN VERBOSE SELECT rlsproxy.{accessor}()"), &[]).await.expect("plan");
         let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         let inlined = format!("Output: (rlsproxy.context()).{field}");
