@@ -15,8 +15,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-TARGETS = ["direct", "pgbouncer", "rlsproxy-session", "rlsproxy-transaction", "rlsproxy-tx-noguard"]
-COLORS = ["#7f7f7f", "#1f77b4", "#ff7f0e", "#d62728", "#2ca02c"]
+TARGETS = ["direct", "pgbouncer", "rlsproxy-session", "rlsproxy-transaction", "rlsproxy-tx-noguard",
+           "rlsproxy-tx-strict"]
+COLORS = ["#7f7f7f", "#1f77b4", "#ff7f0e", "#d62728", "#2ca02c", "#9467bd"]
 
 
 def main():

@@ -52,7 +52,9 @@ def main():
         "system CPU time per transaction (PgBouncer's or rlsproxy's; PostgreSQL's is not in it).",
         "rls-mix is 80 % reads and 20 % write transactions on the example RLS schema: through PgBouncer",
         "it runs the app-side pattern (its own `set_config(…, true)` in each transaction), directly the",
-        "tenant is a session setting, through rlsproxy the proxy injects it.",
+        "tenant is a session setting, through rlsproxy the proxy injects it. rls-read is its read alone",
+        "(a primary-key read). rlsproxy-tx-strict runs strict mode (a signed context verified by the",
+        "policies, migrations/0003) on a copy of the same database.",
         "",
         f"![TPS by target and workload]({chart})",
         "",
@@ -108,6 +110,10 @@ def main():
     mix_on, mix_off = (g("rls-mix", 32, t) for t in ("rlsproxy-transaction", "rlsproxy-tx-noguard"))
     checks.append(("rls-mix 32 clients: guard on ≥ 0.95× guard off", ratio(mix_on, mix_off),
                    mix_on and mix_off and mix_on >= 0.95 * mix_off))
+    for w in ("rls-read", "rls-mix"):
+        default, strict = (g(w, 16, t) for t in ("rlsproxy-transaction", "rlsproxy-tx-strict"))
+        checks.append((f"{w} 16 clients: strict mode ≥ 0.9× default mode (transaction mode)", ratio(strict, default),
+                       strict and default and strict >= 0.9 * default))
     for w in ("delayed-select-simple", "delayed-select-prepared"):
         dd, dp = lat(w, 1, "direct-delayed"), lat(w, 1, "rlsproxy-delayed")
         if None not in (dd, dp):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # rlsproxy benchmark (issue 5): direct PostgreSQL vs PgBouncer (transaction mode)
-# vs rlsproxy (session and transaction mode, guard on and off), with pgbench,
+# vs rlsproxy (session and transaction mode, guard on and off, strict mode), with pgbench,
 # interleaved over several rounds, medians reported; plus the multi-tenant load
 # generator, idle-connection memory, and the round trips over a delayed link.
 #
@@ -99,17 +99,9 @@ say "Starting a throwaway PostgreSQL on 127.0.0.1:$PG_PORT (fsync=off) in $WORK"
 pg_start 'max_connections = 300' 'shared_buffers = 256MB' >"$WORK/pg_start.log"
 say "Applying migrations/*.sql to database app; $TENANTS tenants x $DOCS documents"
 pg_create_app
-pg_super -d app <<SQL
-INSERT INTO tenants (id, name) SELECT t, 'bench tenant ' || t FROM generate_series(1, $TENANTS) t
-ON CONFLICT (id) DO NOTHING;
--- One INSERT, ordered by tenant: each tenant's documents get contiguous ids.
-INSERT INTO documents (tenant_id, title, body)
-SELECT t, 'bench ' || i, md5(i::text) FROM generate_series(1, $TENANTS) t, generate_series(1, $DOCS) i
-ORDER BY t, i;
-ANALYZE;
-SQL
-read -r DOC_LO DOC_HI < <(pg_super -d app -At -F ' ' \
-    -c "SELECT min(id), max(id) FROM documents WHERE tenant_id = 1 AND title LIKE 'bench %'")
+load_bench_documents "$TENANTS" "$DOCS"
+say "Database app_strict: a copy of app under strict mode's policies"
+prepare_strict_db
 pg_super -d postgres -c 'CREATE DATABASE bench OWNER app_proxy'
 # PG15's public schema belongs to pg_database_owner, whose rights a NOINHERIT
 # owner does not use: give the schema to app_proxy itself (as the tests do).
@@ -123,19 +115,7 @@ PGPASSWORD=$PROXY_PW "$PGBENCH" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U 
 start_pgbouncer "$POOL_SIZE" $((MAX_IDLE + 200))
 say "PgBouncer $(pgbouncer --version | head -n 1 | awk '{print $2}') on 127.0.0.1:$PGB_PORT"
 
-# The example configuration, with the database the client asks for (bench or app), and
-# no admin listener (several proxies run at once).
-CFG="$WORK/rlsproxy.toml"
-grep -v -e '^database = ' -e '^address = "127.0.0.1:9930"' config/rlsproxy.example.toml >"$CFG"
-export RLSPROXY__LISTEN__REQUIRE_TLS=non-loopback
-export RLSPROXY__LISTEN__MAX_CLIENTS=$((MAX_IDLE + 1000))
-export RLSPROXY__LISTEN__WORKER_THREADS="$WORKER_THREADS"
-export RLSPROXY__UPSTREAM__HOST=127.0.0.1
-export RLSPROXY__UPSTREAM__PORT="$PG_PORT"
-export RLSPROXY__UPSTREAM__USER=app_proxy
-export RLSPROXY__UPSTREAM__PASSWORD="$PROXY_PW"
-export RLSPROXY__UPSTREAM__SSLMODE=disable
-export RLSPROXY__GUARD__ENABLED=true
+configure_proxies $((MAX_IDLE + 1000))
 export RLSPROXY__LOG__FILTER=warn
 export RLSPROXY__JWT__ALGORITHMS=HS256
 RLSPROXY__JWT__SECRET=$(random_secret)
@@ -148,7 +128,9 @@ start_proxy transaction transaction "$POOL_SIZE"
 TXN_PID=$STARTED_PID TXN_PORT=$STARTED_PORT
 start_proxy tx-noguard transaction "$POOL_SIZE" RLSPROXY__GUARD__ENABLED=false
 NOGUARD_PID=$STARTED_PID NOGUARD_PORT=$STARTED_PORT
-say "rlsproxy ($WORKER_THREADS worker thread(s)): session mode on $SESSION_PORT (pool 40), transaction mode on $TXN_PORT (pool $POOL_SIZE), without guard on $NOGUARD_PORT"
+start_strict_proxy tx-strict transaction "$POOL_SIZE"
+STRICT_PID=$STARTED_PID STRICT_PORT=$STARTED_PORT
+say "rlsproxy ($WORKER_THREADS worker thread(s)): session mode on $SESSION_PORT (pool 40), transaction mode on $TXN_PORT (pool $POOL_SIZE), without guard on $NOGUARD_PORT, strict mode on $STRICT_PORT (database app_strict)"
 TOKEN=$("$BIN" token --config "$CFG" --tenant 1 --sub bench --ttl 24h | tail -n 1 | tr -d '[:space:]')
 [ -n "$TOKEN" ] || die "rlsproxy token printed no token"
 
@@ -172,10 +154,13 @@ fi
 
 P="$REPO/bench/workloads"
 PROXIES="rlsproxy-session rlsproxy-transaction"
+READ="-f $P/rls-read.sql -D lo=$DOC_LO -D hi=$DOC_HI"
 MIX="-f $P/rls-read.sql@8 -f $P/rls-write.sql@2 -D lo=$DOC_LO -D hi=$DOC_HI -D tenant=1"
 APPSIDE_MIX="-f $P/appside-rls-read.sql@8 -f $P/appside-rls-write.sql@2 -D lo=$DOC_LO -D hi=$DOC_HI -D tenant=1"
 # name | database | pgbench arguments | clients | targets | pgbench arguments for PgBouncer
 # (PgBouncer runs the app-side pattern where the workload needs a tenant context).
+# rlsproxy-tx-strict is transaction mode in strict mode (guard on), on app_strict (a copy of
+# app): it runs the example-schema workloads only, next to transaction mode's default mode.
 WORKLOADS=(
     "select-simple|bench|-S -M simple|1|direct pgbouncer $PROXIES|"
     "select-simple|bench|-S -M simple|8|direct pgbouncer $PROXIES|"
@@ -184,7 +169,9 @@ WORKLOADS=(
     "select-prepared|bench|-S -M prepared|8|direct $PROXIES|"
     "select-prepared|bench|-S -M prepared|32|direct $PROXIES rlsproxy-tx-noguard|"
     "appside-set_config|bench|-f $P/appside-select.sql -M simple|32|direct pgbouncer|"
-    "rls-mix|app|$MIX -M simple|32|direct pgbouncer $PROXIES rlsproxy-tx-noguard|$APPSIDE_MIX -M simple"
+    "rls-mix|app|$MIX -M simple|32|direct pgbouncer $PROXIES rlsproxy-tx-noguard rlsproxy-tx-strict|$APPSIDE_MIX -M simple"
+    "rls-read|app|$READ -M simple|16|rlsproxy-transaction rlsproxy-tx-strict|"
+    "rls-mix|app|$MIX -M simple|16|rlsproxy-transaction rlsproxy-tx-strict|"
 )
 if [ "$DELAY_MS" -gt 0 ]; then
     WORKLOADS+=(
@@ -297,7 +284,7 @@ python3 "$REPO/bench/report.py" "$RUNS" "$RSS" "$LOADGEN_TSV" "$(basename "$CHAR
 machine: $(uname -srm), $(nproc) CPUs, $(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/^MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM
 postgres: $("$PG_BIN/postgres" --version | awk '{print $3}') (fsync=off, shared_buffers=256MB), pgbench -s $SCALE; example schema with $TENANTS tenants x $DOCS documents
 pgbouncer: $(pgbouncer --version | head -n 1 | awk '{print $2}') transaction mode, default_pool_size $POOL_SIZE, SCRAM
-rlsproxy: $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown) release, $WORKER_THREADS worker thread(s), guard on unless noted; session pool 40, transaction pool $POOL_SIZE
+rlsproxy: $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown) release, $WORKER_THREADS worker thread(s), guard on unless noted; session pool 40, transaction pool $POOL_SIZE; rlsproxy-tx-strict: strict mode on app_strict
 runs: $BENCH_SECONDS s each, $ROUNDS round(s) interleaved, pgbench -j 2 (1 for 1 client), tenant-1 token; direct sets the tenant with PGOPTIONS
 delayed link: $DELAY_MS ms each way on the upstream link; $DELAY_NOTE
 date: $STAMP

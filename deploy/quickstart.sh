@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # rlsproxy quick start: a throwaway PostgreSQL loaded with the example schema
-# (migrations/), the proxy in front of it, and one token per tenant, so that the
-# same query through the proxy returns different rows for each tenant.
+# (migrations/, its tables converted to strict mode's policies), the proxy in
+# front of it in strict mode with the statement guard on (the recommended set-up),
+# and one token per tenant, so that the same query through the proxy returns
+# different rows for each tenant.
 #
 #   deploy/quickstart.sh             demo, then keep running until Ctrl-C
 #   deploy/quickstart.sh --no-wait   demo, then stop and clean up (CI smoke test)
@@ -11,7 +13,7 @@
 # except PostgreSQL itself (apt-get), and only when no initdb is found.
 set -euo pipefail
 
-usage() { sed -n '2,11s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,13s/^# \{0,1\}//p' "$0"; }
 
 WAIT=1
 DB_ONLY=0
@@ -76,6 +78,8 @@ say "Starting a throwaway PostgreSQL ($PG_BIN) on 127.0.0.1:$PG_PORT in $WORK"
 pg_start
 say "Applying migrations/*.sql to database app"
 pg_create_app list
+say "Strict mode: a signing key ($WORK/strict.key, also in rlsproxy.keys), the example tables under strict policies"
+pg_enable_strict app
 
 if [ "$DB_ONLY" = 1 ]; then
     cat <<EOF
@@ -84,9 +88,10 @@ PostgreSQL is ready (upstream of the proxy):
   host 127.0.0.1  port $PG_PORT  database app  user app_proxy  password $PROXY_PW
   superuser:  $PSQL -h $WORK -p $PG_PORT -U postgres app
 
-Run the proxy against it, e.g.:
+Run the proxy against it (strict mode, key k1 in $WORK/strict.key), e.g.:
   RLSPROXY__UPSTREAM__PORT=$PG_PORT RLSPROXY__UPSTREAM__PASSWORD=$PROXY_PW \\
   RLSPROXY__UPSTREAM__SSLMODE=disable RLSPROXY__UPSTREAM__DATABASE=app \\
+  RLSPROXY__CONTEXT__STRICT_KEY_FILE=$WORK/strict.key \\
   cargo run --release -- run --config config/rlsproxy.example.toml
 EOF
     if [ "$WAIT" = 1 ]; then
@@ -112,11 +117,12 @@ export RLSPROXY__UPSTREAM__DATABASE=app
 export RLSPROXY__UPSTREAM__USER=app_proxy
 export RLSPROXY__UPSTREAM__PASSWORD="$PROXY_PW"
 export RLSPROXY__UPSTREAM__SSLMODE=disable
+export RLSPROXY__CONTEXT__STRICT_KEY_FILE="$WORK/strict.key"
 export RLSPROXY__JWT__ALGORITHMS=HS256
 RLSPROXY__JWT__SECRET=$(random_secret)
 export RLSPROXY__JWT__SECRET
 
-say "Starting rlsproxy on 127.0.0.1:$PROXY_PORT (log: $WORK/rlsproxy.log)"
+say "Starting rlsproxy on 127.0.0.1:$PROXY_PORT, strict mode and guard on (log: $WORK/rlsproxy.log)"
 "$BIN" run --config "$CFG" >"$WORK/rlsproxy.log" 2>&1 &
 PROXY_PID=$!
 rc=0

@@ -3,7 +3,10 @@
 -- Run by a superuser in the application's database, after 0001/0002:
 --   psql -X -v ON_ERROR_STOP=1 -d app -f migrations/0003_strict_mode.sql
 -- Re-runnable: the role is created only when missing, the schema and the key
--- table IF NOT EXISTS, functions CREATE OR REPLACE, privileges re-applied.
+-- table IF NOT EXISTS, functions CREATE OR REPLACE, privileges re-applied;
+-- it upgrades an install of an earlier version of this file in place (then run
+-- enable_strict_policies again for each strict table, to bind its role
+-- policies). Needs PostgreSQL 14 or later (standard-SQL function bodies).
 -- It changes no existing table: a table switches to strict policies only when
 -- `SELECT rlsproxy.enable_strict_policies('<table>')` is run for it (below).
 --
@@ -28,14 +31,17 @@
 -- What this relies on:
 --   * The proxy's upstream role (app_proxy) cannot read rlsproxy.keys: the table
 --     belongs to the NOLOGIN role rlsproxy_owner and nobody else has a privilege
---     on it. The verifying functions read it as their owner (SECURITY DEFINER).
+--     on it. The verifying function rlsproxy.context() reads it as its owner
+--     (SECURITY DEFINER); tenant_id(), tenant(), role() and verified_context()
+--     are inlined accessors of it.
 --   * Nobody but rlsproxy_owner (and superusers) can replace these functions:
 --     they belong to rlsproxy_owner, and PUBLIC has USAGE but not CREATE on the
 --     schema rlsproxy.
---   * The SECURITY DEFINER functions pin `search_path = pg_catalog, pg_temp`, so
---     that no object a client creates (e.g. a temporary table or function
---     shadowing a name) is resolved inside them, and reference every
---     non-catalog object schema-qualified.
+--   * The PL/pgSQL functions pin `search_path = pg_catalog, pg_temp` and the
+--     SQL ones have standard-SQL bodies (names bound when created), so that no
+--     object a client creates (e.g. a temporary table, function or operator
+--     shadowing a name) is resolved inside them; every non-catalog object is
+--     referenced schema-qualified.
 --   * The upstream role is no superuser, has no BYPASSRLS and is no member of
 --     rlsproxy_owner (rlsproxy checks the first two at start).
 --
@@ -76,17 +82,18 @@
 --   SELECT rlsproxy.enable_strict_policies('tenants', 'id');
 -- It replaces the per-command policies named as in 0001 (tenant_isolation,
 -- tenant_isolation_insert, _update, _delete) with strict ones, so 0001's tables
--- convert in place, and leaves role-specific policies such as admin_bypass.
+-- convert in place, and binds role-specific policies such as admin_bypass to
+-- the signed role: `TO admin_role` then also needs a value signed with role
+-- admin_role, so a client that reaches `SET ROLE admin_role` by itself gains
+-- nothing.
 
 -- CREATE ... IF NOT EXISTS would print a NOTICE per object on a re-run.
 SET client_min_messages = warning;
 
 BEGIN;
 
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
-
--- Owner of the schema, the keys and the verifying functions. NOLOGIN and no
--- members: nothing can act as it except the SECURITY DEFINER functions below.
+-- Owner of the schema, the keys and the verifying function. NOLOGIN and no
+-- members: nothing can act as it except the SECURITY DEFINER function below.
 -- NOBYPASSRLS, no superuser: it needs nothing but its own objects.
 DO $$
 BEGIN
@@ -105,141 +112,147 @@ ALTER SCHEMA rlsproxy OWNER TO rlsproxy_owner;
 REVOKE ALL ON SCHEMA rlsproxy FROM PUBLIC;
 GRANT USAGE ON SCHEMA rlsproxy TO PUBLIC;
 
--- Signing keys: readable only by rlsproxy_owner (and superusers).
+-- HMAC's padded key (RFC 2104): the key (hashed first when longer than the
+-- 64-byte block), zero-padded to 64 bytes, each byte XOR `pad` (0x36 inner,
+-- 0x5c outer). Precomputed per key below, so that verifying costs two SHA-256
+-- of the built-in sha256() and no key schedule. A standard-SQL body is bound
+-- when created: no name in it is looked up at run time.
+CREATE OR REPLACE FUNCTION rlsproxy.hmac_pad(key bytea, pad integer)
+RETURNS bytea
+LANGUAGE sql
+IMMUTABLE STRICT PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT string_agg(set_byte('\x00'::bytea, 0,
+                               (CASE WHEN i < octet_length(k.k) THEN get_byte(k.k, i) ELSE 0 END) # pad),
+                      ''::bytea ORDER BY i)
+    FROM (SELECT CASE WHEN octet_length(key) > 64 THEN sha256(key) ELSE key END AS k) AS k,
+         generate_series(0, 63) AS i;
+END;
+ALTER FUNCTION rlsproxy.hmac_pad(bytea, integer) OWNER TO rlsproxy_owner;
+REVOKE ALL ON FUNCTION rlsproxy.hmac_pad(bytea, integer) FROM PUBLIC;
+
+-- Signing keys: readable only by rlsproxy_owner (and superusers). The padded
+-- keys are derived from the secret (generated columns: always consistent).
 CREATE TABLE IF NOT EXISTS rlsproxy.keys (
     kid        text PRIMARY KEY CONSTRAINT keys_kid_format CHECK (kid ~ '^[A-Za-z0-9_-]{1,64}$'),
     secret     bytea NOT NULL CONSTRAINT keys_secret_length CHECK (octet_length(secret) >= 32),
     created_at timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE rlsproxy.keys
+    ADD COLUMN IF NOT EXISTS inner_pad bytea GENERATED ALWAYS AS (rlsproxy.hmac_pad(secret, 54)) STORED,
+    ADD COLUMN IF NOT EXISTS outer_pad bytea GENERATED ALWAYS AS (rlsproxy.hmac_pad(secret, 92)) STORED;
 ALTER TABLE rlsproxy.keys OWNER TO rlsproxy_owner;
 REVOKE ALL ON TABLE rlsproxy.keys FROM PUBLIC;
 
--- HMAC-SHA256 through pgcrypto, wherever pgcrypto is installed (public by
--- default; another schema when the extension existed before): its schema is
--- looked up now and written into the function, schema-qualified.
-DO $$
-DECLARE
-    ext_schema name := (
-        SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-        WHERE e.extname = 'pgcrypto'
-    );
-BEGIN
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO rlsproxy_owner', ext_schema);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION %I.hmac(bytea, bytea, text) TO rlsproxy_owner', ext_schema);
-    EXECUTE format(
-        $f$CREATE OR REPLACE FUNCTION rlsproxy.hmac_sha256(data bytea, key bytea)
-           RETURNS bytea
-           LANGUAGE sql
-           IMMUTABLE STRICT PARALLEL SAFE
-           SET search_path = pg_catalog, pg_temp
-           AS 'SELECT %I.hmac(data, key, ''sha256''::text)'$f$,
-        ext_schema);
-END
-$$;
-ALTER FUNCTION rlsproxy.hmac_sha256(bytea, bytea) OWNER TO rlsproxy_owner;
-REVOKE ALL ON FUNCTION rlsproxy.hmac_sha256(bytea, bytea) FROM PUBLIC;
+-- Earlier versions of this file computed HMACs with pgcrypto through this.
+DROP FUNCTION IF EXISTS rlsproxy.hmac_sha256(bytea, bytea);
 
--- The verified context: the payload object plus "kid", or NULL when the
+-- The verified context, one row: the tenant, the tenant as int4 (NULL when it
+-- is not one), the role claim, the key id and the payload; all NULL when the
 -- setting is missing or empty, malformed, signed with an unknown kid, forged or
 -- tampered with, or expired. Never raises for anything a client can send; a
 -- correctly signed payload that is not UTF-8 JSON (a signer bug, not an
 -- attack: it needs the key) raises.
-CREATE OR REPLACE FUNCTION rlsproxy.verified_context()
-RETURNS jsonb
+--
+-- The one SECURITY DEFINER function (it reads the keys); the accessors below
+-- are plain SQL that the planner inlines, so a policy's
+-- `(SELECT rlsproxy.tenant_id())` is one call of this per statement. Cost:
+-- one HMAC with the built-in sha256() from the precomputed padded keys, one
+-- key lookup whose plan PL/pgSQL keeps for the session (a LANGUAGE sql body is
+-- planned again in every statement: measured 4 times slower), no regex over
+-- the fields, no nested calls. `SET search_path` pins name resolution:
+-- PL/pgSQL resolves names when it plans, in whatever search_path the caller
+-- set, and a client may create operators or temporary objects of its own.
+CREATE OR REPLACE FUNCTION rlsproxy.context(
+    OUT tenant text, OUT tenant_id integer, OUT role text, OUT kid text, OUT payload json)
 LANGUAGE plpgsql
 STABLE PARALLEL SAFE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    value   text := current_setting('rlsproxy.signed_context', true);
-    parts   text[];
-    secret  bytea;
-    mac     text;
-    b64     text;
-    payload jsonb;
+    value text := current_setting('rlsproxy.signed_context', true);
+    parts text[] := string_to_array(value, '.');
+    key   record;
 BEGIN
-    -- Shape first, so that nothing below can fail on client input: a MAC of a
-    -- SHA-256 is 43 base64url characters.
-    IF value IS NULL OR length(value) > 8192
-       OR value !~ '^v1\.[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}$' THEN
-        RETURN NULL;
+    -- Shape first, so that nothing below can fail on client input: `v1.` and
+    -- base64url characters in four fields, the last a MAC of a SHA-256 (43
+    -- characters). Being ASCII without backslashes, `::bytea` takes the text's
+    -- bytes as they are.
+    IF length(value) > 8192 OR value !~ '^v1\.[-.0-9A-Z_a-z]*$' OR cardinality(parts) <> 4
+       OR length(parts[4]) <> 43 THEN
+        RETURN;
     END IF;
-    parts := string_to_array(value, '.');
-
-    SELECT k.secret INTO secret FROM rlsproxy.keys AS k WHERE k.kid = parts[2];
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-
-    mac := rtrim(translate(encode(
-        rlsproxy.hmac_sha256(convert_to(parts[1] || '.' || parts[2] || '.' || parts[3], 'UTF8'), secret),
-        'base64'), '+/', '-_'), '=');
-    -- Compared through a second HMAC under the same key, so that the time the
-    -- comparison takes says nothing about how many leading characters of a
-    -- guessed MAC were right.
-    IF rlsproxy.hmac_sha256(convert_to(mac, 'UTF8'), secret)
-       <> rlsproxy.hmac_sha256(convert_to(parts[4], 'UTF8'), secret) THEN
-        RETURN NULL;
+    SELECT k.inner_pad, k.outer_pad INTO key FROM rlsproxy.keys AS k WHERE k.kid = parts[2];
+    -- HMAC-SHA256 over the text before the last '.' (the last 44 characters are
+    -- '.' and the MAC). The MACs are compared through their SHA-256, so that the
+    -- time the comparison takes says nothing about how many leading characters
+    -- of a guessed MAC were right.
+    IF NOT FOUND OR sha256(parts[4]::bytea) <> sha256(rtrim(translate(encode(
+           sha256(key.outer_pad || sha256(key.inner_pad || left(value, -44)::bytea)),
+           'base64'), '+/', '-_'), '=')::bytea) THEN
+        RETURN;
     END IF;
 
     -- Authentic from here on. base64url -> base64 with padding.
-    b64 := translate(parts[3], '-_', '+/');
-    IF mod(length(b64), 4) = 1 THEN
-        RETURN NULL;
+    payload := convert_from(decode(rpad(translate(parts[3], '-_', '+/'), (length(parts[3]) + 3) / 4 * 4, '='),
+                                   'base64'), 'UTF8')::json;
+    IF json_typeof(payload -> 'tenant') = 'string' AND json_typeof(payload -> 'exp') = 'number'
+       AND json_typeof(payload -> 'role') IN ('string', 'null')
+       AND (payload ->> 'exp')::numeric > extract(epoch FROM now()) THEN
+        tenant := payload ->> 'tenant';
+        tenant_id := CASE WHEN tenant ~ '^-?[0-9]{1,10}$' AND tenant::bigint BETWEEN -2147483648 AND 2147483647
+                          THEN tenant::integer END;
+        role := payload ->> 'role';
+        kid := parts[2];
+    ELSE
+        payload := NULL;
     END IF;
-    b64 := rpad(b64, ((length(b64) + 3) / 4) * 4, '=');
-    payload := convert_from(decode(b64, 'base64'), 'UTF8')::jsonb;
-
-    IF jsonb_typeof(payload) IS DISTINCT FROM 'object'
-       OR jsonb_typeof(payload -> 'tenant') IS DISTINCT FROM 'string'
-       OR jsonb_typeof(payload -> 'exp') IS DISTINCT FROM 'number'
-       OR jsonb_typeof(payload -> 'role') NOT IN ('string', 'null') THEN
-        RETURN NULL;
-    END IF;
-    IF (payload ->> 'exp')::numeric <= extract(epoch FROM now()) THEN
-        RETURN NULL;
-    END IF;
-    RETURN payload || jsonb_build_object('kid', parts[2]);
 END
 $fn$;
+ALTER FUNCTION rlsproxy.context() OWNER TO rlsproxy_owner;
+REVOKE ALL ON FUNCTION rlsproxy.context() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION rlsproxy.context() TO PUBLIC;
+
+-- The accessors: SECURITY INVOKER, no SET clause and a standard-SQL body
+-- (bound when created), so the planner inlines them. (Earlier versions made
+-- them SECURITY DEFINER; CREATE OR REPLACE resets those attributes.)
+-- The verified context as jsonb: the payload object plus "kid", or NULL. (Not
+-- inlined, it reads two fields of one call: for inspection, not for policies.)
+CREATE OR REPLACE FUNCTION rlsproxy.verified_context()
+RETURNS jsonb
+LANGUAGE sql
+STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT c.payload::jsonb || jsonb_build_object('kid', c.kid) FROM rlsproxy.context() AS c;
+END;
 
 -- The verified tenant as text (tenant claims that are not integers).
 CREATE OR REPLACE FUNCTION rlsproxy.tenant()
 RETURNS text
 LANGUAGE sql
 STABLE PARALLEL SAFE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT rlsproxy.verified_context() ->> 'tenant'
-$fn$;
+BEGIN ATOMIC
+    SELECT (rlsproxy.context()).tenant;
+END;
 
 -- The verified tenant as integer; NULL also when it is not an int4.
 CREATE OR REPLACE FUNCTION rlsproxy.tenant_id()
 RETURNS integer
 LANGUAGE sql
 STABLE PARALLEL SAFE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT CASE
-               WHEN t IS NULL OR t !~ '^-?[0-9]{1,10}$' THEN NULL
-               WHEN t::bigint BETWEEN -2147483648 AND 2147483647 THEN t::integer
-           END
-    FROM (SELECT rlsproxy.verified_context() ->> 'tenant' AS t) AS ctx
-$fn$;
+BEGIN ATOMIC
+    SELECT (rlsproxy.context()).tenant_id;
+END;
 
 -- The verified role claim (NULL when none, or when the context is not valid).
 CREATE OR REPLACE FUNCTION rlsproxy.role()
 RETURNS text
 LANGUAGE sql
 STABLE PARALLEL SAFE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT rlsproxy.verified_context() ->> 'role'
-$fn$;
+BEGIN ATOMIC
+    SELECT (rlsproxy.context()).role;
+END;
 
 ALTER FUNCTION rlsproxy.verified_context() OWNER TO rlsproxy_owner;
 ALTER FUNCTION rlsproxy.tenant() OWNER TO rlsproxy_owner;
@@ -249,6 +262,58 @@ REVOKE ALL ON FUNCTION rlsproxy.verified_context(), rlsproxy.tenant(), rlsproxy.
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION rlsproxy.verified_context(), rlsproxy.tenant(), rlsproxy.tenant_id(), rlsproxy.role()
     TO PUBLIC;
+
+-- Binds a table's permissive role policies (`TO <role>`, not PUBLIC) to the
+-- signed role: each USING and WITH CHECK expression that does not call
+-- rlsproxy.role() yet becomes `(<expression>) AND (SELECT rlsproxy.role()) =
+-- current_user` (just the latter for `true`). The proxy's role is a member of every role a token may name
+-- (it must be, to SET ROLE), so SQL that runs `SET ROLE admin_role` or
+-- `set_config('role', ...)` some other way would otherwise get the policy's
+-- rows; bound, they need a value signed for that role. Returns how many
+-- policies it changed (0 on a re-run). Run it again after creating a role
+-- policy on a strict table (enable_strict_policies runs it).
+-- SECURITY INVOKER, EXECUTE not granted to PUBLIC, as enable_strict_policies.
+CREATE OR REPLACE FUNCTION rlsproxy.bind_role_policies(tbl regclass)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    signed  constant text := '(SELECT rlsproxy.role()) = current_user::text';
+    pol     record;
+    clauses text;
+    changed integer := 0;
+BEGIN
+    -- pg_get_expr prints names as this search_path (pg_catalog only) needs them.
+    FOR pol IN
+        SELECT p.polname, pg_get_expr(p.polqual, p.polrelid) AS qual,
+               pg_get_expr(p.polwithcheck, p.polrelid) AS checks
+        FROM pg_policy AS p
+        WHERE p.polrelid = tbl AND p.polpermissive AND NOT 0 = ANY (p.polroles)
+        ORDER BY p.polname
+    LOOP
+        clauses := '';
+        IF pol.qual IS NOT NULL AND strpos(pol.qual, 'rlsproxy.role()') = 0 THEN
+            clauses := format(' USING (%s)', CASE pol.qual WHEN 'true' THEN signed
+                                                  ELSE format('(%s) AND %s', pol.qual, signed) END);
+        END IF;
+        IF pol.checks IS NOT NULL AND strpos(pol.checks, 'rlsproxy.role()') = 0 THEN
+            clauses := clauses || format(' WITH CHECK (%s)', CASE pol.checks WHEN 'true' THEN signed
+                                                             ELSE format('(%s) AND %s', pol.checks, signed) END);
+        END IF;
+        IF clauses <> '' THEN
+            EXECUTE format('ALTER POLICY %I ON %s', pol.polname, tbl) || clauses;
+            changed := changed + 1;
+        END IF;
+    END LOOP;
+    RETURN changed;
+END
+$fn$;
+
+ALTER FUNCTION rlsproxy.bind_role_policies(regclass) OWNER TO rlsproxy_owner;
+REVOKE ALL ON FUNCTION rlsproxy.bind_role_policies(regclass) FROM PUBLIC;
 
 -- (Re)creates the per-command strict policies of a table and turns on (and
 -- forces) row-level security. The tenant column may be an integer type
@@ -260,7 +325,8 @@ GRANT EXECUTE ON FUNCTION rlsproxy.verified_context(), rlsproxy.tenant(), rlspro
 -- Permissive policies are OR-ed: another permissive policy for PUBLIC on the
 -- same table (e.g. one on app.current_tenant under another name) would let
 -- rows through whatever the signed context says, so they are reported with a
--- WARNING (drop them). Policies for specific roles (admin_bypass) are kept.
+-- WARNING (drop them). Policies for specific roles (admin_bypass) are kept and
+-- bound to the signed role (rlsproxy.bind_role_policies, below).
 CREATE OR REPLACE FUNCTION rlsproxy.enable_strict_policies(tbl regclass, tenant_column name DEFAULT 'tenant_id')
 RETURNS void
 LANGUAGE plpgsql
@@ -307,6 +373,7 @@ BEGIN
     EXECUTE format('CREATE POLICY tenant_isolation_update ON %s FOR UPDATE USING (%s) WITH CHECK (%s)',
                    tbl, same, same);
     EXECUTE format('CREATE POLICY tenant_isolation_delete ON %s FOR DELETE USING (%s)', tbl, same);
+    PERFORM rlsproxy.bind_role_policies(tbl);
 
     SELECT string_agg(quote_ident(p.polname), ', ' ORDER BY p.polname) INTO others
     FROM pg_policy AS p

@@ -6,7 +6,10 @@
 //! three protocols: simple Query messages (raw client, so every reply is seen), the extended
 //! protocol of a real driver (tokio-postgres), and raw Parse/Bind/Execute/Sync messages.
 //! Protocol-level attempts (reserved statement names, fast-path calls, startup parameters,
-//! forged tokens, other sessions' state) run once per configuration.
+//! forged tokens, other sessions' state) run once per configuration. Every contrib extension
+//! is installed. The strict configuration also gets what only strict mode answers (contrib
+//! functions that run SQL, role switches through dynamic SQL, shadowing objects: see
+//! `attacks/strict.rs`) and scenarios across sessions (`attacks/strict_sessions.rs`).
 //!
 //! After every attempt (see `harness::Env::judge`): nothing the client received mentions
 //! tenant 2's data; the same session then sees exactly tenant 1's rows and context; the
@@ -38,6 +41,10 @@ mod rows;
 mod session;
 #[path = "attacks/settings.rs"]
 mod settings;
+#[path = "attacks/strict.rs"]
+mod strict;
+#[path = "attacks/strict_sessions.rs"]
+mod strict_sessions;
 #[path = "attacks/wire.rs"]
 mod wire;
 
@@ -99,7 +106,7 @@ fn sql_attempts() -> impl Iterator<Item = &'static Attempt> {
 #[tokio::test]
 async fn tenant_one_never_reaches_tenant_two() {
     harness::setup();
-    let names: Vec<&str> = sql_attempts().map(|a| a.name).collect();
+    let names: Vec<&str> = sql_attempts().chain(strict::ATTEMPTS).map(|a| a.name).collect();
     let mut unique = names.clone();
     unique.sort_unstable();
     unique.dedup();
@@ -109,13 +116,18 @@ async fn tenant_one_never_reaches_tenant_two() {
     // Sequential: the guard-off configuration can change role defaults in the shared cluster.
     for mode in Mode::ALL {
         let mut env = Env::start(mode).await;
-        for attempt in sql_attempts() {
+        // What only strict mode answers runs where the guard is off.
+        let strict_only = if mode == Mode::Strict { strict::ATTEMPTS } else { &[] };
+        for attempt in sql_attempts().chain(strict_only) {
             for protocol in Protocol::ALL {
                 run_sql(&mut env, attempt, protocol).await;
             }
         }
         protocol::run_all(&mut env).await;
         routes::run_all(&mut env).await;
+        if mode == Mode::Strict {
+            strict_sessions::run_all(&mut env).await;
+        }
         println!("{}: {} attempts, {} failed", mode.name(), env.runs, env.failures.len());
         total += env.runs;
         failures.append(&mut env.failures);

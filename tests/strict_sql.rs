@@ -283,8 +283,22 @@ async fn the_app_role_cannot_read_keys_or_replace_the_verifier() {
     insufficient_privilege(client.batch_execute("DROP FUNCTION rlsproxy.tenant_id()").await, "drop");
     insufficient_privilege(client.batch_execute("SET ROLE rlsproxy_owner").await, "become the owner");
     insufficient_privilege(
-        client.query("SELECT rlsproxy.hmac_sha256('x', 'y')", &[]).await,
+        client.query("SELECT rlsproxy.hmac_pad('x', 54)", &[]).await,
         "call the internal HMAC helper",
+    );
+    insufficient_privilege(
+        client
+            .batch_execute(
+                "CREATE OR REPLACE FUNCTION rlsproxy.context(
+                     OUT tenant text, OUT tenant_id integer, OUT role text, OUT kid text, OUT payload json)
+                 LANGUAGE sql AS $$ SELECT '2', 2, 'admin_role', 'k', NULL::json $$",
+            )
+            .await,
+        "replace the verifier",
+    );
+    insufficient_privilege(
+        client.query(&format!("SELECT rlsproxy.bind_role_policies('{DOCS}')"), &[]).await,
+        "rewrite the role policies",
     );
     insufficient_privilege(
         client.query(&format!("SELECT rlsproxy.enable_strict_policies('{DOCS}')"), &[]).await,
@@ -337,36 +351,48 @@ async fn shadowing_objects_in_pg_temp_changes_nothing() {
 #[tokio::test]
 async fn functions_and_policies_are_as_designed() {
     let client = proxy_client().await;
-    // Every function pins its search_path; the verifiers are SECURITY DEFINER owned by rlsproxy_owner.
+    // One SECURITY DEFINER function (the verifier); every PL/pgSQL function pins its search_path,
+    // every SQL function has a standard-SQL body (names bound when created), all owned by
+    // rlsproxy_owner; the pgcrypto helper of earlier versions is gone.
     let rows = client
         .query(
             "SELECT p.proname::text, p.prosecdef, p.provolatile::text, pg_get_userbyid(p.proowner)::text,
-                    array_to_string(p.proconfig, ',')
+                    coalesce(array_to_string(p.proconfig, ','), ''), p.prosqlbody IS NOT NULL
              FROM pg_proc p WHERE p.pronamespace = 'rlsproxy'::regnamespace ORDER BY p.proname",
             &[],
         )
         .await
         .expect("pg_proc");
-    let functions: Vec<(String, bool, String, String, String)> =
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect();
-    let pinned = "search_path=pg_catalog, pg_temp".to_string();
-    let expect = |name: &str, definer: bool, volatility: &str| {
-        (name.to_string(), definer, volatility.to_string(), "rlsproxy_owner".to_string(), pinned.clone())
+    let functions: Vec<(String, bool, String, String, String, bool)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect();
+    let expect = |name: &str, definer: bool, volatility: &str, plpgsql: bool| {
+        let config = if plpgsql { "search_path=pg_catalog, pg_temp" } else { "" };
+        (name.to_string(), definer, volatility.to_string(), "rlsproxy_owner".to_string(), config.to_string(), !plpgsql)
     };
     assert_eq!(
         functions,
         vec![
+            expect("bind_role_policies", false, "v", true),
             // migrations/0005_notify.sql: per-tenant channels (SECURITY INVOKER).
-            expect("channel", false, "i"),
-            expect("enable_strict_policies", false, "v"),
-            expect("hmac_sha256", false, "i"),
-            expect("notify", false, "v"),
-            expect("role", true, "s"),
-            expect("tenant", true, "s"),
-            expect("tenant_id", true, "s"),
-            expect("verified_context", true, "s"),
+            expect("channel", false, "i", true),
+            expect("context", true, "s", true),
+            expect("enable_strict_policies", false, "v", true),
+            expect("hmac_pad", false, "i", false),
+            expect("notify", false, "v", true),
+            expect("role", false, "s", false),
+            expect("tenant", false, "s", false),
+            expect("tenant_id", false, "s", false),
+            expect("verified_context", false, "s", false),
         ]
     );
+    // The accessors are inlined: a policy's InitPlan calls the verifier once, nothing nested.
+    for field in ["tenant_id", "tenant", "role"] {
+        let accessor = field;
+        let rows = client.query(&format!("EXPLAIN VERBOSE SELECT rlsproxy.{accessor}()"), &[]).await.expect("plan");
+        let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let inlined = format!("Output: (rlsproxy.context()).{field}");
+        assert_eq!(plan.get(1).map(|l| l.trim()), Some(inlined.as_str()), "{plan:#?}");
+    }
 
     // Four per-command policies (enable_strict_policies ran twice), RLS enabled and forced.
     let rows = client

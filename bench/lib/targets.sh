@@ -57,6 +57,60 @@ start_proxy() {
     [ "$rc" = 0 ] || die "rlsproxy ($name) did not start"
 }
 
+# load_bench_documents TENANTS DOCS: that many tenants in app, each with DOCS documents of
+# contiguous ids; sets DOC_LO and DOC_HI to tenant 1's.
+load_bench_documents() {
+    pg_super -d app <<SQL
+INSERT INTO tenants (id, name) SELECT t, 'bench tenant ' || t FROM generate_series(1, $1) t
+ON CONFLICT (id) DO NOTHING;
+-- One INSERT, ordered by tenant: each tenant's documents get contiguous ids.
+INSERT INTO documents (tenant_id, title, body)
+SELECT t, 'bench ' || i, md5(i::text) FROM generate_series(1, $1) t, generate_series(1, $2) i
+ORDER BY t, i;
+ANALYZE;
+SQL
+    read -r DOC_LO DOC_HI < <(pg_super -d app -At -F ' ' \
+        -c "SELECT min(id), max(id) FROM documents WHERE tenant_id = 1 AND title LIKE 'bench %'")
+}
+
+# configure_proxies MAX_CLIENTS: $CFG (the example configuration with the database the client
+# asks for, no admin listener: several proxies run at once) and the RLSPROXY__* environment
+# for the throwaway PostgreSQL; default mode (start_strict_proxy switches strict mode on).
+# Call it after prepare_strict_db.
+configure_proxies() {
+    CFG="$WORK/rlsproxy.toml"
+    grep -v -e '^database = ' -e '^address = "127.0.0.1:9930"' config/rlsproxy.example.toml >"$CFG"
+    export RLSPROXY__LISTEN__REQUIRE_TLS=non-loopback
+    export RLSPROXY__LISTEN__MAX_CLIENTS="$1"
+    export RLSPROXY__LISTEN__WORKER_THREADS="$WORKER_THREADS"
+    export RLSPROXY__UPSTREAM__HOST=127.0.0.1
+    export RLSPROXY__UPSTREAM__PORT="$PG_PORT"
+    export RLSPROXY__UPSTREAM__USER=app_proxy
+    export RLSPROXY__UPSTREAM__PASSWORD="$PROXY_PW"
+    export RLSPROXY__UPSTREAM__SSLMODE=disable
+    export RLSPROXY__GUARD__ENABLED=true
+    export RLSPROXY__CONTEXT__STRICT=false
+    # The key of prepare_strict_db, for the strict-mode targets.
+    export RLSPROXY__CONTEXT__STRICT_KEY_FILE="$WORK/strict.key"
+}
+
+# prepare_strict_db: database app_strict, a copy of app (schema, policies, data) whose example
+# tables run strict mode's policies (pg_enable_strict: the key is in $WORK/strict.key). Call
+# it once app is loaded and before anything connects to app.
+prepare_strict_db() {
+    pg_super -d postgres -c 'CREATE DATABASE app_strict TEMPLATE app'
+    pg_enable_strict app_strict
+    pg_super -d app_strict -c 'ANALYZE'
+}
+
+# start_strict_proxy NAME MODE POOL_SIZE [VAR=VALUE...]: start_proxy in strict mode (guard on)
+# on database app_strict, with the key of prepare_strict_db.
+start_strict_proxy() {
+    local name=$1 mode=$2 size=$3
+    shift 3
+    start_proxy "$name" "$mode" "$size" RLSPROXY__UPSTREAM__DATABASE=app_strict RLSPROXY__CONTEXT__STRICT=true "$@"
+}
+
 # start_delay_relay TARGET_PORT DELAY_MS: bench/delay_relay.py in front of TARGET_PORT;
 # sets STARTED_PID and STARTED_PORT.
 start_delay_relay() {
@@ -89,6 +143,7 @@ target_env() {
         rlsproxy-session) echo "PGPORT=$SESSION_PORT $proxy PROXY_PID=$SESSION_PID" ;;
         rlsproxy-transaction) echo "PGPORT=$TXN_PORT $proxy PROXY_PID=$TXN_PID" ;;
         rlsproxy-tx-noguard) echo "PGPORT=$NOGUARD_PORT $proxy PROXY_PID=$NOGUARD_PID" ;;
+        rlsproxy-tx-strict) echo "PGPORT=$STRICT_PORT $proxy PROXY_PID=$STRICT_PID" ;;
         direct-delayed) echo "PGPORT=$RELAY_PORT $pg PROXY_PID=" ;;
         rlsproxy-delayed) echo "PGPORT=$DELAYED_PORT $proxy PROXY_PID=$DELAYED_PID" ;;
         *) die "unknown target $1" ;;

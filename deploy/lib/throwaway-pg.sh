@@ -150,3 +150,16 @@ pg_create_app() {
     # A psql variable, so the password is quoted by psql rather than spliced by hand.
     echo "ALTER ROLE app_proxy PASSWORD :'pw';" | pg_super -d app -v pw="$PROXY_PW"
 }
+
+# pg_enable_strict DB: strict mode in database DB (migrations/0003 is applied with the
+# others): a new signing key under kid k1 (its hex in $WORK/strict.key, owner-only, for the
+# proxy's context.strict_key_file) and the example tables under strict policies.
+pg_enable_strict() {
+    (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$WORK/strict.key")
+    pg_super -d "$1" -v key="$(cat "$WORK/strict.key")" >/dev/null <<'SQL'
+INSERT INTO rlsproxy.keys (kid, secret) VALUES ('k1', decode(:'key', 'hex'));
+SELECT rlsproxy.enable_strict_policies('tenants', 'id');
+SELECT rlsproxy.enable_strict_policies('users');
+SELECT rlsproxy.enable_strict_policies('documents');
+SQL
+}

@@ -14,12 +14,16 @@ use crate::common::proxy::{self, TestProxy};
 use crate::common::{Postgres, postgres};
 use crate::session::{Protocol, Reply, Session};
 
+/// The role whose policy on the strict table gives every row (bound to the signed role).
+pub const ADMIN_ROLE: &str = "admin_role";
 /// Key id of the strict-mode key.
 pub const KID: &str = "attack_k1";
 /// The strict-mode key (only the proxy and `rlsproxy.keys` hold it).
 const KEY: [u8; 32] = [0x3c; 32];
 /// Table under strict policies: a copy of documents 1..5.
-const STRICT_TABLE: &str = "attack_docs";
+pub const STRICT_TABLE: &str = "attack_docs";
+/// A schema the proxy's role owns (so may CREATE in): objects there are shared by every tenant.
+pub const SCRATCH: &str = "attack_scratch";
 /// Tenant 1's titles, by id (in documents and in the strict table).
 pub const ACME: [&str; 3] = ["acme roadmap", "acme payroll", "acme onboarding"];
 /// Text that only tenant 2's rows (documents, tenants, users) or the strict key contain.
@@ -38,6 +42,9 @@ pub enum Mode {
     Transaction,
     /// Session pooling, guard off, strict mode on; the strict table is attacked.
     Strict,
+    /// Transaction pooling (pool of 1: every transaction of every tenant on one server
+    /// connection), guard off, strict mode on; the strict table is attacked.
+    StrictTransaction,
     /// Session pooling, guard off, strict mode off: nothing stops an attack (the control).
     Open,
 }
@@ -52,6 +59,7 @@ impl Mode {
             Mode::Session => "session mode, guard on",
             Mode::Transaction => "transaction mode, guard on",
             Mode::Strict => "session mode, guard off, strict on",
+            Mode::StrictTransaction => "transaction mode (pool of 1), guard off, strict on",
             Mode::Open => "session mode, guard off, strict off",
         }
     }
@@ -60,10 +68,17 @@ impl Mode {
     pub fn guarded(self) -> bool {
         matches!(self, Mode::Session | Mode::Transaction)
     }
+
+    /// Strict mode on (and the guard off).
+    pub fn strict(self) -> bool {
+        matches!(self, Mode::Strict | Mode::StrictTransaction)
+    }
 }
 
-/// Once per process: 0003 applied again (idempotent), the key, the strict table, statistics,
-/// the contrib extensions that run SQL (see `routes`), and tenant 2's large object.
+/// Once per process: 0003 applied again (idempotent), the key, the strict table (with an
+/// admin policy that strict mode binds to the signed role), every contrib extension, a
+/// schema the proxy's role may CREATE in (a deployment mistake an attacker would use),
+/// statistics, and tenant 2's large object.
 pub fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(prepare_database);
@@ -79,11 +94,12 @@ fn prepare_database() {
              id integer PRIMARY KEY, tenant_id integer NOT NULL, title text NOT NULL, body text);
          INSERT INTO {STRICT_TABLE} SELECT id, tenant_id, title, body FROM documents WHERE id <= 5
              ON CONFLICT (id) DO NOTHING;
+         DROP POLICY IF EXISTS admin_bypass ON {STRICT_TABLE};
+         CREATE POLICY admin_bypass ON {STRICT_TABLE} FOR ALL TO admin_role USING (true) WITH CHECK (true);
          SELECT rlsproxy.enable_strict_policies('{STRICT_TABLE}');
-         GRANT SELECT, INSERT, UPDATE, DELETE ON {STRICT_TABLE} TO app_proxy;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON {STRICT_TABLE} TO app_proxy, admin_role;
+         CREATE SCHEMA IF NOT EXISTS {SCRATCH} AUTHORIZATION app_proxy;
          ANALYZE documents; ANALYZE {STRICT_TABLE};
-         CREATE EXTENSION IF NOT EXISTS tablefunc; CREATE EXTENSION IF NOT EXISTS xml2;
-         CREATE EXTENSION IF NOT EXISTS refint; CREATE EXTENSION IF NOT EXISTS dblink;
          SELECT lo_from_bytea({lo}, 'globex secret plan')
              WHERE NOT EXISTS (SELECT FROM pg_largeobject_metadata WHERE oid = {lo});
          ALTER LARGE OBJECT {lo} OWNER TO app_proxy;",
@@ -91,6 +107,36 @@ fn prepare_database() {
         lo = crate::routes::LARGE_OBJECT_OID,
     );
     superuser_psql(&["-c", &sql]);
+    install_every_extension();
+}
+
+/// Creates every extension the server offers that needs no `shared_preload_libraries` (all of
+/// contrib, trusted or not: the worst case of what a database owner or superuser installs),
+/// each in its own transaction; panics unless the ones that run SQL given as text are there.
+/// (pg_stat_statements needs the preload: without it, its view raises for everyone.)
+fn install_every_extension() {
+    let sql = "DO $$
+        DECLARE ext text;
+        BEGIN
+            FOR ext IN SELECT name FROM pg_available_extensions
+                       WHERE installed_version IS NULL AND name <> 'pg_stat_statements' ORDER BY name LOOP
+                BEGIN
+                    EXECUTE format('CREATE EXTENSION IF NOT EXISTS %I CASCADE', ext);
+                EXCEPTION WHEN OTHERS THEN
+                    RAISE WARNING 'extension % not created: %', ext, SQLERRM;
+                END;
+            END LOOP;
+        END $$";
+    superuser_psql(&["-c", sql]);
+    let out = postgres()
+        .superuser_psql(Postgres::APP_DB)
+        .args(["-At", "-c", "SELECT string_agg(extname, ' ' ORDER BY extname) FROM pg_extension"])
+        .output()
+        .expect("list extensions");
+    let installed = String::from_utf8_lossy(&out.stdout).into_owned();
+    for needed in ["dblink", "hstore", "pgcrypto", "postgres_fdw", "refint", "tablefunc", "xml2"] {
+        assert!(installed.split_whitespace().any(|e| e == needed), "{needed} is not installed: {installed}");
+    }
 }
 
 fn superuser_psql(args: &[&str]) {
@@ -127,11 +173,18 @@ impl Env {
                 cfg.pool.mode = PoolMode::Transaction;
                 cfg.pool.size = 2;
             }
-            Mode::Strict => {
+            Mode::Strict | Mode::StrictTransaction => {
+                if mode == Mode::StrictTransaction {
+                    cfg.pool.mode = PoolMode::Transaction;
+                    cfg.pool.size = 1;
+                }
                 cfg.guard.enabled = false;
                 cfg.context.strict = true;
                 cfg.context.strict_kid = KID.into();
                 cfg.context.strict_key = Some(hex(&KEY));
+                // Tokens may name admin_role (the proxy then sets and signs it).
+                cfg.jwt.role_claim = "role".into();
+                cfg.jwt.allowed_roles = vec![ADMIN_ROLE.into()];
             }
             Mode::Open => cfg.guard.enabled = false,
         }
@@ -144,7 +197,7 @@ impl Env {
 
     /// The table under attack.
     pub fn docs(&self) -> &'static str {
-        if self.mode == Mode::Strict { STRICT_TABLE } else { "documents" }
+        if self.mode.strict() { STRICT_TABLE } else { "documents" }
     }
 
     /// A context value for tenant 2, signed under the right key id with a wrong key.
@@ -156,8 +209,8 @@ impl Env {
     /// Parameters of the proxy's injection statement that would set tenant 2.
     pub fn ctx_params(&self) -> Vec<String> {
         let mut p = vec!["app.current_tenant".to_string(), "2".into()];
-        if self.mode == Mode::Strict {
-            p.extend([strict::DEFAULT_SETTING.to_string(), self.forged()]);
+        if self.mode.strict() {
+            p.extend(["role".to_string(), ADMIN_ROLE.into(), strict::DEFAULT_SETTING.into(), self.forged()]);
         }
         p
     }
@@ -203,7 +256,7 @@ impl Env {
             let was = std::mem::replace(&mut self.baseline, now.clone());
             self.fail(label, format!("tenant 2's rows changed: {was:?} -> {now:?}"));
         }
-        if self.mode == Mode::Strict {
+        if self.mode.strict() {
             // ALTER ROLE … SET succeeds with the guard off; undo it for the next attempts.
             let reset = "ALTER ROLE app_proxy RESET ALL; ALTER ROLE app_proxy IN DATABASE app RESET ALL";
             self.su.batch_execute(reset).await.expect("reset role defaults");
@@ -230,7 +283,7 @@ impl Env {
             problems.push(format!("the probe then read tenant-2 data: {leak:?}"));
         }
         let (ctx_sql, expected): (&str, &[&str]) = match self.mode {
-            Mode::Strict => (STRICT_CONTEXT, &["1", "1", "(none)"]),
+            Mode::Strict | Mode::StrictTransaction => (STRICT_CONTEXT, &["1", "1", "(none)"]),
             _ => ("SELECT current_setting('app.current_tenant'), current_user::text", &["1", "app_proxy"]),
         };
         let mut ctx = Reply::default();

@@ -12,10 +12,16 @@ directory, set `down_revision` to your current head, and adjust TABLES.
 Idempotent: every policy is dropped (IF EXISTS) before it is created, so the
 revision also applies cleanly over policies created by the SQL migration.
 
-STRICT = True writes the strict-mode form instead: the tenant comes from
+STRICT = True (the default) writes the strict-mode form: the tenant comes from
 `rlsproxy.tenant_id()`, which verifies the proxy's signed context (install
-migrations/0003_strict_mode.sql first). The call is wrapped in a scalar
-subquery so that PostgreSQL evaluates it once per statement, not per row.
+migrations/0003_strict_mode.sql first), and the admin role's policy also needs
+a context signed for that role (`rlsproxy.role()`), so that SQL reaching
+`SET ROLE admin_role` by some other way gains nothing: what
+`rlsproxy.enable_strict_policies` creates. The calls are wrapped in scalar
+subqueries so that PostgreSQL evaluates them once per statement, not per row.
+STRICT = False trusts `app.current_tenant` and the role alone (the proxy's
+default mode, for deployments without a strict key: the statement guard is
+then all that stands between a client and other tenants' rows).
 
 downgrade() drops the policies and turns row-level security off again, i.e.
 every row becomes visible to any role with privileges on the tables: the exact
@@ -36,8 +42,8 @@ depends_on = None
 TABLES = {"tenants": "id", "users": "tenant_id", "documents": "tenant_id"}
 # Role that sees every tenant (after SET ROLE) through a FOR ALL policy; None for no such policy.
 ADMIN_ROLE = "admin_role"
-# False: trust app.current_tenant (set by the proxy). True: rlsproxy.tenant_id() (strict mode).
-STRICT = False
+# True: rlsproxy.tenant_id() and rlsproxy.role() (strict mode). False: trust app.current_tenant.
+STRICT = True
 
 # name: (command, USING, WITH CHECK)
 POLICIES = {
@@ -54,6 +60,13 @@ def _tenant_expr():
         return "(SELECT rlsproxy.tenant_id())"
     # Without missing_ok: a session without a tenant context gets an error, never every row.
     return "current_setting('app.current_tenant')::integer"
+
+
+def _admin_expr():
+    if STRICT:
+        # The signed role must be the role the session runs as (the one the proxy set).
+        return "(SELECT rlsproxy.role()) = current_user::text"
+    return "true"
 
 
 def _q(identifier):
@@ -81,9 +94,10 @@ def upgrade():
                 sql += f" WITH CHECK ({same_tenant})"
             op.execute(sql)
         if ADMIN_ROLE:
+            admin = _admin_expr()
             op.execute(
                 f"CREATE POLICY {_q(ADMIN_POLICY)} ON {_q(table)} FOR ALL TO {_q(ADMIN_ROLE)}"
-                " USING (true) WITH CHECK (true)"
+                f" USING ({admin}) WITH CHECK ({admin})"
             )
 
 
