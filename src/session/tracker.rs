@@ -13,7 +13,9 @@
 //!   part of it. Once the client has sent COPY data, whether the server is still
 //!   copying when a later message arrives depends on timing (a bad row ends the
 //!   COPY at once): such a message, before the client's CopyDone or CopyFail, is
-//!   [`OutOfStep::Ambiguous`].
+//!   [`OutOfStep::Ambiguous`]. A Sync there is the exception drivers rely on: it
+//!   is ignored if the COPY succeeds, and only a COPY that then fails makes it
+//!   ambiguous (whether it was read inside is unknowable).
 //!
 //! Entries the proxy sent itself carry what to do with their replies.
 
@@ -133,6 +135,9 @@ pub struct Tracker {
     discarding: bool,
     /// Entries the server read and will never answer, for the relay's bookkeeping.
     dropped: Vec<Pending>,
+    /// A Sync was sent after data of the COPY the server is in: ignored if the COPY ends
+    /// with CommandComplete, ambiguous if it ends with an error.
+    sync_in_copy_data: bool,
 }
 
 impl Tracker {
@@ -150,6 +155,7 @@ impl Tracker {
                 Kind::CopyData => copy.data_sent = true,
                 Kind::CopyEnd => self.copy_in = None,
                 Kind::Sync if !copy.data_sent => {}
+                Kind::Sync => self.sync_in_copy_data = true,
                 _ if copy.data_sent => return Err(OutOfStep::Ambiguous),
                 // Before any data: the server fails the COPY on this message, read as part of it.
                 _ => {
@@ -212,6 +218,10 @@ impl Tracker {
         if matches!(tag, b'N' | b'S' | b'A') {
             return Ok(Route::Relay);
         }
+        // After a CopyInResponse the next reply ends the COPY: an error, or its CommandComplete.
+        if std::mem::take(&mut self.sync_in_copy_data) && tag == b'E' {
+            return Err(OutOfStep::Ambiguous);
+        }
         while self.queue.front().is_some_and(|p| p.kind.is_marker()) {
             self.queue.pop_front();
         }
@@ -266,7 +276,8 @@ impl Tracker {
     /// CopyInResponse for the front entry: the messages already sent after it reach a server
     /// that copies in. Syncs before any data are ignored; another message before any data
     /// fails the COPY and is read as part of it; the client's CopyDone/CopyFail ends what the
-    /// COPY reads; anything else after data is ambiguous.
+    /// COPY reads; a Sync after data waits for the COPY's end; anything else after data is
+    /// ambiguous.
     fn copy_in_started(&mut self) -> Result<(), OutOfStep> {
         let mut copy = CopyIn { data_sent: false };
         // Index 0 is the COPY's own entry; what follows was sent after it.
@@ -278,6 +289,7 @@ impl Tracker {
                     return Ok(());
                 }
                 Kind::Sync if !copy.data_sent => {}
+                Kind::Sync => self.sync_in_copy_data = true,
                 _ if copy.data_sent => return Err(OutOfStep::Ambiguous),
                 _ => {
                     self.dropped.extend(self.queue.remove(1));

@@ -191,69 +191,6 @@ async fn a_trap_on_a_pooled_connection_catches_nobody() {
     assert!(env.failures.is_empty(), "{:#?}", env.failures);
 }
 
-/// The persistent form of the trap: tenant 1 sets its role's search_path (every new server
-/// connection, and every `DISCARD ALL`, starts with it) to a schema it owns, holding a view
-/// named like the strict table and a `set_config` that records its arguments. The proxy's
-/// injection and the victim's query then resolve to those. Holds only where the proxy pins
-/// `search_path` as a startup parameter of its server connections and calls
-/// `pg_catalog.set_config` (the upstream-role work): enable it there.
-#[tokio::test]
-#[ignore = "needs search_path pinned at connection start and pg_catalog.set_config in the injection"]
-async fn a_role_search_path_trap_catches_nobody() {
-    crate::harness::setup();
-    let mut env = Env::start(Mode::StrictTransaction).await;
-    env.su.batch_execute(&trap_tables()).await.expect("loot table");
-    let mut attacker = open(&env, "1", None, Duration::from_secs(3600)).await;
-    for step in [
-        format!(
-            "CREATE OR REPLACE FUNCTION {SCRATCH}.set_config(name text, value text, local boolean) RETURNS text \
-             LANGUAGE sql AS $$ INSERT INTO {SCRATCH}.loot VALUES (name || '=' || value); \
-             SELECT pg_catalog.set_config(name, value, local) $$"
-        ),
-        format!("CREATE OR REPLACE VIEW {SCRATCH}.{STRICT_TABLE} AS SELECT 99 AS id, 'trap' AS title"),
-        format!("ALTER ROLE CURRENT_USER SET search_path = {SCRATCH}, pg_catalog, public"),
-    ] {
-        let reply = query(&mut attacker, &step).await;
-        assert!(reply.errors.is_empty(), "{step}: {:?}", reply.errors);
-    }
-    attacker.close().await;
-    // Role settings apply to server connections opened later (a restart, a failover, the
-    // pool replacing a connection): end the current one.
-    let ended = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'app_proxy'";
-    env.su.batch_execute(ended).await.expect("end app_proxy's connections");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let mut victim = open(&env, "2", None, Duration::from_secs(3600)).await;
-    let mut reply = query(&mut victim, &format!("SELECT title FROM {STRICT_TABLE} ORDER BY id")).await;
-    if !reply.errors.is_empty() {
-        // The first transaction may meet the ended connection; the pool opens a new one.
-        reply = query(&mut victim, &format!("SELECT title FROM {STRICT_TABLE} ORDER BY id")).await;
-    }
-    expect_rows(&mut env, "the victim reads its own rows", &reply, &ALL_TITLES[3..]);
-    victim.close().await;
-
-    let mut attacker = open(&env, "1", None, Duration::from_secs(3600)).await;
-    let loot = query(&mut attacker, &format!("SELECT v FROM {SCRATCH}.loot")).await;
-    let stolen: Vec<String> = loot.first_column().into_iter().filter(|v| v.contains("signed_context")).collect();
-    let mut replayed = Reply::default();
-    for value in &stolen {
-        let value = value.split_once('=').map_or("", |(_, v)| v);
-        let sql = format!(
-            "BEGIN; SELECT set_config('rlsproxy.signed_context', '{value}', false); \
-             SELECT title FROM public.{STRICT_TABLE} ORDER BY id; COMMIT"
-        );
-        replayed = query(&mut attacker, &sql).await;
-    }
-    attacker.close().await;
-    env.su.batch_execute("ALTER ROLE app_proxy RESET ALL").await.expect("reset role defaults");
-    expect_rows(&mut env, "nothing reached the trap", &loot, &[]);
-    env.runs += 1;
-    if let Some(leak) = leaked(&replayed.texts) {
-        env.fail("a stolen signed value replayed", format!("read {leak:?}"));
-    }
-    assert!(env.failures.is_empty(), "{:#?}", env.failures);
-}
-
 /// The attacker's loot table, empty, in the schema it owns.
 fn trap_tables() -> String {
     format!(

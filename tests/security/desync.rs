@@ -88,6 +88,47 @@ async fn a_copy_the_server_ends_never_shifts_replies_to_another_tenant() {
     assert_eq!(data_rows(&again), [[Some("2".to_string())]]);
 }
 
+/// A Sync inside COPY data is ignored by a server still copying, answered by one whose COPY a
+/// bad row already ended: the proxy accepts it while the COPY succeeds (drivers' pipelines
+/// may put one there) and ends the session when the COPY fails, before any reply can shift.
+#[tokio::test]
+async fn a_sync_inside_copy_data_is_in_step_when_the_copy_succeeds_and_fatal_when_it_fails() {
+    let proxy = proxy::start(one_connection()).await;
+    let (mut a, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
+    let (mut b, _) = raw_login(&proxy, &proxy.token("2"), &[]).await;
+    let copy = |first: &[u8]| {
+        let mut batch = frame(b'Q', &raw::cstr("CREATE TEMP TABLE tt(a int) ON COMMIT DROP; COPY tt FROM STDIN"));
+        batch.extend(frame(b'd', first));
+        batch.extend(frame(b'S', b""));
+        batch.extend(frame(b'H', b""));
+        batch.extend(frame(b'd', b"2\n"));
+        batch.extend(frame(b'c', b""));
+        batch.extend(frame(b'Q', &raw::cstr("SELECT 'after'")));
+        batch
+    };
+    a.send_raw(&copy(b"1\n")).await;
+    let mut got = a.read_until_ready().await;
+    got.extend(a.read_until_ready().await);
+    assert_eq!(tags(&got), "CGCZTDCZ");
+    assert_eq!(crate::first_column(&got), ["after"]);
+
+    let mut attack = copy(b"abc\n");
+    for _ in 0..3 {
+        attack.extend(frame(b'Q', &raw::cstr("SELECT pg_sleep(0.5), 'filler'")));
+    }
+    a.send_raw(&attack).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let theirs = raw_query(&mut b, "SELECT id, title, tenant_id FROM documents ORDER BY id").await;
+    let rows = data_rows(&theirs);
+    assert_eq!(rows.iter().map(|r| r[1].clone().unwrap_or_default()).collect::<Vec<_>>(), GLOBEX);
+    assert!(rows.iter().all(|r| r[2].as_deref() == Some("2")), "{rows:?}");
+    let mine = read_to_end(&mut a, Duration::from_secs(5)).await;
+    assert_eq!(tags(&mine), "CGE", "tenant 1's replies");
+    assert_eq!(sev_code_msg(&the_error(&mine)).1, "08P01");
+    let again = raw_query(&mut b, "SELECT current_setting('app.current_tenant')").await;
+    assert_eq!(data_rows(&again), [[Some("2".to_string())]]);
+}
+
 /// A COPY the server fails is over once the client has seen its error: what the client sends
 /// after that (no CopyDone, as libpq does, then a query) is answered normally, on the same
 /// connection, and the next tenant's transaction is its own.

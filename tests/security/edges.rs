@@ -139,8 +139,9 @@ async fn a_reported_setting_that_breaks_the_guards_assumptions_ends_the_session(
     assert_eq!(crate::titles(&c).await, crate::ACME);
 }
 
-/// A server connection that starts with such a value (a database or role setting made by an
-/// operator) is refused before any client uses it.
+/// A server connection that would start with such a value (a database or role setting) is
+/// refused before any client uses it: the upstream-role check names the setting (the
+/// connection's own startup parameters pin the value, and its reported value is checked too).
 #[tokio::test]
 async fn a_server_connection_that_starts_with_an_unsafe_setting_is_refused() {
     let su = postgres().superuser_client("postgres").await;
@@ -155,8 +156,10 @@ async fn a_server_connection_that_starts_with_an_unsafe_setting_is_refused() {
         (
             "FATAL",
             "08006",
-            "rlsproxy: the upstream server is unavailable: the server reports standard_conforming_strings = off, \
-             which the statement guard cannot read SQL under"
+            "rlsproxy: the upstream server is unavailable: unsafe upstream role: upstream.user app_proxy starts \
+             every connection with settings (ALTER DATABASE sec_scs_off SET standard_conforming_strings=off): every \
+             tenant shares this role, so such settings are one tenant's way to reach the others' sessions; remove \
+             them (ALTER DATABASE sec_scs_off RESET standard_conforming_strings)"
         )
     );
 }

@@ -138,7 +138,7 @@ fn messages_after_copy_data_without_copydone_are_ambiguous() {
     client(&mut t, &[Kind::Query, Kind::CopyData, Kind::Query, Kind::Sync]);
     assert_eq!(t.on_server(b'G').err(), Some(OutOfStep::Ambiguous));
     // The same sent after the CopyInResponse.
-    for next in [Kind::Sync, Kind::Query, Kind::Parse] {
+    for next in [Kind::Query, Kind::Parse] {
         let mut t = Tracker::default();
         client(&mut t, &[Kind::Query]);
         assert!(relayed(t.on_server(b'G')));
@@ -150,6 +150,34 @@ fn messages_after_copy_data_without_copydone_are_ambiguous() {
     client(&mut t, &[Kind::Query]);
     assert!(relayed(t.on_server(b'G')));
     assert_eq!(t.on_server(b'Z').err(), Some(OutOfStep::Reply(b'Z', Some(Kind::Query))));
+}
+
+#[test]
+fn a_sync_inside_copy_data_is_ignored_by_a_copy_that_succeeds_and_ambiguous_in_one_that_fails() {
+    for copy_in_response_first in [false, true] {
+        for fails in [false, true] {
+            let mut t = Tracker::default();
+            client(&mut t, &[Kind::Query]);
+            if copy_in_response_first {
+                assert!(relayed(t.on_server(b'G')));
+            }
+            client(&mut t, &[Kind::CopyData, Kind::Sync, Kind::CopyData, Kind::CopyEnd]);
+            if !copy_in_response_first {
+                assert!(relayed(t.on_server(b'G')));
+            }
+            if fails {
+                assert_eq!(t.on_server(b'E').err(), Some(OutOfStep::Ambiguous));
+                continue;
+            }
+            assert!(relayed(t.on_server(b'C')));
+            assert!(ended(t.on_server(b'Z')));
+            assert!(t.is_empty(), "the Sync inside the data is owed nothing");
+            // A later error is not the COPY's.
+            client(&mut t, &[Kind::Query]);
+            assert!(relayed(t.on_server(b'E')));
+            assert!(ended(t.on_server(b'Z')));
+        }
+    }
 }
 
 #[test]
