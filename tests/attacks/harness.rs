@@ -42,16 +42,17 @@ pub enum Mode {
     Transaction,
     /// Session pooling, guard off, strict mode on; the strict table is attacked.
     Strict,
-    /// Transaction pooling (pool of 1: every transaction of every tenant on one server
-    /// connection), guard off, strict mode on; the strict table is attacked.
+    /// Transaction pooling (pool of 2, as `Transaction`), guard off, strict mode on; the
+    /// strict table is attacked.
     StrictTransaction,
     /// Session pooling, guard off, strict mode off: nothing stops an attack (the control).
     Open,
 }
 
 impl Mode {
-    /// In the order they run (Strict last: it may leave role defaults behind for a moment).
-    pub const ALL: [Mode; 3] = [Mode::Session, Mode::Transaction, Mode::Strict];
+    /// In the order they run (the strict ones last: they may leave role defaults behind for
+    /// a moment).
+    pub const ALL: [Mode; 4] = [Mode::Session, Mode::Transaction, Mode::Strict, Mode::StrictTransaction];
 
     /// For the report.
     pub fn name(self) -> &'static str {
@@ -59,7 +60,7 @@ impl Mode {
             Mode::Session => "session mode, guard on",
             Mode::Transaction => "transaction mode, guard on",
             Mode::Strict => "session mode, guard off, strict on",
-            Mode::StrictTransaction => "transaction mode (pool of 1), guard off, strict on",
+            Mode::StrictTransaction => "transaction mode, guard off, strict on",
             Mode::Open => "session mode, guard off, strict off",
         }
     }
@@ -166,17 +167,23 @@ pub struct Env {
 impl Env {
     /// Starts the proxy for `mode` and records tenant 2's rows.
     pub async fn start(mode: Mode) -> Env {
+        Self::start_with_pool(mode, 2).await
+    }
+
+    /// [`Env::start`] with `pool_size` server connections in transaction pooling (1: every
+    /// transaction of every tenant on one server connection).
+    pub async fn start_with_pool(mode: Mode, pool_size: usize) -> Env {
         let mut cfg = proxy::base_config(postgres());
         match mode {
             Mode::Session => {}
             Mode::Transaction => {
                 cfg.pool.mode = PoolMode::Transaction;
-                cfg.pool.size = 2;
+                cfg.pool.size = pool_size;
             }
             Mode::Strict | Mode::StrictTransaction => {
                 if mode == Mode::StrictTransaction {
                     cfg.pool.mode = PoolMode::Transaction;
-                    cfg.pool.size = 1;
+                    cfg.pool.size = pool_size;
                 }
                 cfg.guard.enabled = false;
                 cfg.context.strict = true;

@@ -40,9 +40,9 @@ fn expect_rows(env: &mut Env, label: &str, reply: &Reply, expected: &[&str]) {
     }
 }
 
-/// The scenarios that run in the session-mode strict configuration.
+/// The scenarios that run in the strict configurations.
 pub async fn run_all(env: &mut Env) {
-    assert_eq!(env.mode, Mode::Strict);
+    assert!(env.mode.strict());
     admin_token_keeps_the_admin_view(env).await;
     copied_value_gives_its_own_tenant_only(env).await;
     expired_value_gives_nothing(env).await;
@@ -156,7 +156,7 @@ async fn other_sessions_activity_stays_hidden(env: &mut Env) {
 #[tokio::test]
 async fn a_trap_on_a_pooled_connection_catches_nobody() {
     crate::harness::setup();
-    let mut env = Env::start(Mode::StrictTransaction).await;
+    let mut env = Env::start_with_pool(Mode::StrictTransaction, 1).await;
     env.su.batch_execute(&trap_tables()).await.expect("loot table");
     let mut attacker = open(&env, "1", None, Duration::from_secs(3600)).await;
     for step in [
