@@ -63,6 +63,7 @@ ORDER BY 3";
 
 #[tokio::test]
 async fn every_contrib_function_that_runs_sql_or_reads_a_relation_by_oid_is_refused() {
+    let _role = crate::harness::shared_role().await;
     let db = "attack_contrib";
     let admin = postgres().superuser_client(Postgres::APP_DB).await;
     for sql in [format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"), format!("CREATE DATABASE {db}")] {

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rlsproxy::config::PoolMode;
 use rlsproxy::policy::strict;
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio_postgres::Client;
 
 use crate::Expect;
@@ -153,6 +154,9 @@ fn hex(bytes: &[u8]) -> String {
 pub struct Env {
     /// The configuration.
     pub mode: Mode,
+    /// Held for the environment's life, one or the other: see [`ROLE_STATE`].
+    _shared_role: Option<RwLockReadGuard<'static, ()>>,
+    _exclusive_role: Option<RwLockWriteGuard<'static, ()>>,
     /// The proxy under attack.
     pub proxy: TestProxy,
     /// Superuser on `app`, to check tenant 2's rows and clean up.
@@ -164,6 +168,17 @@ pub struct Env {
     pub failures: Vec<String>,
 }
 
+/// The proxy's role is shared by every test of this binary. With the guard off, attempts
+/// such as `ALTER ROLE app_proxy SET …` succeed until the judge resets them, and meanwhile
+/// the proxy (rightly) refuses new server connections for that role: the strict
+/// configurations run alone, the others side by side.
+static ROLE_STATE: RwLock<()> = RwLock::const_new(());
+
+/// Shared use of the proxy's role, for a test that starts its own proxy: held to its end.
+pub async fn shared_role() -> RwLockReadGuard<'static, ()> {
+    ROLE_STATE.read().await
+}
+
 impl Env {
     /// Starts the proxy for `mode` and records tenant 2's rows.
     pub async fn start(mode: Mode) -> Env {
@@ -173,6 +188,8 @@ impl Env {
     /// [`Env::start`] with `pool_size` server connections in transaction pooling (1: every
     /// transaction of every tenant on one server connection).
     pub async fn start_with_pool(mode: Mode, pool_size: usize) -> Env {
+        let (_shared_role, _exclusive_role) =
+            if mode.strict() { (None, Some(ROLE_STATE.write().await)) } else { (Some(shared_role().await), None) };
         let mut cfg = proxy::base_config(postgres());
         match mode {
             Mode::Session => {}
@@ -199,7 +216,7 @@ impl Env {
         let su = postgres().superuser_client(Postgres::APP_DB).await;
         let baseline = tenant_two_rows(&su).await;
         assert!(baseline.len() >= 5, "tenant 2's rows: {baseline:?}");
-        Env { mode, proxy, su, baseline, runs: 0, failures: Vec::new() }
+        Env { mode, _shared_role, _exclusive_role, proxy, su, baseline, runs: 0, failures: Vec::new() }
     }
 
     /// The table under attack.

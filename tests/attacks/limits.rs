@@ -12,6 +12,7 @@ use crate::session::{self, Protocol, Reply, Session};
 
 #[tokio::test]
 async fn a_statement_over_the_guard_limit_is_refused_unparsed_with_54000() {
+    let _role = crate::harness::shared_role().await;
     let mut cfg = proxy::base_config(postgres());
     cfg.guard.max_statement_bytes = 4096;
     let p = proxy::start(cfg).await;
@@ -44,6 +45,7 @@ async fn a_statement_over_the_guard_limit_is_refused_unparsed_with_54000() {
 /// every session on it waited).
 #[tokio::test(flavor = "current_thread")]
 async fn a_long_statement_being_parsed_does_not_hold_up_other_sessions() {
+    let _role = crate::harness::shared_role().await;
     let p = proxy::start(proxy::base_config(postgres())).await;
     let other = p.connect(&p.token("2")).await;
     let mut c = session::raw_login(&p, &p.token("1")).await;

@@ -208,6 +208,7 @@ async fn large_object_fast_path(env: &mut Env) {
 /// refused.
 #[tokio::test]
 async fn explain_estimates_show_other_tenants_values_and_explain_is_refused() {
+    let _role = crate::harness::shared_role().await;
     crate::harness::setup();
     let su = postgres().superuser_client(Postgres::APP_DB).await;
     su.batch_execute(
@@ -269,6 +270,7 @@ async fn explain_estimates_show_other_tenants_values_and_explain_is_refused() {
 /// and libpq's fast-path calls are relayed as before.
 #[tokio::test]
 async fn large_objects_are_relayed_when_allowed() {
+    let _role = crate::harness::shared_role().await;
     crate::harness::setup();
     let mut cfg = proxy::base_config(postgres());
     cfg.guard.allow_large_objects = true;
