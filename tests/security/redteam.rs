@@ -113,3 +113,20 @@ async fn a_tenant_cannot_lock_a_shared_table_against_other_tenants() {
     let (code, message) = proxy::db_error(&locked.expect_err("LOCK TABLE … ACCESS EXCLUSIVE was accepted"));
     assert_eq!(code, "42501", "{message}");
 }
+
+/// Route: advisory locks live in one database-wide key space and `pg_locks` is readable by
+/// every role, while every tenant is the same role: LISTEN channels are scoped per tenant, lock
+/// keys are not. Tenant 1 sees which keys tenant 2 holds (an application keying locks on ids
+/// tells what tenant 2 is working on) and takes tenant 2's keys first (tenant 2's
+/// `pg_try_advisory_lock` leader election or job lock then never succeeds).
+#[tokio::test]
+async fn a_tenant_neither_sees_nor_takes_another_tenants_advisory_locks() {
+    let proxy = proxy::start_default().await;
+    let victim = proxy.connect(&proxy.token("2")).await;
+    assert_eq!(value(&victim, "SELECT pg_try_advisory_lock(777001)::text").await, "true");
+    let attacker = proxy.connect(&proxy.token("1")).await;
+    let seen = rows(&attacker, "SELECT objid::text FROM pg_locks WHERE locktype = 'advisory'").await;
+    let taken = value(&attacker, "SELECT pg_try_advisory_lock(777001)::text").await;
+    assert_eq!(seen, Vec::<Vec<Option<String>>>::new(), "tenant 1 sees tenant 2's advisory locks");
+    assert_eq!(taken, "true", "tenant 1 is blocked by (so learns of) tenant 2's advisory lock");
+}
