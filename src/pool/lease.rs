@@ -8,8 +8,7 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 
 use super::Inner;
-use crate::protocol::frontend;
-use crate::upstream::ServerConn;
+use crate::upstream::{ServerConn, reset_session};
 
 /// A connection lent to one client; dropping it closes the connection.
 #[derive(Debug)]
@@ -24,7 +23,7 @@ impl Lease {
     pub async fn release(mut self) {
         let Some(conn) = self.conn.as_mut() else { return };
         let mut buf = BytesMut::new();
-        frontend::query(&mut buf, "DISCARD ALL");
+        reset_session(&mut buf);
         match Box::pin(conn.run_setup(&buf)).await {
             Ok(outcome) if outcome.error.is_none() && outcome.status == b'I' => {
                 conn.injection_prepared = false;

@@ -17,21 +17,20 @@ use crate::config::PoolMode;
 use crate::frontend::cancel::CancelTarget;
 use crate::policy::SqlText;
 use crate::protocol::{PgError, backend, frontend};
-use crate::upstream::{ServerConn, UpstreamError};
+use crate::upstream::{ServerConn, UpstreamError, reset_session};
 
 /// The awaited preparation of `conn` for `identity`, and how many segments (each ended by a
-/// ReadyForQuery) it has, to tell whether an error was the reset's and injection's:
-/// `DISCARD ALL` when the connection carries another identity's state (its statement cache
-/// is emptied with it; the client's startup settings are the connection's own startup
+/// ReadyForQuery) it has, to tell whether an error was the reset's and injection's: the
+/// reset (`DISCARD ALL`, a new seed) when the connection carries another identity's state
+/// (its statement cache is emptied with it; the client's startup settings are the connection's own startup
 /// parameters), the injection (prepared first when needed). The caller ends it with Sync.
 pub(super) fn adoption_batch(conn: &mut ServerConn, identity: &Identity) -> (BytesMut, usize) {
     let mut batch = BytesMut::new();
     let mut readies = 1;
     let foreign = conn.owner.as_ref() != Some(&identity.key);
     if foreign && conn.owner.is_some() {
-        frontend::query(&mut batch, "DISCARD ALL");
+        readies += reset_session(&mut batch);
         conn.statements.clear();
-        readies += 1;
     }
     if readies > 1 || !conn.injection_prepared {
         batch.extend_from_slice(&identity.injection.prepare);

@@ -18,7 +18,7 @@ use crate::config::{ConfigError, UpstreamConfig};
 use crate::net::ServerStream;
 use crate::protocol::{Framer, ProtocolError};
 
-pub use query::{Row, array_literal};
+pub use query::{Row, array_literal, reset_session};
 pub use statements::StatementCache;
 
 /// Why an upstream connection failed or broke.

@@ -12,6 +12,20 @@ use crate::protocol::{Frame, Framer, Kind, PgError, Reply, backend, codec, error
 /// A result row in text format.
 pub type Row = Vec<Option<String>>;
 
+/// Appends the Queries that reset a server session before another identity uses it, and
+/// returns how many (each is answered up to a ReadyForQuery): `DISCARD ALL` (which cannot
+/// share a Query with another statement), then a fresh seed for `random()`, whose state
+/// belongs to the backend and which nothing else resets: a client's `setseed` would make
+/// the next tenant's random numbers known to it.
+pub fn reset_session(buf: &mut BytesMut) -> usize {
+    use rand::Rng;
+    // 53 random bits, in [-1, 1) as setseed takes them.
+    let seed = (rand::rng().random::<u64>() >> 11) as f64 / (1u64 << 52) as f64 - 1.0;
+    frontend::query(buf, "DISCARD ALL");
+    frontend::query(buf, &format!("SELECT pg_catalog.setseed({seed:.17})"));
+    2
+}
+
 /// What a batch produced.
 #[derive(Debug)]
 pub struct BatchOutcome {

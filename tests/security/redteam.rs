@@ -25,10 +25,7 @@ fn one_session_connection() -> Config {
 /// The SCRAM verifier of the proxy's role, as the superuser sees it.
 async fn proxy_role_password() -> Option<String> {
     let su = postgres().superuser_client(Postgres::APP_DB).await;
-    su.query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&Postgres::PROXY_USER])
-        .await
-        .unwrap()
-        .get(0)
+    su.query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&Postgres::PROXY_USER]).await.unwrap().get(0)
 }
 
 /// Route: every tenant runs as the proxy's one upstream role, and PostgreSQL lets any role

@@ -35,6 +35,8 @@ const LARGE_OBJECT_NAMES: &[&str] = &[
 
 /// `ObjectType` of `… LARGE OBJECT n` in ALTER, COMMENT, GRANT, SECURITY LABEL.
 const OBJECT_LARGEOBJECT: i64 = 23;
+/// `ShareLock` among the lock modes (lockdefs.h); the stronger ones follow it.
+const SHARE_LOCK: i64 = 5;
 
 /// Statements that write to their `relation`: into `pg_settings`, its update rule (which
 /// calls set_config) runs.
@@ -198,6 +200,9 @@ impl Visit for Inspection<'_> {
             "GrantStmt" | "GrantRoleStmt" | "AlterDefaultPrivilegesStmt" => {
                 self.add(Rule::Grant, "GRANT, REVOKE or ALTER DEFAULT PRIVILEGES".into())
             }
+            "CreateRoleStmt" | "AlterRoleStmt" | "DropRoleStmt" => {
+                self.add(Rule::AlterRole, "creating, altering or dropping a role (every tenant is one role)".into())
+            }
             _ => {}
         }
     }
@@ -240,6 +245,10 @@ impl Visit for Inspection<'_> {
         let (key, parent) = (nth_last(path, 1), nth_last(path, 2));
         if let Some(set) = self.set.as_mut().filter(|_| key == Some("kind") && parent == Some("VariableSetStmt")) {
             set.kind = value;
+        }
+        // LockStmt's mode: SHARE (5) and stronger hold off other sessions' writes.
+        if key == Some("mode") && parent == Some("LockStmt") && value >= SHARE_LOCK {
+            self.add(Rule::Lock, "LOCK TABLE in SHARE mode or stronger (it holds off other tenants)".into());
         }
         if matches!(key, Some("objtype" | "object_type"))
             && value == OBJECT_LARGEOBJECT

@@ -42,6 +42,12 @@ pub enum Rule {
     ServerFile,
     /// GRANT, REVOKE, ALTER DEFAULT PRIVILEGES: every tenant is the same role.
     Grant,
+    /// CREATE/ALTER/DROP ROLE, USER or GROUP: every tenant is the same role, whose password
+    /// any of them could otherwise change.
+    AlterRole,
+    /// LOCK TABLE in SHARE mode or stronger: it holds off other tenants' writes (or reads)
+    /// of the whole table.
+    Lock,
     /// A statement longer than `[guard] max_statement_bytes` (not parsed).
     TooLong,
     /// pg_notify with a channel that is not a string constant (or LISTEN/NOTIFY the proxy
@@ -71,13 +77,15 @@ impl Rule {
             Rule::LargeObject => "large_object",
             Rule::ServerFile => "server_file",
             Rule::Grant => "grant",
+            Rule::AlterRole => "alter_role",
+            Rule::Lock => "lock",
             Rule::TooLong => "statement_too_long",
             Rule::NotifyChannel => "notify_channel",
         }
     }
 
     /// Every rule, for configuration checks.
-    pub const ALL: [Rule; 19] = [
+    pub const ALL: [Rule; 21] = [
         Rule::SetProtected,
         Rule::ResetAll,
         Rule::Discard,
@@ -95,6 +103,8 @@ impl Rule {
         Rule::LargeObject,
         Rule::ServerFile,
         Rule::Grant,
+        Rule::AlterRole,
+        Rule::Lock,
         Rule::TooLong,
         Rule::NotifyChannel,
     ];

@@ -171,6 +171,16 @@ fn routes_past_the_context_are_refused_under_their_rule() {
         ("REVOKE ALL ON documents FROM app_proxy", "grant"),
         ("GRANT admin_role TO app_proxy", "grant"),
         ("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC", "grant"),
+        ("ALTER ROLE CURRENT_USER PASSWORD 'x'", "alter_role"),
+        ("alter user app_proxy with encrypted password 'x'", "alter_role"),
+        ("ALTER ROLE app_proxy PASSWORD NULL", "alter_role"),
+        ("ALTER GROUP admin_role ADD USER app_proxy", "alter_role"),
+        ("CREATE ROLE r", "alter_role"),
+        ("DROP USER IF EXISTS r", "alter_role"),
+        ("LOCK TABLE documents", "lock"),
+        ("LOCK documents IN SHARE MODE", "lock"),
+        ("LOCK TABLE ONLY documents IN SHARE ROW EXCLUSIVE MODE NOWAIT", "lock"),
+        ("lock table documents in exclusive mode", "lock"),
     ] {
         let refusal = g.check_sql(sql.as_bytes(), None, false).err();
         assert_eq!(refusal.as_ref().map(|r| r.rule.name()), Some(rule), "{sql}");
@@ -186,6 +196,10 @@ fn reads_of_pg_settings_and_copy_over_the_connection_pass() {
         "COPY documents TO STDOUT",
         "COPY documents (id, title) FROM STDIN",
         "SELECT lower('A'), longitude FROM places",
+        "LOCK TABLE documents IN ACCESS SHARE MODE",
+        "LOCK TABLE documents IN ROW EXCLUSIVE MODE",
+        "LOCK TABLE documents IN SHARE UPDATE EXCLUSIVE MODE",
+        "SELECT * FROM documents FOR UPDATE",
     ] {
         assert_eq!(refused(sql), None, "{sql}");
     }
