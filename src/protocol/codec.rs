@@ -62,6 +62,9 @@ impl Default for Framer {
     }
 }
 
+/// The most a message's declared length makes the buffer grow by before its bytes arrive.
+const RESERVE_STEP: usize = 1 << 20;
+
 impl Framer {
     /// The buffer to read into.
     pub fn buffer(&mut self) -> &mut BytesMut {
@@ -123,7 +126,9 @@ impl Framer {
             self.streaming = total - n;
             return Ok(Some(Frame::Piece(self.buf.split_to(n).freeze())));
         }
-        self.buf.reserve(total - self.buf.len());
+        // Room for what is declared, but at most a step at a time: memory follows the bytes
+        // that arrive, not a length a peer announces and never sends.
+        self.buf.reserve((total - self.buf.len()).min(RESERVE_STEP));
         Ok(None)
     }
 }
@@ -191,5 +196,14 @@ mod tests {
         }
         assert_eq!(got, whole);
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn an_announced_length_reserves_memory_only_a_step_ahead_of_the_bytes() {
+        let mut f = Framer::default();
+        // A 64 MiB Query announced, 5 bytes of it sent.
+        f.buffer().extend_from_slice(&[b'Q', 4, 0, 0, 0, b'x']);
+        assert!(f.next(|_| false, 64 << 20).ok().flatten().is_none());
+        assert!(f.buffer().capacity() <= RESERVE_STEP + 32 * 1024, "{}", f.buffer().capacity());
     }
 }
