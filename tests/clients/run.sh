@@ -238,6 +238,7 @@ start_proxy() {
     # Transaction mode: fewer server connections than concurrent clients.
     local size=40
     [ "$mode" = transaction ] && size=${RLSPROXY_CLIENT_POOL_SIZE:-4}
+    export CLIENT_UPSTREAM_POOL_SIZE=$size # ActiveRecord's pinned sessions must fit in it
     RLSPROXY__POOL__MODE=$mode RLSPROXY__POOL__SIZE=$size \
         RLSPROXY__LISTEN__ADDRESS="127.0.0.1:$PROXY_PORT" \
         "$BIN" run --config "$CFG" >"$log" 2>&1 &

@@ -23,9 +23,12 @@
 #   serializable   transaction(isolation: :serializable) (Rails 6.1 sends BEGIN, then SET
 #                  TRANSACTION ISOLATION LEVEL SERIALIZABLE) and the Rails 7.1+ form
 #                  BEGIN ISOLATION LEVEL SERIALIZABLE: both serializable, right rows
+#   statement_limit_evict  statement_limit 2: evictions send SQL DEALLOCATE (in transaction
+#                  pooling, a known difference: inside a transaction it aborts it)
 #   isolation      two tenants' tokens: documents and tenants rows, exactly
 #   concurrent     threads of both tenants sharing a pool per tenant with half as many
-#                  connections as workers; transactions with the model and prepared statements
+#                  connections as workers (transaction pooling: pinned sessions, so both
+#                  pools together as many as the proxy's pool.size); model transactions
 # ActiveRecord has no COPY API (raw_connection is ruby-pg: see pg_client.rb).
 $LOAD_PATH.unshift(__dir__)
 require 'common'
@@ -40,11 +43,21 @@ ADMIN = {
   password: ENV.fetch('PG_SUPERUSER_PASSWORD', ''), sslmode: 'disable'
 }.freeze
 
+# The adapter's connect-time session SETs (client_min_messages, standard_conforming_strings,
+# intervalstyle) pin every ActiveRecord connection to its server connection in transaction
+# pooling: the proxy's pool.size must hold all of them (two tenants' pools), as in session
+# pooling. In the other modes: half as many connections as workers.
+POOL = if MODE == 'transaction'
+         [Integer(ENV.fetch('CLIENT_UPSTREAM_POOL_SIZE', '4')) / 2, 1].max
+       else
+         [WORKERS / 2, 1].max
+       end
+
 def tenant_config(tenant)
   p = conn_params(tenant)
   {
     adapter: 'postgresql', host: p[:host], port: p[:port], database: p[:dbname], username: p[:user],
-    password: p[:password], sslmode: 'disable', connect_timeout: 10, pool: [WORKERS / 2, 1].max,
+    password: p[:password], sslmode: 'disable', connect_timeout: 10, pool: POOL,
     checkout_timeout: 30, prepared_statements: true
   }
 end
@@ -212,6 +225,42 @@ def serializable
   expect_eq(conn.select_value('SHOW transaction_isolation'), 'read committed', 'isolation after the block')
 end
 
+# statement_limit: 2 and more distinct statements: the adapter's statement pool evicts
+# the oldest and sends SQL `DEALLOCATE a1`, rescuing its error. In transaction pooling
+# that SQL cannot name the statement (a proxy name on the server, README "Known
+# differences"): outside a transaction nothing shows; inside one the failed DEALLOCATE
+# aborts it and the query that caused the eviction fails with 25P02. Checked exactly.
+class LimitedRecord < ActiveRecord::Base
+  self.abstract_class = true
+end
+
+class LimitedDocument < LimitedRecord
+  self.table_name = 'documents'
+end
+
+def statement_limit_evict
+  LimitedRecord.establish_connection(tenant_config(1).merge(statement_limit: 2, pool: 1))
+  # A distinct statement text per k (raw SQL fragments would make it unpreparable).
+  columns = [[], [:id], [:tenant_id], [:body], [:id, :tenant_id], [:id, :body]]
+  lookups = lambda do |k|
+    LimitedDocument.where(title: TITLES[1][k % 3]).pluck(:title, *columns[k]).map { |r| Array(r).first }
+  end
+  3.times { |k| expect_eq(lookups.call(k), [TITLES[1][k]], "lookup #{k} outside a transaction") }
+  expect_eq(LimitedRecord.connection.instance_variable_get(:@statements).length, 2, 'statements kept')
+  got = begin
+    LimitedDocument.transaction do
+      (3..5).map { |k| lookups.call(k) }.flatten # prepared in the transaction: evictions
+    end
+  rescue ActiveRecord::StatementInvalid => e
+    e.cause.class.name
+  end
+  want = MODE == 'transaction' ? 'PG::InFailedSqlTransaction' : TITLES[1]
+  expect_eq(got, want, 'statements that evict others inside a transaction')
+  expect_eq(LimitedDocument.count, 3, 'count after the transaction')
+ensure
+  LimitedRecord.remove_connection
+end
+
 def isolation
   [1, 2].each do |tenant|
     rows = doc(tenant).pluck(:tenant_id, :title)
@@ -250,6 +299,11 @@ checks.run('model') { model }
 checks.run('commit') { commit }
 checks.run('rollback') { rollback }
 checks.run('serializable') { serializable }
+if MODE == 'transaction'
+  checks.run('statement_limit_evict_known_difference') { statement_limit_evict }
+else
+  checks.run('statement_limit_evict') { statement_limit_evict }
+end
 checks.run('isolation') { isolation }
 checks.run('concurrent') { concurrent }
 ActiveRecord::Base.connection_handler.clear_all_connections!
