@@ -299,6 +299,7 @@ checks.run('model') { model }
 checks.run('commit') { commit }
 checks.run('rollback') { rollback }
 checks.run('serializable') { serializable }
+%w[copy_in copy_out].each { |c| checks.skip(c, "ActiveRecord has no COPY API (ruby-pg's copy_data is checked by ruby-pg)") }
 if MODE == 'transaction'
   checks.run('statement_limit_evict_known_difference') { statement_limit_evict }
 else
