@@ -3,7 +3,8 @@
 # fresh Debian machine with Rust lacks: the PostgreSQL server (initdb, pg_ctl, psql,
 # pgbench, pgcrypto), openssl (test certificates), procps (kill), libclang and a C
 # compiler (libpg_query), the client matrix's toolchains (Python venv, Node.js/npm,
-# a JDK and pgjdbc), and promtool for deploy/validate-manifests.sh (Debian ships it in
+# a JDK and pgjdbc, Go and pgx, Ruby with ruby-pg and ActiveRecord, PHP with PDO pgsql),
+# and promtool for deploy/validate-manifests.sh (Debian ships it in
 # the prometheus package; where systemd runs, that package also enables a Prometheus
 # server on :9090). Installs only what is missing; safe to re-run.
 set -euo pipefail
@@ -20,6 +21,7 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v npm >/dev/null || missing+=(nodejs npm)
 command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+missing+=($(missing_go_packages) $(missing_ruby_packages) $(missing_php_packages))
 command -v promtool >/dev/null || missing+=(prometheus)
 apt_install "${missing[@]}"
 say "test prerequisites present"

@@ -31,3 +31,23 @@ missing_build_packages() {
 missing_postgres_package() {
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || echo postgresql
 }
+
+# The client matrix's Go, Ruby and PHP drivers, all Debian packages (tests/clients/run.sh):
+# prints the packages that are missing.
+# Go: Debian's pgx v4 is a GOPATH tree under /usr/share/gocode, built offline in GOPATH mode.
+PGX_SRC=/usr/share/gocode/src/github.com/jackc/pgx/v4
+missing_go_packages() {
+    command -v go >/dev/null || echo golang-go
+    [ -d "$PGX_SRC" ] || echo golang-github-jackc-pgx-v4-dev
+}
+# Ruby: ruby-pg and ActiveRecord (Rails 6.1) on the distribution's ruby.
+missing_ruby_packages() {
+    command -v ruby >/dev/null || echo ruby
+    ruby -e 'require "pg"' 2>/dev/null || echo ruby-pg
+    ruby -e 'require "active_record"' 2>/dev/null || echo ruby-activerecord
+}
+# PHP: the CLI and PDO pgsql.
+missing_php_packages() {
+    command -v php >/dev/null || echo php-cli
+    php -r 'exit(extension_loaded("pdo_pgsql") ? 0 : 1);' 2>/dev/null || echo php-pgsql
+}

@@ -5,9 +5,17 @@
 #   tests/clients/run.sh
 #
 # Drivers: psycopg 3, psycopg2, asyncpg, SQLAlchemy 2 (psycopg), node-postgres,
-# pgjdbc; per driver: simple query, parameterized query, a prepared statement
-# reused 10 times, BEGIN/COMMIT, ROLLBACK, COPY in/out, tenant isolation with two
-# tokens, concurrent workers of both tenants. Plus the pattern the proxy replaces:
+# pgjdbc, pgx v4 (Go), ruby-pg, ActiveRecord 6.1 (Ruby), PDO pgsql (PHP) with emulated
+# prepares (pdo-emulated) and native ones (pdo-native); per driver: simple query,
+# parameterized query, a prepared statement reused 10 times, BEGIN/COMMIT, ROLLBACK,
+# COPY in/out (where the driver has it; not ActiveRecord), tenant isolation with two
+# tokens, concurrent workers of both tenants, every check on exact rows. Driver
+# specifics: pgx's statement cache (reuse, eviction, describe mode), ActiveRecord's
+# migration (run as the owner, directly), model and transaction(isolation:
+# :serializable), PDO's DEALLOCATE of a statement destroyed inside a transaction.
+# Where transaction pooling differs (README "Known differences": SQL DEALLOCATE of a
+# protocol-level statement), the check asserts the difference exactly and says so in
+# its name or comment. Plus the pattern the proxy replaces:
 # an SQLAlchemy app whose RLS policies come from an Alembic migration, used with no
 # tenant listener through the proxy (sees its tenant's rows) and directly (fails).
 # Each check prints `PASS|FAIL|SKIP <mode> <driver> <check>`; the last line is
@@ -18,7 +26,9 @@
 #                            "direct" is a baseline: the same programs against PostgreSQL
 #                            itself (roles alice/bob with app.current_tenant as a role
 #                            setting), so a check failing only through the proxy is a proxy bug
-#   RLSPROXY_CLIENT_DRIVERS  drivers to run (default: all, see DRIVERS below)
+#   RLSPROXY_CLIENT_DRIVERS  drivers to run (default: all, see DRIVERS below: psycopg3 psycopg2
+#                            asyncpg sqlalchemy node-pg pgjdbc pgx ruby-pg activerecord
+#                            pdo-emulated pdo-native sqlalchemy-alembic)
 #   RLSPROXY_CLIENT_WORKERS  concurrent workers per driver, alternating tenants (default 8)
 #   RLSPROXY_CLIENT_TXNS     transactions per worker (default 100)
 #   RLSPROXY_CLIENT_POOL_SIZE  pool.size in transaction mode (default 4; session mode: 40)
@@ -29,8 +39,10 @@
 #   RLSPROXY_CLIENT_KEEP     a folder to copy the proxy/PostgreSQL logs and outputs to
 #   CLIENT_VERBOSE=1         tracebacks/stack traces of failed checks on stderr
 #   RLSPROXY__SECTION__KEY   apply to the proxy as usual (e.g. RLSPROXY__LOG__FILTER=debug)
-# Installs (idempotent): a Python venv, node-postgres (npm), Debian's pgjdbc and,
-# when missing, the PostgreSQL server (apt-get).
+# Installs (idempotent): a Python venv, node-postgres (npm), and with apt-get when
+# missing: Debian's pgjdbc and a JDK, golang-go and golang-github-jackc-pgx-v4-dev
+# (built offline in GOPATH mode into .deps/go), ruby, ruby-pg and ruby-activerecord,
+# php-cli and php-pgsql, the PostgreSQL server. Only the selected drivers' installs run.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,7 +50,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 cd "$REPO"
 
 MODES=${RLSPROXY_CLIENT_MODES:-session transaction}
-DRIVERS=${RLSPROXY_CLIENT_DRIVERS:-psycopg3 psycopg2 asyncpg sqlalchemy node-pg pgjdbc sqlalchemy-alembic}
+DRIVERS=${RLSPROXY_CLIENT_DRIVERS:-psycopg3 psycopg2 asyncpg sqlalchemy node-pg pgjdbc pgx ruby-pg activerecord pdo-emulated pdo-native sqlalchemy-alembic}
 DEPS=${RLSPROXY_CLIENT_DEPS:-$HERE/.deps}
 TIMEOUT=${RLSPROXY_CLIENT_TIMEOUT:-300}
 export CLIENT_WORKERS=${RLSPROXY_CLIENT_WORKERS:-8}
@@ -99,6 +111,24 @@ install_java() {
     echo "$want" >"$dir/.stamp"
 }
 
+# Debian's pgx v4 is a GOPATH tree (no module proxy, no network): build in GOPATH mode
+# against it. The stamp includes the Go and pgx versions.
+install_go() {
+    local dir="$DEPS/go" want
+    apt_install $(missing_go_packages)
+    want=$({ cat "$HERE/go/pgx_client.go"; go version; dpkg-query -W -f '${Version}' golang-github-jackc-pgx-v4-dev 2>/dev/null || true; } | sha256sum | cut -c1-16)
+    if [ "$(cat "$dir/.stamp" 2>/dev/null)" = "$want" ] && [ -x "$dir/pgx_client" ]; then return 0; fi
+    say "Building go/pgx_client.go against Debian's pgx ($PGX_SRC)"
+    mkdir -p "$dir"
+    GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$dir/cache" GOFLAGS= GOPROXY=off \
+        go build -o "$dir/pgx_client" "$HERE/go/pgx_client.go"
+    echo "$want" >"$dir/.stamp"
+}
+
+# Debian's ruby-pg and ruby-activerecord (Rails 6.1); Debian's php-cli and php-pgsql.
+install_ruby() { apt_install $(missing_ruby_packages); }
+install_php() { apt_install $(missing_php_packages); }
+
 build_proxy() {
     if [ -n "${RLSPROXY_BIN:-}" ]; then BIN=$RLSPROXY_BIN; return 0; fi
     command -v cargo >/dev/null || die "cargo not found"
@@ -115,6 +145,9 @@ install_postgres
 if wants psycopg3 || wants psycopg2 || wants asyncpg || wants sqlalchemy || wants sqlalchemy-alembic; then install_python; fi
 if wants node-pg; then install_node; fi
 if wants pgjdbc; then install_java; fi
+if wants pgx; then install_go; fi
+if wants ruby-pg || wants activerecord; then install_ruby; fi
+if wants pdo-emulated || wants pdo-native; then install_php; fi
 build_proxy
 say "Installs and build ready after $((SECONDS - START)) s"
 
@@ -205,6 +238,7 @@ start_proxy() {
     # Transaction mode: fewer server connections than concurrent clients.
     local size=40
     [ "$mode" = transaction ] && size=${RLSPROXY_CLIENT_POOL_SIZE:-4}
+    export CLIENT_UPSTREAM_POOL_SIZE=$size # ActiveRecord's pinned sessions must fit in it
     RLSPROXY__POOL__MODE=$mode RLSPROXY__POOL__SIZE=$size \
         RLSPROXY__LISTEN__ADDRESS="127.0.0.1:$PROXY_PORT" \
         "$BIN" run --config "$CFG" >"$log" 2>&1 &
@@ -228,6 +262,11 @@ driver_cmd() {
         sqlalchemy-alembic) CMD=("$DEPS/venv/bin/python" "$HERE/py/alembic_pattern.py") ;;
         node-pg) CMD=(node "$HERE/node/pg_client.js") ;;
         pgjdbc) CMD=(java -cp "$DEPS/java:$PGJDBC_JAR" JdbcClient) ;;
+        pgx) CMD=("$DEPS/go/pgx_client") ;;
+        ruby-pg) CMD=(ruby "$HERE/ruby/pg_client.rb") ;;
+        activerecord) CMD=(ruby "$HERE/ruby/activerecord_client.rb") ;;
+        pdo-emulated) CMD=(php "$HERE/php/pdo_client.php" emulated) ;;
+        pdo-native) CMD=(php "$HERE/php/pdo_client.php" native) ;;
         *) return 1 ;;
     esac
 }

@@ -138,10 +138,15 @@ impl<'g> Inspection<'g> {
             self.statement_resets_all = set.kind == 6;
         }
         let name = set.name.to_lowercase();
-        // VariableSetKind: 4 = SET TRANSACTION/SESSION CHARACTERISTICS …, 6 = RESET ALL.
+        // VariableSetKind: 1 = SET … TO value, 4 = SET TRANSACTION/SESSION CHARACTERISTICS …,
+        // 6 = RESET ALL.
         match set.kind {
             6 => self.add(Rule::ResetAll, "RESET ALL".into()),
             4 => {}
+            // Setting it to the value the proxy keeps anyway changes nothing: ActiveRecord's
+            // PostgreSQL adapter sends `SET standard_conforming_strings = on` at every connect.
+            // (1: SET … TO value; with a second value the server refuses the SET.)
+            1 if name == "standard_conforming_strings" && matches!(set.value.as_deref(), Some("on" | "true")) => {}
             _ if self.guard.is_protected(&name) => self.add(Rule::SetProtected, format!("changing \"{name}\"")),
             _ if name == "client_encoding" && set.value.is_some_and(|v| !encoding_is_safe(&v)) => {
                 self.add(Rule::SetProtected, "a client_encoding whose characters may contain ASCII bytes".into())

@@ -68,6 +68,12 @@ fn refuses_every_listed_path() {
         "SET NAMES 'gbk'",
         "SET client_encoding TO big5",
         "SET standard_conforming_strings = off",
+        "SET standard_conforming_strings = 'off'",
+        "SET standard_conforming_strings TO DEFAULT",
+        "RESET standard_conforming_strings",
+        "SET standard_conforming_strings = 0",
+        "SET standard_conforming_strings = false",
+        "SET SESSION standard_conforming_strings = of",
         "SET backslash_quote = on",
         "SELECT query FROM pg_stat_activity",
         "SELECT pg_catalog.pg_cancel_backend(123)",
@@ -94,6 +100,10 @@ fn lets_ordinary_sql_through() {
         "SHOW app.current_tenant",
         "SET client_encoding = 'UTF8'",
         "SET NAMES 'LATIN1'",
+        // ActiveRecord's connect: the value the proxy keeps anyway.
+        "SET standard_conforming_strings = on",
+        "SET standard_conforming_strings TO 'on'",
+        "SET LOCAL standard_conforming_strings = true",
     ] {
         assert_eq!(refused(sql), None, "{sql}");
     }
