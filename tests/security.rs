@@ -19,6 +19,8 @@ mod model;
 mod notify;
 #[path = "security/protocol.rs"]
 mod protocol;
+#[path = "security/resets.rs"]
+mod resets;
 #[path = "security/shared_state.rs"]
 mod shared_state;
 #[path = "security/startup.rs"]

@@ -16,6 +16,12 @@ impl Relay<'_> {
     pub(super) async fn process_client(&mut self) -> Result<Option<Exit>, SessionError> {
         let limit = self.shared.live().config.limits.max_message_bytes;
         while !self.paused_for_injection() {
+            if let Some(msg) = self.held_reset.take() {
+                if let Some(exit) = self.on_client_message(msg).await? {
+                    return Ok(Some(exit));
+                }
+                continue;
+            }
             let continuing = self.client_in.is_streaming();
             let frame = match self.client_in.next(|tag| tag == b'd', limit) {
                 Ok(Some(frame)) => frame,
@@ -58,6 +64,15 @@ impl Relay<'_> {
         }
         if !matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'H' | b'F' | b'd' | b'c' | b'f') {
             return Ok(Some(Exit::Fatal(PgError::fatal("08P01", format!("invalid frontend message type {}", tag)))));
+        }
+        if tag == b'Q' && self.batch_start && self.tracker.batches_in_flight() > 0 && !self.tracker.copying_in() {
+            let resets = frontend::sql_text(tag, codec::body(&msg)).is_some_and(|t| SqlText::new(t).resets_session());
+            if resets {
+                // Whether it starts a transaction (and so may end with a reset) is known once
+                // the batches in flight are answered (a driver's unawaited Close and Sync).
+                self.held_reset = Some(msg);
+                return Ok(None);
+            }
         }
         // Channels are scoped first: the guard and the rest see what the server will run.
         let (msg, channel_refusal) = self.scope_channels(msg);
