@@ -11,6 +11,8 @@ mod common;
 mod desync;
 #[path = "security/edges.rs"]
 mod edges;
+#[path = "security/failed_pipeline.rs"]
+mod failed_pipeline;
 #[path = "security/injection.rs"]
 mod injection;
 #[path = "security/model.rs"]

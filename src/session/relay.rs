@@ -72,6 +72,9 @@ pub struct Relay<'a> {
     /// A Query that may reset the session, held until the batches in flight before it are
     /// answered (see `on_client_message`).
     pub(super) held_reset: Option<bytes::Bytes>,
+    /// A refused Query or FunctionCall sent inside an extended-protocol batch, waiting until
+    /// the server says whether it skips it (see `resolve_held_refusal`).
+    pub(super) held_refusal: Option<PgError>,
     /// Transaction mode: the client created session state, so it keeps its connection.
     pub(super) pin: Option<Pin>,
     /// Transaction mode: the client's named statements.
@@ -128,6 +131,7 @@ impl<'a> Relay<'a> {
             batch_failed: false,
             skipping: false,
             held_reset: None,
+            held_refusal: None,
             pin: None,
             statements: ClientStatements::default(),
             isolating_statements: HashSet::new(),
@@ -291,11 +295,12 @@ impl<'a> Relay<'a> {
     /// Client messages wait while the pipelined injection in front of a Query is unanswered
     /// (if it fails, the proxy's Sync must reach the server right after that Query), while
     /// a batch that may have reset the context is (see `awaits_reset`), and while a held
-    /// Query that may reset waits for the batches before it.
+    /// Query or refusal waits for the server's answers before it.
     pub(super) fn paused_for_injection(&self) -> bool {
         self.tracker.awaits_injection_before_simple()
             || self.awaits_reset()
             || self.held_reset.is_some() && self.tracker.batches_in_flight() > 0
+            || self.held_refusal.is_some() && !self.tracker.skipping_known()
     }
 
     /// The next batch would start behind one after which the connection's context is unknown
@@ -311,7 +316,11 @@ impl<'a> Relay<'a> {
     }
 
     pub(super) fn is_idle(&self) -> bool {
-        self.tracker.is_empty() && self.status == b'I' && !self.skipping && self.held_reset.is_none()
+        self.tracker.is_empty()
+            && self.status == b'I'
+            && !self.skipping
+            && self.held_reset.is_none()
+            && self.held_refusal.is_none()
     }
 
     pub(super) async fn flush(&mut self) -> Result<(), SessionError> {
