@@ -16,6 +16,7 @@
 //! - [`lifecycle`]: cancel requests, a client killed mid-transaction, pool exhaustion.
 //! - [`async_messages`]: LISTEN/NOTIFY, notices, ParameterStatus.
 //! - [`pgbench`]: pgbench's initialisation and its simple and prepared modes.
+//! - [`pipeline`]: long pipelines failing part-way (asyncpg's `executemany`), both pool modes.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
@@ -32,6 +33,8 @@ mod fidelity;
 mod lifecycle;
 #[path = "relay/pgbench.rs"]
 mod pgbench;
+#[path = "relay/pipeline.rs"]
+mod pipeline;
 #[path = "relay/tenancy.rs"]
 mod tenancy;
 #[path = "relay/transactions.rs"]

@@ -11,6 +11,8 @@ mod common;
 mod desync;
 #[path = "security/edges.rs"]
 mod edges;
+#[path = "security/failed_pipeline.rs"]
+mod failed_pipeline;
 #[path = "security/injection.rs"]
 mod injection;
 #[path = "security/model.rs"]
@@ -21,6 +23,8 @@ mod notify;
 mod protocol;
 #[path = "security/redteam.rs"]
 mod redteam;
+#[path = "security/resets.rs"]
+mod resets;
 #[path = "security/shared_state.rs"]
 mod shared_state;
 #[path = "security/startup.rs"]

@@ -39,16 +39,35 @@ impl SqlText {
         session_state::creates_session_state(&self.0)
     }
 
-    /// DISCARD, DEALLOCATE or RESET: may drop the injection statement, the statements
-    /// prepared on the connection and the settings.
+    /// The words `DISCARD`, `DEALLOCATE` or `RESET`: may drop the injection statement, the
+    /// statements prepared on the connection and the settings (a column such as
+    /// `password_reset_at` is no such word).
     pub fn resets_session(&self) -> bool {
-        ["discard", "deallocate", "reset"].iter().any(|w| self.0.contains(w))
+        self.words().any(|w| matches!(w, "discard" | "deallocate" | "reset"))
     }
 
     /// `DEALLOCATE ALL` or `DISCARD ALL`: every prepared statement of the session is gone.
     pub fn drops_all_statements(&self) -> bool {
-        let words: Vec<&str> =
-            self.0.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').filter(|w| !w.is_empty()).collect();
+        let words: Vec<&str> = self.words().collect();
         words.windows(2).any(|w| matches!(w, ["deallocate" | "discard" | "prepare", "all"]))
+    }
+
+    fn words(&self) -> impl Iterator<Item = &str> {
+        self.0.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').filter(|w| !w.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SqlText;
+
+    #[test]
+    fn resets_are_whole_words() {
+        for sql in ["DISCARD ALL", "select 1;reset all", "DEALLOCATE p", "discard temp"] {
+            assert!(SqlText::new(sql.as_bytes()).resets_session(), "{sql}");
+        }
+        for sql in ["SELECT password_reset_at FROM users", "SELECT discarded FROM t"] {
+            assert!(!SqlText::new(sql.as_bytes()).resets_session(), "{sql}");
+        }
     }
 }

@@ -16,6 +16,18 @@ impl Relay<'_> {
     pub(super) async fn process_client(&mut self) -> Result<Option<Exit>, SessionError> {
         let limit = self.shared.live().config.limits.max_message_bytes;
         while !self.paused_for_injection() {
+            if self.held_refusal.is_some() {
+                if let Err(e) = self.resolve_held_refusal() {
+                    return Ok(Some(self.out_of_step(e)));
+                }
+                continue;
+            }
+            if let Some(msg) = self.held_reset.take() {
+                if let Some(exit) = self.on_client_message(msg).await? {
+                    return Ok(Some(exit));
+                }
+                continue;
+            }
             let continuing = self.client_in.is_streaming();
             let frame = match self.client_in.next(|tag| tag == b'd', limit) {
                 Ok(Some(frame)) => frame,
@@ -58,6 +70,15 @@ impl Relay<'_> {
         }
         if !matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'H' | b'F' | b'd' | b'c' | b'f') {
             return Ok(Some(Exit::Fatal(PgError::fatal("08P01", format!("invalid frontend message type {}", tag)))));
+        }
+        if tag == b'Q' && self.batch_start && self.tracker.batches_in_flight() > 0 && !self.tracker.copying_in() {
+            let resets = frontend::sql_text(tag, codec::body(&msg)).is_some_and(|t| SqlText::new(t).resets_session());
+            if resets {
+                // Whether it starts a transaction (and so may end with a reset) is known once
+                // the batches in flight are answered (a driver's unawaited Close and Sync).
+                self.held_reset = Some(msg);
+                return Ok(None);
+            }
         }
         // Channels are scoped first: the guard and the rest see what the server will run.
         let (msg, channel_refusal) = self.scope_channels(msg);
@@ -102,6 +123,7 @@ impl Relay<'_> {
         let simple = matches!(tag, b'Q' | b'F');
         let text = sql.map(SqlText::new);
         self.track_statement(tag, body, text.as_ref());
+        let starts_batch = self.batch_start;
         if self.batch_start && !matches!(tag, b'd' | b'c' | b'f') {
             self.batch_start = false;
             self.batch_failed = false;
@@ -141,6 +163,10 @@ impl Relay<'_> {
             }
         }
         match refusal {
+            Some(error) if simple && !starts_batch && !self.tracker.copying_in() => {
+                self.held_refusal = Some(error);
+                return Ok(None);
+            }
             Some(error) => {
                 if let Err(e) = self.refuse(simple, error) {
                     return Ok(Some(self.out_of_step(e)));
@@ -223,6 +249,18 @@ impl Relay<'_> {
                     .with_hint("Reconnect with a fresh token."),
             )
         })
+    }
+
+    /// A refused Query or FunctionCall inside an extended-protocol batch: PostgreSQL skips it
+    /// without a word when an earlier message of the batch failed, and answers it (error,
+    /// ReadyForQuery) otherwise. Called once the server's answers say which.
+    fn resolve_held_refusal(&mut self) -> Result<(), OutOfStep> {
+        let Some(error) = self.held_refusal.take() else { return Ok(()) };
+        if !self.tracker.is_discarding() {
+            self.refuse(true, error)?;
+        }
+        self.batch_start = self.tracker.last_ends_batch();
+        Ok(())
     }
 
     /// Fails the current batch upstream in place of the refused message.

@@ -69,6 +69,12 @@ pub struct Relay<'a> {
     /// The proxy failed the current batch itself: drop client messages up to Sync and answer
     /// that Sync, as the server would have.
     pub(super) skipping: bool,
+    /// A Query that may reset the session, held until the batches in flight before it are
+    /// answered (see `on_client_message`).
+    pub(super) held_reset: Option<bytes::Bytes>,
+    /// A refused Query or FunctionCall sent inside an extended-protocol batch, waiting until
+    /// the server says whether it skips it (see `resolve_held_refusal`).
+    pub(super) held_refusal: Option<PgError>,
     /// Transaction mode: the client created session state, so it keeps its connection.
     pub(super) pin: Option<Pin>,
     /// Transaction mode: the client's named statements.
@@ -124,6 +130,8 @@ impl<'a> Relay<'a> {
             batch_start: true,
             batch_failed: false,
             skipping: false,
+            held_reset: None,
+            held_refusal: None,
             pin: None,
             statements: ClientStatements::default(),
             isolating_statements: HashSet::new(),
@@ -284,14 +292,35 @@ impl<'a> Relay<'a> {
         Some(since + std::time::Duration::from_secs(timeout))
     }
 
-    /// While the pipelined injection in front of a Query is unanswered, further client
-    /// messages wait: if it fails, the proxy's Sync must reach the server right after that Query.
+    /// Client messages wait while the pipelined injection in front of a Query is unanswered
+    /// (if it fails, the proxy's Sync must reach the server right after that Query), while
+    /// a batch that may have reset the context is (see `awaits_reset`), and while a held
+    /// Query or refusal waits for the server's answers before it.
     pub(super) fn paused_for_injection(&self) -> bool {
         self.tracker.awaits_injection_before_simple()
+            || self.awaits_reset()
+            || self.held_reset.is_some() && self.tracker.batches_in_flight() > 0
+            || self.held_refusal.is_some() && !self.tracker.skipping_known()
+    }
+
+    /// The next batch would start behind one after which the connection's context is unknown
+    /// (`DISCARD`, `RESET ALL` or `DEALLOCATE` sent, an injection failed): an injection
+    /// pipelined now would run before that reset, and none would be sent at all behind a
+    /// batch in flight. So the batch waits for the server's answers; then, at a transaction
+    /// start, it gets the awaited injection. Not while the server copies in: it waits for data.
+    fn awaits_reset(&self) -> bool {
+        self.batch_start
+            && !self.tracker.copying_in()
+            && self.tracker.batches_in_flight() > 0
+            && self.server.as_ref().is_some_and(|s| s.context.is_none())
     }
 
     pub(super) fn is_idle(&self) -> bool {
-        self.tracker.is_empty() && self.status == b'I' && !self.skipping
+        self.tracker.is_empty()
+            && self.status == b'I'
+            && !self.skipping
+            && self.held_reset.is_none()
+            && self.held_refusal.is_none()
     }
 
     pub(super) async fn flush(&mut self) -> Result<(), SessionError> {

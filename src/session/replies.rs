@@ -128,6 +128,7 @@ impl Relay<'_> {
                     }
                 }
             }
+            b'C' if body.starts_with(b"DISCARD ALL\0") => self.discarded_all(),
             b'A' => {
                 super::notify::deliver_notification(&mut self.to_client, &self.identity.context.tenant, body);
                 return Ok(None);
@@ -153,6 +154,16 @@ impl Relay<'_> {
         }
         self.to_client.extend_from_slice(&msg);
         Ok(None)
+    }
+
+    /// The client's `DISCARD ALL` ran: its temp tables, LISTENs, SQL prepared statements,
+    /// settings and advisory locks are gone, so a pinned client's connection may be lent again.
+    /// (Nothing the client sent after it was forwarded yet: `awaits_reset` held it back.)
+    fn discarded_all(&mut self) {
+        if self.pin.take().is_some() {
+            tracing::debug!("DISCARD ALL: the client's session state is gone; its connection is pooled again");
+        }
+        self.isolating_statements.clear();
     }
 
     fn injection_failed_in_pipeline(&mut self, body: &[u8], before_simple: bool) -> Result<PgError, OutOfStep> {

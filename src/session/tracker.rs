@@ -208,6 +208,17 @@ impl Tracker {
         self.queue.iter().find(|p| !p.kind.is_marker()).is_some_and(|p| matches!(p.owner, Owner::Client))
     }
 
+    /// The server skips messages until the next Sync (an extended-protocol message failed).
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
+    }
+
+    /// Whether the server will skip the next message is known: it skips already, or every
+    /// extended-protocol message sent has been answered.
+    pub fn skipping_known(&self) -> bool {
+        self.discarding || !self.queue.iter().any(|p| p.kind.error_ends() && !p.kind.is_marker())
+    }
+
     /// A pipelined injection in front of a Query or FunctionCall is still unanswered.
     pub fn awaits_injection_before_simple(&self) -> bool {
         self.queue.iter().any(|p| matches!(p.owner, Owner::Injection { before_simple: true, .. }))

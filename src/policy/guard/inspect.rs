@@ -59,9 +59,10 @@ impl Guard {
             return unparsable("a parse tree that cannot be inspected".into());
         }
         let mut found = v.found;
-        let resets = found.iter().filter(|v| v.rule == Rule::ResetAll).count();
-        if v.ends_with_reset_all && resets == 1 && !v.opens_block {
-            for v in found.iter_mut().filter(|v| v.rule == Rule::ResetAll) {
+        let is_reset = |v: &Violation| matches!(v.rule, Rule::ResetAll | Rule::Discard);
+        let resets = found.iter().filter(|v| is_reset(v)).count();
+        if v.ends_with_reset && resets == 1 && !v.opens_block {
+            for v in found.iter_mut().filter(|v| is_reset(v)) {
                 v.closing_reset = true;
             }
         }
@@ -102,11 +103,11 @@ struct Inspection<'g> {
     guard: &'g Guard,
     found: Vec<Violation>,
     opens_block: bool,
-    /// The last statement is `RESET ALL`.
-    ends_with_reset_all: bool,
-    /// The current statement's kind (its first node) and whether it is `RESET ALL`.
+    /// The last statement is `RESET ALL` or `DISCARD`.
+    ends_with_reset: bool,
+    /// The current statement's kind (its first node) and whether it is `RESET ALL` or `DISCARD`.
     statement_kind: Option<&'static str>,
-    statement_resets_all: bool,
+    statement_resets: bool,
     /// The current statement names `pg_settings` / defines a view, rule or trigger.
     names_settings: bool,
     defines: bool,
@@ -119,9 +120,9 @@ impl<'g> Inspection<'g> {
             guard,
             found: Vec::new(),
             opens_block: false,
-            ends_with_reset_all: false,
+            ends_with_reset: false,
             statement_kind: None,
-            statement_resets_all: false,
+            statement_resets: false,
             names_settings: false,
             defines: false,
             set: None,
@@ -134,8 +135,8 @@ impl<'g> Inspection<'g> {
 
     /// `SET`/`RESET` at its end, when its name, kind and value are known.
     fn check_set(&mut self, set: SetStmt) {
-        if self.statement_kind == Some("VariableSetStmt") && !self.statement_resets_all {
-            self.statement_resets_all = set.kind == 6;
+        if self.statement_kind == Some("VariableSetStmt") && !self.statement_resets {
+            self.statement_resets = set.kind == 6;
         }
         let name = set.name.to_lowercase();
         // VariableSetKind: 1 = SET … TO value, 4 = SET TRANSACTION/SESSION CHARACTERISTICS …,
@@ -190,7 +191,10 @@ impl Visit for Inspection<'_> {
         self.defines |= DEFINES.contains(&kind);
         match kind {
             "VariableSetStmt" => self.set = Some(SetStmt::default()),
-            "DiscardStmt" => self.add(Rule::Discard, "DISCARD".into()),
+            "DiscardStmt" => {
+                self.statement_resets |= self.statement_kind == Some("DiscardStmt");
+                self.add(Rule::Discard, "DISCARD".into())
+            }
             "DoStmt" => self.add(Rule::Do, "a DO block".into()),
             "CreateFunctionStmt" | "AlterFunctionStmt" => {
                 self.add(Rule::CreateFunction, "creating or altering a function".into())
@@ -271,10 +275,10 @@ impl Visit for Inspection<'_> {
 
     fn statement(&mut self, start: bool) {
         if start {
-            (self.statement_kind, self.statement_resets_all) = (None, false);
+            (self.statement_kind, self.statement_resets) = (None, false);
             (self.names_settings, self.defines) = (false, false);
         } else {
-            self.ends_with_reset_all = self.statement_resets_all;
+            self.ends_with_reset = self.statement_resets;
             if self.names_settings && self.defines {
                 self.add(Rule::SetConfig, "a view, rule or trigger over pg_settings".into());
             }

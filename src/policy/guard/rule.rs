@@ -123,9 +123,10 @@ pub struct Violation {
     pub rule: Rule,
     /// What was found, for the message.
     pub what: String,
-    /// A `RESET ALL` that ends a simple Query opening no transaction block: harmless when
-    /// that Query starts a transaction (nothing runs after it before the next transaction,
-    /// whose injection sets the context again). Pools such as asyncpg's send exactly that.
+    /// A `RESET ALL` or `DISCARD` that ends a simple Query opening no transaction block:
+    /// harmless when that Query starts a transaction (nothing runs after it before the next
+    /// transaction, whose injection the relay awaits, see `Relay::awaits_reset`). Pools send
+    /// exactly that: asyncpg's ends with `RESET ALL`, Npgsql's is `DISCARD ALL`.
     pub closing_reset: bool,
 }
 

@@ -20,6 +20,13 @@ fn a_closing_reset_all_passes_only_at_a_transaction_start() {
     assert!(g.check_sql(b"RESET ALL; SELECT * FROM documents", None, true).is_err(), "something runs after it");
     assert!(g.check_sql(b"BEGIN; RESET ALL", None, true).is_err(), "opens a block");
     assert!(g.check_sql(b"RESET ALL; RESET ALL", None, true).is_err());
+    for discard in ["DISCARD ALL", "discard plans", "SELECT 1; DISCARD SEQUENCES", "DISCARD TEMP;"] {
+        assert!(g.check_sql(discard.as_bytes(), None, true).is_ok(), "{discard}");
+        assert!(g.check_sql(discard.as_bytes(), None, false).is_err(), "{discard} inside a transaction");
+    }
+    assert!(g.check_sql(b"DISCARD ALL; SELECT 1", None, true).is_err(), "something runs after it");
+    assert!(g.check_sql(b"DISCARD PLANS; RESET ALL", None, true).is_err(), "two resets");
+    assert!(g.check_sql(b"BEGIN; DISCARD TEMP", None, true).is_err(), "opens a block");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 Checks: simple query (conn.execute without arguments: simple protocol), a
 parameterized query, conn.prepare() reused 10 times, BEGIN/COMMIT and ROLLBACK
 (conn.transaction()), COPY in (copy_records_to_table: binary COPY into a temp
-table dropped at commit), COPY out (copy_from_query), tenant isolation with two
+table dropped at commit), COPY out (copy_from_query), executemany failing at its
+second row (pipelined with large parameters), tenant isolation with two
 tokens, and concurrent workers of both tenants (asyncio tasks sharing one
 asyncpg.Pool per tenant; asyncpg caches a named prepared statement per query
 text, so statements are reused across transactions and connections are reset on
@@ -94,6 +95,24 @@ async def copy_out(conn):
     expect_eq(len(rows), 3, "rows copied out")
 
 
+async def executemany_error(conn):
+    # asyncpg pipelines Bind/Execute with flow control; on the server's error it stops
+    # writing and sends Sync. Row 2 repeats row 1's key, so nothing is inserted.
+    base = 7_300_000 + 1000 * ["direct", "session", "transaction"].index(MODE)
+    body = "x" * 32768
+    rows = [(base if i < 2 else base + i, body) for i in range(128)]
+    sql = "INSERT INTO documents (id, tenant_id, title, body) VALUES ($1, 1, 'executemany', $2)"
+    try:
+        await conn.executemany(sql, rows)
+    except asyncpg.UniqueViolationError as e:
+        expect_eq(e.constraint_name, "documents_pkey", "violated constraint")
+    else:
+        raise AssertionError("executemany succeeded with a duplicate key")
+    count = "SELECT count(*) FROM documents WHERE title = 'executemany'"
+    expect_eq(await conn.fetchval(count), 0, "rows left by the failed executemany")
+    expect_eq(await conn.fetchval("SELECT current_setting('app.current_tenant')"), "1", "app.current_tenant after")
+
+
 async def isolation(conns):
     for tenant, conn in conns.items():
         rows = pairs(await conn.fetch(DOCS))
@@ -153,6 +172,7 @@ async def main():
     await checks.arun("rollback", rollback, c1)
     await checks.arun("copy_in", copy_in, c1)
     await checks.arun("copy_out", copy_out, c1)
+    await checks.arun("executemany_error", executemany_error, c1)
     await checks.arun("isolation", isolation, conns)
     await checks.arun("concurrent", concurrent)
     for conn in conns.values():

@@ -4,7 +4,7 @@ Checks: simple query, parameterized query, one SQL-level PREPARE run by EXECUTE 
 10 separate transactions (psycopg2 has no protocol-level prepared statements; in
 transaction pooling, SQL PREPARE pins the client to its server connection, so the
 statement stays where the client expects it), BEGIN/COMMIT and ROLLBACK, COPY
-in/out with copy_expert (temp table dropped at commit), tenant isolation with two
+in/out with copy_expert (temp table dropped at commit), connection.reset() (DISCARD ALL), tenant isolation with two
 tokens, and concurrent workers of both tenants (threads, autocommit off: psycopg2
 sends BEGIN itself).
 """
@@ -113,6 +113,22 @@ def copy_out(conn):
     expect_eq(len(rows), 3, "rows copied out")
 
 
+def reset():
+    # connection.reset() sends DISCARD ALL: the session state goes, the tenant's context stays.
+    conn = connect(1)
+    try:
+        query(conn, "SET statement_timeout = '5s'")  # session state: pins in transaction pooling
+        query(conn, "PREPARE reset_probe AS SELECT 1")
+        conn.reset()
+        expect_eq(query(conn, "SHOW statement_timeout"), [("0",)], "statement_timeout after reset()")
+        expect_eq(query(conn, "SELECT count(*) FROM pg_prepared_statements WHERE name = 'reset_probe'"), [(0,)],
+                  "SQL prepared statement after reset()")
+        row = query(conn, "SELECT current_setting('app.current_tenant'), count(*) FROM documents")[0]
+        expect_eq(row, ("1", 3), "(app.current_tenant, visible documents) after reset()")
+    finally:
+        conn.close()
+
+
 def isolation(conns):
     for tenant, conn in conns.items():
         rows = query(conn, DOCS)
@@ -160,6 +176,7 @@ def main():
     checks.run("rollback", rollback, c1)
     checks.run("copy_in", copy_in, c1)
     checks.run("copy_out", copy_out, c1)
+    checks.run("reset", reset)
     checks.run("isolation", isolation, conns)
     checks.run("concurrent", concurrent)
     for conn in conns.values():
