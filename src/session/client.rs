@@ -59,8 +59,8 @@ impl Relay<'_> {
         if !matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'H' | b'F' | b'd' | b'c' | b'f') {
             return Ok(Some(Exit::Fatal(PgError::fatal("08P01", format!("invalid frontend message type {}", tag)))));
         }
-        // Channels are scoped first: the guard and the rest see what the server will run.
-        let (msg, channel_refusal) = self.scope_channels(msg);
+        // Scoped to the tenant first: the guard and the rest see what the server will run.
+        let (msg, scope_refusal) = self.scope_to_tenant(msg);
         let body = codec::body(&msg);
         let Some(names) = frontend::referenced_names(tag, body) else {
             return Ok(Some(Exit::Fatal(client_protocol_error(&ProtocolError::Malformed(tag as char)))));
@@ -90,7 +90,7 @@ impl Relay<'_> {
             }
             (false, None) => None,
         };
-        let refusal = channel_refusal.or(refusal);
+        let refusal = scope_refusal.or(refusal);
         let refusal = refusal.map(|r| {
             self.shared.metrics.guard_rejection(r.rule.name());
             tracing::info!(message = r.error.message, "statement refused");
