@@ -40,7 +40,7 @@ RETURNS bigint
 LANGUAGE sql
 IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN ('x' || encode(substr(sha256(convert_to(s, 'UTF8')), 1, 8), 'hex'))::bit(64)::bigint;
+AS $fn$ SELECT ('x' || encode(substr(sha256(convert_to(s, 'UTF8')), 1, 8), 'hex'))::bit(64)::bigint $fn$;
 
 -- The server's key of `tenant`'s one-key lock `key` (the proxy computes the same).
 CREATE OR REPLACE FUNCTION rlsproxy.advisory_key(tenant text, key bigint)
@@ -48,7 +48,7 @@ RETURNS bigint
 LANGUAGE sql
 IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN rlsproxy.advisory_hash(encode(sha256(convert_to(tenant, 'UTF8')), 'hex') || ':k:' || key::text);
+AS $fn$ SELECT rlsproxy.advisory_hash(encode(sha256(convert_to(tenant, 'UTF8')), 'hex') || ':k:' || key::text) $fn$;
 
 -- The server's key of `tenant`'s two-key lock (`key1`, `key2`).
 CREATE OR REPLACE FUNCTION rlsproxy.advisory_key(tenant text, key1 integer, key2 integer)
@@ -56,8 +56,10 @@ RETURNS bigint
 LANGUAGE sql
 IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN rlsproxy.advisory_hash(
-    encode(sha256(convert_to(tenant, 'UTF8')), 'hex') || ':p:' || key1::text || ',' || key2::text);
+AS $fn$
+    SELECT rlsproxy.advisory_hash(
+        encode(sha256(convert_to(tenant, 'UTF8')), 'hex') || ':p:' || key1::text || ',' || key2::text)
+$fn$;
 
 -- With 0003 installed, rlsproxy_owner owns everything in the schema: nobody but
 -- it and superusers can replace these functions.
