@@ -34,32 +34,30 @@ CREATE SCHEMA IF NOT EXISTS rlsproxy;
 REVOKE ALL ON SCHEMA rlsproxy FROM PUBLIC;
 GRANT USAGE ON SCHEMA rlsproxy TO PUBLIC;
 
+-- Standard-SQL bodies (as in 0003): names are bound when the functions are
+-- created, so no search path changes them.
+
 -- H(s) above.
 CREATE OR REPLACE FUNCTION rlsproxy.advisory_hash(s text)
 RETURNS bigint
 LANGUAGE sql
 IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $fn$ SELECT ('x' || encode(substr(sha256(convert_to(s, 'UTF8')), 1, 8), 'hex'))::bit(64)::bigint $fn$;
+RETURN ('x' || encode(substr(sha256(convert_to(s, 'UTF8')), 1, 8), 'hex'))::bit(64)::bigint;
 
 -- The server's key of `tenant`'s one-key lock `key` (the proxy computes the same).
 CREATE OR REPLACE FUNCTION rlsproxy.advisory_key(tenant text, key bigint)
 RETURNS bigint
 LANGUAGE sql
 IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $fn$ SELECT rlsproxy.advisory_hash(encode(sha256(convert_to(tenant, 'UTF8')), 'hex') || ':k:' || key::text) $fn$;
+RETURN rlsproxy.advisory_hash(encode(sha256(convert_to(tenant, 'UTF8')), 'hex') || ':k:' || key::text);
 
 -- The server's key of `tenant`'s two-key lock (`key1`, `key2`).
 CREATE OR REPLACE FUNCTION rlsproxy.advisory_key(tenant text, key1 integer, key2 integer)
 RETURNS bigint
 LANGUAGE sql
 IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT rlsproxy.advisory_hash(
-        encode(sha256(convert_to(tenant, 'UTF8')), 'hex') || ':p:' || key1::text || ',' || key2::text)
-$fn$;
+RETURN rlsproxy.advisory_hash(
+    encode(sha256(convert_to(tenant, 'UTF8')), 'hex') || ':p:' || key1::text || ',' || key2::text);
 
 -- With 0003 installed, rlsproxy_owner owns everything in the schema: nobody but
 -- it and superusers can replace these functions.
