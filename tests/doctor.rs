@@ -27,7 +27,7 @@ fn each_mistake_gives_exactly_its_finding() {
     want.extend(expected(&TABLE_MISTAKES));
     assert_eq!(summary(&report), want, "{report:#}");
     assert_eq!((report["database"].as_str(), report["user"].as_str()), (Some("doctor_mistakes"), Some("app_proxy")));
-    assert_eq!((report["errors"].as_u64(), report["warnings"].as_u64()), (Some(15), Some(4)));
+    assert_eq!((report["errors"].as_u64(), report["warnings"].as_u64()), (Some(17), Some(4)));
     for f in report["findings"].as_array().expect("findings") {
         let (message, fix) = (f["message"].as_str().unwrap_or(""), f["fix"].as_str().unwrap_or(""));
         assert!(!message.is_empty() && fix.ends_with(';') && !fix.contains('\n'), "{f:#}");
@@ -74,11 +74,11 @@ fn text_report_groups_findings_with_one_fix_line_each() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines[0],
-        "rlsproxy doctor: database doctor_mistakes, as app_proxy: 19 findings (15 errors, 4 warnings)"
+        "rlsproxy doctor: database doctor_mistakes, as app_proxy: 21 findings (17 errors, 4 warnings)"
     );
     let headings: Vec<&str> = lines.iter().copied().filter(|l| !l.is_empty() && !l.starts_with(' ')).skip(1).collect();
     assert_eq!(headings, ["Token roles", "Shared between tenants", "Tables", "Policies", "Views", "Functions"]);
-    assert_eq!(stdout.matches("] fix: ").count(), 19, "{stdout}");
+    assert_eq!(stdout.matches("] fix: ").count(), 21, "{stdout}");
     assert!(
         stdout.contains(
             "  error   table public.no_rls: has the tenant column tenant_id but row-level security is not enabled"
@@ -353,7 +353,7 @@ fn run_logs_the_findings_as_warnings_and_starts() {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     let _ = child.wait();
     let warnings: Vec<&str> = logs.lines().filter(|l| l.contains("WARN") && l.contains("doctor: ")).collect();
-    assert_eq!(warnings.len(), 19, "18 findings and the summary:\n{logs}");
+    assert_eq!(warnings.len(), 21, "20 findings and the summary:\n{logs}");
     assert!(
         warnings.iter().any(|l| l.contains("check=\"rls_disabled\"") || l.contains("check=rls_disabled")),
         "{logs}"

@@ -7,6 +7,8 @@
 
 mod common;
 
+#[path = "security/advisory.rs"]
+mod advisory;
 #[path = "security/desync.rs"]
 mod desync;
 #[path = "security/edges.rs"]

@@ -372,6 +372,10 @@ async fn functions_and_policies_are_as_designed() {
     assert_eq!(
         functions,
         vec![
+            // migrations/0006_advisory_locks.sql: per-tenant advisory lock keys.
+            expect("advisory_hash", false, "i", false),
+            expect("advisory_key", false, "i", false),
+            expect("advisory_key", false, "i", false),
             expect("bind_role_policies", false, "v", true),
             // migrations/0005_notify.sql: per-tenant channels (SECURITY INVOKER).
             expect("channel", false, "i", true),

@@ -300,7 +300,7 @@ pub struct GuardConfig {
     pub operator_roles: Vec<String>,
     /// Rules operator tokens are exempt from: do, create_function, explain, create_trigger,
     /// grant, alter_role, lock, server_file, alter_settings, discard, reset_all, sql_function,
-    /// function_call, notify_channel… Tenant tokens never are.
+    /// function_call, notify_channel, advisory_lock… Tenant tokens never are.
     pub operator_allows: Vec<String>,
     /// Let every token use large objects (`lo_*` functions, fast-path calls, pg_largeobject).
     /// They have no row-level security and all belong to the proxy's role: NOT isolated

@@ -3,7 +3,8 @@
 //!   by all (no policy on it), and a function or operator placed on the search path can
 //!   out-match a built-in one for the argument types of another tenant's query;
 //! - other sessions: PostgreSQL lets a role read the query text of its own other sessions
-//!   (`pg_stat_activity`) and cancel or terminate them. `migrations/0004_session_isolation.sql`
+//!   (`pg_stat_activity`) and cancel or terminate them, and `pg_locks` shows every session's
+//!   locks (the advisory lock keys other tenants hold). `migrations/0004_session_isolation.sql`
 //!   revokes these from PUBLIC; the doctor checks that a tenant role has none of them.
 
 use super::catalog::{Fields, audited_schema, ident_list, query, quote_ident, tenant_roles_where};
@@ -35,7 +36,9 @@ const SESSIONS_SQL: &str = concat!(
        ('FUNCTION', 'pg_catalog.pg_terminate_backend(integer, bigint)', 'EXECUTE'), \
        ('FUNCTION', 'pg_catalog.pg_stat_get_activity(integer)', 'EXECUTE'), \
        ('FUNCTION', 'pg_catalog.pg_stat_get_backend_activity(integer)', 'EXECUTE'), \
-       ('TABLE', 'pg_catalog.pg_stat_activity', 'SELECT')) AS o(kind, name, privilege) \
+       ('FUNCTION', 'pg_catalog.pg_lock_status()', 'EXECUTE'), \
+       ('TABLE', 'pg_catalog.pg_stat_activity', 'SELECT'), \
+       ('TABLE', 'pg_catalog.pg_locks', 'SELECT')) AS o(kind, name, privilege) \
      WHERE CASE o.kind WHEN 'FUNCTION' THEN to_regprocedure(o.name) IS NOT NULL \
        ELSE to_regclass(o.name) IS NOT NULL END ORDER BY 2"
 );
@@ -63,10 +66,15 @@ pub(super) async fn audit(
         if users.is_empty() {
             continue;
         }
-        let what = if kind == "TABLE" { "reads other sessions' query text" } else { "reaches other sessions" };
+        let what = match name {
+            "pg_catalog.pg_locks" | "pg_catalog.pg_lock_status()" => "shows other sessions' locks",
+            _ if kind == "TABLE" => "reads other sessions' query text",
+            _ => "reaches other sessions",
+        };
         let message = format!(
-            "{} may use it, and every tenant's session is the same role: it {what} (other tenants' SQL, or \
-             cancelling their queries); migrations/0004_session_isolation.sql revokes it",
+            "{} may use it, and every tenant's session is the same role: it {what} (other tenants' SQL, \
+             the advisory locks they hold, or cancelling their queries); migrations/0004_session_isolation.sql \
+             revokes it",
             users.join(", ")
         );
         let fix = format!("REVOKE {privilege} ON {kind} {name} FROM PUBLIC, {};", ident_list(&users));

@@ -3,10 +3,12 @@
 //! client to its server connection, and whether the proxy's upstream role is
 //! safe to use at all.
 
+pub mod advisory;
 pub mod context;
 pub mod guard;
 pub mod isolation;
 pub mod notify;
+pub mod rewrite;
 pub mod session_state;
 pub mod strict;
 pub mod upstream_role;

@@ -19,6 +19,7 @@ use pg_query::protobuf::node::Node as NodeEnum;
 use pg_query::protobuf::{ScanToken, Token};
 use serde_json::Value;
 
+use super::rewrite::{self, SpliceError, parsable, splice, tenant_hash_hex};
 use crate::protocol::backend::finish_message;
 use crate::protocol::read_cstr;
 
@@ -59,13 +60,8 @@ pub struct ChannelScope {
 impl ChannelScope {
     /// The namespace of `tenant` (the tenant claim, as injected into the tenant setting).
     pub fn for_tenant(tenant: &str) -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, tenant.as_bytes());
-        let mut prefix = String::with_capacity(HASH_DIGITS + 1);
-        for &b in &digest.as_ref()[..HASH_DIGITS / 2] {
-            prefix.push(char::from(HEX[usize::from(b >> 4)]));
-            prefix.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
+        let mut prefix = tenant_hash_hex(tenant);
+        prefix.truncate(HASH_DIGITS);
         prefix.push('.');
         Self { prefix }
     }
@@ -104,15 +100,19 @@ impl ChannelScope {
 }
 
 /// Whether `sql` may name a channel: it spells LISTEN, NOTIFY (also in pg_notify) or a
-/// `U&` escaped identifier, case-insensitively. Keywords cannot be escaped, so text
-/// without these needs no parse.
+/// `U&` escaped identifier, case-insensitively, or has a backslash (an escape string
+/// such as `E'pg_notif\x79'` spells the name otherwise). Keywords cannot be escaped, so
+/// text without these needs no parse.
 pub fn may_name_channel(sql: &[u8]) -> bool {
     let at = |i: usize, word: &[u8]| sql.get(i..i + word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word));
-    (0..sql.len()).any(|i| match sql[i] | 0x20 {
-        b'l' => at(i, b"listen"),
-        b'n' => at(i, b"notify"),
-        b'u' => at(i, b"u&"),
-        _ => false,
+    (0..sql.len()).any(|i| match sql[i] {
+        b'\\' => true,
+        c => match c | 0x20 {
+            b'l' => at(i, b"listen"),
+            b'n' => at(i, b"notify"),
+            b'u' => at(i, b"u&"),
+            _ => false,
+        },
     })
 }
 
@@ -124,11 +124,7 @@ pub const PG_NOTIFY_OID: u32 = 3036;
 /// left as it is instead of refused.
 pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) -> Result<Option<Vec<u8>>, ChannelError> {
     let text = parsable(sql);
-    let tokens: Vec<ScanToken> = pg_query::scan_tokens(&text)
-        .map_err(|e| ChannelError::Unparsable(e.to_string()))?
-        .into_iter()
-        .filter(|t| t.token != Token::SqlComment as i32 && t.token != Token::CComment as i32)
-        .collect();
+    let tokens = rewrite::tokens(&text).map_err(ChannelError::Unparsable)?;
     if !tokens.iter().any(|t| names_channel(&text, t)) {
         return Ok(None);
     }
@@ -187,29 +183,10 @@ pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) ->
     if edits.is_empty() {
         return Ok(None);
     }
-    splice(sql, edits, !matches!(text, Cow::Borrowed(_))).map(Some)
-}
-
-/// `sql` with each range replaced; with `ascii_only` (text that is not UTF-8, parsed with
-/// stand-ins for its other bytes) a replaced range must be ASCII, so that the channel the
-/// parser read is the one the client wrote.
-fn splice(sql: &[u8], mut edits: Vec<(Range<usize>, String)>, ascii_only: bool) -> Result<Vec<u8>, ChannelError> {
-    edits.sort_by_key(|(range, _)| range.start);
-    let mut out = Vec::with_capacity(sql.len() + edits.len() * (HASH_DIGITS + 8));
-    let mut at = 0;
-    for (range, replacement) in edits {
-        let Some(replaced) = sql.get(range.clone()).filter(|_| range.start >= at) else {
-            return Err(ChannelError::Unparsable("overlapping channel names".into()));
-        };
-        if ascii_only && !replaced.is_ascii() {
-            return Err(ChannelError::NotUtf8);
-        }
-        out.extend_from_slice(&sql[at..range.start]);
-        out.extend_from_slice(replacement.as_bytes());
-        at = range.end;
-    }
-    out.extend_from_slice(&sql[at..]);
-    Ok(out)
+    splice(sql, edits, !matches!(text, Cow::Borrowed(_))).map(Some).map_err(|e| match e {
+        SpliceError::NotAscii => ChannelError::NotUtf8,
+        SpliceError::Overlap => ChannelError::Unparsable("overlapping channel names".into()),
+    })
 }
 
 /// Whether `token` may name a channel or pg_notify (a much cheaper test than the parse, for
@@ -233,16 +210,6 @@ fn token_run(tokens: &[ScanToken], first: usize) -> Option<Range<usize>> {
     let run: Vec<&ScanToken> = tokens.get(first..)?.iter().take_while(|t| !ends(t)).collect();
     let (start, end) = (run.first()?.start, run.last()?.end);
     Some(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
-}
-
-/// `sql` as the parser needs it (UTF-8, same byte offsets): text in a single-byte or EUC
-/// client encoding has each byte from 0x80 up replaced by `x`, which keeps every token where
-/// it is (such bytes are identifier characters or inside quotes for the server too).
-fn parsable(sql: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(sql) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => Cow::Owned(sql.iter().map(|&b| if b.is_ascii() { char::from(b) } else { 'x' }).collect()),
-    }
 }
 
 fn quote_ident(name: &str) -> String {

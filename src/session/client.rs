@@ -80,8 +80,8 @@ impl Relay<'_> {
                 return Ok(None);
             }
         }
-        // Channels are scoped first: the guard and the rest see what the server will run.
-        let (msg, channel_refusal) = self.scope_channels(msg);
+        // Scoped to the tenant first: the guard and the rest see what the server will run.
+        let (msg, scope_refusal) = self.scope_to_tenant(msg);
         let body = codec::body(&msg);
         let Some(names) = frontend::referenced_names(tag, body) else {
             return Ok(Some(Exit::Fatal(client_protocol_error(&ProtocolError::Malformed(tag as char)))));
@@ -111,7 +111,7 @@ impl Relay<'_> {
             }
             (false, None) => None,
         };
-        let refusal = channel_refusal.or(refusal);
+        let refusal = scope_refusal.or(refusal);
         let refusal = refusal.map(|r| {
             self.shared.metrics.guard_rejection(r.rule.name());
             tracing::info!(message = r.error.message, "statement refused");

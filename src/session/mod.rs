@@ -5,7 +5,8 @@
 //! - `start`: the greeting and the client's identity;
 //! - `relay`: the loop, the I/O pump's events and the end of the session;
 //! - `client`: client messages: checks, transaction starts, forwarding;
-//! - `notify`: per-tenant LISTEN/NOTIFY channels (scoping, notifications mapped back);
+//! - `scoping`: a client's SQL rewritten for its tenant, before the guard sees it:
+//!   `notify` (LISTEN/NOTIFY channels; notifications mapped back), `advisory` (lock keys);
 //! - `replies`: server messages, routed to the client or to the proxy's own needs;
 //! - `transaction`: what happens at a transaction's first message: a server
 //!   connection lent (transaction pooling), reset when it carried another
@@ -15,12 +16,14 @@
 //! - `statements`: named prepared statements under transaction pooling;
 //! - `pump`: non-blocking reads and writes on both sockets.
 
+mod advisory;
 mod client;
 mod notify;
 pub mod pins;
 mod pump;
 mod relay;
 mod replies;
+mod scoping;
 mod start;
 mod statements;
 mod step;

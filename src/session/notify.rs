@@ -1,14 +1,13 @@
 //! The session's side of per-tenant channels (`policy::notify`): the channels of a
-//! client's Query or Parse are scoped before anything else looks at it (the guard
-//! checks what the server will run), and a notification reaches the client only on
-//! one of its tenant's channels, under the name the client used.
+//! client's Query or Parse are scoped (see `scoping`), and a notification reaches the
+//! client only on one of its tenant's channels, under the name the client used.
 
 use bytes::{Bytes, BytesMut};
 
 use super::relay::Relay;
 use crate::policy::guard::{Refusal, Rule, Violation};
 use crate::policy::notify::{self, ChannelError, ChannelScope, MAX_CHANNEL_BYTES};
-use crate::protocol::{PgError, codec, frontend};
+use crate::protocol::{PgError, codec};
 
 const HINT: &str = "LISTEN/NOTIFY channels are per tenant: name them in LISTEN, UNLISTEN and NOTIFY, or as a \
                     string constant in pg_notify('channel', payload); triggers use rlsproxy.notify(channel, payload).";
@@ -17,40 +16,25 @@ impl Relay<'_> {
     /// `msg` with its channels scoped to the client's tenant (the same `msg` when it names
     /// none), or the refusal of a text whose channels cannot be scoped.
     pub(super) fn scope_channels(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
-        let body = codec::body(&msg);
         let exempt = || self.shared.live().guard.exempts(self.identity.context.role.as_deref(), Rule::NotifyChannel);
         if msg[0] == b'F' {
-            let pg_notify = body.get(..4) == Some(&notify::PG_NOTIFY_OID.to_be_bytes()[..]);
+            let pg_notify = codec::body(&msg).get(..4) == Some(&notify::PG_NOTIFY_OID.to_be_bytes()[..]);
             let refusal = (pg_notify && !exempt()).then(|| channel_refusal(&ChannelError::Computed));
             return (msg, refusal);
         }
-        let Some(sql) = frontend::sql_text(msg[0], body) else { return (msg, None) };
-        if !notify::may_name_channel(sql) {
-            return (msg, None);
-        }
-        // The guard's bound on parsed text holds here too, with the guard off as well.
-        let limit = self.shared.live().guard.max_statement_bytes();
-        if sql.len() > limit {
-            let refusal = Refusal::too_long(sql.len(), limit);
-            return (msg, Some(refusal));
-        }
-        let scope = ChannelScope::for_tenant(&self.identity.context.tenant);
-        let refusal = match notify::scope_channels(sql, &scope, exempt()) {
-            Ok(None) => return (msg, None),
-            Ok(Some(scoped)) => match frontend::with_sql_text(&msg, &scoped) {
-                Some(rewritten) => return (rewritten, None),
-                None => Refusal::of(&Violation::new(Rule::Unparsable, "a malformed message".into())),
-            },
-            Err(e @ ChannelError::Unparsable(_)) => Refusal::of(&Violation::new(Rule::Unparsable, e.to_string())),
-            Err(e @ ChannelError::TooLong(_)) => Refusal {
-                rule: Rule::NotifyChannel,
-                error: PgError::error("42622", format!("rlsproxy: {e}")).with_hint(format!(
-                    "The proxy prefixes each tenant's channels; {MAX_CHANNEL_BYTES} bytes are left."
-                )),
-            },
-            Err(e) => channel_refusal(&e),
-        };
-        (msg, Some(refusal))
+        self.rewrite_sql(msg, notify::may_name_channel, |sql| {
+            let scope = ChannelScope::for_tenant(&self.identity.context.tenant);
+            notify::scope_channels(sql, &scope, exempt()).map_err(|e| match e {
+                ChannelError::Unparsable(_) => Refusal::of(&Violation::new(Rule::Unparsable, e.to_string())),
+                ChannelError::TooLong(_) => Refusal {
+                    rule: Rule::NotifyChannel,
+                    error: PgError::error("42622", format!("rlsproxy: {e}")).with_hint(format!(
+                        "The proxy prefixes each tenant's channels; {MAX_CHANNEL_BYTES} bytes are left."
+                    )),
+                },
+                _ => channel_refusal(&e),
+            })
+        })
     }
 }
 

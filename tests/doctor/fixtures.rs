@@ -182,23 +182,28 @@ pub fn expected(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
 }
 
 /// What a database without `migrations/0004_session_isolation.sql` gives: tenant roles may
-/// read and cancel other sessions (in report order). Not limited by `[doctor] schemas`.
-pub const SESSION_MISTAKES: [(&str, &str, &str); 5] = [
+/// read and cancel other sessions and see their locks (in report order). Not limited by
+/// `[doctor] schemas`.
+pub const SESSION_MISTAKES: [(&str, &str, &str); 7] = [
     ("other_sessions_visible", "error", "function pg_catalog.pg_cancel_backend(integer)"),
+    ("other_sessions_visible", "error", "function pg_catalog.pg_lock_status()"),
     ("other_sessions_visible", "error", "function pg_catalog.pg_stat_get_activity(integer)"),
     ("other_sessions_visible", "error", "function pg_catalog.pg_stat_get_backend_activity(integer)"),
     ("other_sessions_visible", "error", "function pg_catalog.pg_terminate_backend(integer, bigint)"),
+    ("other_sessions_visible", "error", "view pg_catalog.pg_locks"),
     ("other_sessions_visible", "error", "view pg_catalog.pg_stat_activity"),
 ];
 
 /// The findings of the objects of [`mistakes_sql`], in report order (group, object, check).
-pub const TABLE_MISTAKES: [(&str, &str, &str); 17] = [
+pub const TABLE_MISTAKES: [(&str, &str, &str); 19] = [
     SESSION_MISTAKES[0],
     SESSION_MISTAKES[1],
     SESSION_MISTAKES[2],
     SESSION_MISTAKES[3],
-    ("schema_create_privilege", "error", "schema scratch"),
     SESSION_MISTAKES[4],
+    ("schema_create_privilege", "error", "schema scratch"),
+    SESSION_MISTAKES[5],
+    SESSION_MISTAKES[6],
     ("tenant_index_missing", "warning", "table public.no_index"),
     ("rls_disabled", "error", "table public.no_rls"),
     ("rls_not_forced", "warning", "table public.not_forced"),

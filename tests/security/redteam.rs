@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rlsproxy::config::{Config, PoolMode};
 
-use crate::common::queries::{fails, rows, value};
+use crate::common::queries::{fails, rows, try_rows, value};
 use crate::common::{Postgres, postgres, proxy};
 use crate::desync::one_connection;
 use crate::{ACME, GLOBEX, titles};
@@ -115,15 +115,27 @@ async fn a_tenant_cannot_lock_a_shared_table_against_other_tenants() {
 /// every role, while every tenant is the same role: LISTEN channels are scoped per tenant, lock
 /// keys are not. Tenant 1 sees which keys tenant 2 holds (an application keying locks on ids
 /// tells what tenant 2 is working on) and takes tenant 2's keys first (tenant 2's
-/// `pg_try_advisory_lock` leader election or job lock then never succeeds).
+/// `pg_try_advisory_lock` leader election or job lock then never succeeds). Now pg_locks is
+/// revoked (0004) and each tenant's keys are its own; a tenant still excludes itself.
 #[tokio::test]
 async fn a_tenant_neither_sees_nor_takes_another_tenants_advisory_locks() {
-    let proxy = proxy::start_default().await;
-    let victim = proxy.connect(&proxy.token("2")).await;
-    assert_eq!(value(&victim, "SELECT pg_try_advisory_lock(777001)::text").await, "true");
-    let attacker = proxy.connect(&proxy.token("1")).await;
-    let seen = rows(&attacker, "SELECT objid::text FROM pg_locks WHERE locktype = 'advisory'").await;
-    let taken = value(&attacker, "SELECT pg_try_advisory_lock(777001)::text").await;
-    assert_eq!(seen, Vec::<Vec<Option<String>>>::new(), "tenant 1 sees tenant 2's advisory locks");
-    assert_eq!(taken, "true", "tenant 1 is blocked by (so learns of) tenant 2's advisory lock");
+    for mode in [PoolMode::Session, PoolMode::Transaction] {
+        let mut cfg = proxy::base_config(postgres());
+        cfg.pool.mode = mode;
+        let proxy = proxy::start(cfg).await;
+        let victim = proxy.connect(&proxy.token("2")).await;
+        assert_eq!(value(&victim, "SELECT pg_try_advisory_lock(777001)::text").await, "true");
+        let attacker = proxy.connect(&proxy.token("1")).await;
+        let seen = try_rows(&attacker, "SELECT objid::text FROM pg_locks WHERE locktype = 'advisory'").await;
+        let taken = value(&attacker, "SELECT pg_try_advisory_lock(777001)::text").await;
+        let denied = ("42501".to_string(), "permission denied for view pg_locks".to_string());
+        assert_eq!(seen, Err(denied), "{mode:?}: tenant 1 sees tenant 2's advisory locks");
+        assert_eq!(taken, "true", "{mode:?}: tenant 1 is blocked by (so learns of) tenant 2's advisory lock");
+        let again = proxy.connect(&proxy.token("2")).await;
+        let own = value(&again, "SELECT pg_try_advisory_lock(777001)::text").await;
+        assert_eq!(own, "false", "{mode:?}: tenant 2's second session took the key its first holds");
+        for client in [&victim, &attacker] {
+            assert_eq!(value(client, "SELECT pg_advisory_unlock(777001)::text").await, "true", "{mode:?}");
+        }
+    }
 }

@@ -23,15 +23,22 @@ async fn notify_raw(su: &Client, channel: &str, payload: &str) {
     su.batch_execute(&format!("NOTIFY {channel}, '{payload}'")).await.unwrap();
 }
 
-/// Session advisory locks on `key` held by backend `pid`, seen by a superuser.
+/// Session advisory locks on the server's bigint `key` held by backend `pid`, seen by a
+/// superuser (tenants may not read pg_locks).
 async fn advisory_locks(su: &Client, key: i64, pid: i32) -> i64 {
     su.query_one(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::oid AND pid = $2",
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 \
+         AND (classid::bigint << 32 | objid::bigint) = $1 AND pid = $2",
         &[&key, &pid],
     )
     .await
     .unwrap()
     .get(0)
+}
+
+/// The server's key of `tenant`'s `key` (the proxy scopes a client's keys to its tenant).
+async fn tenant_key(su: &Client, tenant: &str, key: i64) -> i64 {
+    su.query_one("SELECT rlsproxy.advisory_key($1, $2)", &[&tenant, &key]).await.unwrap().get(0)
 }
 
 #[tokio::test]
@@ -91,24 +98,26 @@ async fn session_advisory_lock_pins_its_holder_until_it_leaves() {
     let a = proxy.connect(&proxy.token("1")).await;
     let b = proxy.connect(&proxy.token("2")).await;
     let pid = backend_pid(&a).await;
+    let (key_a, key_b) = (tenant_key(&su, "1", KEY).await, tenant_key(&su, "2", KEY).await);
     a.batch_execute(&format!("SELECT pg_advisory_lock({KEY})")).await.unwrap();
-    assert_eq!(advisory_locks(&su, KEY, pid).await, 1, "A holds the lock");
+    assert_eq!(advisory_locks(&su, key_a, pid).await, 1, "A holds the lock");
     assert_eq!(backend_pid(&a).await, pid, "A is pinned to the backend holding its lock");
 
     let started = Instant::now();
     let (code, message) = fails(&b, &format!("SELECT pg_try_advisory_lock({KEY})")).await;
     assert_eq!(code, "53300", "B must wait, not get A's connection: {message}");
     assert!(started.elapsed() >= Duration::from_millis(250), "B waited the acquire timeout");
-    assert_eq!(advisory_locks(&su, KEY, pid).await, 1, "A still holds the lock");
+    assert_eq!(advisory_locks(&su, key_a, pid).await, 1, "A still holds the lock");
 
     drop(a);
     wait_for_pool(&proxy, (1, 1)).await;
-    assert_eq!(advisory_locks(&su, KEY, pid).await, 0, "released when A left");
-    let held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()";
-    assert_eq!(value(&b, held).await, "0", "B's backend holds nothing of A's");
+    assert_eq!(advisory_locks(&su, key_a, pid).await, 0, "released when A left");
+    let held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1";
+    let held: i64 = su.query_one(held, &[&pid]).await.unwrap().get(0);
+    assert_eq!(held, 0, "B's backend holds nothing of A's");
     assert_eq!(backend_pid(&b).await, pid, "pool.size = 1: B got the backend A used");
     assert_eq!(value(&b, &format!("SELECT pg_try_advisory_lock({KEY})")).await, "t");
-    assert_eq!(advisory_locks(&su, KEY, pid).await, 1, "now B's lock");
+    assert_eq!(advisory_locks(&su, key_b, pid).await, 1, "now B's lock");
     assert_eq!(value(&b, &format!("SELECT pg_advisory_unlock({KEY})")).await, "t");
 }
 
@@ -122,8 +131,10 @@ async fn session_advisory_lock_taken_past_the_detection_is_released_before_anoth
     let pid = backend_pid(&a).await;
     a.batch_execute(&format!("DO $$ BEGIN EXECUTE 'SELECT pg_advisory_' || 'lock({KEY})'; END $$")).await.unwrap();
     assert_eq!(advisory_locks(&su, KEY, pid).await, 1, "A holds the lock");
-    // Had B inherited A's session, it could release A's lock.
-    assert_eq!(value(&b, &format!("SELECT pg_advisory_unlock({KEY})")).await, "f", "B released A's lock");
+    // Had B inherited A's session, it could release A's lock (through a DO block, where
+    // keys are not scoped).
+    let unlock = format!("DO $$ BEGIN IF pg_advisory_unlock({KEY}) THEN RAISE 'released'; END IF; END $$");
+    b.batch_execute(&unlock).await.unwrap();
     assert_eq!(backend_pid(&b).await, pid, "A was not pinned: B got the backend A used");
     assert_eq!(advisory_locks(&su, KEY, pid).await, 0, "the reset released A's lock");
     let taken: bool = su.query_one("SELECT pg_try_advisory_lock($1)", &[&KEY]).await.unwrap().get(0);

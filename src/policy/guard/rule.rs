@@ -54,6 +54,10 @@ pub enum Rule {
     /// cannot scope to the tenant's channels, see `policy::notify`). Applies with the
     /// guard disabled too.
     NotifyChannel,
+    /// An advisory lock function the proxy cannot scope to the tenant's keys (named other
+    /// than in a call with its keys, see `policy::advisory`). Applies with the guard
+    /// disabled too; exempt tokens keep the database-wide key space.
+    AdvisoryLock,
 }
 
 impl Rule {
@@ -81,11 +85,12 @@ impl Rule {
             Rule::Lock => "lock",
             Rule::TooLong => "statement_too_long",
             Rule::NotifyChannel => "notify_channel",
+            Rule::AdvisoryLock => "advisory_lock",
         }
     }
 
     /// Every rule, for configuration checks.
-    pub const ALL: [Rule; 21] = [
+    pub const ALL: [Rule; 22] = [
         Rule::SetProtected,
         Rule::ResetAll,
         Rule::Discard,
@@ -107,6 +112,7 @@ impl Rule {
         Rule::Lock,
         Rule::TooLong,
         Rule::NotifyChannel,
+        Rule::AdvisoryLock,
     ];
 
     /// Rules no token may be exempted from: they would let it change its own tenant, or

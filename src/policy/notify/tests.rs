@@ -45,6 +45,7 @@ fn unlisten_all_and_texts_without_channels_are_left_alone() {
     assert!(!may_name_channel(b"SELECT 1"));
     assert!(may_name_channel(b"select PG_NOTIFY('a','b')"));
     assert!(may_name_channel(b"select U&\"pg_notif\\0079\"('a','b')"));
+    assert!(may_name_channel(b"CREATE OPERATOR ### (function = E'pg_notif\\x79', leftarg = text, rightarg = text)"));
 }
 
 #[test]
@@ -73,6 +74,7 @@ fn pg_notify_with_any_other_channel_is_refused() {
         "CREATE OPERATOR ### (function = pg_notify, leftarg = text, rightarg = text)",
         "SELECT 'pg_notify'::regproc",
         "SELECT E'pg_notif\\x79'::regproc",
+        "CREATE OPERATOR ### (function = E'pg_notif\\x79', leftarg = text, rightarg = text)",
         "SELECT \"PG_NOTIFY\"($1, 'x')",
     ] {
         assert_eq!(rewrite(sql), Err(ChannelError::Computed), "{sql}");

@@ -1,0 +1,39 @@
+//! The session's side of per-tenant advisory lock keys (`policy::advisory`).
+
+use bytes::Bytes;
+
+use super::relay::Relay;
+use crate::policy::advisory::{self, LockKeyError, LockScope};
+use crate::policy::guard::{Refusal, Rule, Violation};
+use crate::protocol::codec;
+
+const HINT: &str = "Advisory lock keys are per tenant: call pg_advisory_lock(key) and the other advisory lock \
+                    functions by name with their keys; functions in the database use rlsproxy.advisory_key.";
+
+impl Relay<'_> {
+    /// `msg` with its advisory lock keys scoped to the client's tenant, or the refusal of a
+    /// text (or fast-path call) whose keys cannot be. Exempt operators keep the
+    /// database-wide keys (one migration lock for everyone).
+    pub(super) fn scope_lock_keys(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
+        if self.shared.live().guard.exempts(self.identity.context.role.as_deref(), Rule::AdvisoryLock) {
+            return (msg, None);
+        }
+        if msg[0] == b'F' {
+            let oid = codec::body(&msg).get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let refusal = advisory::is_lock_function_oid(oid).then(|| lock_refusal(&LockKeyError::Unscopable));
+            return (msg, refusal);
+        }
+        self.rewrite_sql(msg, advisory::may_name_lock_function, |sql| {
+            let scope = LockScope::for_tenant(&self.identity.context.tenant);
+            advisory::scope_lock_keys(sql, &scope).map_err(|e| lock_refusal(&e))
+        })
+    }
+}
+
+fn lock_refusal(e: &LockKeyError) -> Refusal {
+    if let LockKeyError::Unparsable(_) = e {
+        return Refusal::of(&Violation::new(Rule::Unparsable, e.to_string()));
+    }
+    let Refusal { rule, error } = Refusal::of(&Violation::new(Rule::AdvisoryLock, e.to_string()));
+    Refusal { rule, error: error.with_hint(HINT) }
+}
