@@ -9,6 +9,7 @@ pub mod isolation;
 pub mod notify;
 pub mod session_state;
 pub mod strict;
+pub mod syntax;
 pub mod upstream_role;
 
 /// Statement and portal names the proxy owns; clients may not use them.

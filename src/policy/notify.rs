@@ -19,6 +19,7 @@ use pg_query::protobuf::node::Node as NodeEnum;
 use pg_query::protobuf::{ScanToken, Token};
 use serde_json::Value;
 
+use crate::policy::syntax::{SyntaxError, syntax_error};
 use crate::protocol::backend::finish_message;
 use crate::protocol::read_cstr;
 
@@ -44,9 +45,17 @@ pub enum ChannelError {
     /// A non-ASCII channel name in text that is not UTF-8.
     #[error("a non-ASCII channel name in text that is not UTF-8")]
     NotUtf8,
-    /// Text the parser cannot parse.
+    /// Text the parser cannot parse, with no syntax error to report.
     #[error("a statement the parser cannot parse ({0})")]
     Unparsable(String),
+    /// Text with a syntax error, answered as PostgreSQL would.
+    #[error("{}", .0.message)]
+    Syntax(SyntaxError),
+}
+
+/// The error for `text` that the parser or scanner rejected with `e`.
+fn unparsable(text: &str, e: &pg_query::Error) -> ChannelError {
+    syntax_error(text).map_or_else(|| ChannelError::Unparsable(e.to_string()), ChannelError::Syntax)
 }
 
 /// One tenant's channel namespace.
@@ -125,14 +134,14 @@ pub const PG_NOTIFY_OID: u32 = 3036;
 pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) -> Result<Option<Vec<u8>>, ChannelError> {
     let text = parsable(sql);
     let tokens: Vec<ScanToken> = pg_query::scan_tokens(&text)
-        .map_err(|e| ChannelError::Unparsable(e.to_string()))?
+        .map_err(|e| unparsable(&text, &e))?
         .into_iter()
         .filter(|t| t.token != Token::SqlComment as i32 && t.token != Token::CComment as i32)
         .collect();
     if !tokens.iter().any(|t| names_channel(&text, t)) {
         return Ok(None);
     }
-    let parsed = pg_query::parse(&text, 0).map_err(|e| ChannelError::Unparsable(e.to_string()))?;
+    let parsed = pg_query::parse(&text, 0).map_err(|e| unparsable(&text, &e))?;
     let mut edits = Vec::new();
     let mut top_level = 0;
     for raw in &parsed.protobuf.stmts {

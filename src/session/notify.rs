@@ -42,6 +42,7 @@ impl Relay<'_> {
                 None => Refusal::of(&Violation::new(Rule::Unparsable, "a malformed message".into())),
             },
             Err(e @ ChannelError::Unparsable(_)) => Refusal::of(&Violation::new(Rule::Unparsable, e.to_string())),
+            Err(ChannelError::Syntax(e)) => Refusal::of(&Violation::syntax(e)),
             Err(e @ ChannelError::TooLong(_)) => Refusal {
                 rule: Rule::NotifyChannel,
                 error: PgError::error("42622", format!("rlsproxy: {e}")).with_hint(format!(

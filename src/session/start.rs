@@ -144,7 +144,7 @@ pub(super) fn pool_error(e: &PoolError, severity: &'static str) -> PgError {
         }
         PoolError::Connect(e) => ("08006", format!("rlsproxy: the upstream server is unavailable: {e}"), None),
     };
-    let mut error = PgError { severity, code: code.into(), message, hint: None };
+    let mut error = PgError { severity, code: code.into(), message, hint: None, position: None };
     if let Some(hint) = hint {
         error = error.with_hint(hint);
     }
