@@ -23,8 +23,8 @@
 //!
 //! What is normalised, and why (nothing else is):
 //! - NotificationResponse: the sender's backend pid, which is another backend's;
-//! - in transaction modes: the source location (`F`, `L`, `R`) of an ErrorResponse that
-//!   the proxy synthesises for a renamed statement (see [`same`]);
+//! - the source location (`F`, `L`, `R`) of an ErrorResponse that the proxy synthesises
+//!   for a renamed statement (transaction modes) or unparsable text (see [`same`]);
 //! - in `transaction-shared` only: ParameterStatus messages are left out of the message
 //!   sequence, because a connection change legitimately reports the settings again; the
 //!   final value of every reported setting must still match.
@@ -250,17 +250,18 @@ const SOURCE_FIELDS: [u8; 3] = [b'F', b'L', b'R'];
 
 /// Whether the proxy's record `got` stands for the server's record `want`.
 ///
-/// One allowance, in transaction modes only: the proxy renames named prepared statements
-/// on the server, so it answers itself for a client name the server cannot know (a Bind
-/// or Describe of a name that does not exist, a Parse of a name that does). Its
-/// ErrorResponse then cannot carry the server's source location: when it has none of
-/// `F`, `L`, `R`, those are dropped from the server's error; every other field (severity,
-/// SQLSTATE, message…) must still be identical and in the same order.
-fn same(want: &Record, got: &Record, mode: Mode) -> bool {
+/// One allowance, for errors the proxy answers itself: in transaction modes for a client
+/// statement name the server cannot know (the proxy renames named prepared statements: a
+/// Bind or Describe of a name that does not exist, a Parse of a name that does), in every
+/// mode for text the guard cannot parse (never forwarded). Its ErrorResponse then cannot
+/// carry the server's source location: when it has none of `F`, `L`, `R`, those are
+/// dropped from the server's error; every other field (severity, SQLSTATE, message,
+/// position…) must still be identical and in the same order.
+fn same(want: &Record, got: &Record) -> bool {
     if want == got {
         return true;
     }
-    let synthesised = mode != Mode::Session && want.0 == b'E' && got.0 == b'E';
+    let synthesised = want.0 == b'E' && got.0 == b'E';
     if !synthesised {
         return false;
     }
@@ -281,7 +282,7 @@ fn compare(want: &Outcome, got: &Outcome, mode: Mode) -> Option<String> {
     let (w, g) = (normalise(&want.records, mode), normalise(&got.records, mode));
     let mut report = String::new();
     let differs = |i: usize| match (w.get(i), g.get(i)) {
-        (Some(a), Some(b)) => !same(a, b, mode),
+        (Some(a), Some(b)) => !same(a, b),
         _ => true,
     };
     if let Some(i) = (0..w.len().max(g.len())).find(|&i| differs(i)) {
@@ -332,14 +333,14 @@ async fn lookup_oids() -> Oids {
     Oids { upper: row.get(0), int4div: row.get(1), length: row.get(2) }
 }
 
-async fn start_proxy(mode: PoolMode, size: usize, max_prepared_statements: usize) -> TestProxy {
+async fn start_proxy(mode: PoolMode, size: usize, max_prepared_statements: usize, guard: bool) -> TestProxy {
     let mut cfg = proxy::base_config(postgres());
     cfg.pool.mode = mode;
     cfg.pool.size = size;
     cfg.pool.max_prepared_statements = max_prepared_statements;
-    // Relay fidelity, not policy: the corpus uses DO blocks and RESET, which the statement
-    // guard refuses (tested in tests/security).
-    cfg.guard.enabled = false;
+    // Relay fidelity, not policy: the main corpus uses DO blocks and RESET, which the
+    // statement guard refuses (tested in tests/security).
+    cfg.guard.enabled = guard;
     proxy::start(cfg).await
 }
 
@@ -348,18 +349,31 @@ async fn direct_and_proxied_clients_get_the_same_messages() {
     let oids = lookup_oids().await;
     let cases = corpus::cases(&oids);
     assert!(cases.len() >= 25, "corpus too small");
-    let session = start_proxy(PoolMode::Session, 4, 200).await;
+    compare_modes(&cases, false).await;
+}
+
+/// Text the guard cannot parse is never forwarded; the client still gets PostgreSQL's own
+/// syntax error (SQLSTATE, message, position), as drivers expect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syntax_errors_the_guard_answers_match_postgresql() {
+    compare_modes(&corpus::syntax_errors(), true).await;
+}
+
+/// Runs `cases` direct and through the proxy in every mode (`guard`: with the statement
+/// guard on) and fails on any difference.
+async fn compare_modes(cases: &[Case], guard: bool) {
+    let session = start_proxy(PoolMode::Session, 4, 200, guard).await;
     // Two statements per server connection: the corpus's named statements are evicted
     // and prepared again all the time.
-    let transaction = start_proxy(PoolMode::Transaction, 4, 2).await;
-    let shared = start_proxy(PoolMode::Transaction, 1, 200).await;
+    let transaction = start_proxy(PoolMode::Transaction, 4, 2, guard).await;
+    let shared = start_proxy(PoolMode::Transaction, 1, 200, guard).await;
     let mut noise = Noise::open(&shared).await;
 
     let modes = [Mode::Session, Mode::Transaction, Mode::TransactionShared];
     let mut table = String::new();
     let mut failures = String::new();
     let mut failed = 0;
-    for case in &cases {
+    for case in cases {
         let direct = run_case(&mut Target::Direct, case).await;
         let _ = write!(table, "{:<52}", case.name);
         for mode in modes {

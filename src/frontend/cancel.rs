@@ -1,6 +1,10 @@
-//! Proxy-issued cancel keys. A client only ever learns a random key of the
-//! proxy's; it maps to the server connection serving that client right now, so
-//! a CancelRequest can reach that client's query and nothing else.
+//! Proxy-issued cancel keys. A client only ever learns a random secret of the
+//! proxy's; its key maps to the server connection serving that client right now, so
+//! a CancelRequest can reach that client's query and nothing else. In session pooling
+//! the process id is the server connection's real one (clients compare it with
+//! `pg_backend_pid()` and notifications' senders), so keys are looked up by process id
+//! and secret together: the same pid may be given again, by another server, or to the
+//! next client of the connection before the previous one's key is gone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,8 +48,8 @@ impl CancelTarget {
     }
 }
 
-/// Proxy pid → (proxy secret, the client's current server connection).
-type Entries = HashMap<i32, (i32, Option<CancelTarget>)>;
+/// (pid, secret) given to a client → the client's current server connection.
+type Entries = HashMap<(i32, i32), Option<CancelTarget>>;
 
 /// Live proxy keys and their current upstream target.
 #[derive(Debug, Default, Clone)]
@@ -68,40 +72,39 @@ impl CancelRegistry {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Issues a fresh random key.
-    pub fn register(&self) -> Registration {
+    /// Issues a key: `pid` (the server connection's, in session pooling) or a random one,
+    /// and a random secret.
+    pub fn register(&self, pid: Option<i32>) -> Registration {
         let mut rng = rand::rng();
         let mut map = self.lock();
-        let (pid, secret) = loop {
-            let pid = rng.random_range(1..i32::MAX);
-            if !map.contains_key(&pid) {
-                break (pid, rng.random());
+        let key = loop {
+            let key = (pid.unwrap_or_else(|| rng.random_range(1..i32::MAX)), rng.random());
+            if !map.contains_key(&key) {
+                break key;
             }
         };
-        map.insert(pid, (secret, None));
-        Registration { registry: self.clone(), pid, secret }
+        map.insert(key, None);
+        Registration { registry: self.clone(), pid: key.0, secret: key.1 }
     }
 
     /// The upstream target of a key, if the pair matches a live registration.
     pub fn lookup(&self, pid: i32, secret: i32) -> Option<CancelTarget> {
-        let map = self.lock();
-        let (expected, target) = map.get(&pid)?;
-        if *expected == secret { target.clone() } else { None }
+        self.lock().get(&(pid, secret)).cloned().flatten()
     }
 }
 
 impl Registration {
     /// Points the key at the server connection now serving the client (`None`: none).
     pub fn set_target(&self, target: Option<CancelTarget>) {
-        if let Some(entry) = self.registry.lock().get_mut(&self.pid) {
-            entry.1 = target;
+        if let Some(entry) = self.registry.lock().get_mut(&(self.pid, self.secret)) {
+            *entry = target;
         }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.pid);
+        self.registry.lock().remove(&(self.pid, self.secret));
     }
 }
 
@@ -112,13 +115,24 @@ mod tests {
     #[test]
     fn only_the_exact_key_finds_the_target() {
         let reg = CancelRegistry::default();
-        let a = reg.register();
-        let key = CancelKey { addr: ([127, 0, 0, 1], 5432).into(), pid: 42, secret: 7 };
-        a.set_target(Some(CancelTarget { key, gate: Arc::default(), generation: 0 }));
+        let target = |pid| {
+            let key = CancelKey { addr: ([127, 0, 0, 1], 5432).into(), pid, secret: 7 };
+            Some(CancelTarget { key, gate: Arc::default(), generation: 0 })
+        };
+        let a = reg.register(None);
+        a.set_target(target(42));
         assert_eq!(reg.lookup(a.pid, a.secret).map(|t| t.backend_pid()), Some(42));
         assert!(reg.lookup(a.pid, a.secret.wrapping_add(1)).is_none());
+        // Two clients given the same (real) pid: each secret finds its own target only.
+        let (b, c) = (reg.register(Some(42)), reg.register(Some(42)));
+        b.set_target(target(42));
+        assert_eq!((b.pid, c.pid), (42, 42));
+        assert_eq!(reg.lookup(42, b.secret).map(|t| t.backend_pid()), Some(42));
+        assert!(reg.lookup(42, c.secret).is_none(), "c has no query running");
         let (pid, secret) = (a.pid, a.secret);
         drop(a);
         assert!(reg.lookup(pid, secret).is_none());
+        drop(c);
+        assert!(reg.lookup(42, b.secret).is_some(), "b's key outlives c's");
     }
 }

@@ -1,8 +1,9 @@
 //! Which startup parameters a client may set. A client must not reach the
-//! server's configuration through the startup packet (`options=-c ...`,
-//! `search_path`, `replication`): only an allow-list of harmless session
-//! settings is forwarded, each applied on the server connection with bind
-//! parameters.
+//! server's configuration through the startup packet (`search_path`, `replication`,
+//! `options=-c ...`): only an allow-list of harmless session settings is forwarded,
+//! each applied on the server connection with bind parameters. Settings in `options`
+//! (`-c name=value`, `--name=value`; libpq's `PGOPTIONS`) are read as PostgreSQL reads
+//! them and held to the same allow-list.
 
 use crate::protocol::PgError;
 use crate::protocol::frontend::StartupPacket;
@@ -52,6 +53,8 @@ pub fn filter(packet: &StartupPacket) -> Result<ClientStartup, PgError> {
         settings: Vec::new(),
         unsupported_options: Vec::new(),
     };
+    // PostgreSQL applies `options` first: the other parameters override it.
+    let mut from_options = Vec::new();
     for (name, value) in &packet.params {
         match name.as_str() {
             "user" | "database" => {}
@@ -59,31 +62,84 @@ pub fn filter(packet: &StartupPacket) -> Result<ClientStartup, PgError> {
                 return Err(PgError::fatal("0A000", "rlsproxy does not accept replication connections"));
             }
             "options" => {
-                return Err(PgError::fatal(
-                    "42501",
-                    "rlsproxy does not accept the \"options\" startup parameter: server settings cannot be \
-                     changed at connection time through the proxy",
-                )
-                .with_hint(allowed_hint()));
+                for (n, v) in option_settings(value)? {
+                    from_options.push(allowed(&n, v).map_err(|_| {
+                        PgError::fatal(
+                            "42501",
+                            format!(
+                                "rlsproxy does not accept the setting \"{n}\" in the \"options\" startup parameter"
+                            ),
+                        )
+                        .with_hint(allowed_hint())
+                    })?);
+                }
             }
             n if n.starts_with("_pq_.") => out.unsupported_options.push(n.to_string()),
-            n if n.eq_ignore_ascii_case("client_encoding") && !crate::policy::guard::encoding_is_safe(value) => {
-                return Err(PgError::fatal("42501", format!("rlsproxy does not accept client_encoding \"{value}\""))
-                    .with_hint("Its characters may contain ASCII quote or backslash bytes; use UTF8."));
-            }
-            n => match ALLOWED_SETTINGS.iter().find(|a| a.eq_ignore_ascii_case(n)) {
-                Some(canonical) => out.settings.push(((*canonical).to_string(), value.clone())),
-                None => {
-                    return Err(PgError::fatal(
-                        "42501",
-                        format!("rlsproxy does not accept the startup parameter \"{n}\""),
-                    )
-                    .with_hint(allowed_hint()));
-                }
-            },
+            n => out.settings.push(allowed(n, value.clone())?),
         }
     }
+    from_options.retain(|(n, _)| !out.settings.iter().any(|(s, _)| s == n));
+    from_options.append(&mut out.settings);
+    out.settings = from_options;
     Ok(out)
+}
+
+/// The canonical name and value of setting `name`, if a client may give it.
+fn allowed(name: &str, value: String) -> Result<(String, String), PgError> {
+    if name.eq_ignore_ascii_case("client_encoding") && !crate::policy::guard::encoding_is_safe(&value) {
+        return Err(PgError::fatal("42501", format!("rlsproxy does not accept client_encoding \"{value}\""))
+            .with_hint("Its characters may contain ASCII quote or backslash bytes; use UTF8."));
+    }
+    match ALLOWED_SETTINGS.iter().find(|a| a.eq_ignore_ascii_case(name)) {
+        Some(canonical) => Ok(((*canonical).to_string(), value)),
+        None => Err(PgError::fatal("42501", format!("rlsproxy does not accept the startup parameter \"{name}\""))
+            .with_hint(allowed_hint())),
+    }
+}
+
+/// The settings of an `options` value, in order: words split at unescaped whitespace, a
+/// backslash taking the next character literally (PostgreSQL's `pg_split_opts`), then
+/// `-c name=value`, `-cname=value` or `--name=value` (dashes in a name read as
+/// underscores). Any other server switch is refused.
+fn option_settings(options: &str) -> Result<Vec<(String, String)>, PgError> {
+    let mut words = Vec::new();
+    let mut chars = options.chars().peekable();
+    while chars.peek().is_some() {
+        let mut word = String::new();
+        while let Some(c) = chars.next_if(|c| !c.is_ascii_whitespace() && *c != '\x0b') {
+            match c {
+                '\\' => word.extend(chars.next()),
+                c => word.push(c),
+            }
+        }
+        if !word.is_empty() {
+            words.push(word);
+        }
+        chars.next();
+    }
+    let refused = |what: &str| {
+        PgError::fatal(
+            "42501",
+            format!(
+                "rlsproxy does not accept \"{what}\" in the \"options\" startup parameter: only -c name=value \
+                 settings"
+            ),
+        )
+        .with_hint(allowed_hint())
+    };
+    let mut settings = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        let setting = match (word.strip_prefix("--"), word.strip_prefix("-c")) {
+            (Some(s), _) if !s.is_empty() => s.to_string(),
+            (None, Some("")) => words.next().ok_or_else(|| refused(&word))?,
+            (None, Some(s)) => s.to_string(),
+            _ => return Err(refused(&word)),
+        };
+        let Some((name, value)) = setting.split_once('=') else { return Err(refused(&setting)) };
+        settings.push((name.replace('-', "_"), value.to_string()));
+    }
+    Ok(settings)
 }
 
 fn allowed_hint() -> String {
@@ -119,10 +175,48 @@ mod tests {
             Some(("42501".into(), "rlsproxy does not accept the startup parameter \"search_path\"".into()))
         );
         let e = filter(&packet(&[("user", "a"), ("options", "-c app.current_tenant=2")])).err();
-        assert_eq!(e.map(|e| e.code), Some("42501".into()));
+        assert_eq!(
+            e.map(|e| (e.code, e.message)),
+            Some((
+                "42501".into(),
+                "rlsproxy does not accept the setting \"app.current_tenant\" in the \"options\" startup parameter"
+                    .into()
+            ))
+        );
         let e = filter(&packet(&[("user", "a"), ("replication", "database")])).err();
         assert_eq!(e.map(|e| e.code), Some("0A000".into()));
         let e = filter(&packet(&[("database", "a")])).err();
         assert_eq!(e.map(|e| e.code), Some("28000".into()));
+    }
+
+    #[test]
+    fn options_settings_are_read_as_postgresql_reads_them() {
+        let settings = |options: &str, rest: &[(&str, &str)]| {
+            let mut params = vec![("user", "a"), ("options", options)];
+            params.extend_from_slice(rest);
+            filter(&packet(&params)).map(|s| s.settings).map_err(|e| e.message)
+        };
+        let pairs = |p: &[(&str, &str)]| Ok(p.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect());
+        assert_eq!(
+            settings(" -c application_name=x\\ y\t--statement-timeout=5s -cDateStyle=ISO\\,\\ DMY ", &[]),
+            pairs(&[("application_name", "x y"), ("statement_timeout", "5s"), ("DateStyle", "ISO, DMY")])
+        );
+        // A startup parameter overrides the same setting in options, as in PostgreSQL.
+        assert_eq!(
+            settings("-c lock_timeout=1s -c application_name=o", &[("application_name", "p")]),
+            pairs(&[("lock_timeout", "1s"), ("application_name", "p")])
+        );
+        assert_eq!(settings("  ", &[]), pairs(&[]));
+        for (options, refused) in [
+            ("-c search_path=evil", "the setting \"search_path\""),
+            ("--role=admin_role", "the setting \"role\""),
+            ("-c client_encoding=SJIS", "the setting \"client_encoding\""),
+            ("-B 100", "\"-B\""),
+            ("-c statement_timeout", "\"statement_timeout\""),
+            ("-c", "\"-c\""),
+        ] {
+            let message = settings(options, &[]).err().unwrap_or_default();
+            assert!(message.starts_with(&format!("rlsproxy does not accept {refused} in")), "{options}: {message}");
+        }
     }
 }

@@ -22,6 +22,7 @@ use pg_query::protobuf::{ScanToken, Token};
 use serde_json::Value;
 
 use super::rewrite::{self, is, parsable, span, splice, tenant_hash_hex};
+use crate::policy::syntax::{SyntaxError, syntax_error};
 
 /// The functions whose key is scoped (`pg_advisory_unlock_all` only touches the session's own).
 const FUNCTIONS: [&str; 10] = [
@@ -52,6 +53,14 @@ pub enum LockKeyError {
     /// Text the parser cannot parse.
     #[error("a statement the parser cannot parse ({0})")]
     Unparsable(String),
+    /// Text with a syntax error, answered as PostgreSQL would.
+    #[error("{}", .0.message)]
+    Syntax(SyntaxError),
+}
+
+/// The error for `text` that the parser or scanner rejected with `e`.
+fn unparsable(text: &str, e: &impl ToString) -> LockKeyError {
+    syntax_error(text).map_or_else(|| LockKeyError::Unparsable(e.to_string()), LockKeyError::Syntax)
 }
 
 /// `H(` of the module's doc: the first 8 bytes of SHA-256 as a bigint.
@@ -107,11 +116,11 @@ pub fn may_name_lock_function(sql: &[u8]) -> bool {
 /// `sql` with the key of every advisory lock call scoped to `scope`; `None` when it calls none.
 pub fn scope_lock_keys(sql: &[u8], scope: &LockScope) -> Result<Option<Vec<u8>>, LockKeyError> {
     let text = parsable(sql);
-    let tokens = rewrite::tokens(&text).map_err(LockKeyError::Unparsable)?;
+    let tokens = rewrite::tokens(&text).map_err(|e| unparsable(&text, &e))?;
     if !tokens.iter().any(|t| may_name(&text, t)) {
         return Ok(None);
     }
-    let parsed = pg_query::parse(&text, 0).map_err(|e| LockKeyError::Unparsable(e.to_string()))?;
+    let parsed = pg_query::parse(&text, 0).map_err(|e| unparsable(&text, &e))?;
     let tree = serde_json::to_value(&parsed.protobuf).map_err(|e| LockKeyError::Unparsable(e.to_string()))?;
     let mut walk = Walk::default();
     walk.visit(&tree);

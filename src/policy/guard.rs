@@ -3,7 +3,8 @@
 //! the tenant context or run SQL the guard cannot see (the walk: `inspect`).
 //! Verdicts are cached under a hash of the statement text with numeric literals
 //! collapsed (see `key` and `cache`), so each statement shape is parsed once. A
-//! statement the parser cannot parse is refused, never forwarded; one longer than
+//! statement the parser cannot parse is refused, never forwarded, with PostgreSQL's own
+//! syntax error (`syntax`); one longer than
 //! `[guard] max_statement_bytes` is refused without being parsed.
 
 mod cache;
@@ -173,7 +174,9 @@ impl Guard {
             return found;
         }
         let found: Arc<[Violation]> = self.inspect(sql).into();
-        self.cache.insert(key, found.clone());
+        if found.iter().all(|v| v.syntax.is_none()) {
+            self.cache.insert(key, found.clone());
+        }
         found
     }
 }

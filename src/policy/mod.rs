@@ -11,6 +11,7 @@ pub mod notify;
 pub mod rewrite;
 pub mod session_state;
 pub mod strict;
+pub mod syntax;
 pub mod upstream_role;
 
 /// Statement and portal names the proxy owns; clients may not use them.

@@ -20,6 +20,7 @@ use pg_query::protobuf::{ScanToken, Token};
 use serde_json::Value;
 
 use super::rewrite::{self, SpliceError, parsable, splice, tenant_hash_hex};
+use crate::policy::syntax::{SyntaxError, syntax_error};
 use crate::protocol::backend::finish_message;
 use crate::protocol::read_cstr;
 
@@ -45,9 +46,17 @@ pub enum ChannelError {
     /// A non-ASCII channel name in text that is not UTF-8.
     #[error("a non-ASCII channel name in text that is not UTF-8")]
     NotUtf8,
-    /// Text the parser cannot parse.
+    /// Text the parser cannot parse, with no syntax error to report.
     #[error("a statement the parser cannot parse ({0})")]
     Unparsable(String),
+    /// Text with a syntax error, answered as PostgreSQL would.
+    #[error("{}", .0.message)]
+    Syntax(SyntaxError),
+}
+
+/// The error for `text` that the parser or scanner rejected with `e`.
+fn unparsable(text: &str, e: &impl ToString) -> ChannelError {
+    syntax_error(text).map_or_else(|| ChannelError::Unparsable(e.to_string()), ChannelError::Syntax)
 }
 
 /// One tenant's channel namespace.
@@ -124,11 +133,11 @@ pub const PG_NOTIFY_OID: u32 = 3036;
 /// left as it is instead of refused.
 pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) -> Result<Option<Vec<u8>>, ChannelError> {
     let text = parsable(sql);
-    let tokens = rewrite::tokens(&text).map_err(ChannelError::Unparsable)?;
+    let tokens = rewrite::tokens(&text).map_err(|e| unparsable(&text, &e))?;
     if !tokens.iter().any(|t| names_channel(&text, t)) {
         return Ok(None);
     }
-    let parsed = pg_query::parse(&text, 0).map_err(|e| ChannelError::Unparsable(e.to_string()))?;
+    let parsed = pg_query::parse(&text, 0).map_err(|e| unparsable(&text, &e))?;
     let mut edits = Vec::new();
     let mut top_level = 0;
     for raw in &parsed.protobuf.stmts {

@@ -4,7 +4,8 @@ use bytes::{BufMut, BytesMut};
 
 use super::backend::finish_message;
 
-/// An error as the client will see it: severity, SQLSTATE, message, optional hint.
+/// An error as the client will see it: severity, SQLSTATE, message, optional hint and
+/// cursor position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgError {
     /// `ERROR` (the session continues) or `FATAL` (the connection ends).
@@ -15,17 +16,19 @@ pub struct PgError {
     pub message: String,
     /// What to do about it.
     pub hint: Option<String>,
+    /// 1-based character position in the statement text (`P`), for syntax errors.
+    pub position: Option<u32>,
 }
 
 impl PgError {
     /// A session-ending error.
     pub fn fatal(code: &str, message: impl Into<String>) -> Self {
-        Self { severity: "FATAL", code: code.into(), message: message.into(), hint: None }
+        Self { severity: "FATAL", code: code.into(), message: message.into(), hint: None, position: None }
     }
 
     /// A statement-level error; the session continues.
     pub fn error(code: &str, message: impl Into<String>) -> Self {
-        Self { severity: "ERROR", code: code.into(), message: message.into(), hint: None }
+        Self { severity: "ERROR", code: code.into(), message: message.into(), hint: None, position: None }
     }
 
     /// Adds a hint.
@@ -34,7 +37,13 @@ impl PgError {
         self
     }
 
-    /// Appends the ErrorResponse to `buf`.
+    /// Adds the cursor position.
+    pub fn at(mut self, position: Option<u32>) -> Self {
+        self.position = position;
+        self
+    }
+
+    /// Appends the ErrorResponse to `buf`, fields in PostgreSQL's order.
     pub fn encode(&self, buf: &mut BytesMut) {
         let start = buf.len();
         buf.put_u8(b'E');
@@ -46,6 +55,9 @@ impl PgError {
         }
         if let Some(hint) = &self.hint {
             put_field(buf, b'H', hint);
+        }
+        if let Some(position) = self.position {
+            put_field(buf, b'P', &position.to_string());
         }
         buf.put_u8(0);
         finish_message(buf, start);
@@ -86,6 +98,7 @@ pub fn from_server(body: &[u8]) -> PgError {
         code: get(b'C').unwrap_or_else(|| "XX000".into()),
         message: get(b'M').unwrap_or_default(),
         hint: get(b'H'),
+        position: get(b'P').and_then(|p| p.parse().ok()),
     }
 }
 
@@ -95,7 +108,7 @@ mod tests {
 
     #[test]
     fn round_trips_through_the_wire_format() {
-        let e = PgError::fatal("28P01", "token expired").with_hint("get a new token");
+        let e = PgError::error("42601", "syntax error").with_hint("get a new token").at(Some(7));
         let mut buf = BytesMut::new();
         e.encode(&mut buf);
         assert_eq!(buf[0], b'E');

@@ -31,8 +31,10 @@ impl Relay<'_> {
 }
 
 fn lock_refusal(e: &LockKeyError) -> Refusal {
-    if let LockKeyError::Unparsable(_) = e {
-        return Refusal::of(&Violation::new(Rule::Unparsable, e.to_string()));
+    match e {
+        LockKeyError::Unparsable(_) => return Refusal::of(&Violation::new(Rule::Unparsable, e.to_string())),
+        LockKeyError::Syntax(syntax) => return Refusal::of(&Violation::syntax(syntax.clone())),
+        LockKeyError::Unscopable => {}
     }
     let Refusal { rule, error } = Refusal::of(&Violation::new(Rule::AdvisoryLock, e.to_string()));
     Refusal { rule, error: error.with_hint(HINT) }

@@ -26,6 +26,7 @@ impl Relay<'_> {
             let scope = ChannelScope::for_tenant(&self.identity.context.tenant);
             notify::scope_channels(sql, &scope, exempt()).map_err(|e| match e {
                 ChannelError::Unparsable(_) => Refusal::of(&Violation::new(Rule::Unparsable, e.to_string())),
+                ChannelError::Syntax(e) => Refusal::of(&Violation::syntax(e)),
                 ChannelError::TooLong(_) => Refusal {
                     rule: Rule::NotifyChannel,
                     error: PgError::error("42622", format!("rlsproxy: {e}")).with_hint(format!(

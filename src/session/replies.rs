@@ -194,5 +194,6 @@ pub(super) fn injection_failed(e: PgError) -> PgError {
             e.message
         ),
         hint: e.hint,
+        position: None,
     }
 }

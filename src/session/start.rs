@@ -48,7 +48,10 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Rela
         identity.context.subject.as_deref(),
         &identity.database,
     );
-    let cancel = shared.cancels.register();
+    // Session pooling: the client is given its server connection's real pid, as
+    // `pg_backend_pid()` and notifications show it; transaction pooling: a proxy-issued one.
+    let real_pid = (shared.pool_mode == PoolMode::Session).then(|| server.pid());
+    let cancel = shared.cancels.register(real_pid);
     let client_params = server.params.clone();
     let mut out = BytesMut::new();
     backend::authentication(&mut out, 0);
@@ -144,7 +147,7 @@ pub(super) fn pool_error(e: &PoolError, severity: &'static str) -> PgError {
         }
         PoolError::Connect(e) => ("08006", format!("rlsproxy: the upstream server is unavailable: {e}"), None),
     };
-    let mut error = PgError { severity, code: code.into(), message, hint: None };
+    let mut error = PgError { severity, code: code.into(), message, hint: None, position: None };
     if let Some(hint) = hint {
         error = error.with_hint(hint);
     }

@@ -291,7 +291,7 @@ impl Env {
     /// would: what follows gets 25P02 until the block ends, and COMMIT rolls back.
     pub fn check_block_failed(&mut self, label: &str, expect: Expect, reply: &Reply) {
         let refusal = matches!(expect, Expect::Guard(_) | Expect::Reserved);
-        let refused = reply.errors.first().is_some_and(|e| e.code == "42501");
+        let refused = reply.errors.first().is_some_and(|e| matches!(e.code.as_str(), "42501" | "42601"));
         if self.mode.guarded() && refusal && refused && !reply.errors.iter().any(|e| e.code == "25P02") {
             self.fail(label, "the refusal did not fail the transaction block: the statements after it ran");
         }
@@ -343,10 +343,12 @@ pub fn leaked(texts: &[String]) -> Option<&String> {
 /// Why a guarded configuration's answer is not `expect`, if it is not.
 fn unmet(expect: Expect, reply: &Reply) -> Option<String> {
     let first = reply.errors.first();
+    // Text the guard cannot parse is refused with PostgreSQL's own syntax error (42601).
     let refused = |e: &crate::session::ServerError, rules: &[&str]| {
         e.code == "42501"
             && e.message.starts_with("rlsproxy refused the statement: ")
             && rules.iter().any(|r| e.message.ends_with(&format!("(rule {r})")))
+            || e.code == "42601" && rules.contains(&"unparsable")
     };
     match expect {
         Expect::Guard(rules) if first.is_some_and(|e| refused(e, rules)) => None,

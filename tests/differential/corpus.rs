@@ -749,3 +749,22 @@ fn other(oids: &Oids) -> Vec<Case> {
         ),
     ]
 }
+
+/// Syntax errors, run with the guard on: it answers them itself, as PostgreSQL would.
+pub fn syntax_errors() -> Vec<Case> {
+    let after = || q("SELECT 'after' AS after");
+    let parse_fails = |sql: &str| {
+        Msgs::new().parse("s1", "SELECT 1 AS ok", &[]).parse("", sql, &[]).bind_text("", "", &[]).execute("", 0).sync()
+    };
+    vec![
+        case("syntax/select-from-where", vec![q("SELECT FROM WHERE"), after()]),
+        case("syntax/misspelled-keyword", vec![q("SELEC 1"), after()]),
+        case("syntax/unterminated-quote", vec![q("SELECT 'abc"), after()]),
+        case("syntax/end-of-input", vec![q("SELECT 1 +"), after()]),
+        case("syntax/after-multibyte-text", vec![q("SELECT 'é€' AS e, FROM documents"), after()]),
+        case("syntax/second-statement", vec![q("SELECT 1 AS a; SELECT 2 AS b FROM WHERE; SELECT 3"), after()]),
+        case("syntax/in-transaction-block", vec![q("BEGIN"), q("SELEC 1"), q("SELECT 1"), q("ROLLBACK"), after()]),
+        case("syntax/parse", vec![step(parse_fails("SELECT FROM WHERE"), 1), after()]),
+        case("syntax/parse-unterminated-quote", vec![step(parse_fails("SELECT $1 || 'x"), 1), after()]),
+    ]
+}

@@ -61,6 +61,33 @@ async fn cancel_request_with_a_wrong_key_cancels_nothing() {
     assert_eq!(s.query("SELECT title FROM documents ORDER BY id").await.column(), GLOBEX_TITLES);
 }
 
+/// Session pooling gives the client its server connection's real pid (as
+/// `pg_backend_pid()` shows it); the proxy's secret still picks out that client alone.
+#[tokio::test]
+async fn session_mode_key_has_the_real_backend_pid_and_cancels_that_client_only() {
+    let proxy = proxy::start_default().await;
+    let mut a = RawSession::open(&proxy, &proxy.token("1"), &[]).await;
+    let mut b = RawSession::open(&proxy, &proxy.token("2"), &[]).await;
+    for s in [&mut a, &mut b] {
+        let pid = s.query("SELECT pg_backend_pid()").await.column();
+        assert_eq!(pid, [s.key.0.to_string()], "BackendKeyData pid is the server's");
+    }
+    a.conn.send_query("SELECT pg_sleep(10) /* relay-real-pid-a */").await;
+    b.conn.send_query("SELECT pg_sleep(2) /* relay-real-pid-b */").await;
+    wait_until_running("relay-real-pid-a").await;
+    wait_until_running("relay-real-pid-b").await;
+    // B's pid with A's secret, and A's pid with B's secret, match no key.
+    send_cancel(&proxy, b.key.0, a.key.1).await;
+    send_cancel(&proxy, a.key.0, b.key.1).await;
+    let started = Instant::now();
+    send_cancel(&proxy, a.key.0, a.key.1).await;
+    assert_eq!(a.reply().await.error(), ("57014", "canceling statement due to user request"));
+    assert!(started.elapsed() < Duration::from_secs(5), "cancelled promptly");
+    let reply = b.reply().await;
+    assert!(reply.errors.is_empty(), "B not cancelled: {:?}", reply.errors);
+    assert_eq!(reply.tags, ["SELECT 1"]);
+}
+
 async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
     client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
 }

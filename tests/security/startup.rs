@@ -35,14 +35,16 @@ async fn startup_parameters_outside_the_allow_list_are_refused() {
         (
             "FATAL".into(),
             "42501".into(),
-            "rlsproxy does not accept the \"options\" startup parameter: server settings cannot be changed at \
-             connection time through the proxy"
-                .into()
+            "rlsproxy does not accept the setting \"app.current_tenant\" in the \"options\" startup parameter".into()
         )
     );
 
-    let f = refused_startup(proxy.addr, &[("options", "-c app.current_tenant=2")]).await;
-    assert_eq!(sev_code_msg(&f).1, "42501");
+    let refused_option =
+        |name: &str| format!("rlsproxy does not accept the setting \"{name}\" in the \"options\" startup parameter");
+    let f = refused_startup(proxy.addr, &[("options", "-c application_name=x -c search_path=evil")]).await;
+    assert_eq!(sev_code_msg(&f), ("FATAL", "42501", refused_option("search_path").as_str()));
+    let f = refused_startup(proxy.addr, &[("options", "--role=admin_role")]).await;
+    assert_eq!(sev_code_msg(&f), ("FATAL", "42501", refused_option("role").as_str()));
     let f = refused_startup(proxy.addr, &[("search_path", "evil, public")]).await;
     assert_eq!(sev_code_msg(&f), ("FATAL", "42501", "rlsproxy does not accept the startup parameter \"search_path\""));
     let f = refused_startup(proxy.addr, &[("app.current_tenant", "2")]).await;
@@ -171,4 +173,40 @@ async fn invalid_startup_lengths_and_garbage_are_harmless() {
     let noise: Vec<u8> = [0xde, 0xad, 0xbe, 0xef].into_iter().chain((0..60u32).map(|i| (i * 37 + 11) as u8)).collect();
     let _ = garbage(proxy.addr, &noise).await;
     assert_serves(&proxy).await;
+}
+
+/// Allowed settings in `options` apply as separate startup parameters would, escapes and
+/// long options read as PostgreSQL reads them; through libpq's `PGOPTIONS` too.
+#[tokio::test]
+async fn allowed_settings_in_options_apply() {
+    let proxy = proxy::start_default().await;
+    let token = proxy.token("1");
+    let options = "-c application_name=with\\ space --statement-timeout=5s -clock_timeout=2s";
+    let (mut c, _) = raw_login(&proxy, &token, &[("options", options), ("lock_timeout", "3s")]).await;
+    let shown = raw_query(
+        &mut c,
+        "SELECT current_setting('application_name') UNION ALL SELECT current_setting('statement_timeout') \
+         UNION ALL SELECT current_setting('lock_timeout') UNION ALL SELECT current_setting('app.current_tenant')",
+    )
+    .await;
+    assert_eq!(first_column(&shown), ["with space", "5s", "3s", "1"], "a startup parameter overrides options");
+
+    let port = proxy.addr.port();
+    let conninfo = format!("host=127.0.0.1 port={port} user=alice dbname=app password={token} sslmode=disable");
+    let out = tokio::task::spawn_blocking(move || {
+        crate::common::postgres()
+            .psql()
+            .env("PGOPTIONS", "-c application_name=x -c statement_timeout=5s -c lock_timeout=2s")
+            .arg(conninfo)
+            .args(["-At", "-c", "SHOW application_name", "-c", "SHOW statement_timeout", "-c", "SHOW lock_timeout"])
+            .output()
+            .expect("run psql")
+    })
+    .await
+    .expect("psql task");
+    // psql also sends application_name=psql as a parameter of its own, which wins over
+    // options, as with PostgreSQL itself.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout, "psql\n5s\n2s\n", "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
 }

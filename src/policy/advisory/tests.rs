@@ -95,7 +95,7 @@ fn uses_the_proxy_cannot_scope_are_refused() {
     ] {
         assert_eq!(rewrite(sql), Err(LockKeyError::Unscopable), "{sql}");
     }
-    assert!(matches!(rewrite("SELECT pg_advisory_lock("), Err(LockKeyError::Unparsable(_))));
+    assert!(matches!(rewrite("SELECT pg_advisory_lock("), Err(LockKeyError::Syntax(_))));
 }
 
 #[test]
@@ -112,4 +112,12 @@ fn the_tenants_hash_and_the_oids_are_the_servers() {
     assert_eq!(LockScope::for_tenant("1").tenant_hex, T1);
     assert!(is_lock_function_oid(2880) && is_lock_function_oid(2891) && is_lock_function_oid(3096));
     assert!(!is_lock_function_oid(2892), "pg_advisory_unlock_all");
+}
+
+#[test]
+fn a_syntax_error_is_answered_as_postgresql_answers_it() {
+    let Err(LockKeyError::Syntax(e)) = rewrite("SELECT pg_advisory_lock(1) FROM WHERE") else {
+        panic!("not a syntax error")
+    };
+    assert_eq!((e.message.as_str(), e.position), ("syntax error at or near \"WHERE\"", Some(33)));
 }

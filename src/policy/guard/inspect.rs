@@ -6,6 +6,7 @@
 use super::Guard;
 use super::rule::{Rule, Violation};
 use super::walk::{Visit, walk};
+use crate::policy::syntax::syntax_error;
 
 /// Functions and relations of large objects (`lo` extension's included).
 const LARGE_OBJECT_NAMES: &[&str] = &[
@@ -52,7 +53,10 @@ impl Guard {
         let text = as_parsed_by_the_server(sql);
         let parsed = match pg_query::parse(&text, 0) {
             Ok(parsed) => parsed,
-            Err(e) => return unparsable(format!("a statement the parser cannot parse ({e})")),
+            Err(e) => match syntax_error(&text) {
+                Some(syntax) => return vec![Violation::syntax(syntax)],
+                None => return unparsable(format!("a statement the parser cannot parse ({e})")),
+            },
         };
         let mut v = Inspection::new(self);
         if walk(&parsed.protobuf, &mut v).is_err() {

@@ -1,5 +1,6 @@
 //! The guard's rules, what it found, and what the client gets.
 
+use crate::policy::syntax::SyntaxError;
 use crate::protocol::PgError;
 
 /// A rule the guard applies; operators may be exempted from some (see `[guard]`).
@@ -134,12 +135,21 @@ pub struct Violation {
     /// transaction, whose injection the relay awaits, see `Relay::awaits_reset`). Pools send
     /// exactly that: asyncpg's ends with `RESET ALL`, Npgsql's is `DISCARD ALL`.
     pub closing_reset: bool,
+    /// For an unparsable text, the parser's error: the client gets it as PostgreSQL would
+    /// send it (drivers rely on its SQLSTATE and position). Never cached: the position
+    /// depends on the literals the cache key collapses.
+    pub syntax: Option<SyntaxError>,
 }
 
 impl Violation {
     /// A violation of `rule`; `what` is cut to a name's length, so that a verdict stays small.
     pub fn new(rule: Rule, what: String) -> Self {
-        Self { rule, what: truncated(what), closing_reset: false }
+        Self { rule, what: truncated(what), closing_reset: false, syntax: None }
+    }
+
+    /// An unparsable text, refused with the parser's own error.
+    pub fn syntax(e: SyntaxError) -> Self {
+        Self { syntax: Some(e), ..Self::new(Rule::Unparsable, "a statement the parser cannot parse".into()) }
     }
 }
 
@@ -153,8 +163,11 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    /// The guard's ERROR 42501 for `v`.
+    /// The guard's ERROR 42501 for `v`; PostgreSQL's own 42601 for a syntax error.
     pub fn of(v: &Violation) -> Self {
+        if let Some(e) = &v.syntax {
+            return Self { rule: v.rule, error: PgError::error("42601", e.message.clone()).at(e.position) };
+        }
         let error =
             PgError::error("42501", format!("rlsproxy refused the statement: {} (rule {})", v.what, v.rule.name()))
                 .with_hint("The tenant context comes from the token and cannot be changed or escaped with SQL.");

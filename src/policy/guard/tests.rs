@@ -305,3 +305,17 @@ fn reserved_names_are_refused_even_with_the_guard_off() {
         assert!(err.is_some_and(|m| m.ends_with("(rule reserved_name)")), "{sql}");
     }
 }
+
+#[test]
+fn unparsable_text_gets_postgresqls_syntax_error_at_its_own_position() {
+    let g = guard();
+    // Same cache key (numbers collapsed), different positions: each its own.
+    for (sql, position) in [("SELECT 1, FROM x", 11), ("SELECT 12345, FROM x", 15)] {
+        let Err(Refusal { rule, error }) = g.check_sql(sql.as_bytes(), None, false) else { panic!("{sql} passed") };
+        assert_eq!(rule, Rule::Unparsable, "the metrics label stays");
+        assert_eq!(
+            (error.severity, error.code.as_str(), error.message.as_str(), error.position),
+            ("ERROR", "42601", "syntax error at or near \"FROM\"", Some(position))
+        );
+    }
+}
