@@ -177,10 +177,14 @@ async fn oversized_query_in_pieces_is_fatal() {
     assert_serves(&proxy).await;
 }
 
-/// The BackendKeyData the client gets is the proxy's, not the upstream backend's.
+/// In transaction pooling the BackendKeyData the client gets is the proxy's, naming no
+/// upstream backend (each transaction may run on another one); session pooling gives the
+/// real pid (tests/relay).
 #[tokio::test]
-async fn backend_key_data_is_not_the_upstream_pid() {
-    let proxy = proxy::start_default().await;
+async fn backend_key_data_in_transaction_mode_is_not_an_upstream_pid() {
+    let mut cfg = proxy::base_config(crate::common::postgres());
+    cfg.pool.mode = rlsproxy::config::PoolMode::Transaction;
+    let proxy = proxy::start(cfg).await;
     let (mut c, msgs) = raw_login(&proxy, &proxy.token("1"), &[]).await;
     let keys: Vec<_> = msgs.iter().filter(|(t, _)| *t == b'K').collect();
     assert_eq!(keys.len(), 1, "{}", tags(&msgs));
