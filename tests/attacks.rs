@@ -1,4 +1,4 @@
-//! The attack suite (issue 4, DESIGN.md section 4). A tenant-1 client tries every known way
+//! The attack suite (README "Security model in brief"). A tenant-1 client tries every known way
 //! (and a few more) to read, write or learn tenant 2's rows, or to change its own tenant or
 //! role. Every attempt runs in three configurations: session pooling with the statement
 //! guard, transaction pooling (pool of 2) with the guard, and session pooling with the guard

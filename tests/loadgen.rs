@@ -1,4 +1,4 @@
-//! CI check of the load generator (`examples/loadgen.rs`, issue 5): it builds, and a short
+//! CI check of the load generator (`examples/loadgen.rs`): it builds, and a short
 //! run of 40 clients over 10 tenants through a transaction-mode proxy with 4 server
 //! connections completes transactions with no error and no row of another tenant.
 #![allow(clippy::expect_used, clippy::unwrap_used)]

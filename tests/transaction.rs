@@ -1,4 +1,4 @@
-//! Transaction pooling (`pool.mode = "transaction"`, issue 3, DESIGN.md section 3):
+//! Transaction pooling (`pool.mode = "transaction"`, README "Transaction pooling rules"):
 //! many clients of many tenants share a few server connections, each lent for
 //! one transaction. What must hold, by module:
 //! - [`state`]: session state (temp tables, WITH HOLD cursors, SQL PREPARE,

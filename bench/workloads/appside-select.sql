@@ -1,4 +1,4 @@
--- What an application does without rlsproxy (DESIGN.md section 6): its own
+-- What an application does without rlsproxy (README, top): its own
 -- transaction around every query, to scope set_config to it (PgBouncer-safe).
 \set aid random(1, 100000 * :scale)
 BEGIN;

@@ -1,4 +1,4 @@
-//! The tenant context injection (DESIGN.md section 2): one statement prepared
+//! The tenant context injection (README "Security model in brief"): one statement prepared
 //! once per server connection under a reserved name, executed at every
 //! transaction start with the client's values as bind parameters, so they never
 //! appear in SQL text, pg_stat_activity or the server log.

@@ -1,4 +1,4 @@
-//! Named prepared statements under transaction pooling (DESIGN.md section 3).
+//! Named prepared statements under transaction pooling (README "Transaction pooling rules").
 //!
 //! A client's statement names are its own; on the server a statement is named
 //! after a hash of its text (`rlsproxy_s_…`), so clients preparing the same query
