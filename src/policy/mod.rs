@@ -55,6 +55,21 @@ impl SqlText {
         words.windows(2).any(|w| matches!(w, ["deallocate" | "discard" | "prepare", "all"]))
     }
 
+    /// The statement a Query of exactly one `DEALLOCATE [PREPARE] name` names (not `ALL`),
+    /// as the server would read the name (folded unless quoted).
+    pub fn deallocated_statement(&self, sql: &[u8]) -> Option<String> {
+        use pg_query::protobuf::node::Node;
+        if self.words().next() != Some("deallocate") {
+            return None;
+        }
+        let parsed = pg_query::parse(std::str::from_utf8(sql).ok()?, 0).ok()?;
+        let [stmt] = parsed.protobuf.stmts.as_slice() else { return None };
+        match stmt.stmt.as_ref()?.node.as_ref()? {
+            Node::DeallocateStmt(d) if !d.name.is_empty() => Some(d.name.clone()),
+            _ => None,
+        }
+    }
+
     fn words(&self) -> impl Iterator<Item = &str> {
         self.0.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').filter(|w| !w.is_empty())
     }
@@ -63,6 +78,17 @@ impl SqlText {
 #[cfg(test)]
 mod tests {
     use super::SqlText;
+
+    #[test]
+    fn a_lone_deallocate_names_its_statement_as_the_server_reads_it() {
+        let named = |sql: &str| SqlText::new(sql.as_bytes()).deallocated_statement(sql.as_bytes());
+        assert_eq!(named("DEALLOCATE s1").as_deref(), Some("s1"));
+        assert_eq!(named("  deallocate PREPARE S1 ;").as_deref(), Some("s1"));
+        assert_eq!(named("DEALLOCATE \"S1\"").as_deref(), Some("S1"));
+        for sql in ["DEALLOCATE ALL", "DEALLOCATE PREPARE ALL", "DEALLOCATE a; SELECT 1", "SELECT 1", "DEALLOCATE"] {
+            assert_eq!(named(sql), None, "{sql}");
+        }
+    }
 
     #[test]
     fn resets_are_whole_words() {

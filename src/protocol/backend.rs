@@ -43,6 +43,14 @@ pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
     finish_message(buf, start);
 }
 
+/// CommandComplete with `tag` (e.g. `DEALLOCATE`).
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    let start = begin(buf, b'C');
+    buf.put_slice(tag.as_bytes());
+    buf.put_u8(0);
+    finish_message(buf, start);
+}
+
 /// ReadyForQuery with status `I`, `T` or `E`.
 pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     let start = begin(buf, b'Z');

@@ -112,6 +112,9 @@ impl Relay<'_> {
             (false, None) => None,
         };
         let refusal = scope_refusal.or(refusal);
+        if refusal.is_none() && self.deallocated_locally(tag, sql) {
+            return Ok(None);
+        }
         let refusal = refusal.map(|r| {
             self.shared.metrics.guard_rejection(r.rule.name());
             tracing::info!(message = r.error.message, "statement refused");
@@ -227,6 +230,26 @@ impl Relay<'_> {
     }
 
     /// Remembers which prepared statements need the awaited injection (see `isolating_statements`).
+    /// Transaction pooling: SQL `DEALLOCATE name` of one of the client's protocol-level
+    /// statements, which live on the server under proxy names. Answered here, as PostgreSQL
+    /// would answer it, when it is a whole Query and nothing is in flight: the client's name
+    /// is forgotten (drivers such as pgx, PDO and ActiveRecord deallocate what their
+    /// statement caches evict). In a failed block it goes to the server, which refuses it.
+    fn deallocated_locally(&mut self, tag: u8, sql: Option<&[u8]>) -> bool {
+        let Some(sql) = sql.filter(|_| tag == b'Q' && self.transaction_mode()) else { return false };
+        if !self.batch_start || !self.tracker.is_empty() || self.status == b'E' {
+            return false;
+        }
+        let Some(name) = SqlText::new(sql).deallocated_statement(sql) else { return false };
+        if !self.statements.forget(name.as_bytes()) {
+            return false;
+        }
+        self.isolating_statements.remove(name.as_bytes());
+        backend::command_complete(&mut self.to_client, "DEALLOCATE");
+        backend::ready_for_query(&mut self.to_client, self.status);
+        true
+    }
+
     fn track_statement(&mut self, tag: u8, body: &[u8], text: Option<&SqlText>) {
         let closes_statement = tag == b'C' && body.first() == Some(&b'S');
         if tag != b'P' && !closes_statement {

@@ -188,6 +188,12 @@ impl ClientStatements {
         Ok(out)
     }
 
+    /// Forgets the client's statement `name`; whether it had one. (The server's copy stays
+    /// in the connection's cache, for other clients with the same text.)
+    pub fn forget(&mut self, name: &[u8]) -> bool {
+        self.named.remove(name).is_some()
+    }
+
     /// The client ran `DEALLOCATE ALL` or `DISCARD ALL`: its statement names are gone too.
     pub fn forget_all(&mut self) {
         self.named.clear();

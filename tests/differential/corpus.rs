@@ -446,9 +446,34 @@ fn extended() -> Vec<Case> {
                 5,
             )],
         ),
+        // SQL DEALLOCATE of a protocol-level statement (what pgx, PDO and ActiveRecord send
+        // when their statement caches evict): in transaction pooling the proxy answers it.
+        case(
+            "statements/deallocate-protocol-statement",
+            vec![
+                step(Msgs::new().parse("dp1", "SELECT $1::int4 + 1 AS n", &[23]).sync(), 1),
+                step(Msgs::new().bind_text("", "dp1", &["1"]).execute("", 0).sync(), 1),
+                q("DEALLOCATE dp1"),
+                step(Msgs::new().bind_text("", "dp1", &["1"]).execute("", 0).sync(), 1),
+                q("BEGIN"),
+                step(Msgs::new().parse("Dp2", "SELECT 2 AS n", &[]).sync(), 1),
+                q("DEALLOCATE PREPARE \"Dp2\""),
+                q("SELECT 3 AS n"),
+                step(Msgs::new().bind_text("", "Dp2", &[]).execute("", 0).sync(), 1),
+                q("COMMIT"),
+                step(Msgs::new().parse("dp3", "SELECT 4 AS n", &[]).sync(), 1),
+                q("BEGIN"),
+                q("SELECT 1/0"),
+                q("DEALLOCATE dp3"),
+                q("ROLLBACK"),
+                step(Msgs::new().bind_text("", "dp3", &[]).execute("", 0).sync(), 1),
+                q("DEALLOCATE dp3"),
+                q("DEALLOCATE dp3"),
+            ],
+        ),
         Case {
             // README, "Transaction pooling rules": protocol-level statements live under proxy
-            // names on the server, so SQL EXECUTE/DEALLOCATE cannot see them (as in PgBouncer).
+            // names on the server, so SQL EXECUTE cannot see them (as in PgBouncer).
             session_only: Some("SQL cannot name protocol-level statements in transaction pooling"),
             ..case(
                 "statements/protocol-statement-from-sql",
