@@ -232,3 +232,53 @@ fn assert_inheriting_role_refused(jwt_extra: &str) {
     std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read");
     assert!(stderr.contains("unsafe upstream role: upstream.user inherits the privileges of admin_role"), "{stderr}");
 }
+
+/// A configuration the TOML parser rejects is reported with its line, never the line's text:
+/// a `secret = "…` missing its closing quote would print the secret.
+#[test]
+fn a_syntax_error_in_the_configuration_never_prints_the_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rlsproxy.toml");
+    std::fs::write(
+        &path,
+        "[listen]\naddress = \"127.0.0.1:6432\"\n\n[jwt]\nsecret = \"hunter2-hunter2-hunter2-hunter2-x\n",
+    )
+    .expect("write config");
+    let (code, stdout, stderr) = run(&["check-config", "--config", path.to_str().expect("utf8")]);
+    assert_eq!(code, 1);
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"), "{stdout}{stderr}");
+    assert!(stderr.starts_with("rlsproxy: ") && stderr.contains("line 5"), "{stderr}");
+}
+
+/// Environment overrides keep a string's exact text (a numeric-looking secret is not read as
+/// a number), numbers are still read where the key is one, and every list key takes a
+/// comma-separated list.
+#[test]
+fn environment_overrides_keep_strings_and_take_lists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(&dir, 6432, ("u", "p"), "");
+    let path_str = path.to_str().expect("utf8");
+    let secret = "0000000000000000000000000000000000000042";
+    let out = Command::new(BIN)
+        .args(["token", "--config", path_str, "--tenant", "7", "--ttl", "5m"])
+        .env("RLSPROXY__JWT__SECRET", secret)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rlsproxy");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let text = std::fs::read_to_string(&path).expect("config").replace(common::proxy::SECRET, secret);
+    let config = Config::from_toml(&text).expect("config");
+    let ctx = Verifier::from_config(&config.jwt).expect("verifier").verify(&token).expect("signed with the exact text");
+    assert_eq!(ctx.tenant, "7");
+
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", path_str])
+        .env("RLSPROXY__GUARD__OPERATOR_ROLES", "migrator,admin")
+        .env("RLSPROXY__GUARD__OPERATOR_ALLOWS", "do,explain")
+        .env("RLSPROXY__LISTEN__SHUTDOWN_GRACE_S", "3")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rlsproxy");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

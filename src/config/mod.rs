@@ -59,21 +59,12 @@ impl Config {
     /// Parses a configuration file's TOML `text`, applies `RLSPROXY__SECTION__KEY` overrides,
     /// and validates: what [`Config::load`] does after reading the file.
     pub fn from_text_with_env(text: &str) -> Result<Self, ConfigError> {
-        let raw = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("RLSPROXY")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .list_separator(",")
-                    .with_list_parse_key("jwt.algorithms")
-                    .with_list_parse_key("jwt.allowed_roles")
-                    .with_list_parse_key("doctor.schemas")
-                    .try_parsing(true),
-            )
-            .build()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        let raw = env_overrides(
+            config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml)),
+        )?
+        .build()
+        .map_err(load_error)?;
+        let cfg: Config = raw.try_deserialize().map_err(load_error)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -103,8 +94,8 @@ impl Config {
         let raw = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+            .map_err(load_error)?;
+        let cfg: Config = raw.try_deserialize().map_err(load_error)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -131,4 +122,45 @@ pub fn read_secret(
         }
         (None, None) => Ok(None),
     }
+}
+
+/// Keys whose environment override is a comma-separated list.
+const LIST_KEYS: &[&str] = &[
+    "jwt.algorithms",
+    "jwt.allowed_roles",
+    "guard.protected_prefixes",
+    "guard.sql_functions",
+    "guard.forbidden_objects",
+    "guard.operator_roles",
+    "guard.operator_allows",
+    "doctor.schemas",
+];
+
+/// `RLSPROXY__SECTION__KEY` variables as overrides of `section.key`. Values stay text (a
+/// secret or password `007` must not become `7`; numbers and booleans are read from the
+/// text where the key is one); list keys split at commas.
+fn env_overrides(
+    mut builder: config::ConfigBuilder<config::builder::DefaultState>,
+) -> Result<config::ConfigBuilder<config::builder::DefaultState>, ConfigError> {
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else { continue };
+        let Some(key) = name.strip_prefix("RLSPROXY__") else { continue };
+        let key = key.to_lowercase().replace("__", ".");
+        builder = if LIST_KEYS.contains(&key.as_str()) {
+            let items: Vec<String> = value.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+            builder.set_override(&key, items)
+        } else {
+            builder.set_override(&key, value)
+        }
+        .map_err(load_error)?;
+    }
+    Ok(builder)
+}
+
+/// A loading error without the source excerpt the TOML parser adds: that excerpt quotes the
+/// line, which may hold a secret (a `secret = "…` missing its closing quote).
+fn load_error(e: config::ConfigError) -> ConfigError {
+    let text = e.to_string();
+    let kept: Vec<&str> = text.lines().filter(|l| !l.contains('|')).map(str::trim).filter(|l| !l.is_empty()).collect();
+    ConfigError::Load(kept.join(": "))
 }
