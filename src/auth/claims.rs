@@ -44,10 +44,10 @@ impl Rules {
             Some(exp) if expired(exp, now, self.leeway_s) => return Err(AuthError::Expired),
             _ => {}
         }
-        if let Some(nbf) = numeric_date(&claims, "nbf")? {
-            if now.saturating_add(self.leeway_s) < nbf {
-                return Err(AuthError::NotYetValid);
-            }
+        if let Some(nbf) = numeric_date(&claims, "nbf")?
+            && now.saturating_add(self.leeway_s) < nbf
+        {
+            return Err(AuthError::NotYetValid);
         }
         if let Some(issuer) = &self.issuer {
             match claims.get("iss") {

@@ -41,7 +41,7 @@ pub fn is_valid_kid(kid: &str) -> bool {
 /// whitespace ignored). `None` when it is not hex or shorter than [`MIN_KEY_LEN`] bytes.
 pub fn key_from_hex(text: &str) -> Option<Vec<u8>> {
     let text = text.trim().as_bytes();
-    if text.len() % 2 != 0 || text.len() / 2 < MIN_KEY_LEN {
+    if !text.len().is_multiple_of(2) || text.len() / 2 < MIN_KEY_LEN {
         return None;
     }
     text.chunks(2)
