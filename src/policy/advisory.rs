@@ -218,31 +218,15 @@ struct Walk {
 
 impl Walk {
     fn visit(&mut self, root: &Value) {
-        let mut stack = vec![root];
-        while let Some(value) = stack.pop() {
-            match value {
-                Value::Object(map) => {
-                    for (key, child) in map {
-                        match key.as_str() {
-                            "FuncCall" => self.call(child),
-                            "sval" if child.as_str().is_some_and(is_lock_function) => self.names += 1,
-                            _ => {}
-                        }
-                        stack.push(child);
-                    }
-                }
-                Value::Array(items) => stack.extend(items),
-                _ => {}
-            }
-        }
+        rewrite::for_each_entry(root, |key, child| match key {
+            "FuncCall" => self.call(child),
+            "sval" if child.as_str().is_some_and(is_lock_function) => self.names += 1,
+            _ => {}
+        });
     }
 
     fn call(&mut self, call: &Value) {
-        let names: Vec<&str> = call
-            .get("funcname")
-            .and_then(Value::as_array)
-            .map(|n| n.iter().filter_map(|n| n.pointer("/node/String/sval").and_then(Value::as_str)).collect())
-            .unwrap_or_default();
+        let names = rewrite::function_name(call);
         let ours = match names.as_slice() {
             [name] => is_lock_function(name),
             [schema, name] => schema.eq_ignore_ascii_case("pg_catalog") && is_lock_function(name),

@@ -112,7 +112,8 @@ impl Relay<'_> {
             (false, None) => None,
         };
         let refusal = scope_refusal.or(refusal);
-        if refusal.is_none() && self.deallocated_locally(tag, sql) {
+        let text = sql.map(SqlText::new);
+        if refusal.is_none() && self.deallocated_locally(tag, sql.zip(text.as_ref())) {
             return Ok(None);
         }
         let refusal = refusal.map(|r| {
@@ -124,7 +125,6 @@ impl Relay<'_> {
             self.tenant_metrics.queries.inc();
         }
         let simple = matches!(tag, b'Q' | b'F');
-        let text = sql.map(SqlText::new);
         self.track_statement(tag, body, text.as_ref());
         let starts_batch = self.batch_start;
         if self.batch_start && !matches!(tag, b'd' | b'c' | b'f') {
@@ -235,12 +235,12 @@ impl Relay<'_> {
     /// would answer it, when it is a whole Query and nothing is in flight: the client's name
     /// is forgotten (drivers such as pgx, PDO and ActiveRecord deallocate what their
     /// statement caches evict). In a failed block it goes to the server, which refuses it.
-    fn deallocated_locally(&mut self, tag: u8, sql: Option<&[u8]>) -> bool {
-        let Some(sql) = sql.filter(|_| tag == b'Q' && self.transaction_mode()) else { return false };
+    fn deallocated_locally(&mut self, tag: u8, sql: Option<(&[u8], &SqlText)>) -> bool {
+        let Some((sql, text)) = sql.filter(|_| tag == b'Q' && self.transaction_mode()) else { return false };
         if !self.batch_start || !self.tracker.is_empty() || self.status == b'E' {
             return false;
         }
-        let Some(name) = SqlText::new(sql).deallocated_statement(sql) else { return false };
+        let Some(name) = text.deallocated_statement(sql) else { return false };
         if !self.statements.forget(name.as_bytes()) {
             return false;
         }
