@@ -147,31 +147,52 @@ REVOKE ALL ON TABLE rlsproxy.keys FROM PUBLIC;
 -- Earlier versions of this file computed HMACs with pgcrypto through this.
 DROP FUNCTION IF EXISTS rlsproxy.hmac_sha256(bytea, bytea);
 
--- The verified context, one row: the tenant, the tenant as int4 (NULL when it
--- is not one), the role claim, the key id and the payload; all NULL when the
--- setting is missing or empty, malformed, signed with an unknown kid, forged or
--- tampered with, or expired. Never raises for anything a client can send; a
--- correctly signed payload that is not UTF-8 JSON (a signer bug, not an
+-- The payload of a value of the right shape: base64url -> base64 with padding,
+-- decoded, as JSON.
+CREATE OR REPLACE FUNCTION rlsproxy.payload_of(value text)
+RETURNS json
+LANGUAGE sql
+STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT convert_from(decode(rpad(translate(split_part(value, '.', 3), '-_', '+/'),
+                                    (length(split_part(value, '.', 3)) + 3) / 4 * 4, '='), 'base64'), 'UTF8')::json;
+END;
+
+-- A tenant as int4, NULL when it is not one.
+CREATE OR REPLACE FUNCTION rlsproxy.int4_or_null(tenant text)
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT CASE WHEN tenant ~ '^-?[0-9]{1,10}$' AND tenant::bigint BETWEEN -2147483648 AND 2147483647
+                THEN tenant::integer END;
+END;
+ALTER FUNCTION rlsproxy.payload_of(text) OWNER TO rlsproxy_owner;
+ALTER FUNCTION rlsproxy.int4_or_null(text) OWNER TO rlsproxy_owner;
+
+-- Verifies a signed value: one row of the tenant, the tenant as int4 (NULL
+-- when it is not one), the role claim, the key id and the payload; all NULL
+-- when the value is missing or empty, malformed, signed with an unknown kid,
+-- forged or tampered with, or expired. Never raises for anything a client can
+-- send; a correctly signed payload that is not UTF-8 JSON (a signer bug, not an
 -- attack: it needs the key) raises.
 --
--- The one SECURITY DEFINER function (it reads the keys); the accessors below
--- are plain SQL that the planner inlines, so a policy's
--- `(SELECT rlsproxy.tenant_id())` is one call of this per statement. Cost:
--- one HMAC with the built-in sha256() from the precomputed padded keys, one
--- key lookup whose plan PL/pgSQL keeps for the session (a LANGUAGE sql body is
--- planned again in every statement: measured 4 times slower), no regex over
--- the fields, no nested calls. `SET search_path` pins name resolution:
--- PL/pgSQL resolves names when it plans, in whatever search_path the caller
--- set, and a client may create operators or temporary objects of its own.
-CREATE OR REPLACE FUNCTION rlsproxy.context(
-    OUT tenant text, OUT tenant_id integer, OUT role text, OUT kid text, OUT payload json)
+-- SECURITY DEFINER: it reads the keys. Cost: one HMAC with the built-in
+-- sha256() from the precomputed padded keys, one key lookup whose plan PL/pgSQL
+-- keeps for the session (a LANGUAGE sql body is planned again in every
+-- statement: measured 4 times slower), no regex over the fields. Policies do
+-- not call it for every statement: see the admissions below. `SET search_path`
+-- pins name resolution: PL/pgSQL resolves names when it plans, in whatever
+-- search_path the caller set, and a client may create operators or temporary
+-- objects of its own.
+CREATE OR REPLACE FUNCTION rlsproxy.verify(
+    value text, OUT tenant text, OUT tenant_id integer, OUT role text, OUT kid text, OUT payload json)
 LANGUAGE plpgsql
 STABLE PARALLEL SAFE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    value text := current_setting('rlsproxy.signed_context', true);
     parts text[] := string_to_array(value, '.');
     key   record;
 BEGIN
@@ -194,17 +215,185 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Authentic from here on. base64url -> base64 with padding.
-    payload := convert_from(decode(rpad(translate(parts[3], '-_', '+/'), (length(parts[3]) + 3) / 4 * 4, '='),
-                                   'base64'), 'UTF8')::json;
+    -- Authentic from here on.
+    payload := rlsproxy.payload_of(value);
     IF json_typeof(payload -> 'tenant') = 'string' AND json_typeof(payload -> 'exp') = 'number'
        AND json_typeof(payload -> 'role') IN ('string', 'null')
        AND (payload ->> 'exp')::numeric > extract(epoch FROM now()) THEN
         tenant := payload ->> 'tenant';
-        tenant_id := CASE WHEN tenant ~ '^-?[0-9]{1,10}$' AND tenant::bigint BETWEEN -2147483648 AND 2147483647
-                          THEN tenant::integer END;
+        tenant_id := rlsproxy.int4_or_null(tenant);
         role := payload ->> 'role';
         kid := parts[2];
+    ELSE
+        payload := NULL;
+    END IF;
+END
+$fn$;
+ALTER FUNCTION rlsproxy.verify(text) OWNER TO rlsproxy_owner;
+REVOKE ALL ON FUNCTION rlsproxy.verify(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION rlsproxy.verify(text) TO PUBLIC;
+
+-- Admissions: what makes strict policies cheap. Verifying costs tens of
+-- microseconds, and policies would pay it in every statement; but a server
+-- connection of the proxy carries one signed value for many transactions. So
+-- the proxy admits the value it sets (rlsproxy.admit, in its injection):
+-- admitting verifies the value once and records, in this session's currval()
+-- of three sequences, its admission key (128 bits of SHA-256 over the value and
+-- the keys' epoch) and its expiry and int4 tenant. Only the sequences' owner
+-- can set them: app_proxy may read them (currval) but not call nextval or
+-- setval, so SQL that a client runs cannot record an admission of a value that
+-- did not verify. A value whose admission key is the recorded one is trusted
+-- without an HMAC or a key lookup.
+-- The marker setting `rlsproxy.admitted` (the backend pid) says whether the
+-- sequences were set in this session, as reading them before is an error. A
+-- client may set it to anything: at worst its own statements fail (after a
+-- DISCARD SEQUENCES) or take the slow way. A parallel worker has a pid of its
+-- own: it takes the slow way.
+-- Every change to rlsproxy.keys moves the epoch at once (a sequence does not
+-- wait for commit), which changes every admission key: deleting a key revokes
+-- its admitted values as it revokes the others.
+CREATE SEQUENCE IF NOT EXISTS rlsproxy.keys_epoch;
+CREATE SEQUENCE IF NOT EXISTS rlsproxy.admitted_hi AS bigint MINVALUE -9223372036854775808;
+CREATE SEQUENCE IF NOT EXISTS rlsproxy.admitted_lo AS bigint MINVALUE -9223372036854775808;
+-- expiry (unix seconds, at most 2^31 - 1) << 32 | tenant_id (its 32 bits); expiry
+-- 0 when the tenant is not an int4.
+CREATE SEQUENCE IF NOT EXISTS rlsproxy.admitted_tenant_id AS bigint MINVALUE -9223372036854775808;
+ALTER SEQUENCE rlsproxy.keys_epoch OWNER TO rlsproxy_owner;
+ALTER SEQUENCE rlsproxy.admitted_hi OWNER TO rlsproxy_owner;
+ALTER SEQUENCE rlsproxy.admitted_lo OWNER TO rlsproxy_owner;
+ALTER SEQUENCE rlsproxy.admitted_tenant_id OWNER TO rlsproxy_owner;
+REVOKE ALL ON SEQUENCE rlsproxy.keys_epoch, rlsproxy.admitted_hi, rlsproxy.admitted_lo, rlsproxy.admitted_tenant_id
+    FROM PUBLIC;
+GRANT SELECT ON SEQUENCE rlsproxy.keys_epoch, rlsproxy.admitted_hi, rlsproxy.admitted_lo, rlsproxy.admitted_tenant_id
+    TO PUBLIC;
+
+-- Runs as whoever changes the keys (their owner or a superuser).
+CREATE OR REPLACE FUNCTION rlsproxy.keys_changed()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM nextval('rlsproxy.keys_epoch');
+    RETURN NULL;
+END
+$fn$;
+ALTER FUNCTION rlsproxy.keys_changed() OWNER TO rlsproxy_owner;
+REVOKE ALL ON FUNCTION rlsproxy.keys_changed() FROM PUBLIC;
+CREATE OR REPLACE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON rlsproxy.keys
+    FOR EACH STATEMENT EXECUTE FUNCTION rlsproxy.keys_changed();
+
+-- The admission key of a value under the current keys.
+CREATE OR REPLACE FUNCTION rlsproxy.admission_key(value text)
+RETURNS bytea
+LANGUAGE sql
+VOLATILE
+BEGIN ATOMIC
+    SELECT substr(sha256(convert_to(value, 'UTF8')
+                         || int8send(coalesce(pg_sequence_last_value('rlsproxy.keys_epoch'::regclass), 0))), 1, 16);
+END;
+ALTER FUNCTION rlsproxy.admission_key(text) OWNER TO rlsproxy_owner;
+
+-- Whether `value` is the value admitted in this session. Inlined where it is
+-- used (VOLATILE as currval is; the CASE keeps currval from running unset).
+CREATE OR REPLACE FUNCTION rlsproxy.is_admitted(value text)
+RETURNS boolean
+LANGUAGE sql
+VOLATILE
+BEGIN ATOMIC
+    SELECT CASE WHEN current_setting('rlsproxy.admitted', true) = pg_backend_pid()::text
+                THEN rlsproxy.admission_key(value)
+                     = int8send(currval('rlsproxy.admitted_hi'::regclass))
+                       || int8send(currval('rlsproxy.admitted_lo'::regclass))
+                ELSE false END;
+END;
+ALTER FUNCTION rlsproxy.is_admitted(text) OWNER TO rlsproxy_owner;
+
+-- Verifies `value` and, when it is valid, records its admission in this
+-- session. Records nothing in a read-only transaction (a standby) or one that
+-- is not READ COMMITTED (its snapshot may predate a key's deletion): values
+-- are then verified the slow way. The SHARE lock waits for a change of the
+-- keys in progress and holds the next one off until this transaction ends, so
+-- that the epoch read here is that of the keys the verification sees.
+CREATE OR REPLACE FUNCTION rlsproxy.record_admission(value text)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    key      bytea;
+    verified record;
+BEGIN
+    IF current_setting('transaction_read_only') = 'on'
+       OR current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN (SELECT v.payload IS NOT NULL FROM rlsproxy.verify(value) AS v);
+    END IF;
+    LOCK TABLE rlsproxy.keys IN SHARE MODE;
+    key := rlsproxy.admission_key(value);
+    SELECT v.tenant_id, (v.payload ->> 'exp')::numeric AS exp INTO verified FROM rlsproxy.verify(value) AS v;
+    IF verified.exp IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM setval('rlsproxy.admitted_hi', ('x' || encode(substr(key, 1, 8), 'hex'))::bit(64)::bigint),
+            setval('rlsproxy.admitted_lo', ('x' || encode(substr(key, 9, 8), 'hex'))::bit(64)::bigint),
+            setval('rlsproxy.admitted_tenant_id',
+                   CASE WHEN verified.tenant_id IS NULL THEN 0
+                        ELSE (least(floor(verified.exp), 2147483647)::bigint << 32)
+                             | (verified.tenant_id::bigint & 4294967295) END);
+    PERFORM set_config('rlsproxy.admitted', pg_backend_pid()::text, false);
+    RETURN true;
+END
+$fn$;
+ALTER FUNCTION rlsproxy.record_admission(text) OWNER TO rlsproxy_owner;
+REVOKE ALL ON FUNCTION rlsproxy.record_admission(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION rlsproxy.record_admission(text) TO PUBLIC;
+
+-- What the proxy calls with the value it sets: records the admission unless
+-- it is there already (or `force`: after a client's DISCARD, which may have
+-- emptied the sequences' session state). True when `value` is admitted or
+-- valid; false at once for the empty value the proxy sets to clear a
+-- connection's context (any previous admission stays: it is only ever used
+-- for its own value). Inlined into the proxy's prepared statement.
+CREATE OR REPLACE FUNCTION rlsproxy.admit(value text, force boolean DEFAULT false)
+RETURNS boolean
+LANGUAGE sql
+VOLATILE
+BEGIN ATOMIC
+    SELECT CASE WHEN coalesce(value, '') = '' THEN false
+                WHEN NOT force AND rlsproxy.is_admitted(value) THEN true
+                ELSE rlsproxy.record_admission(value) END;
+END;
+ALTER FUNCTION rlsproxy.admit(text, boolean) OWNER TO rlsproxy_owner;
+
+-- The verified context of this session (rlsproxy.signed_context): an admitted
+-- value's read from the value itself, any other's from rlsproxy.verify(). The
+-- accessors below are plain SQL that the planner inlines, so a policy's
+-- `(SELECT rlsproxy.role())` is one call of this per statement.
+-- SECURITY INVOKER: currval needs no more than SELECT.
+CREATE OR REPLACE FUNCTION rlsproxy.context(
+    OUT tenant text, OUT tenant_id integer, OUT role text, OUT kid text, OUT payload json)
+LANGUAGE plpgsql
+STABLE PARALLEL SAFE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    value text := current_setting('rlsproxy.signed_context', true);
+BEGIN
+    IF NOT rlsproxy.is_admitted(value) THEN
+        SELECT v.tenant, v.tenant_id, v.role, v.kid, v.payload INTO tenant, tenant_id, role, kid, payload
+        FROM rlsproxy.verify(value) AS v;
+        RETURN;
+    END IF;
+    -- Verified when admitted: only expiry is left to check.
+    payload := rlsproxy.payload_of(value);
+    IF (payload ->> 'exp')::numeric > extract(epoch FROM now()) THEN
+        tenant := payload ->> 'tenant';
+        tenant_id := rlsproxy.int4_or_null(tenant);
+        role := payload ->> 'role';
+        kid := split_part(value, '.', 2);
     ELSE
         payload := NULL;
     END IF;
@@ -236,16 +425,25 @@ BEGIN ATOMIC
     SELECT (rlsproxy.context()).tenant;
 END;
 
--- The verified tenant as integer; NULL also when it is not an int4.
+-- The verified tenant as integer; NULL also when it is not an int4. What
+-- strict policies on integer columns call once per statement, hence its own
+-- admitted way that reads no payload: one expression, and no
+-- SET clause (it costs as much again): every name in it is schema-qualified
+-- instead, operators included.
 CREATE OR REPLACE FUNCTION rlsproxy.tenant_id()
 RETURNS integer
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT (rlsproxy.context()).tenant_id;
-END;
-
--- The verified role claim (NULL when none, or when the context is not valid).
+AS $fn$
+BEGIN
+    RETURN CASE WHEN NOT rlsproxy.is_admitted(pg_catalog.current_setting('rlsproxy.signed_context', true))
+                THEN (rlsproxy.context()).tenant_id
+                WHEN pg_catalog.currval('rlsproxy.admitted_tenant_id'::pg_catalog.regclass) OPERATOR(pg_catalog.>>) 32
+                     OPERATOR(pg_catalog.>) pg_catalog.date_part('epoch', pg_catalog.now())::pg_catalog.int8
+                THEN ((pg_catalog.currval('rlsproxy.admitted_tenant_id'::pg_catalog.regclass) OPERATOR(pg_catalog.<<) 32)
+                      OPERATOR(pg_catalog.>>) 32)::pg_catalog.int4 END;
+END
+$fn$;-- The verified role claim (NULL when none, or when the context is not valid).
 CREATE OR REPLACE FUNCTION rlsproxy.role()
 RETURNS text
 LANGUAGE sql

@@ -87,12 +87,19 @@ async fn proxy_client() -> Client {
     common::connect(&common::postgres().proxy_config(Postgres::APP_DB)).await
 }
 
-/// What the proxy does at a transaction start, with bind parameters.
+/// Sets the settings with bind parameters, as a session that does not admit the value.
 async fn set_context(client: &Client, signed: &str, current_tenant: &str) {
+    set_context_as(client, signed, current_tenant, false).await;
+}
+
+/// Sets the settings with bind parameters and, with `admit`, admits the value as the proxy
+/// does at a transaction start (its policies then take the admitted way).
+async fn set_context_as(client: &Client, signed: &str, current_tenant: &str, admit: bool) {
     client
         .query(
-            "SELECT set_config('rlsproxy.signed_context', $1, false), set_config('app.current_tenant', $2, false)",
-            &[&signed, &current_tenant],
+            "SELECT set_config('rlsproxy.signed_context', $1, false), set_config('app.current_tenant', $2, false),
+                    CASE WHEN $3 THEN rlsproxy.admit($1) END",
+            &[&signed, &current_tenant, &admit],
         )
         .await
         .expect("set the context");
@@ -121,21 +128,24 @@ fn insufficient_privilege(result: Result<impl std::fmt::Debug, tokio_postgres::E
 
 #[tokio::test]
 async fn signed_tenant_sees_exactly_its_rows() {
-    let client = proxy_client().await;
-    set_context(&client, &strict::sign(K1, &KEY1, "1", None, now() + 3600), "1").await;
-    assert_eq!(visible(&client).await, rows_of(&TENANT1));
-    let ctx = verified(&client).await.expect("a valid context");
-    assert_eq!(ctx["tenant"], "1");
-    assert_eq!(ctx["kid"], K1);
-    assert!(ctx["role"].is_null());
+    // Both ways: verified in every statement, and admitted first as the proxy does.
+    for admit in [false, true] {
+        let client = proxy_client().await;
+        set_context_as(&client, &strict::sign(K1, &KEY1, "1", None, now() + 3600), "1", admit).await;
+        assert_eq!(visible(&client).await, rows_of(&TENANT1));
+        let ctx = verified(&client).await.expect("a valid context");
+        assert_eq!(ctx["tenant"], "1");
+        assert_eq!(ctx["kid"], K1);
+        assert!(ctx["role"].is_null());
 
-    set_context(&client, &strict::sign(K1, &KEY1, "2", Some("reader"), now() + 3600), "2").await;
-    assert_eq!(visible(&client).await, rows_of(&TENANT2));
-    let row = client
-        .query_one("SELECT rlsproxy.tenant_id(), rlsproxy.tenant(), rlsproxy.role()", &[])
-        .await
-        .expect("accessors");
-    assert_eq!((row.get(0), row.get(1), row.get(2)), (Some(2), Some("2"), Some("reader")));
+        set_context_as(&client, &strict::sign(K1, &KEY1, "2", Some("reader"), now() + 3600), "2", admit).await;
+        assert_eq!(visible(&client).await, rows_of(&TENANT2));
+        let row = client
+            .query_one("SELECT rlsproxy.tenant_id(), rlsproxy.tenant(), rlsproxy.role()", &[])
+            .await
+            .expect("accessors");
+        assert_eq!((row.get(0), row.get(1), row.get(2)), (Some(2), Some("2"), Some("reader")));
+    }
 }
 
 #[tokio::test]
@@ -158,83 +168,99 @@ async fn app_current_tenant_cannot_override_the_signed_tenant() {
 
 #[tokio::test]
 async fn invalid_values_see_no_rows_and_raise_nothing() {
-    let client = proxy_client().await;
-    // Never set in this session: missing.
-    assert_eq!(verified(&client).await, None);
-    assert_eq!(visible(&client).await, vec![]);
+    // Both ways: verified in every statement, and admitted first as the proxy does.
+    for admit in [false, true] {
+        let client = proxy_client().await;
+        // Never set in this session: missing.
+        assert_eq!(verified(&client).await, None);
+        assert_eq!(visible(&client).await, vec![]);
 
-    let exp = now() + 3600;
-    let valid1 = strict::sign(K1, &KEY1, "1", None, exp);
-    let valid2 = strict::sign(K1, &KEY1, "2", None, exp);
-    let fields = |v: &str| v.split('.').map(str::to_string).collect::<Vec<_>>();
-    let (f1, f2) = (fields(&valid1), fields(&valid2));
-    let mut flipped = f1.clone();
-    flipped[3] = format!("{}{}", if f1[3].starts_with('A') { "B" } else { "A" }, &f1[3][1..]);
-    let cases: Vec<(&str, String)> = vec![
-        ("empty (the proxy's clear)", String::new()),
-        ("garbage", "garbage".into()),
-        ("forged signature", format!("{}.{}.{}.{}", f1[0], f1[1], f1[2], "A".repeat(43))),
-        ("one MAC character changed", flipped.join(".")),
-        ("signed with a key that is not K1's", strict::sign(K1, &[0x33; 32], "1", None, exp)),
-        ("tampered payload: tenant 2 with tenant 1's MAC", format!("{}.{}.{}.{}", f1[0], f1[1], f2[2], f1[3])),
-        ("another kid's MAC moved to K2", format!("{}.{K2}.{}.{}", f1[0], f1[2], f1[3])),
-        ("expired", strict::sign(K1, &KEY1, "1", None, now() - 10)),
-        ("expired at 0", strict::sign(K1, &KEY1, "1", None, 0)),
-        ("unknown kid", strict::sign("strict_sql_unknown", &KEY1, "1", None, exp)),
-        ("kid with a dot", strict::sign("strict_sql_k1.x", &KEY1, "1", None, exp)),
-        ("version 2", format!("v2{}", &valid1[2..])),
-        ("a fifth field", format!("{valid1}.x")),
-        ("padding", format!("{valid1}=")),
-        ("'+' for '-' and '_'", valid1.replace(['-', '_'], "+")),
-        ("surrounding space", format!(" {valid1}")),
-        ("oversized", format!("{}.{}.{}.{}", f1[0], f1[1], "A".repeat(10_000), f1[3])),
-    ];
-    for (what, value) in cases {
-        assert_ne!(value, valid1, "{what}: the case must differ from the valid value");
-        set_context(&client, &value, "1").await;
-        assert_eq!(verified(&client).await, None, "{what}: {value}");
-        assert_eq!(visible(&client).await, vec![], "{what}: {value}");
+        let exp = now() + 3600;
+        let valid1 = strict::sign(K1, &KEY1, "1", None, exp);
+        let valid2 = strict::sign(K1, &KEY1, "2", None, exp);
+        let fields = |v: &str| v.split('.').map(str::to_string).collect::<Vec<_>>();
+        let (f1, f2) = (fields(&valid1), fields(&valid2));
+        let mut flipped = f1.clone();
+        flipped[3] = format!("{}{}", if f1[3].starts_with('A') { "B" } else { "A" }, &f1[3][1..]);
+        let cases: Vec<(&str, String)> = vec![
+            ("empty (the proxy's clear)", String::new()),
+            ("garbage", "garbage".into()),
+            ("forged signature", format!("{}.{}.{}.{}", f1[0], f1[1], f1[2], "A".repeat(43))),
+            ("one MAC character changed", flipped.join(".")),
+            ("signed with a key that is not K1's", strict::sign(K1, &[0x33; 32], "1", None, exp)),
+            ("tampered payload: tenant 2 with tenant 1's MAC", format!("{}.{}.{}.{}", f1[0], f1[1], f2[2], f1[3])),
+            ("another kid's MAC moved to K2", format!("{}.{K2}.{}.{}", f1[0], f1[2], f1[3])),
+            ("expired", strict::sign(K1, &KEY1, "1", None, now() - 10)),
+            ("expired at 0", strict::sign(K1, &KEY1, "1", None, 0)),
+            ("unknown kid", strict::sign("strict_sql_unknown", &KEY1, "1", None, exp)),
+            ("kid with a dot", strict::sign("strict_sql_k1.x", &KEY1, "1", None, exp)),
+            ("version 2", format!("v2{}", &valid1[2..])),
+            ("a fifth field", format!("{valid1}.x")),
+            ("padding", format!("{valid1}=")),
+            ("'+' for '-' and '_'", valid1.replace(['-', '_'], "+")),
+            ("surrounding space", format!(" {valid1}")),
+            ("oversized", format!("{}.{}.{}.{}", f1[0], f1[1], "A".repeat(10_000), f1[3])),
+        ];
+        for (what, value) in cases {
+            assert_ne!(value, valid1, "{what}: the case must differ from the valid value");
+            set_context_as(&client, &value, "1", admit).await;
+            assert_eq!(verified(&client).await, None, "{what}: {value}");
+            assert_eq!(visible(&client).await, vec![], "{what}: {value}");
+        }
+        // The same session with the valid value again: the cases above did not break it.
+        set_context_as(&client, &valid1, "2", admit).await;
+        assert_eq!(visible(&client).await, rows_of(&TENANT1));
     }
-    // The same session with the valid value again: the cases above did not break it.
-    set_context(&client, &valid1, "2").await;
-    assert_eq!(visible(&client).await, rows_of(&TENANT1));
 }
 
 #[tokio::test]
 async fn non_integer_tenants_have_no_tenant_id() {
-    let client = proxy_client().await;
-    for tenant in ["acme", "1.0", " 1", "99999999999", "2147483648", ""] {
-        set_context(&client, &strict::sign(K1, &KEY1, tenant, None, now() + 60), "1").await;
-        let row = client.query_one("SELECT rlsproxy.tenant_id(), rlsproxy.tenant()", &[]).await.expect("accessors");
-        assert_eq!((row.get::<_, Option<i32>>(0), row.get::<_, Option<&str>>(1)), (None, Some(tenant)), "{tenant:?}");
-        assert_eq!(visible(&client).await, vec![], "{tenant:?}");
+    // Both ways: verified in every statement, and admitted first as the proxy does.
+    for admit in [false, true] {
+        let client = proxy_client().await;
+        for tenant in ["acme", "1.0", " 1", "99999999999", "2147483648", ""] {
+            set_context_as(&client, &strict::sign(K1, &KEY1, tenant, None, now() + 60), "1", admit).await;
+            let row = client.query_one("SELECT rlsproxy.tenant_id(), rlsproxy.tenant()", &[]).await.expect("accessors");
+            assert_eq!(
+                (row.get::<_, Option<i32>>(0), row.get::<_, Option<&str>>(1)),
+                (None, Some(tenant)),
+                "{tenant:?}"
+            );
+            assert_eq!(visible(&client).await, vec![], "{tenant:?}");
+        }
+        set_context_as(&client, &strict::sign(K1, &KEY1, "-2147483648", None, now() + 60), "1", admit).await;
+        let row = client.query_one("SELECT rlsproxy.tenant_id()", &[]).await.expect("tenant_id");
+        assert_eq!(row.get::<_, Option<i32>>(0), Some(i32::MIN));
     }
-    set_context(&client, &strict::sign(K1, &KEY1, "-2147483648", None, now() + 60), "1").await;
-    let row = client.query_one("SELECT rlsproxy.tenant_id()", &[]).await.expect("tenant_id");
-    assert_eq!(row.get::<_, Option<i32>>(0), Some(i32::MIN));
 }
 
 #[tokio::test]
 async fn two_keys_verify_at_once_and_a_deleted_key_revokes() {
-    let client = proxy_client().await;
-    for (kid, key) in [(K1, &KEY1), (K2, &KEY2)] {
-        set_context(&client, &strict::sign(kid, key, "2", None, now() + 3600), "1").await;
-        assert_eq!(visible(&client).await, rows_of(&TENANT2), "{kid}");
-        // Each key verifies only under its own kid.
-        let other = if kid == K1 { K2 } else { K1 };
-        set_context(&client, &strict::sign(other, key, "2", None, now() + 3600), "1").await;
-        assert_eq!(visible(&client).await, vec![], "{kid}'s key under {other}");
-    }
+    // Both ways: verified in every statement, and admitted first as the proxy does.
+    for admit in [false, true] {
+        let client = proxy_client().await;
+        for (kid, key) in [(K1, &KEY1), (K2, &KEY2)] {
+            set_context_as(&client, &strict::sign(kid, key, "2", None, now() + 3600), "1", admit).await;
+            assert_eq!(visible(&client).await, rows_of(&TENANT2), "{kid}");
+            // Each key verifies only under its own kid.
+            let other = if kid == K1 { K2 } else { K1 };
+            set_context_as(&client, &strict::sign(other, key, "2", None, now() + 3600), "1", admit).await;
+            assert_eq!(visible(&client).await, vec![], "{kid}'s key under {other}");
+        }
 
-    // A third key, added then retired (the end of a rotation, or a compromise).
-    let k3 = "strict_sql_k3";
-    let key3 = [0x44u8; 32];
-    superuser_psql(&["-c", &format!("INSERT INTO rlsproxy.keys (kid, secret) VALUES ('{k3}', '\\x{}')", hex(&key3))]);
-    let value = strict::sign(k3, &key3, "1", None, now() + 3600);
-    set_context(&client, &value, "1").await;
-    assert_eq!(visible(&client).await, rows_of(&TENANT1));
-    superuser_psql(&["-c", &format!("DELETE FROM rlsproxy.keys WHERE kid = '{k3}'")]);
-    assert_eq!(visible(&client).await, vec![], "a value signed with a deleted key");
+        // A third key, added then retired (the end of a rotation, or a compromise).
+        let k3 = "strict_sql_k3";
+        let key3 = [0x44u8; 32];
+        superuser_psql(&[
+            "-c",
+            &format!("INSERT INTO rlsproxy.keys (kid, secret) VALUES ('{k3}', '\\x{}')", hex(&key3)),
+        ]);
+        let value = strict::sign(k3, &key3, "1", None, now() + 3600);
+        set_context_as(&client, &value, "1", admit).await;
+        assert_eq!(visible(&client).await, rows_of(&TENANT1));
+        superuser_psql(&["-c", &format!("DELETE FROM rlsproxy.keys WHERE kid = '{k3}'")]);
+        assert_eq!(visible(&client).await, vec![], "a value signed with a deleted key");
+    }
 }
 
 #[tokio::test]
@@ -351,9 +377,10 @@ async fn shadowing_objects_in_pg_temp_changes_nothing() {
 #[tokio::test]
 async fn functions_and_policies_are_as_designed() {
     let client = proxy_client().await;
-    // One SECURITY DEFINER function (the verifier); every PL/pgSQL function pins its search_path,
-    // every SQL function has a standard-SQL body (names bound when created), all owned by
-    // rlsproxy_owner; the pgcrypto helper of earlier versions is gone.
+    // Two SECURITY DEFINER functions (the verifier, and the admission that records what it
+    // verified); every PL/pgSQL function but tenant_id() pins its search_path (tenant_id()
+    // qualifies every name instead), every SQL function has a standard-SQL body (names bound when
+    // created), all owned by rlsproxy_owner; the pgcrypto helper of earlier versions is gone.
     let rows = client
         .query(
             "SELECT p.proname::text, p.prosecdef, p.provolatile::text, pg_get_userbyid(p.proowner)::text,
@@ -366,12 +393,14 @@ async fn functions_and_policies_are_as_designed() {
     let functions: Vec<(String, bool, String, String, String, bool)> =
         rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect();
     let expect = |name: &str, definer: bool, volatility: &str, plpgsql: bool| {
-        let config = if plpgsql { "search_path=pg_catalog, pg_temp" } else { "" };
+        let config = if plpgsql && name != "tenant_id" { "search_path=pg_catalog, pg_temp" } else { "" };
         (name.to_string(), definer, volatility.to_string(), "rlsproxy_owner".to_string(), config.to_string(), !plpgsql)
     };
     assert_eq!(
         functions,
         vec![
+            expect("admission_key", false, "v", false),
+            expect("admit", false, "v", false),
             // migrations/0006_advisory_locks.sql: per-tenant advisory lock keys.
             expect("advisory_hash", false, "i", false),
             expect("advisory_key", false, "i", false),
@@ -379,18 +408,24 @@ async fn functions_and_policies_are_as_designed() {
             expect("bind_role_policies", false, "v", true),
             // migrations/0005_notify.sql: per-tenant channels (SECURITY INVOKER).
             expect("channel", false, "i", true),
-            expect("context", true, "s", true),
+            expect("context", false, "s", true),
             expect("enable_strict_policies", false, "v", true),
             expect("hmac_pad", false, "i", false),
+            expect("int4_or_null", false, "i", false),
+            expect("is_admitted", false, "v", false),
+            expect("keys_changed", false, "v", true),
             expect("notify", false, "v", true),
+            expect("payload_of", false, "s", false),
+            expect("record_admission", true, "v", true),
             expect("role", false, "s", false),
             expect("tenant", false, "s", false),
-            expect("tenant_id", false, "s", false),
+            expect("tenant_id", false, "s", true),
             expect("verified_context", false, "s", false),
+            expect("verify", true, "s", true),
         ]
     );
-    // The accessors are inlined: a policy's InitPlan calls the verifier once, nothing nested.
-    for field in ["tenant_id", "tenant", "role"] {
+    // The text accessors are inlined: a policy's InitPlan calls context() once, nothing nested.
+    for field in ["tenant", "role"] {
         let accessor = field;
         let rows = client.query(&format!("EXPLAIN VERBOSE SELECT rlsproxy.{accessor}()"), &[]).await.expect("plan");
         let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
@@ -482,4 +517,79 @@ async fn text_tenant_columns_and_conflicting_policies() {
             assert!(!out.status.success() && stderr.contains(&format!("ERROR:  {code}:")), "{sql}: {stderr}");
         }
     }
+}
+
+/// The admitted way: what a session admitted counts only for that exact value, under the keys
+/// it was verified with and until it expires; the records behind it are out of app_proxy's
+/// reach; where nothing can be recorded, values are verified the slow way.
+#[tokio::test]
+async fn admissions_are_unforgeable_and_follow_the_value() {
+    let client = proxy_client().await;
+    let exp = now() + 3600;
+    let valid1 = strict::sign(K1, &KEY1, "1", None, exp);
+    let valid2 = strict::sign(K1, &KEY1, "2", None, exp);
+    set_context_as(&client, &valid1, "2", true).await;
+    assert_eq!(visible(&client).await, rows_of(&TENANT1));
+    let admitted = |v: &str| {
+        let v = v.to_string();
+        let client = &client;
+        async move {
+            client.query_one("SELECT rlsproxy.is_admitted($1)", &[&v]).await.expect("is_admitted").get::<_, bool>(0)
+        }
+    };
+    assert!(admitted(&valid1).await);
+
+    // The records cannot be written by app_proxy, however it asks.
+    for sql in [
+        "SELECT setval('rlsproxy.admitted_tenant_id', 2)",
+        "SELECT nextval('rlsproxy.admitted_hi')",
+        "SELECT setval('rlsproxy.keys_epoch', 1)",
+        "ALTER SEQUENCE rlsproxy.admitted_lo RESTART",
+    ] {
+        insufficient_privilege(client.batch_execute(sql).await, sql);
+    }
+
+    // Another value in the setting is not the admitted one: verified as it is.
+    let fields: Vec<&str> = valid1.split('.').collect();
+    let tampered = format!("{}.{}.{}.{}", fields[0], fields[1], valid2.split('.').nth(2).expect("payload"), fields[3]);
+    for (value, rows) in [(&tampered, vec![]), (&valid2, rows_of(&TENANT2)), (&valid1, rows_of(&TENANT1))] {
+        set_context_as(&client, value, "1", false).await;
+        assert_eq!(visible(&client).await, rows, "{value}");
+    }
+    // A marker set by hand does not admit anything either.
+    client
+        .batch_execute("SELECT set_config('rlsproxy.admitted', pg_backend_pid()::text, false)")
+        .await
+        .expect("marker");
+    set_context_as(&client, &tampered, "1", false).await;
+    assert_eq!(visible(&client).await, vec![]);
+    let forged = client.query_one("SELECT rlsproxy.admit($1)", &[&tampered]).await.expect("admit").get::<_, bool>(0);
+    assert!(!forged, "a tampered value is not admitted");
+    assert!(!admitted(&tampered).await);
+
+    // DISCARD SEQUENCES empties the records but not the marker: statements fail, no row is
+    // shown, until the value is admitted again (the proxy forces that after a DISCARD).
+    set_context_as(&client, &valid1, "1", true).await;
+    client.batch_execute("DISCARD SEQUENCES").await.expect("discard");
+    let err = client.query(&format!("SELECT * FROM {DOCS}"), &[]).await.expect_err("records are gone");
+    assert_eq!(err.code(), Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE), "{err:?}");
+    client.query("SELECT rlsproxy.admit($1, true)", &[&valid1]).await.expect("admit again");
+    assert_eq!(visible(&client).await, rows_of(&TENANT1));
+
+    // A read-only transaction records nothing (a standby could not): verified the slow way.
+    client.batch_execute("BEGIN READ ONLY").await.expect("begin");
+    set_context_as(&client, &valid2, "1", true).await;
+    assert!(!admitted(&valid2).await);
+    assert_eq!(visible(&client).await, rows_of(&TENANT2));
+    client.batch_execute("COMMIT").await.expect("commit");
+
+    // An admitted value expires when it says.
+    let short = strict::sign(K1, &KEY1, "1", None, now() + 2);
+    set_context_as(&client, &short, "1", true).await;
+    assert!(admitted(&short).await);
+    assert_eq!(visible(&client).await, rows_of(&TENANT1));
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(visible(&client).await, vec![], "expired");
+    let row = client.query_one("SELECT rlsproxy.tenant_id(), rlsproxy.tenant()", &[]).await.expect("accessors");
+    assert_eq!((row.get::<_, Option<i32>>(0), row.get::<_, Option<&str>>(1)), (None, None));
 }

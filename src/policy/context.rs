@@ -43,6 +43,10 @@ pub struct Injection {
     pub prepare: Bytes,
     /// Bind + Execute with this client's values; also the identity of the context it sets.
     pub bind_execute: Bytes,
+    /// The same values for a connection that takes this context afresh: in strict mode the
+    /// signed value's admission is recorded again whatever the session says (a client's
+    /// `DISCARD` may have emptied what recorded it). Otherwise the same as `bind_execute`.
+    pub adopt: Bytes,
     /// Bind + Execute that empties every injected setting (tenant `''`, role `none`): what a
     /// connection is left with when the client's own injection then fails, so that policies
     /// fail closed instead of seeing a previous context.
@@ -76,8 +80,13 @@ impl ContextSpec {
         // and put its schema before pg_catalog in search_path; the plan of this statement is
         // re-resolved when search_path changes, so an unqualified name could then run the
         // client's function with every later client's values.
-        let calls: Vec<String> =
+        let mut calls: Vec<String> =
             (0..pairs).map(|i| format!("pg_catalog.set_config(${}, ${}, false)", 2 * i + 1, 2 * i + 2)).collect();
+        if strict.is_some() {
+            // The signed value is the last pair's; admitting it once per server connection is
+            // what spares strict policies an HMAC per statement (migrations/0003_strict_mode.sql).
+            calls.push(format!("rlsproxy.admit(${}, ${})", 2 * pairs, 2 * pairs + 1));
+        }
         Ok(Self {
             sql: format!("SELECT {}", calls.join(", ")),
             tenant_setting: cfg.context.tenant_setting.clone(),
@@ -97,14 +106,24 @@ impl ContextSpec {
         let mut prepare = BytesMut::new();
         frontend::close_statement(&mut prepare, STATEMENT_NAME);
         frontend::parse(&mut prepare, STATEMENT_NAME, &self.sql);
+        let values =
+            |adopt| self.bind_execute(&ctx.tenant, Some(&claims), ctx.role.as_deref(), signed.as_deref(), adopt);
         Injection {
             prepare: prepare.freeze(),
-            bind_execute: self.bind_execute(&ctx.tenant, Some(&claims), ctx.role.as_deref(), signed.as_deref()),
-            clear: self.bind_execute("", None, None, None),
+            bind_execute: values(false),
+            adopt: values(true),
+            clear: self.bind_execute("", None, None, None, false),
         }
     }
 
-    fn bind_execute(&self, tenant: &str, claims: Option<&str>, role: Option<&str>, signed: Option<&str>) -> Bytes {
+    fn bind_execute(
+        &self,
+        tenant: &str,
+        claims: Option<&str>,
+        role: Option<&str>,
+        signed: Option<&str>,
+        adopt: bool,
+    ) -> Bytes {
         let mut values: Vec<&str> = vec![&self.tenant_setting, tenant];
         if let Some(name) = &self.claims_setting {
             values.extend([name.as_str(), claims.unwrap_or("")]);
@@ -114,7 +133,7 @@ impl ContextSpec {
             values.extend(["role", role.unwrap_or("none")]);
         }
         if let Some((name, _)) = &self.strict {
-            values.extend([name.as_str(), signed.unwrap_or("")]);
+            values.extend([name.as_str(), signed.unwrap_or(""), if adopt { "t" } else { "f" }]);
         }
         let mut buf = BytesMut::new();
         frontend::bind_text(&mut buf, STATEMENT_NAME, &values);

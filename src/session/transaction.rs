@@ -35,7 +35,7 @@ pub(super) fn adoption_batch(conn: &mut ServerConn, identity: &Identity) -> (Byt
     if readies > 1 || !conn.injection_prepared {
         batch.extend_from_slice(&identity.injection.prepare);
     }
-    batch.extend_from_slice(&identity.injection.bind_execute);
+    batch.extend_from_slice(&identity.injection.adopt);
     (batch, readies)
 }
 
