@@ -127,9 +127,13 @@ fn reads_protected(body: &str, mut depends: Vec<String>, protected: &[(String, S
 /// Whether a function with `body` and SET clause `config` can change a setting: it calls
 /// `set_config`, runs `SET` of one of `settings`, or sets one in its SET clause.
 fn changes_settings(body: &str, config: &[String], settings: &[String]) -> bool {
-    mentions_word(body, "set_config")
+    mentions_word(&body.replace(ADMISSION_MARKER, ""), "set_config")
         || settings.iter().any(|s| sets_setting(body, s) || option_value(config, s).is_some())
 }
+
+/// Strict mode's admission marker (migrations/0003_strict_mode.sql): it only says which check
+/// applies, so setting it changes no context. Any other set_config in the same body still counts.
+const ADMISSION_MARKER: &str = "set_config('rlsproxy.admitted'";
 
 impl Params {
     /// The settings a function must not change: the tenant and (when set) claims settings.
@@ -159,6 +163,12 @@ mod tests {
         assert!(changes_settings("BEGIN PERFORM set_config('app.current_tenant', t, false); END", &[], &settings));
         assert!(changes_settings("BEGIN SET LOCAL app.current_tenant = '2'; END", &[], &settings));
         assert!(changes_settings("SELECT 1", &["app.current_tenant=2".into()], &settings));
+        assert!(!changes_settings("PERFORM set_config('rlsproxy.admitted', pid, false);", &[], &settings));
+        assert!(changes_settings(
+            "PERFORM set_config('rlsproxy.admitted', pid, false), set_config('role', r, false);",
+            &[],
+            &settings
+        ));
         assert!(!changes_settings(
             "SELECT current_setting('app.current_tenant')",
             &["search_path=pg_catalog".into()],
