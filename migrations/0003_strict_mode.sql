@@ -7,6 +7,8 @@
 -- it upgrades an install of an earlier version of this file in place (then run
 -- enable_strict_policies again for each strict table, to bind its role
 -- policies). Needs PostgreSQL 14 or later (standard-SQL function bodies).
+-- Upgrading: apply this file before running a proxy of the same version (its
+-- injection calls rlsproxy.admit; without it every transaction fails closed).
 -- It changes no existing table: a table switches to strict policies only when
 -- `SELECT rlsproxy.enable_strict_policies('<table>')` is run for it (below).
 --
@@ -31,15 +33,19 @@
 -- What this relies on:
 --   * The proxy's upstream role (app_proxy) cannot read rlsproxy.keys: the table
 --     belongs to the NOLOGIN role rlsproxy_owner and nobody else has a privilege
---     on it. The verifying function rlsproxy.context() reads it as its owner
---     (SECURITY DEFINER); tenant_id(), tenant(), role() and verified_context()
---     are inlined accessors of it.
+--     on it. The verifying function rlsproxy.verify() reads it as its owner
+--     (SECURITY DEFINER), and so does rlsproxy.record_admission(), which records
+--     what it verified (see "Admissions" below); context(), tenant_id(),
+--     tenant(), role() and verified_context() are accessors over both.
+--   * app_proxy cannot set the sequences admissions are recorded in: they
+--     belong to rlsproxy_owner, PUBLIC may only read them.
 --   * Nobody but rlsproxy_owner (and superusers) can replace these functions:
 --     they belong to rlsproxy_owner, and PUBLIC has USAGE but not CREATE on the
 --     schema rlsproxy.
---   * The PL/pgSQL functions pin `search_path = pg_catalog, pg_temp` and the
---     SQL ones have standard-SQL bodies (names bound when created), so that no
---     object a client creates (e.g. a temporary table, function or operator
+--   * The PL/pgSQL functions pin `search_path = pg_catalog, pg_temp` (but
+--     tenant_id(), which schema-qualifies every name and operator instead) and
+--     the SQL ones have standard-SQL bodies (names bound when created), so that
+--     no object a client creates (e.g. a temporary table, function or operator
 --     shadowing a name) is resolved inside them; every non-catalog object is
 --     referenced schema-qualified.
 --   * The upstream role is no superuser, has no BYPASSRLS and is no member of
@@ -255,8 +261,8 @@ GRANT EXECUTE ON FUNCTION rlsproxy.verify(text) TO PUBLIC;
 CREATE SEQUENCE IF NOT EXISTS rlsproxy.keys_epoch;
 CREATE SEQUENCE IF NOT EXISTS rlsproxy.admitted_hi AS bigint MINVALUE -9223372036854775808;
 CREATE SEQUENCE IF NOT EXISTS rlsproxy.admitted_lo AS bigint MINVALUE -9223372036854775808;
--- expiry (unix seconds, at most 2^31 - 1) << 32 | tenant_id (its 32 bits); expiry
--- 0 when the tenant is not an int4.
+-- expiry (unix seconds, 32 bits unsigned: until 2106) << 32 | tenant_id (its 32
+-- bits); expiry 0 when the tenant is not an int4.
 CREATE SEQUENCE IF NOT EXISTS rlsproxy.admitted_tenant_id AS bigint MINVALUE -9223372036854775808;
 ALTER SEQUENCE rlsproxy.keys_epoch OWNER TO rlsproxy_owner;
 ALTER SEQUENCE rlsproxy.admitted_hi OWNER TO rlsproxy_owner;
@@ -282,6 +288,9 @@ ALTER FUNCTION rlsproxy.keys_changed() OWNER TO rlsproxy_owner;
 REVOKE ALL ON FUNCTION rlsproxy.keys_changed() FROM PUBLIC;
 CREATE OR REPLACE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON rlsproxy.keys
     FOR EACH STATEMENT EXECUTE FUNCTION rlsproxy.keys_changed();
+-- Also under session_replication_role = replica (logical replication's apply,
+-- pg_restore --disable-triggers): a key deleted there must revoke as well.
+ALTER TABLE rlsproxy.keys ENABLE ALWAYS TRIGGER keys_changed;
 
 -- The admission key of a value under the current keys.
 CREATE OR REPLACE FUNCTION rlsproxy.admission_key(value text)
@@ -311,10 +320,14 @@ ALTER FUNCTION rlsproxy.is_admitted(text) OWNER TO rlsproxy_owner;
 
 -- Verifies `value` and, when it is valid, records its admission in this
 -- session. Records nothing in a read-only transaction (a standby) or one that
--- is not READ COMMITTED (its snapshot may predate a key's deletion): values
--- are then verified the slow way. The SHARE lock waits for a change of the
--- keys in progress and holds the next one off until this transaction ends, so
--- that the epoch read here is that of the keys the verification sees.
+-- is not READ COMMITTED (its snapshot may predate a key's deletion), nor while
+-- the keys are being changed: values are then verified the slow way. The SHARE
+-- lock holds a change of the keys off until this transaction ends, so that the
+-- epoch read here is that of the keys the verification sees; NOWAIT, so that
+-- neither a change in progress nor a lock queued behind one stalls anybody.
+-- The record is written high half last: until then (an interrupted call)
+-- it matches no value, so it never pairs one value's key with another's
+-- tenant or expiry.
 CREATE OR REPLACE FUNCTION rlsproxy.record_admission(value text)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -330,18 +343,23 @@ BEGIN
        OR current_setting('transaction_isolation') <> 'read committed' THEN
         RETURN (SELECT v.payload IS NOT NULL FROM rlsproxy.verify(value) AS v);
     END IF;
-    LOCK TABLE rlsproxy.keys IN SHARE MODE;
+    BEGIN
+        LOCK TABLE rlsproxy.keys IN SHARE MODE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN (SELECT v.payload IS NOT NULL FROM rlsproxy.verify(value) AS v);
+    END;
     key := rlsproxy.admission_key(value);
     SELECT v.tenant_id, (v.payload ->> 'exp')::numeric AS exp INTO verified FROM rlsproxy.verify(value) AS v;
     IF verified.exp IS NULL THEN
         RETURN false;
     END IF;
-    PERFORM setval('rlsproxy.admitted_hi', ('x' || encode(substr(key, 1, 8), 'hex'))::bit(64)::bigint),
-            setval('rlsproxy.admitted_lo', ('x' || encode(substr(key, 9, 8), 'hex'))::bit(64)::bigint),
-            setval('rlsproxy.admitted_tenant_id',
+    PERFORM setval('rlsproxy.admitted_hi', ('x' || encode(substr(key, 1, 8), 'hex'))::bit(64)::bigint # 1);
+    PERFORM setval('rlsproxy.admitted_tenant_id',
                    CASE WHEN verified.tenant_id IS NULL THEN 0
-                        ELSE (least(floor(verified.exp), 2147483647)::bigint << 32)
+                        ELSE (least(floor(verified.exp), 4294967295)::bigint << 32)
                              | (verified.tenant_id::bigint & 4294967295) END);
+    PERFORM setval('rlsproxy.admitted_lo', ('x' || encode(substr(key, 9, 8), 'hex'))::bit(64)::bigint);
+    PERFORM setval('rlsproxy.admitted_hi', ('x' || encode(substr(key, 1, 8), 'hex'))::bit(64)::bigint);
     PERFORM set_config('rlsproxy.admitted', pg_backend_pid()::text, false);
     RETURN true;
 END
@@ -382,7 +400,7 @@ AS $fn$
 DECLARE
     value text := current_setting('rlsproxy.signed_context', true);
 BEGIN
-    IF NOT rlsproxy.is_admitted(value) THEN
+    IF rlsproxy.is_admitted(value) IS NOT TRUE THEN
         SELECT v.tenant, v.tenant_id, v.role, v.kid, v.payload INTO tenant, tenant_id, role, kid, payload
         FROM rlsproxy.verify(value) AS v;
         RETURN;
@@ -436,9 +454,10 @@ LANGUAGE plpgsql
 STABLE PARALLEL SAFE
 AS $fn$
 BEGIN
-    RETURN CASE WHEN NOT rlsproxy.is_admitted(pg_catalog.current_setting('rlsproxy.signed_context', true))
+    RETURN CASE WHEN rlsproxy.is_admitted(pg_catalog.current_setting('rlsproxy.signed_context', true)) IS NOT TRUE
                 THEN (rlsproxy.context()).tenant_id
-                WHEN pg_catalog.currval('rlsproxy.admitted_tenant_id'::pg_catalog.regclass) OPERATOR(pg_catalog.>>) 32
+                WHEN (pg_catalog.currval('rlsproxy.admitted_tenant_id'::pg_catalog.regclass) OPERATOR(pg_catalog.>>) 32)
+                     OPERATOR(pg_catalog.&) 4294967295
                      OPERATOR(pg_catalog.>) pg_catalog.date_part('epoch', pg_catalog.now())::pg_catalog.int8
                 THEN ((pg_catalog.currval('rlsproxy.admitted_tenant_id'::pg_catalog.regclass) OPERATOR(pg_catalog.<<) 32)
                       OPERATOR(pg_catalog.>>) 32)::pg_catalog.int4 END;

@@ -593,3 +593,50 @@ async fn admissions_are_unforgeable_and_follow_the_value() {
     let row = client.query_one("SELECT rlsproxy.tenant_id(), rlsproxy.tenant()", &[]).await.expect("accessors");
     assert_eq!((row.get::<_, Option<i32>>(0), row.get::<_, Option<&str>>(1)), (None, None));
 }
+
+/// Ways around an admission's checks found by trying: no value in the setting at all, a key
+/// deleted with triggers off, a key change in progress (admitting must not wait for it).
+#[tokio::test]
+async fn admissions_hold_without_a_value_with_triggers_off_and_during_key_changes() {
+    let client = proxy_client().await;
+    let valid1 = strict::sign(K1, &KEY1, "1", None, now() + 3600);
+    // Recorded, but the session never set a value: nothing is admitted for "no value".
+    client.query("SELECT rlsproxy.record_admission($1)", &[&valid1]).await.expect("record");
+    let row = client.query_one("SELECT rlsproxy.tenant_id(), rlsproxy.tenant()", &[]).await.expect("accessors");
+    assert_eq!((row.get::<_, Option<i32>>(0), row.get::<_, Option<&str>>(1)), (None, None));
+    assert_eq!(visible(&client).await, vec![]);
+
+    // A key deleted as logical replication's apply would (session_replication_role = replica).
+    let k5 = "strict_sql_k5";
+    let key5 = [0x66u8; 32];
+    superuser_psql(&["-c", &format!("INSERT INTO rlsproxy.keys (kid, secret) VALUES ('{k5}', '\\x{}')", hex(&key5))]);
+    let value = strict::sign(k5, &key5, "2", None, now() + 3600);
+    set_context_as(&client, &value, "1", true).await;
+    assert_eq!(visible(&client).await, rows_of(&TENANT2));
+    superuser_psql(&[
+        "-c",
+        &format!("SET session_replication_role = replica; DELETE FROM rlsproxy.keys WHERE kid = '{k5}'"),
+    ]);
+    assert_eq!(visible(&client).await, vec![], "a key deleted with triggers in replica mode");
+
+    // A key change in progress: admitting does not wait for it, it verifies the slow way.
+    let admin = common::postgres().superuser_client(Postgres::APP_DB).await;
+    admin
+        .batch_execute(
+            "BEGIN; INSERT INTO rlsproxy.keys (kid, secret) VALUES ('strict_sql_k6', decode(repeat('77', 32), 'hex'))",
+        )
+        .await
+        .expect("key change in progress");
+    client.batch_execute("SET statement_timeout = '5s'").await.expect("timeout");
+    let valid2 = strict::sign(K1, &KEY1, "2", None, now() + 3600);
+    set_context_as(&client, &valid2, "1", true).await;
+    let row =
+        client.query_one("SELECT rlsproxy.admit($1, true), rlsproxy.is_admitted($1)", &[&valid2]).await.expect("admit");
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (true, false));
+    assert_eq!(visible(&client).await, rows_of(&TENANT2));
+    admin.batch_execute("ROLLBACK").await.expect("rollback");
+    client.query("SELECT rlsproxy.admit($1, true)", &[&valid2]).await.expect("admit");
+    assert!(
+        client.query_one("SELECT rlsproxy.is_admitted($1)", &[&valid2]).await.expect("is_admitted").get::<_, bool>(0)
+    );
+}
