@@ -24,6 +24,8 @@ pub struct ContextSpec {
     sets_role: bool,
     /// Strict mode: the setting that receives the signed value, and the signer.
     strict: Option<(String, Arc<Signer>)>,
+    /// The Query message of [`Injection::clear`].
+    clear: Bytes,
 }
 
 impl std::fmt::Debug for ContextSpec {
@@ -47,9 +49,11 @@ pub struct Injection {
     /// signed value's admission is recorded again whatever the session says (a client's
     /// `DISCARD` may have emptied what recorded it). Otherwise the same as `bind_execute`.
     pub adopt: Bytes,
-    /// Bind + Execute that empties every injected setting (tenant `''`, role `none`): what a
+    /// A simple Query that empties every injected setting (tenant `''`, role `none`): what a
     /// connection is left with when the client's own injection then fails, so that policies
-    /// fail closed instead of seeing a previous context.
+    /// fail closed instead of seeing a previous context. Plain SQL (the values are constants),
+    /// so it needs no statement prepared afresh, which in strict mode costs more to plan than
+    /// the rest of a short transaction.
     pub clear: Bytes,
 }
 
@@ -87,13 +91,24 @@ impl ContextSpec {
             // what spares strict policies an HMAC per statement (migrations/0003_strict_mode.sql).
             calls.push(format!("rlsproxy.admit(${}, ${})", 2 * pairs, 2 * pairs + 1));
         }
-        Ok(Self {
+        let mut spec = Self {
             sql: format!("SELECT {}", calls.join(", ")),
             tenant_setting: cfg.context.tenant_setting.clone(),
             claims_setting,
             sets_role,
             strict,
-        })
+            clear: Bytes::new(),
+        };
+        let literal = |text: &str| format!("'{}'", text.replace('\'', "''"));
+        let clears: Vec<String> = spec
+            .values("", None, None, None)
+            .chunks(2)
+            .map(|pair| format!("pg_catalog.set_config({}, {}, false)", literal(pair[0]), literal(pair[1])))
+            .collect();
+        let mut clear = BytesMut::new();
+        frontend::query(&mut clear, &format!("SELECT {}", clears.join(", ")));
+        spec.clear = clear.freeze();
+        Ok(spec)
     }
 
     /// The injection for `ctx`.
@@ -112,7 +127,7 @@ impl ContextSpec {
             prepare: prepare.freeze(),
             bind_execute: values(false),
             adopt: values(true),
-            clear: self.bind_execute("", None, None, None, false),
+            clear: self.clear.clone(),
         }
     }
 
@@ -124,6 +139,24 @@ impl ContextSpec {
         signed: Option<&str>,
         adopt: bool,
     ) -> Bytes {
+        let mut values = self.values(tenant, claims, role, signed);
+        if self.strict.is_some() {
+            values.push(if adopt { "t" } else { "f" });
+        }
+        let mut buf = BytesMut::new();
+        frontend::bind_text(&mut buf, STATEMENT_NAME, &values);
+        frontend::execute(&mut buf);
+        buf.freeze()
+    }
+
+    /// Setting names and values, in pairs, as the statement's parameters take them.
+    fn values<'a>(
+        &'a self,
+        tenant: &'a str,
+        claims: Option<&'a str>,
+        role: Option<&'a str>,
+        signed: Option<&'a str>,
+    ) -> Vec<&'a str> {
         let mut values: Vec<&str> = vec![&self.tenant_setting, tenant];
         if let Some(name) = &self.claims_setting {
             values.extend([name.as_str(), claims.unwrap_or("")]);
@@ -133,12 +166,9 @@ impl ContextSpec {
             values.extend(["role", role.unwrap_or("none")]);
         }
         if let Some((name, _)) = &self.strict {
-            values.extend([name.as_str(), signed.unwrap_or(""), if adopt { "t" } else { "f" }]);
+            values.extend([name.as_str(), signed.unwrap_or("")]);
         }
-        let mut buf = BytesMut::new();
-        frontend::bind_text(&mut buf, STATEMENT_NAME, &values);
-        frontend::execute(&mut buf);
-        buf.freeze()
+        values
     }
 
     /// The SQL of the injection statement (for logs and docs).
@@ -161,6 +191,22 @@ mod tests {
             ContextSpec::from_config(&cfg).expect("spec").sql(),
             "SELECT pg_catalog.set_config($1, $2, false), pg_catalog.set_config($3, $4, false), \
              pg_catalog.set_config($5, $6, false)"
+        );
+    }
+
+    #[test]
+    fn the_clear_is_plain_sql_with_every_setting_emptied() {
+        let mut cfg = Config::default();
+        cfg.context.claims_setting = "request.jwt.claims".into();
+        cfg.jwt.role_claim = "role".into();
+        cfg.context.tenant_setting = "app.o'tenant".into();
+        let spec = ContextSpec::from_config(&cfg).expect("spec");
+        let clear = &spec.clear;
+        assert_eq!((clear[0], clear.last()), (b'Q', Some(&0)));
+        assert_eq!(
+            std::str::from_utf8(&clear[5..clear.len() - 1]).expect("UTF-8"),
+            "SELECT pg_catalog.set_config('app.o''tenant', '', false), \
+             pg_catalog.set_config('request.jwt.claims', '', false), pg_catalog.set_config('role', 'none', false)"
         );
     }
 }

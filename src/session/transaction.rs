@@ -117,20 +117,15 @@ impl Relay<'_> {
     ///
     /// Before `BEGIN`/`START TRANSACTION` it cannot: its snapshot would forbid a later
     /// `SET TRANSACTION ISOLATION LEVEL` in the block. There it runs in transactions of its
-    /// own, still pipelined: the statement prepared afresh (so a client's hidden `DEALLOCATE`
-    /// cannot make it fail), every setting emptied and committed, then the context set. If
-    /// that last step fails, the block that follows runs with an empty context (policies
-    /// fail closed) and the session ends.
+    /// own, still pipelined: every setting emptied and committed (plain SQL), then the context
+    /// set. If that last step fails (say a client's hidden `DEALLOCATE` dropped the statement),
+    /// the block that follows runs with an empty context (policies fail closed) and the
+    /// session ends.
     fn pipeline_injection(&mut self, tag: u8, own_sync: bool) -> Result<(), OutOfStep> {
         let owner = || Owner::Injection { before_simple: matches!(tag, b'Q' | b'F') && !own_sync, own_sync };
         if own_sync {
-            let injection = &self.identity.injection;
-            self.to_server.extend_from_slice(&injection.prepare);
-            self.to_server.extend_from_slice(&injection.clear);
-            frontend::sync(&mut self.to_server);
-            for kind in [Kind::Close, Kind::Parse, Kind::Bind, Kind::Execute, Kind::Sync] {
-                self.track(kind, Owner::Quiet)?;
-            }
+            self.to_server.extend_from_slice(&self.identity.injection.clear);
+            self.track(Kind::Query, Owner::Quiet)?;
         }
         self.to_server.extend_from_slice(&self.identity.injection.bind_execute);
         self.track(Kind::Bind, owner())?;

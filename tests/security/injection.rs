@@ -184,15 +184,18 @@ async fn hidden_injection_drop_fails_closed_on_the_pipelined_path() {
     assert_eq!(count(&c, "sec_hidden_probe").await, 0);
 
     // A transaction block: its injection runs in transactions of its own (a snapshot taken in
-    // the block would forbid a later SET TRANSACTION), with the statement prepared afresh, so
-    // the hidden drop cannot make it fail: the block runs in this client's context.
+    // the block would forbid a later SET TRANSACTION), every setting emptied first; the hidden
+    // drop makes the context's step fail, so the block runs with no context (its cast of the
+    // empty tenant fails) and the session ends.
     c.batch_execute(hide).await.unwrap();
-    c.batch_execute("BEGIN; INSERT INTO sec_hidden_probe SELECT current_setting('app.current_tenant')::int; COMMIT")
+    let err = c
+        .batch_execute("BEGIN; INSERT INTO sec_hidden_probe SELECT current_setting('app.current_tenant')::int; COMMIT")
         .await
-        .unwrap();
-    assert_eq!(count(&c, "sec_hidden_probe").await, 1);
-    let tenant: i32 = c.query_one("SELECT x FROM sec_hidden_probe", &[]).await.unwrap().get(0);
-    assert_eq!(tenant, 1);
+        .expect_err("the block ran");
+    assert_injection_failed(&err);
+    let after = c.batch_execute("SELECT 1").await.expect_err("the session ended");
+    assert!(after.is_closed() || c.is_closed(), "{after:?}");
+    let c = proxy.connect(&proxy.token("1")).await;
     assert_eq!(titles(&c).await, ACME);
     assert_eq!(current_tenant(&c).await, "1");
 }
