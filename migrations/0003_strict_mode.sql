@@ -250,11 +250,14 @@ GRANT EXECUTE ON FUNCTION rlsproxy.verify(text) TO PUBLIC;
 -- setval, so SQL that a client runs cannot record an admission of a value that
 -- did not verify. A value whose admission key is the recorded one is trusted
 -- without an HMAC or a key lookup.
--- The marker setting `rlsproxy.admitted` (the backend pid) says whether the
--- sequences were set in this session, as reading them before is an error. A
--- client may set it to anything: at worst its own statements fail (after a
--- DISCARD SEQUENCES) or take the slow way. A parallel worker has a pid of its
--- own: it takes the slow way.
+-- The marker setting `rlsproxy.admitted` (backend pid and the keys' epoch)
+-- says whether the sequences were set in this session, as reading them before
+-- is an error, and under which keys: the proxy's check in every transaction
+-- compares just the marker (it lends a connection without forcing an admission
+-- only to the client whose value the connection last took). A client may set
+-- the marker to anything: at worst its own statements fail (after a DISCARD
+-- SEQUENCES) or take the slow way. A parallel worker has a pid of its own: it
+-- takes the slow way.
 -- Every change to rlsproxy.keys moves the epoch at once (a sequence does not
 -- wait for commit), which changes every admission key: deleting a key revokes
 -- its admitted values as it revokes the others.
@@ -303,6 +306,17 @@ BEGIN ATOMIC
 END;
 ALTER FUNCTION rlsproxy.admission_key(text) OWNER TO rlsproxy_owner;
 
+-- The admission marker this session has when it admitted a value under the
+-- current keys.
+CREATE OR REPLACE FUNCTION rlsproxy.admission_marker()
+RETURNS text
+LANGUAGE sql
+VOLATILE
+BEGIN ATOMIC
+    SELECT pg_backend_pid() || '.' || coalesce(pg_sequence_last_value('rlsproxy.keys_epoch'::regclass), 0);
+END;
+ALTER FUNCTION rlsproxy.admission_marker() OWNER TO rlsproxy_owner;
+
 -- Whether `value` is the value admitted in this session. Inlined where it is
 -- used (VOLATILE as currval is; the CASE keeps currval from running unset).
 CREATE OR REPLACE FUNCTION rlsproxy.is_admitted(value text)
@@ -310,7 +324,7 @@ RETURNS boolean
 LANGUAGE sql
 VOLATILE
 BEGIN ATOMIC
-    SELECT CASE WHEN current_setting('rlsproxy.admitted', true) = pg_backend_pid()::text
+    SELECT CASE WHEN current_setting('rlsproxy.admitted', true) = rlsproxy.admission_marker()
                 THEN rlsproxy.admission_key(value)
                      = int8send(currval('rlsproxy.admitted_hi'::regclass))
                        || int8send(currval('rlsproxy.admitted_lo'::regclass))
@@ -360,7 +374,7 @@ BEGIN
                              | (verified.tenant_id::bigint & 4294967295) END);
     PERFORM setval('rlsproxy.admitted_lo', ('x' || encode(substr(key, 9, 8), 'hex'))::bit(64)::bigint);
     PERFORM setval('rlsproxy.admitted_hi', ('x' || encode(substr(key, 1, 8), 'hex'))::bit(64)::bigint);
-    PERFORM set_config('rlsproxy.admitted', pg_backend_pid()::text, false);
+    PERFORM set_config('rlsproxy.admitted', rlsproxy.admission_marker(), false);
     RETURN true;
 END
 $fn$;
@@ -373,14 +387,16 @@ GRANT EXECUTE ON FUNCTION rlsproxy.record_admission(text) TO PUBLIC;
 -- emptied the sequences' session state). True when `value` is admitted or
 -- valid; false at once for the empty value the proxy sets to clear a
 -- connection's context (any previous admission stays: it is only ever used
--- for its own value). Inlined into the proxy's prepared statement.
+-- for its own value). Inlined into the proxy's prepared statement; unforced,
+-- it compares the marker only (see "Admissions"), so an admission of another
+-- value (a client's own call) makes its statements verify the slow way.
 CREATE OR REPLACE FUNCTION rlsproxy.admit(value text, force boolean DEFAULT false)
 RETURNS boolean
 LANGUAGE sql
 VOLATILE
 BEGIN ATOMIC
     SELECT CASE WHEN coalesce(value, '') = '' THEN false
-                WHEN NOT force AND rlsproxy.is_admitted(value) THEN true
+                WHEN NOT force AND current_setting('rlsproxy.admitted', true) = rlsproxy.admission_marker() THEN true
                 ELSE rlsproxy.record_admission(value) END;
 END;
 ALTER FUNCTION rlsproxy.admit(text, boolean) OWNER TO rlsproxy_owner;

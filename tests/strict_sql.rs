@@ -93,12 +93,13 @@ async fn set_context(client: &Client, signed: &str, current_tenant: &str) {
 }
 
 /// Sets the settings with bind parameters and, with `admit`, admits the value as the proxy
-/// does at a transaction start (its policies then take the admitted way).
+/// does when a connection takes a context afresh (forced; its policies then take the admitted
+/// way).
 async fn set_context_as(client: &Client, signed: &str, current_tenant: &str, admit: bool) {
     client
         .query(
             "SELECT set_config('rlsproxy.signed_context', $1, false), set_config('app.current_tenant', $2, false),
-                    CASE WHEN $3 THEN rlsproxy.admit($1) END",
+                    CASE WHEN $3 THEN rlsproxy.admit($1, true) END",
             &[&signed, &current_tenant, &admit],
         )
         .await
@@ -400,6 +401,7 @@ async fn functions_and_policies_are_as_designed() {
         functions,
         vec![
             expect("admission_key", false, "v", false),
+            expect("admission_marker", false, "v", false),
             expect("admit", false, "v", false),
             // migrations/0006_advisory_locks.sql: per-tenant advisory lock keys.
             expect("advisory_hash", false, "i", false),
@@ -538,6 +540,9 @@ async fn admissions_are_unforgeable_and_follow_the_value() {
         }
     };
     assert!(admitted(&valid1).await);
+    // What the proxy sends in every later transaction of that client: admitted already.
+    let again = client.query_one("SELECT rlsproxy.admit($1)", &[&valid1]).await.expect("admit").get::<_, bool>(0);
+    assert!(again && admitted(&valid1).await);
 
     // The records cannot be written by app_proxy, however it asks.
     for sql in [
@@ -556,16 +561,21 @@ async fn admissions_are_unforgeable_and_follow_the_value() {
         set_context_as(&client, value, "1", false).await;
         assert_eq!(visible(&client).await, rows, "{value}");
     }
-    // A marker set by hand does not admit anything either.
+    // A marker set by hand (the one an admission under the current keys sets) does not admit
+    // anything either: an unforced admit then records nothing, and what is recorded is not the
+    // tampered value's.
     client
-        .batch_execute("SELECT set_config('rlsproxy.admitted', pg_backend_pid()::text, false)")
+        .batch_execute("SELECT set_config('rlsproxy.admitted', rlsproxy.admission_marker(), false)")
         .await
         .expect("marker");
-    set_context_as(&client, &tampered, "1", false).await;
+    set_context_as(&client, &tampered, "1", true).await;
     assert_eq!(visible(&client).await, vec![]);
-    let forged = client.query_one("SELECT rlsproxy.admit($1)", &[&tampered]).await.expect("admit").get::<_, bool>(0);
-    assert!(!forged, "a tampered value is not admitted");
     assert!(!admitted(&tampered).await);
+    let forced =
+        client.query_one("SELECT rlsproxy.admit($1, true)", &[&tampered]).await.expect("admit").get::<_, bool>(0);
+    assert!(!forced, "a tampered value is not admitted");
+    assert!(!admitted(&tampered).await);
+    assert_eq!(visible(&client).await, vec![]);
 
     // DISCARD SEQUENCES empties the records but not the marker: statements fail, no row is
     // shown, until the value is admitted again (the proxy forces that after a DISCARD).
