@@ -142,12 +142,17 @@ impl Relay<'_> {
             b'E' => {
                 let e = error::from_server(body);
                 self.server_said_fatal = e.severity == "FATAL";
-                if e.code == "0A000"
-                    && let Some(server) = self.server.as_mut()
-                {
-                    // "cached plan must not change result type": a shared statement is stale;
-                    // prepare every statement afresh (each Parse is preceded by a Close).
-                    server.statements.clear();
+                if let Some(server) = self.server.as_mut() {
+                    match e.code.as_str() {
+                        // "cached plan must not change result type": a shared statement is
+                        // stale; prepare every statement afresh (each Parse preceded by a Close).
+                        "0A000" => server.statements.clear(),
+                        // Among others, strict mode's "currval of sequence ... is not yet
+                        // defined": a DISCARD SEQUENCES the proxy did not see emptied what
+                        // recorded the admission. Take the context afresh next time (forced).
+                        "55000" => server.context = None,
+                        _ => {}
+                    }
                 }
             }
             _ => {}

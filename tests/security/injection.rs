@@ -294,3 +294,37 @@ async fn a_failed_injection_before_begin_leaves_an_empty_context() {
     assert!(log.is_empty() || log == [(String::new(), "app_proxy".to_string())], "{log:?}");
     su.batch_execute("GRANT sec_revoked TO app_proxy").await.unwrap();
 }
+
+/// Strict mode with the guard off: a DISCARD SEQUENCES hidden in dynamic SQL empties what
+/// recorded the connection's admission while its marker stays. The client's next statement
+/// fails (55000, no row of anybody) and the connection takes the context afresh after it, so
+/// the session does not stay broken.
+#[tokio::test]
+async fn a_hidden_discard_sequences_in_strict_mode_breaks_one_statement_only() {
+    let su = crate::common::connect(&postgres().superuser_config(crate::common::Postgres::APP_DB)).await;
+    let key = "736571756e636573".repeat(4);
+    su.execute(
+        "INSERT INTO rlsproxy.keys (kid, secret) VALUES ('sec_seq_k', decode($1, 'hex')) \
+         ON CONFLICT (kid) DO UPDATE SET secret = excluded.secret",
+        &[&key],
+    )
+    .await
+    .unwrap();
+    let mut cfg = proxy::base_config(postgres());
+    cfg.pool.mode = rlsproxy::config::PoolMode::Transaction;
+    cfg.pool.size = 1;
+    cfg.guard.enabled = false;
+    cfg.context.strict = true;
+    cfg.context.strict_kid = "sec_seq_k".into();
+    cfg.context.strict_key = Some(key);
+    let proxy = proxy::start(cfg).await;
+    let c = proxy.connect(&proxy.token("1")).await;
+    async fn tenant(c: &Client) -> Result<Option<i32>, tokio_postgres::Error> {
+        c.query_one("SELECT rlsproxy.tenant_id()", &[]).await.map(|r| r.get(0))
+    }
+    assert_eq!(tenant(&c).await.unwrap(), Some(1));
+    c.batch_execute("DO $$ BEGIN EXECUTE 'DISC' || 'ARD SEQUENCES'; END $$").await.unwrap();
+    let err = tenant(&c).await.expect_err("the record is gone");
+    assert_eq!(err.code().map(|c| c.code()), Some("55000"), "{err:?}");
+    assert_eq!(tenant(&c).await.unwrap(), Some(1), "the connection took the context afresh");
+}
