@@ -353,6 +353,10 @@ DECLARE
     key      bytea;
     verified record;
 BEGIN
+    -- Whatever this session recorded before is not this value's: without a record of
+    -- this value, its statements verify the slow way (and never read sequences that a
+    -- DISCARD SEQUENCES may have emptied).
+    PERFORM set_config('rlsproxy.admitted', '', false);
     IF current_setting('transaction_read_only') = 'on'
        OR current_setting('transaction_isolation') <> 'read committed' THEN
         RETURN (SELECT v.payload IS NOT NULL FROM rlsproxy.verify(value) AS v);
