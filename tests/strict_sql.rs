@@ -29,6 +29,11 @@ const DOCS: &str = "strict_sql_docs";
 const TENANT1: [(i32, &str); 2] = [(1, "one-a"), (1, "one-b")];
 const TENANT2: [(i32, &str); 1] = [(2, "two-a")];
 
+/// Held by the tests that change or lock the keys (which moves the epoch or makes admissions
+/// fall back to the slow way) and by those that check what an admission recorded, so that one
+/// never runs in the middle of another. (Which rows a session sees is the same either way.)
+static KEYS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -237,6 +242,7 @@ async fn non_integer_tenants_have_no_tenant_id() {
 
 #[tokio::test]
 async fn two_keys_verify_at_once_and_a_deleted_key_revokes() {
+    let _keys = KEYS.lock().await;
     // Both ways: verified in every statement, and admitted first as the proxy does.
     for admit in [false, true] {
         let client = proxy_client().await;
@@ -287,6 +293,7 @@ async fn writes_are_confined_to_the_signed_tenant() {
 
 #[tokio::test]
 async fn the_app_role_cannot_read_keys_or_replace_the_verifier() {
+    let _keys = KEYS.lock().await;
     let client = proxy_client().await;
     insufficient_privilege(client.query("SELECT * FROM rlsproxy.keys", &[]).await, "select the keys");
     insufficient_privilege(client.query("SELECT count(*) FROM rlsproxy.keys", &[]).await, "count the keys");
@@ -526,6 +533,7 @@ async fn text_tenant_columns_and_conflicting_policies() {
 /// reach; where nothing can be recorded, values are verified the slow way.
 #[tokio::test]
 async fn admissions_are_unforgeable_and_follow_the_value() {
+    let _keys = KEYS.lock().await;
     let client = proxy_client().await;
     let exp = now() + 3600;
     let valid1 = strict::sign(K1, &KEY1, "1", None, exp);
@@ -608,6 +616,7 @@ async fn admissions_are_unforgeable_and_follow_the_value() {
 /// deleted with triggers off, a key change in progress (admitting must not wait for it).
 #[tokio::test]
 async fn admissions_hold_without_a_value_with_triggers_off_and_during_key_changes() {
+    let _keys = KEYS.lock().await;
     let client = proxy_client().await;
     let valid1 = strict::sign(K1, &KEY1, "1", None, now() + 3600);
     // Recorded, but the session never set a value: nothing is admitted for "no value".
