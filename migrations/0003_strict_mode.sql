@@ -295,19 +295,18 @@ CREATE OR REPLACE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNC
 -- pg_restore --disable-triggers): a key deleted there must revoke as well.
 ALTER TABLE rlsproxy.keys ENABLE ALWAYS TRIGGER keys_changed;
 
--- The admission key of a value under the current keys.
-CREATE OR REPLACE FUNCTION rlsproxy.admission_key(value text)
+-- The admission key of a value under the keys of `epoch`.
+CREATE OR REPLACE FUNCTION rlsproxy.admission_key(value text, epoch bigint)
 RETURNS bytea
 LANGUAGE sql
-VOLATILE
+STABLE
 BEGIN ATOMIC
-    SELECT substr(sha256(convert_to(value, 'UTF8')
-                         || int8send(coalesce(pg_sequence_last_value('rlsproxy.keys_epoch'::regclass), 0))), 1, 16);
+    SELECT substr(sha256(convert_to(value, 'UTF8') || int8send(epoch)), 1, 16);
 END;
-ALTER FUNCTION rlsproxy.admission_key(text) OWNER TO rlsproxy_owner;
+ALTER FUNCTION rlsproxy.admission_key(text, bigint) OWNER TO rlsproxy_owner;
 
 -- The admission marker this session has when it admitted a value under the
--- current keys.
+-- current keys: the one read of the keys' epoch (its second field).
 CREATE OR REPLACE FUNCTION rlsproxy.admission_marker()
 RETURNS text
 LANGUAGE sql
@@ -319,13 +318,14 @@ ALTER FUNCTION rlsproxy.admission_marker() OWNER TO rlsproxy_owner;
 
 -- Whether `value` is the value admitted in this session. Inlined where it is
 -- used (VOLATILE as currval is; the CASE keeps currval from running unset).
+-- Once the marker is the current one, its epoch is the current epoch.
 CREATE OR REPLACE FUNCTION rlsproxy.is_admitted(value text)
 RETURNS boolean
 LANGUAGE sql
 VOLATILE
 BEGIN ATOMIC
     SELECT CASE WHEN current_setting('rlsproxy.admitted', true) = rlsproxy.admission_marker()
-                THEN rlsproxy.admission_key(value)
+                THEN rlsproxy.admission_key(value, split_part(current_setting('rlsproxy.admitted', true), '.', 2)::bigint)
                      = int8send(currval('rlsproxy.admitted_hi'::regclass))
                        || int8send(currval('rlsproxy.admitted_lo'::regclass))
                 ELSE false END;
@@ -350,27 +350,29 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    key      bytea;
-    verified record;
+    recordable boolean := current_setting('transaction_read_only') = 'off'
+                          AND current_setting('transaction_isolation') = 'read committed';
+    marker     text;
+    key        bytea;
+    verified   record;
 BEGIN
     -- Whatever this session recorded before is not this value's: without a record of
     -- this value, its statements verify the slow way (and never read sequences that a
     -- DISCARD SEQUENCES may have emptied).
     PERFORM set_config('rlsproxy.admitted', '', false);
-    IF current_setting('transaction_read_only') = 'on'
-       OR current_setting('transaction_isolation') <> 'read committed' THEN
-        RETURN (SELECT v.payload IS NOT NULL FROM rlsproxy.verify(value) AS v);
+    IF recordable THEN
+        BEGIN
+            LOCK TABLE rlsproxy.keys IN SHARE MODE NOWAIT;
+        EXCEPTION WHEN lock_not_available THEN
+            recordable := false;
+        END;
     END IF;
-    BEGIN
-        LOCK TABLE rlsproxy.keys IN SHARE MODE NOWAIT;
-    EXCEPTION WHEN lock_not_available THEN
-        RETURN (SELECT v.payload IS NOT NULL FROM rlsproxy.verify(value) AS v);
-    END;
-    key := rlsproxy.admission_key(value);
+    marker := rlsproxy.admission_marker();
     SELECT v.tenant_id, (v.payload ->> 'exp')::numeric AS exp INTO verified FROM rlsproxy.verify(value) AS v;
-    IF verified.exp IS NULL THEN
-        RETURN false;
+    IF NOT recordable OR verified.exp IS NULL THEN
+        RETURN verified.exp IS NOT NULL;
     END IF;
+    key := rlsproxy.admission_key(value, split_part(marker, '.', 2)::bigint);
     PERFORM setval('rlsproxy.admitted_hi', ('x' || encode(substr(key, 1, 8), 'hex'))::bit(64)::bigint # 1);
     PERFORM setval('rlsproxy.admitted_tenant_id',
                    CASE WHEN verified.tenant_id IS NULL THEN 0
@@ -378,7 +380,7 @@ BEGIN
                              | (verified.tenant_id::bigint & 4294967295) END);
     PERFORM setval('rlsproxy.admitted_lo', ('x' || encode(substr(key, 9, 8), 'hex'))::bit(64)::bigint);
     PERFORM setval('rlsproxy.admitted_hi', ('x' || encode(substr(key, 1, 8), 'hex'))::bit(64)::bigint);
-    PERFORM set_config('rlsproxy.admitted', rlsproxy.admission_marker(), false);
+    PERFORM set_config('rlsproxy.admitted', marker, false);
     RETURN true;
 END
 $fn$;

@@ -407,7 +407,7 @@ async fn functions_and_policies_are_as_designed() {
     assert_eq!(
         functions,
         vec![
-            expect("admission_key", false, "v", false),
+            expect("admission_key", false, "s", false),
             expect("admission_marker", false, "v", false),
             expect("admit", false, "v", false),
             // migrations/0006_advisory_locks.sql: per-tenant advisory lock keys.

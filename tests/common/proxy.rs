@@ -42,6 +42,26 @@ pub fn base_config(pg: &Postgres) -> Config {
     Config::from_toml(&toml).expect("valid base config")
 }
 
+/// [`base_config`] in strict mode with the guard off, signing under `kid` with `key_hex`,
+/// which it first puts into `rlsproxy.keys` (the cluster has migrations/0003 applied).
+pub async fn strict_without_guard(pg: &Postgres, kid: &str, key_hex: &str) -> Config {
+    pg.superuser_client(Postgres::APP_DB)
+        .await
+        .execute(
+            "INSERT INTO rlsproxy.keys (kid, secret) VALUES ($1, decode($2, 'hex')) \
+             ON CONFLICT (kid) DO UPDATE SET secret = excluded.secret",
+            &[&kid, &key_hex],
+        )
+        .await
+        .expect("strict key");
+    let mut cfg = base_config(pg);
+    cfg.guard.enabled = false;
+    cfg.context.strict = true;
+    cfg.context.strict_kid = kid.into();
+    cfg.context.strict_key = Some(key_hex.into());
+    cfg
+}
+
 /// Starts a proxy with `config` (validated first) on the current runtime.
 pub async fn start(config: Config) -> TestProxy {
     config.validate().expect("valid proxy config");

@@ -301,22 +301,9 @@ async fn a_failed_injection_before_begin_leaves_an_empty_context() {
 /// the session does not stay broken (without that, every later statement failed).
 #[tokio::test]
 async fn a_hidden_discard_sequences_in_strict_mode_breaks_one_statement_only() {
-    let su = crate::common::connect(&postgres().superuser_config(crate::common::Postgres::APP_DB)).await;
-    let key = "736571756e636573".repeat(4);
-    su.execute(
-        "INSERT INTO rlsproxy.keys (kid, secret) VALUES ('sec_seq_k', decode($1, 'hex')) \
-         ON CONFLICT (kid) DO UPDATE SET secret = excluded.secret",
-        &[&key],
-    )
-    .await
-    .unwrap();
-    let mut cfg = proxy::base_config(postgres());
+    let mut cfg = proxy::strict_without_guard(postgres(), "sec_seq_k", &"736571756e636573".repeat(4)).await;
     cfg.pool.mode = rlsproxy::config::PoolMode::Transaction;
     cfg.pool.size = 1;
-    cfg.guard.enabled = false;
-    cfg.context.strict = true;
-    cfg.context.strict_kid = "sec_seq_k".into();
-    cfg.context.strict_key = Some(key);
     let proxy = proxy::start(cfg).await;
     let c = proxy.connect(&proxy.token("1")).await;
     async fn tenant(c: &Client) -> Result<Option<i32>, tokio_postgres::Error> {

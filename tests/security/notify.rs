@@ -171,23 +171,10 @@ async fn trigger_table() {
 
 #[tokio::test]
 async fn in_strict_mode_rlsproxy_notify_uses_the_verified_tenant_not_the_setting() {
-    let su = superuser().await;
     trigger_table().await;
-    let key = "6e6f74696679".repeat(6);
-    su.execute(
-        "INSERT INTO rlsproxy.keys (kid, secret) VALUES ('notify_k', decode($1, 'hex')) \
-         ON CONFLICT (kid) DO UPDATE SET secret = excluded.secret",
-        &[&key],
-    )
-    .await
-    .unwrap();
     for mode in MODES {
-        let mut cfg = proxy::base_config(postgres());
+        let mut cfg = proxy::strict_without_guard(postgres(), "notify_k", &"6e6f74696679".repeat(6)).await;
         cfg.pool.mode = mode;
-        cfg.guard.enabled = false;
-        cfg.context.strict = true;
-        cfg.context.strict_kid = "notify_k".into();
-        cfg.context.strict_key = Some(key.clone());
         let proxy = proxy::start(cfg).await;
         let mut l1 = listener(&proxy, "1", &["notify_strict"]).await;
         let mut l2 = listener(&proxy, "2", &["notify_strict"]).await;
