@@ -242,7 +242,8 @@ GRANT EXECUTE ON FUNCTION rlsproxy.verify(text) TO PUBLIC;
 -- Admissions: what makes strict policies cheap. Verifying costs tens of
 -- microseconds, and policies would pay it in every statement; but a server
 -- connection of the proxy carries one signed value for many transactions. So
--- the proxy admits the value it sets (rlsproxy.admit, in its injection):
+-- the proxy admits the value it sets (rlsproxy.admit, forced, whenever a
+-- connection takes a context, and every few seconds while it keeps one):
 -- admitting verifies the value once and records, in this session's currval()
 -- of three sequences, its admission key (128 bits of SHA-256 over the value and
 -- the keys' epoch) and its expiry and int4 tenant. Only the sequences' owner
@@ -252,9 +253,8 @@ GRANT EXECUTE ON FUNCTION rlsproxy.verify(text) TO PUBLIC;
 -- without an HMAC or a key lookup.
 -- The marker setting `rlsproxy.admitted` (backend pid and the keys' epoch)
 -- says whether the sequences were set in this session, as reading them before
--- is an error, and under which keys: the proxy's check in every transaction
--- compares just the marker (it lends a connection without forcing an admission
--- only to the client whose value the connection last took). A client may set
+-- is an error, and under which keys (an unforced admit compares just the
+-- marker). A client may set
 -- the marker to anything: at worst its own statements fail (after a DISCARD
 -- SEQUENCES) or take the slow way. A parallel worker has a pid of its own: it
 -- takes the slow way.
@@ -393,9 +393,9 @@ GRANT EXECUTE ON FUNCTION rlsproxy.record_admission(text) TO PUBLIC;
 -- emptied the sequences' session state). True when `value` is admitted or
 -- valid; false at once for the empty value the proxy sets to clear a
 -- connection's context (any previous admission stays: it is only ever used
--- for its own value). Inlined into the proxy's prepared statement; unforced,
--- it compares the marker only (see "Admissions"), so an admission of another
--- value (a client's own call) makes its statements verify the slow way.
+-- for its own value). The proxy forces it; unforced, it compares the marker
+-- only (see "Admissions"), so an admission of another value (a client's own
+-- call) makes its statements verify the slow way.
 CREATE OR REPLACE FUNCTION rlsproxy.admit(value text, force boolean DEFAULT false)
 RETURNS boolean
 LANGUAGE sql

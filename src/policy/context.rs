@@ -1,11 +1,13 @@
 //! The tenant context injection (README "Security model in brief"): one statement prepared
 //! once per server connection under a reserved name, executed at every
 //! transaction start with the client's values as bind parameters, so they never
-//! appear in SQL text, pg_stat_activity or the server log.
+//! appear in SQL text, pg_stat_activity or the server log. In strict mode a second
+//! one records the signed value's admission when a connection takes a context.
 
 use bytes::{Bytes, BytesMut};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::strict::{self, Signer};
 use crate::auth::TenantContext;
@@ -14,6 +16,14 @@ use crate::protocol::frontend;
 
 /// Name of the injection statement on every server connection.
 pub const STATEMENT_NAME: &str = "rlsproxy_ctx";
+
+/// Name of strict mode's admission statement (migrations/0003_strict_mode.sql).
+pub const ADMIT_STATEMENT_NAME: &str = "rlsproxy_admit";
+
+/// Strict mode: how long a connection keeps a context's admission before taking the context
+/// afresh. Statements check the admission against the current keys, so after a change of keys
+/// they verify the slow way; this bounds how long, without an admission check per transaction.
+pub const ADMISSION_REFRESH: Duration = Duration::from_secs(5);
 
 /// Which settings are injected, in order; fixed for the life of the process.
 #[derive(Clone)]
@@ -45,10 +55,12 @@ pub struct Injection {
     pub prepare: Bytes,
     /// Bind + Execute with this client's values; also the identity of the context it sets.
     pub bind_execute: Bytes,
-    /// The same values for a connection that takes this context afresh: in strict mode the
-    /// signed value's admission is recorded again whatever the session says (a client's
+    /// The same values for a connection that takes this context afresh: in strict mode followed
+    /// by the signed value's admission, recorded again whatever the session says (a client's
     /// `DISCARD` may have emptied what recorded it). Otherwise the same as `bind_execute`.
     pub adopt: Bytes,
+    /// Strict mode: [`ADMISSION_REFRESH`], after which a connection takes the context afresh.
+    pub refresh: Option<Duration>,
     /// A simple Query that empties every injected setting (tenant `''`, role `none`): what a
     /// connection is left with when the client's own injection then fails, so that policies
     /// fail closed instead of seeing a previous context. Plain SQL (the values are constants),
@@ -84,13 +96,8 @@ impl ContextSpec {
         // and put its schema before pg_catalog in search_path; the plan of this statement is
         // re-resolved when search_path changes, so an unqualified name could then run the
         // client's function with every later client's values.
-        let mut calls: Vec<String> =
+        let calls: Vec<String> =
             (0..pairs).map(|i| format!("pg_catalog.set_config(${}, ${}, false)", 2 * i + 1, 2 * i + 2)).collect();
-        if strict.is_some() {
-            // The signed value is the last pair's; admitting it once per server connection is
-            // what spares strict policies an HMAC per statement (migrations/0003_strict_mode.sql).
-            calls.push(format!("rlsproxy.admit(${}, ${})", 2 * pairs, 2 * pairs + 1));
-        }
         let mut spec = Self {
             sql: format!("SELECT {}", calls.join(", ")),
             tenant_setting: cfg.context.tenant_setting.clone(),
@@ -121,32 +128,27 @@ impl ContextSpec {
         let mut prepare = BytesMut::new();
         frontend::close_statement(&mut prepare, STATEMENT_NAME);
         frontend::parse(&mut prepare, STATEMENT_NAME, &self.sql);
-        let values =
-            |adopt| self.bind_execute(&ctx.tenant, Some(&claims), ctx.role.as_deref(), signed.as_deref(), adopt);
+        let mut bind_execute = BytesMut::new();
+        let values = self.values(&ctx.tenant, Some(&claims), ctx.role.as_deref(), signed.as_deref());
+        frontend::bind_text(&mut bind_execute, STATEMENT_NAME, &values);
+        frontend::execute(&mut bind_execute);
+        let bind_execute = bind_execute.freeze();
+        let mut adopt = BytesMut::from(&bind_execute[..]);
+        if let Some(signed) = &signed {
+            // Once per connection and context (and every ADMISSION_REFRESH): what spares strict
+            // policies an HMAC per statement. Forced: the session's record may be gone.
+            frontend::close_statement(&mut prepare, ADMIT_STATEMENT_NAME);
+            frontend::parse(&mut prepare, ADMIT_STATEMENT_NAME, "SELECT rlsproxy.admit($1, true)");
+            frontend::bind_text(&mut adopt, ADMIT_STATEMENT_NAME, &[signed.as_str()]);
+            frontend::execute(&mut adopt);
+        }
         Injection {
             prepare: prepare.freeze(),
-            bind_execute: values(false),
-            adopt: values(true),
+            bind_execute,
+            adopt: adopt.freeze(),
+            refresh: signed.is_some().then_some(ADMISSION_REFRESH),
             clear: self.clear.clone(),
         }
-    }
-
-    fn bind_execute(
-        &self,
-        tenant: &str,
-        claims: Option<&str>,
-        role: Option<&str>,
-        signed: Option<&str>,
-        adopt: bool,
-    ) -> Bytes {
-        let mut values = self.values(tenant, claims, role, signed);
-        if self.strict.is_some() {
-            values.push(if adopt { "t" } else { "f" });
-        }
-        let mut buf = BytesMut::new();
-        frontend::bind_text(&mut buf, STATEMENT_NAME, &values);
-        frontend::execute(&mut buf);
-        buf.freeze()
     }
 
     /// Setting names and values, in pairs, as the statement's parameters take them.

@@ -44,6 +44,7 @@ pub(super) fn adopted(conn: &mut ServerConn, identity: &Identity) {
     conn.owner = Some(identity.key.clone());
     conn.injection_prepared = true;
     conn.context = Some(identity.injection.bind_execute.clone());
+    conn.adopted_at = Some(Instant::now());
 }
 
 impl Relay<'_> {
@@ -83,7 +84,12 @@ impl Relay<'_> {
             self.entry.set_state(ClientState::Active);
             let Some(server) = self.server.as_mut() else { return Ok(false) };
             let ready = server.owner.as_ref() == Some(&self.identity.key)
-                && server.context.as_ref() == Some(&self.identity.injection.bind_execute);
+                && server.context.as_ref() == Some(&self.identity.injection.bind_execute)
+                && self
+                    .identity
+                    .injection
+                    .refresh
+                    .is_none_or(|refresh| server.adopted_at.is_some_and(|adopted| adopted.elapsed() < refresh));
             let verify = self.statements.to_verify(tag, body, &mut server.statements);
             if ready && !isolating_sql && verify.is_none() {
                 // Nothing is in flight here: the tracker cannot be out of step.

@@ -35,6 +35,7 @@ pub(super) async fn connect(
         params: BTreeMap::new(),
         injection_prepared: false,
         context: None,
+        adopted_at: None,
         owner: None,
         startup: startup.to_vec(),
         statements: Default::default(),

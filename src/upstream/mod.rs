@@ -155,6 +155,8 @@ pub struct ServerConn {
     /// leaves at most this context in place, so only a connection whose context is exactly the
     /// client's may take the pipelined path.
     pub context: Option<Bytes>,
+    /// When that context was taken (an adoption batch); strict mode takes it afresh after a while.
+    pub adopted_at: Option<Instant>,
     /// Identity key (a hash of the injected values and startup settings) of the client whose
     /// session state the connection carries; `None` when clean. Another identity gets it only
     /// after a reset.

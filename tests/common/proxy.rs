@@ -42,9 +42,14 @@ pub fn base_config(pg: &Postgres) -> Config {
     Config::from_toml(&toml).expect("valid base config")
 }
 
+/// Held by a test that checks what strict mode's admissions recorded, and by whoever changes
+/// `rlsproxy.keys` meanwhile: a change moves the keys' epoch, after which admissions fall back.
+pub static KEYS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// [`base_config`] in strict mode with the guard off, signing under `kid` with `key_hex`,
 /// which it first puts into `rlsproxy.keys` (the cluster has migrations/0003 applied).
 pub async fn strict_without_guard(pg: &Postgres, kid: &str, key_hex: &str) -> Config {
+    let _keys = KEYS.lock().await;
     pg.superuser_client(Postgres::APP_DB)
         .await
         .execute(

@@ -319,3 +319,43 @@ async fn a_hidden_discard_sequences_in_strict_mode_breaks_one_statement_only() {
     }
     assert_eq!(tenant(&c).await.unwrap(), Some(1), "the connection took the context afresh");
 }
+
+/// Strict mode records a context's admission when a connection takes the context, not in
+/// every transaction: after a change of keys its statements verify the slow way (same rows)
+/// until the connection takes the context afresh, within `ADMISSION_REFRESH`.
+#[tokio::test]
+async fn strict_admissions_follow_a_change_of_keys_within_the_refresh() {
+    let key = "72656672657368".repeat(5);
+    let mut cfg = proxy::strict_without_guard(postgres(), "sec_refresh_k", &key).await;
+    cfg.pool.mode = rlsproxy::config::PoolMode::Transaction;
+    cfg.pool.size = 1;
+    let _keys = proxy::KEYS.lock().await;
+    let proxy = proxy::start(cfg).await;
+    let before_adoption = std::time::Instant::now();
+    let c = proxy.connect(&proxy.token("1")).await;
+    async fn state(c: &Client) -> (Option<i32>, bool) {
+        let row = c
+            .query_one(
+                "SELECT rlsproxy.tenant_id(), rlsproxy.is_admitted(current_setting('rlsproxy.signed_context'))",
+                &[],
+            )
+            .await
+            .expect("state");
+        (row.get(0), row.get(1))
+    }
+    assert_eq!(state(&c).await, (Some(1), true));
+    postgres()
+        .superuser_client(crate::common::Postgres::APP_DB)
+        .await
+        .execute("UPDATE rlsproxy.keys SET secret = secret WHERE kid = 'sec_refresh_k'", &[])
+        .await
+        .expect("touch the keys");
+    let still_fresh = before_adoption.elapsed() < rlsproxy::policy::context::ADMISSION_REFRESH;
+    let (tenant, admitted) = state(&c).await;
+    assert_eq!(tenant, Some(1), "verified the slow way");
+    if still_fresh {
+        assert!(!admitted, "an admission under the old keys");
+    }
+    tokio::time::sleep(rlsproxy::policy::context::ADMISSION_REFRESH + Duration::from_millis(300)).await;
+    assert_eq!(state(&c).await, (Some(1), true), "admitted again under the new keys");
+}
