@@ -19,8 +19,8 @@
 use std::ops::Range;
 
 use pg_query::protobuf::{ScanToken, Token};
-use serde_json::Value;
 
+use super::calls::{self, Call};
 use super::rewrite::{self, is, parsable, span, splice, tenant_hash_hex};
 use crate::policy::syntax::{SyntaxError, syntax_error};
 
@@ -121,15 +121,14 @@ pub fn scope_lock_keys(sql: &[u8], scope: &LockScope) -> Result<Option<Vec<u8>>,
         return Ok(None);
     }
     let parsed = pg_query::parse(&text, 0).map_err(|e| unparsable(&text, &e))?;
-    let tree = serde_json::to_value(&parsed.protobuf).map_err(|e| LockKeyError::Unparsable(e.to_string()))?;
-    let mut walk = Walk::default();
-    walk.visit(&tree);
+    let found = calls::find(&parsed.protobuf, is_lock_function, &[]);
+    let calls: Vec<LockCall> = found.calls.iter().filter_map(LockCall::of).collect();
     // The name anywhere else (an operator's or aggregate's function, a regproc literal…).
-    if walk.names > walk.calls.len() {
+    if found.names > calls.len() {
         return Err(LockKeyError::Unscopable);
     }
     let mut edits = Vec::new();
-    for call in &walk.calls {
+    for call in &calls {
         let keys = call_keys(&tokens, call.location).filter(|k| k.args.len() == call.args);
         match keys.ok_or(LockKeyError::Unscopable)? {
             CallKeys { args, .. } if args.len() == 1 => {
@@ -203,54 +202,20 @@ fn call_keys(tokens: &[ScanToken], location: usize) -> Option<CallKeys> {
 /// A call the proxy can scope: by its plain or pg_catalog-qualified name, with one or two
 /// positional arguments and nothing else (no aggregate or window clauses).
 #[derive(Debug)]
-struct Call {
+struct LockCall {
     location: usize,
     args: usize,
 }
 
-/// What the whole tree holds (walked generically, so no node kind is missed).
-#[derive(Debug, Default)]
-struct Walk {
-    /// Names and string constants spelling a lock function.
-    names: usize,
-    calls: Vec<Call>,
-}
-
-impl Walk {
-    fn visit(&mut self, root: &Value) {
-        rewrite::for_each_entry(root, |key, child| match key {
-            "FuncCall" => self.call(child),
-            "sval" if child.as_str().is_some_and(is_lock_function) => self.names += 1,
-            _ => {}
-        });
-    }
-
-    fn call(&mut self, call: &Value) {
-        let names = rewrite::function_name(call);
-        let ours = match names.as_slice() {
-            [name] => is_lock_function(name),
-            [schema, name] => schema.eq_ignore_ascii_case("pg_catalog") && is_lock_function(name),
+impl LockCall {
+    fn of(call: &Call) -> Option<Self> {
+        let qualified_right = match call.names.as_slice() {
+            [_] => true,
+            [schema, _] => schema.eq_ignore_ascii_case("pg_catalog"),
             _ => false,
         };
-        let args = call.get("args").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
-        let positional = args.iter().all(|a| a.pointer("/node/NamedArgExpr").is_none());
-        let flag = |k: &str| call.get(k).and_then(Value::as_bool).unwrap_or(false);
-        let plain = ["agg_star", "agg_distinct", "func_variadic", "agg_within_group"].iter().all(|k| !flag(k))
-            && ["over", "agg_filter", "agg_order"].iter().all(|k| call.get(*k).is_none_or(is_empty));
-        let location = call.get("location").and_then(Value::as_u64).and_then(|l| usize::try_from(l).ok());
-        if let (true, true, true, Some(location), 1 | 2) = (ours, positional, plain, location, args.len()) {
-            self.calls.push(Call { location, args: args.len() });
-        }
-    }
-}
-
-/// An absent clause as serde writes it: null, an empty list or an empty object.
-fn is_empty(value: &Value) -> bool {
-    match value {
-        Value::Null => true,
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-        _ => false,
+        let plain = qualified_right && !call.named_args && !call.decorated && matches!(call.args, 1 | 2);
+        plain.then_some(Self { location: call.location?, args: call.args })
     }
 }
 

@@ -11,7 +11,6 @@ mod cache;
 mod inspect;
 mod key;
 mod rule;
-mod walk;
 
 use std::sync::Arc;
 
@@ -90,29 +89,44 @@ impl Guard {
         }
     }
 
-    /// [`Guard::check_sql`] for `sql` in a message the relay owns: a long text is checked on
-    /// a blocking thread, so that the relay thread's other sessions go on meanwhile, and
-    /// waits while [`LONG_CHECKS_AT_ONCE`] others are.
+    /// [`Guard::check_sql`] for `sql` in a message the relay owns, long texts as
+    /// [`Guard::parse_long`] says.
     pub async fn check_message_sql(
         self: Arc<Self>,
         sql: Bytes,
         role: Option<&str>,
         starts_transaction: bool,
     ) -> Result<(), Refusal> {
-        if sql.len() < BLOCKING_BYTES || sql.len() > self.max_statement_bytes {
+        if sql.len() > self.max_statement_bytes {
             return self.check_sql(&sql, role, starts_transaction);
         }
-        let unchecked =
-            || Err(Refusal::of(&Violation::new(Rule::Unparsable, "a statement the guard could not check".into())));
-        // The semaphore is never closed; fail closed all the same.
-        let Ok(permit) = self.long_checks.clone().acquire_owned().await else { return unchecked() };
         let role = role.map(str::to_owned);
+        let guard = self.clone();
+        let check = move |sql: &[u8]| guard.check_sql(sql, role.as_deref(), starts_transaction);
+        self.parse_long(sql, check).await.unwrap_or_else(|| {
+            Err(Refusal::of(&Violation::new(Rule::Unparsable, "a statement the guard could not check".into())))
+        })
+    }
+
+    /// `work` (which parses `text`) run at once for a short text. A long one is parsed on a
+    /// blocking thread, so that the relay thread's other sessions go on meanwhile, and waits
+    /// while [`LONG_CHECKS_AT_ONCE`] others are. `None` when it could not run (fail closed).
+    pub async fn parse_long<R: Send + 'static>(
+        &self,
+        text: Bytes,
+        work: impl FnOnce(&[u8]) -> R + Send + 'static,
+    ) -> Option<R> {
+        if text.len() < BLOCKING_BYTES {
+            return Some(work(&text));
+        }
+        // The semaphore is never closed; fail closed all the same.
+        let permit = self.long_checks.clone().acquire_owned().await.ok()?;
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            self.check_sql(&sql, role.as_deref(), starts_transaction)
+            work(&text)
         });
-        // Err: the check panicked (never expected).
-        task.await.unwrap_or_else(|_| unchecked())
+        // Err: the work panicked (never expected).
+        task.await.ok()
     }
 
     /// Checks SQL text (a Query's, or a Parse's) for a client whose token has `role`.

@@ -4,6 +4,7 @@
 //! safe to use at all.
 
 pub mod advisory;
+mod calls;
 pub mod context;
 pub mod guard;
 pub mod isolation;
@@ -13,6 +14,7 @@ pub mod session_state;
 pub mod strict;
 pub mod syntax;
 pub mod upstream_role;
+mod walk;
 
 /// Statement and portal names the proxy owns; clients may not use them.
 pub const RESERVED_PREFIX: &[u8] = b"rlsproxy_";

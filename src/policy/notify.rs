@@ -17,8 +17,8 @@ use std::ops::Range;
 use bytes::{BufMut, BytesMut};
 use pg_query::protobuf::node::Node as NodeEnum;
 use pg_query::protobuf::{ScanToken, Token};
-use serde_json::Value;
 
+use super::calls::{self, Call};
 use super::rewrite::{self, SpliceError, parsable, splice, tenant_hash_hex};
 use crate::policy::syntax::{SyntaxError, syntax_error};
 use crate::protocol::backend::finish_message;
@@ -163,13 +163,12 @@ pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) ->
         let range = token_run(&tokens, keyword + 1).ok_or(ChannelError::Nested)?;
         edits.push((range, quote_ident(&scope.scoped(channel)?)));
     }
-    let tree = serde_json::to_value(&parsed.protobuf).map_err(|e| ChannelError::Unparsable(e.to_string()))?;
-    let mut walk = Walk::default();
-    walk.visit(&tree);
-    if walk.statements > top_level {
+    let found = calls::find(&parsed.protobuf, is_pg_notify, &["ListenStmt", "UnlistenStmt", "NotifyStmt"]);
+    if found.kinds > top_level {
         return Err(ChannelError::Nested);
     }
-    for call in &walk.pg_notify_calls {
+    let pg_notify_calls: Vec<NotifyCall> = found.calls.iter().filter_map(NotifyCall::of).collect();
+    for call in &pg_notify_calls {
         let Some(location) = call.constant_channel_at else {
             if allow_computed {
                 continue;
@@ -186,7 +185,7 @@ pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) ->
         edits.push((range, quote_literal(&scope.scoped(&call.channel)?)));
     }
     // The name anywhere else (an operator's or aggregate's function, a regproc literal…).
-    if walk.pg_notify_names > walk.pg_notify_calls.len() && !allow_computed {
+    if found.names > pg_notify_calls.len() && !allow_computed {
         return Err(ChannelError::Computed);
     }
     if edits.is_empty() {
@@ -230,6 +229,10 @@ fn quote_literal(value: &str) -> String {
     format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
+fn is_pg_notify(name: &str) -> bool {
+    name.eq_ignore_ascii_case("pg_notify")
+}
+
 /// A pg_notify call found in the tree.
 #[derive(Debug)]
 struct NotifyCall {
@@ -238,48 +241,20 @@ struct NotifyCall {
     channel: String,
 }
 
-/// What the whole tree holds (walked generically, so no node kind is missed).
-#[derive(Debug, Default)]
-struct Walk {
-    /// LISTEN, UNLISTEN and NOTIFY statements at any depth.
-    statements: usize,
-    /// Names and string constants spelling pg_notify.
-    pg_notify_names: usize,
-    pg_notify_calls: Vec<NotifyCall>,
-}
-
-impl Walk {
-    fn visit(&mut self, root: &Value) {
-        rewrite::for_each_entry(root, |key, child| match key {
-            "ListenStmt" | "UnlistenStmt" | "NotifyStmt" => self.statements += 1,
-            "FuncCall" => self.call(child),
-            "sval" if child.as_str().is_some_and(|s| s.eq_ignore_ascii_case("pg_notify")) => self.pg_notify_names += 1,
-            _ => {}
-        });
-    }
-
-    fn call(&mut self, call: &Value) {
-        let names = rewrite::function_name(call);
-        let is_pg_notify = match names.as_slice() {
-            [name] => name.eq_ignore_ascii_case("pg_notify"),
-            [schema, name] => schema.eq_ignore_ascii_case("pg_catalog") && name.eq_ignore_ascii_case("pg_notify"),
-            _ => names.last().is_some_and(|n| n.eq_ignore_ascii_case("pg_notify")),
-        };
-        if !is_pg_notify {
-            return;
+impl NotifyCall {
+    /// `call` when it is pg_notify's: by its plain or pg_catalog-qualified name, or any
+    /// longer one (which then cannot be scoped).
+    fn of(call: &Call) -> Option<Self> {
+        if let [schema, _] = call.names.as_slice()
+            && !schema.eq_ignore_ascii_case("pg_catalog")
+        {
+            return None;
         }
-        let first = call.get("args").and_then(Value::as_array).and_then(|a| a.first());
-        let constant = first.and_then(|a| a.pointer("/node/AConst"));
-        let channel = constant.and_then(|c| c.pointer("/val/Sval/sval")).and_then(Value::as_str);
-        let location = constant.and_then(|c| c.get("location")).and_then(Value::as_u64);
-        let plain = names.len() == 1 || names.len() == 2;
-        let found = match (channel, location, plain) {
-            (Some(channel), Some(at), true) => {
-                NotifyCall { constant_channel_at: usize::try_from(at).ok(), channel: channel.to_string() }
-            }
+        let plain = call.names.len() <= 2;
+        Some(match (&call.first_string, call.first_constant_at, plain) {
+            (Some(channel), Some(at), true) => NotifyCall { constant_channel_at: Some(at), channel: channel.clone() },
             _ => NotifyCall { constant_channel_at: None, channel: String::new() },
-        };
-        self.pg_notify_calls.push(found);
+        })
     }
 }
 

@@ -6,7 +6,6 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use pg_query::protobuf::{ScanToken, Token};
-use serde_json::Value;
 
 /// Why edits cannot be spliced into a text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,30 +80,4 @@ pub fn is(token: &ScanToken, kinds: &[Token]) -> bool {
 /// The byte range of `token`.
 pub fn span(token: &ScanToken) -> Option<Range<usize>> {
     Some(usize::try_from(token.start).ok()?..usize::try_from(token.end).ok()?)
-}
-
-/// Every `(key, value)` entry of every object in a parse tree (as JSON), depth first: a
-/// rewrite finds what it looks for by key, so no node kind can be missed.
-pub fn for_each_entry<'v>(root: &'v Value, mut found: impl FnMut(&str, &'v Value)) {
-    let mut stack = vec![root];
-    while let Some(value) = stack.pop() {
-        match value {
-            Value::Object(map) => {
-                for (key, child) in map {
-                    found(key, child);
-                    stack.push(child);
-                }
-            }
-            Value::Array(items) => stack.extend(items),
-            _ => {}
-        }
-    }
-}
-
-/// The name parts of a `FuncCall` node (`[schema,] name`), as written.
-pub fn function_name(call: &Value) -> Vec<&str> {
-    call.get("funcname")
-        .and_then(Value::as_array)
-        .map(|n| n.iter().filter_map(|n| n.pointer("/node/String/sval").and_then(Value::as_str)).collect())
-        .unwrap_or_default()
 }

@@ -14,7 +14,7 @@ impl Relay<'_> {
     /// `msg` with its advisory lock keys scoped to the client's tenant, or the refusal of a
     /// text (or fast-path call) whose keys cannot be. Exempt operators keep the
     /// database-wide keys (one migration lock for everyone).
-    pub(super) fn scope_lock_keys(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
+    pub(super) async fn scope_lock_keys(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
         if self.shared.live().guard.exempts(self.identity.context.role.as_deref(), Rule::AdvisoryLock) {
             return (msg, None);
         }
@@ -23,10 +23,11 @@ impl Relay<'_> {
             let refusal = advisory::is_lock_function_oid(oid).then(|| lock_refusal(&LockKeyError::Unscopable));
             return (msg, refusal);
         }
-        self.rewrite_sql(msg, advisory::may_name_lock_function, |sql| {
-            let scope = LockScope::for_tenant(&self.identity.context.tenant);
+        let scope = LockScope::for_tenant(&self.identity.context.tenant);
+        self.rewrite_sql(msg, advisory::may_name_lock_function, move |sql| {
             advisory::scope_lock_keys(sql, &scope).map_err(|e| lock_refusal(&e))
         })
+        .await
     }
 }
 

@@ -81,7 +81,7 @@ impl Relay<'_> {
             }
         }
         // Scoped to the tenant first: the guard and the rest see what the server will run.
-        let (msg, scope_refusal) = self.scope_to_tenant(msg);
+        let (msg, scope_refusal) = self.scope_to_tenant(msg).await;
         let body = codec::body(&msg);
         let Some(names) = frontend::referenced_names(tag, body) else {
             return Ok(Some(Exit::Fatal(client_protocol_error(&ProtocolError::Malformed(tag as char)))));

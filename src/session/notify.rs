@@ -15,16 +15,16 @@ const HINT: &str = "LISTEN/NOTIFY channels are per tenant: name them in LISTEN, 
 impl Relay<'_> {
     /// `msg` with its channels scoped to the client's tenant (the same `msg` when it names
     /// none), or the refusal of a text whose channels cannot be scoped.
-    pub(super) fn scope_channels(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
+    pub(super) async fn scope_channels(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
         let exempt = || self.shared.live().guard.exempts(self.identity.context.role.as_deref(), Rule::NotifyChannel);
         if msg[0] == b'F' {
             let pg_notify = codec::body(&msg).get(..4) == Some(&notify::PG_NOTIFY_OID.to_be_bytes()[..]);
             let refusal = (pg_notify && !exempt()).then(|| channel_refusal(&ChannelError::Computed));
             return (msg, refusal);
         }
-        self.rewrite_sql(msg, notify::may_name_channel, |sql| {
-            let scope = ChannelScope::for_tenant(&self.identity.context.tenant);
-            notify::scope_channels(sql, &scope, exempt()).map_err(|e| match e {
+        let (scope, exempt) = (ChannelScope::for_tenant(&self.identity.context.tenant), exempt());
+        self.rewrite_sql(msg, notify::may_name_channel, move |sql| {
+            notify::scope_channels(sql, &scope, exempt).map_err(|e| match e {
                 ChannelError::Unparsable(_) => Refusal::of(&Violation::new(Rule::Unparsable, e.to_string())),
                 ChannelError::Syntax(e) => Refusal::of(&Violation::syntax(e)),
                 ChannelError::TooLong(_) => Refusal {
@@ -36,6 +36,7 @@ impl Relay<'_> {
                 _ => channel_refusal(&e),
             })
         })
+        .await
     }
 }
 

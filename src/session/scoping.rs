@@ -11,32 +11,36 @@ use crate::protocol::{codec, frontend};
 impl Relay<'_> {
     /// `msg` scoped to the client's tenant (the same `msg` when nothing needs it), or the
     /// refusal of a text that cannot be.
-    pub(super) fn scope_to_tenant(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
-        match self.scope_channels(msg) {
-            (msg, None) => self.scope_lock_keys(msg),
+    pub(super) async fn scope_to_tenant(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
+        match self.scope_channels(msg).await {
+            (msg, None) => self.scope_lock_keys(msg).await,
             refused => refused,
         }
     }
 
     /// `rewrite` applied to the SQL text of `msg` when `may_match` it (a cheap test, so that
-    /// ordinary SQL is never parsed), within the guard's bound on parsed text, which holds
-    /// here with the guard off as well.
-    pub(super) fn rewrite_sql(
+    /// ordinary SQL is never parsed), within the guard's bounds on parsed text (its length;
+    /// long texts on a blocking thread, a few at once), which hold here with the guard off
+    /// as well.
+    pub(super) async fn rewrite_sql(
         &self,
         msg: Bytes,
         may_match: fn(&[u8]) -> bool,
-        rewrite: impl FnOnce(&[u8]) -> Result<Option<Vec<u8>>, Refusal>,
+        rewrite: impl FnOnce(&[u8]) -> Result<Option<Vec<u8>>, Refusal> + Send + 'static,
     ) -> (Bytes, Option<Refusal>) {
         let Some(sql) = frontend::sql_text(msg[0], codec::body(&msg)) else { return (msg, None) };
         if !may_match(sql) {
             return (msg, None);
         }
-        let limit = self.shared.live().guard.max_statement_bytes();
+        let guard = self.shared.live().guard.clone();
+        let limit = guard.max_statement_bytes();
         if sql.len() > limit {
             let refusal = Refusal::too_long(sql.len(), limit);
             return (msg, Some(refusal));
         }
-        match rewrite(sql) {
+        let unparsed =
+            || Err(Refusal::of(&Violation::new(Rule::Unparsable, "a statement the proxy could not parse".into())));
+        match guard.parse_long(msg.slice_ref(sql), rewrite).await.unwrap_or_else(unparsed) {
             Ok(None) => (msg, None),
             Ok(Some(text)) => match frontend::with_sql_text(&msg, &text) {
                 Some(rewritten) => (rewritten, None),

@@ -135,3 +135,25 @@ async fn an_exempt_operator_keeps_the_database_wide_keys_and_a_tenant_does_not()
     assert_eq!(fails(&tenant, named).await.0, "42501");
     assert_eq!(value(&operator, named).await, "2");
 }
+
+/// A text long enough to be parsed on a blocking thread (64 KiB and more) is scoped, or
+/// refused, as a short one is.
+#[tokio::test]
+async fn long_texts_are_scoped_as_short_ones() {
+    let su = superuser().await;
+    // Escape strings: the backslashes make the proxy parse the text.
+    let padding = format!("E'{}'", "\\\\x".repeat(30_000));
+    for (mode, guard) in [(PoolMode::Session, true), (PoolMode::Transaction, false)] {
+        let proxy = start(mode, guard).await;
+        let tenant = proxy.connect(&proxy.token("2")).await;
+        let sql = format!("SELECT pg_try_advisory_lock(777104)::text || length({padding})");
+        assert!(sql.len() > 64 << 10);
+        assert_eq!(value(&tenant, &sql).await, "true60000", "{mode:?}, guard {guard}");
+        assert_eq!(held(&su, "SELECT rlsproxy.advisory_key('2', 777104)").await, 1, "{mode:?}, guard {guard}");
+        assert_eq!(held(&su, "SELECT 777104").await, 0, "{mode:?}, guard {guard}: the raw key");
+        tenant.batch_execute("SELECT pg_advisory_unlock_all()").await.unwrap();
+        let unscopable = format!("SELECT E'pg_try_\\x61dvisory_lock'::regproc, {padding}");
+        let refused = ("42501".to_string(), REFUSED.to_string());
+        assert_eq!(fails(&tenant, &unscopable).await, refused, "{mode:?}, guard {guard}");
+    }
+}

@@ -5,8 +5,8 @@
 
 use super::Guard;
 use super::rule::{Rule, Violation};
-use super::walk::{Visit, walk};
 use crate::policy::syntax::syntax_error;
+use crate::policy::walk::{Visit, walk};
 
 /// Functions and relations of large objects (`lo` extension's included).
 const LARGE_OBJECT_NAMES: &[&str] = &[

@@ -10,7 +10,7 @@ use serde::ser::{self, Serialize};
 /// What a walk reports: each field or variant name as it is entered (`key`, with the names
 /// entered on the way to it, outermost first) and left, each scalar under the innermost
 /// name, and each `RawStmt` (one statement) as it starts and ends.
-pub(super) trait Visit {
+pub(crate) trait Visit {
     fn enter(&mut self, path: &[&'static str]);
     fn leave(&mut self, path: &[&'static str]);
     fn text(&mut self, path: &[&'static str], value: &str);
@@ -20,7 +20,7 @@ pub(super) trait Visit {
 }
 
 /// Walks `tree`, reporting to `visit`.
-pub(super) fn walk<T: Serialize, V: Visit>(tree: &T, visit: &mut V) -> Result<(), Never> {
+pub(crate) fn walk<T: Serialize, V: Visit>(tree: &T, visit: &mut V) -> Result<(), Never> {
     tree.serialize(&mut Walker { visit, path: Vec::new(), structs: Vec::new() })
 }
 
@@ -43,7 +43,7 @@ impl<V: Visit> Walker<'_, V> {
 
 /// The walk cannot fail; serde wants an error type all the same.
 #[derive(Debug)]
-pub(super) struct Never;
+pub(crate) struct Never;
 
 impl fmt::Display for Never {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
