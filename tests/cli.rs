@@ -87,7 +87,7 @@ fn token_mints_what_the_verifier_accepts() {
         (ctx.tenant.as_str(), ctx.subject.as_deref(), ctx.role.as_deref()),
         ("42", Some("alice"), Some("admin_role"))
     );
-    let ttl = ctx.expires_at.expect("exp") as i64 - rlsproxy::session::now_unix() as i64;
+    let ttl = ctx.expires_at.expect("exp") as i64 - rlsproxy::auth::now_unix() as i64;
     assert!((295..=300).contains(&ttl), "ttl {ttl}");
 }
 

@@ -22,7 +22,6 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use tokio::net::TcpListener;
 
-use crate::config::{AdminConfig, ConfigError};
 use crate::server::Shared;
 pub use readiness::Readiness;
 
@@ -59,12 +58,6 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             }
         });
     }
-}
-
-/// The bearer token `/admin/*` requires, if one is configured.
-pub fn admin_token(cfg: &AdminConfig) -> Result<Option<String>, ConfigError> {
-    let token = crate::config::read_secret("admin.token_file", &cfg.token, &cfg.token_file)?;
-    Ok(token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
 }
 
 async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {

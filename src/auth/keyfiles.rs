@@ -8,7 +8,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use serde_json::Value;
 
 use super::error::shown;
-use super::keys::{Key, Kind, alg_name, kind_for};
+use super::key::{JwkSet, Key, Kind, alg_name, kind_for};
 use super::token::{b64url_decode, parse_alg};
 use crate::config::ConfigError;
 
@@ -54,9 +54,6 @@ pub(crate) fn load_public_pem(path: &Path) -> Result<Key, ConfigError> {
         _ => Err(err(NOT_PUBLIC_PEM.into())),
     }
 }
-
-/// The keys of a JWKS document, each with its `kid`.
-pub(crate) type JwkSet = Vec<(Option<String>, Key)>;
 
 /// Loads `jwt.jwks_file` (see [`parse_jwks`]).
 pub(crate) fn load_jwks(path: &Path) -> Result<JwkSet, ConfigError> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
 
+use super::key::{Kind, alg_name, kind_for};
 use super::keyfiles::load_jwks;
-use super::keys::{Kind, alg_name, kind_for};
 use super::{now_unix, parse_algorithms, token};
 use crate::config::{ConfigError, JwtConfig, read_secret};
 

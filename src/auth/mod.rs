@@ -18,6 +18,7 @@
 
 mod claims;
 mod error;
+mod key;
 mod keyfiles;
 mod keys;
 mod mint;
@@ -111,7 +112,7 @@ impl Verifier {
         match self.algorithms.iter().find(|a| !self.keys.has_key_for(**a)) {
             Some(alg) => Err(ConfigError::Invalid {
                 key: "jwt.algorithms",
-                reason: format!("{} has no key; {}", keys::alg_name(*alg), keys::key_hint(*alg)),
+                reason: format!("{} has no key; {}", key::alg_name(*alg), key::key_hint(*alg)),
             }),
             None => Ok(()),
         }
@@ -176,6 +177,6 @@ pub(crate) fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, Confi
 }
 
 /// Seconds since the epoch (0 if the clock reads before 1970).
-pub(crate) fn now_unix() -> u64 {
+pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -21,6 +21,14 @@ pub struct AdminConfig {
     pub tenant_label_limit: usize,
 }
 
+impl AdminConfig {
+    /// The bearer token `/admin/*` requires, if one is configured.
+    pub fn bearer_token(&self) -> Result<Option<String>, super::ConfigError> {
+        let token = super::read_secret("admin.token_file", &self.token, &self.token_file)?;
+        Ok(token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+    }
+}
+
 impl Default for AdminConfig {
     fn default() -> Self {
         Self { address: None, token: None, token_file: None, tenant_label_limit: 100 }

@@ -112,10 +112,10 @@ impl Config {
             return Err(invalid("context.claims_setting", "must be a custom setting name such as request.jwt.claims"));
         }
         for name in &self.guard.operator_allows {
-            if !crate::policy::guard::Rule::ALL.iter().any(|r| r.name() == name) {
+            if !crate::policy::guard::rule::Rule::ALL.iter().any(|r| r.name() == name) {
                 return Err(invalid("guard.operator_allows", format!("unknown rule \"{name}\"")));
             }
-            if crate::policy::guard::Rule::ALL.iter().any(|r| r.name() == name && r.never_exempt()) {
+            if crate::policy::guard::rule::Rule::ALL.iter().any(|r| r.name() == name && r.never_exempt()) {
                 return Err(invalid(
                     "guard.operator_allows",
                     format!(

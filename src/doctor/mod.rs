@@ -185,7 +185,14 @@ pub async fn audit(conn: &mut ServerConn, settings: &Settings) -> Result<Vec<Fin
     };
     shared::audit(conn, &params, &roles, &mut findings).await?;
     let tables = tables::audit(conn, &params, &roles, &mut findings).await?;
-    policies::audit(conn, &params, &roles, &tables, &mut findings).await?;
+    let policies = policies::audit(conn, &params, &roles, &tables, &mut findings).await?;
+    if params.strict {
+        let proxy = roles.all.first().map(String::as_str).unwrap_or_default();
+        for table in &tables {
+            let of_table = policies.get(&table.name).map(Vec::as_slice).unwrap_or_default();
+            signed_role::findings(&table.name, of_table, proxy, &mut findings);
+        }
+    }
     views::audit(conn, &params, &mut findings).await?;
     functions::audit(conn, &params, &mut findings).await?;
     Ok(findings)

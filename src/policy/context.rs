@@ -122,7 +122,7 @@ impl ContextSpec {
     pub fn injection(&self, ctx: &TenantContext) -> Injection {
         let claims = ctx.claims.to_string();
         let signed = self.strict.as_ref().map(|(_, signer)| {
-            let exp = ctx.expires_at.unwrap_or_else(|| crate::session::now_unix() + SIGNED_TTL_WITHOUT_EXP_S);
+            let exp = ctx.expires_at.unwrap_or_else(|| crate::auth::now_unix() + SIGNED_TTL_WITHOUT_EXP_S);
             signer.sign(&ctx.tenant, ctx.role.as_deref(), exp)
         });
         let mut prepare = BytesMut::new();

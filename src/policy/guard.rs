@@ -10,7 +10,7 @@
 mod cache;
 mod inspect;
 mod key;
-mod rule;
+pub mod rule;
 
 use std::sync::Arc;
 

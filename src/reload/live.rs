@@ -42,7 +42,7 @@ impl Live {
             (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
             _ => None,
         };
-        let admin_token = crate::admin::admin_token(&config.admin)?;
+        let admin_token = config.admin.bearer_token()?;
         Ok(Self { config, verifier, guard, client_tls, admin_token })
     }
 

@@ -4,10 +4,11 @@
 
 use bytes::Bytes;
 
+use super::SessionError;
 use super::relay::{Exit, Relay};
 use super::statements::Out;
 use super::tracker::{Kind, OutOfStep, Owner};
-use super::{SessionError, now_unix};
+use crate::auth::now_unix;
 use crate::policy::guard::{Refusal, Rule};
 use crate::policy::{RESERVED_PREFIX, SqlText};
 use crate::protocol::{Frame, PgError, ProtocolError, backend, codec, frontend};

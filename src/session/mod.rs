@@ -30,8 +30,6 @@ mod step;
 mod tracker;
 mod transaction;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bytes::Bytes;
 
 use crate::auth::TenantContext;
@@ -75,11 +73,6 @@ pub(crate) struct Identity {
     pub startup: Vec<(String, String)>,
     /// Upstream database.
     pub database: String,
-}
-
-/// Seconds since the epoch, for token expiry.
-pub fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Runs a session to its end.

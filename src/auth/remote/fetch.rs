@@ -19,7 +19,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 
-use crate::auth::keyfiles::{JwkSet, parse_jwks};
+use crate::auth::key::JwkSet;
+use crate::auth::keyfiles::parse_jwks;
 use crate::config::ConfigError;
 
 /// Largest JWKS document accepted (1 MiB); real ones are a few KiB.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
-use super::keyfiles::JwkSet;
+use super::key::JwkSet;
 use crate::config::{ConfigError, JwtConfig};
 use fetch::{FETCH_TIMEOUT, FetchError, Fetched, Fetcher};
 
