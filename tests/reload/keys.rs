@@ -43,7 +43,7 @@ impl SigningKey {
 
     /// A token for `tenant`, valid for an hour, with this key's `kid` (or `kid` instead).
     pub fn token_as(&self, tenant: &str, kid: &str) -> String {
-        let now = rlsproxy::session::now_unix();
+        let now = rlsproxy::auth::now_unix();
         let claims = json!({"tenant_id": tenant, "sub": format!("user-of-{tenant}"), "exp": now + 3600});
         let header = Header { kid: Some(kid.to_string()), ..Header::new(Algorithm::EdDSA) };
         jsonwebtoken::encode(&header, &claims, &self.encoding).expect("sign")
