@@ -6,6 +6,9 @@
 //! # Layout
 //! A client connection flows through the modules in this order:
 //! - [`server`]: listener, one task and tracing span per client, graceful shutdown.
+//! - [`shared`]: the state every session shares, built from the configuration; the
+//!   session, admin and reload modules hold it, and nothing it uses holds it back
+//!   (`tests/layout.rs` keeps the module graph free of cycles).
 //! - [`frontend`]: TLS negotiation, StartupMessage and parameter filtering,
 //!   cleartext-password auth carrying the JWT, CancelRequest.
 //! - [`auth`]: JWT verification into a [`auth::TenantContext`]; token minting.
@@ -26,7 +29,8 @@
 //! - [`logging`]: the log output, and the handle that changes its filter on reload.
 //!
 //! Beside the data path, [`doctor`] audits the database's row-level-security set-up through
-//! the same upstream connection code (`rlsproxy doctor`, and as warnings at start-up).
+//! the same upstream connection code (`rlsproxy doctor`, and as warnings at start-up), and
+//! [`admin`] serves probes, metrics and the admin views on a listener of its own.
 
 pub mod admin;
 pub mod auth;
@@ -41,6 +45,7 @@ pub mod protocol;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod tls;
 pub mod upstream;
 

@@ -11,10 +11,11 @@
 pub mod clients;
 pub mod metrics;
 pub mod probe;
-mod readiness;
+pub mod readiness;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -22,7 +23,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use tokio::net::TcpListener;
 
-use crate::server::Shared;
+use crate::shared::Shared;
 pub use readiness::Readiness;
 
 /// Time a client gets to send its request headers.
@@ -60,13 +61,23 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+async fn readiness(shared: &Shared) -> Result<(), String> {
+    let (database, timeout) = {
+        let upstream = &shared.live().config.upstream;
+        let database = upstream.database.clone().unwrap_or_else(|| "postgres".into());
+        (database, Duration::from_millis(upstream.connect_timeout_ms.saturating_add(1000)))
+    };
+    let shutting_down = *shared.shutdown.borrow();
+    shared.readiness.check(shutting_down, &shared.pool, &database, timeout).await
+}
+
 async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => match shared.readiness.check(shared).await {
+        "/readyz" => match readiness(shared).await {
             Ok(()) => text(StatusCode::OK, "ready\n"),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n")),
         },

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use crate::server::Shared;
+use crate::pool::Pool;
 
 /// How long a probe's answer is reused: probes from several kubelets or load balancers then
 /// open at most one upstream connection per second between them.
@@ -17,10 +17,17 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Ready unless shutting down or the upstream refuses: a connection is opened as the proxy's
-    /// role and passes the same safety checks as a pooled one (then closed, outside the pool).
-    pub async fn check(&self, shared: &Shared) -> Result<(), String> {
-        if *shared.shutdown.borrow() {
+    /// Ready unless shutting down or the upstream refuses: a connection to `database` is opened
+    /// as the proxy's role and passes the same safety checks as a pooled one (then closed,
+    /// outside the pool), within `timeout`.
+    pub async fn check(
+        &self,
+        shutting_down: bool,
+        pool: &Pool,
+        database: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        if shutting_down {
             return Err("shutting down".into());
         }
         let mut last = self.last.lock().await;
@@ -29,9 +36,7 @@ impl Readiness {
         {
             return result.clone();
         }
-        let database = shared.live().config.upstream.database.clone().unwrap_or_else(|| "postgres".into());
-        let timeout = Duration::from_millis(shared.live().config.upstream.connect_timeout_ms.saturating_add(1000));
-        let result = match tokio::time::timeout(timeout, shared.pool.check_upstream(&database)).await {
+        let result = match tokio::time::timeout(timeout, pool.check_upstream(database)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("upstream: {e}")),
             Err(_) => Err("upstream: no answer in time".into()),

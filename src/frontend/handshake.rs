@@ -11,7 +11,7 @@ use crate::auth::TenantContext;
 use crate::config::RequireTls;
 use crate::net::{ClientStream, Stream};
 use crate::protocol::{self, PgError, backend, frontend::StartupPacket};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::tls::ALPN_POSTGRESQL;
 
 /// Largest password message accepted: a token, never a document.

@@ -110,7 +110,7 @@ impl Guard {
 
     /// `work` (which parses `text`) run at once for a short text. A long one is parsed on a
     /// blocking thread, so that the relay thread's other sessions go on meanwhile, and waits
-    /// while [`LONG_CHECKS_AT_ONCE`] others are. `None` when it could not run (fail closed).
+    /// while `LONG_CHECKS_AT_ONCE` others are. `None` when it could not run (fail closed).
     pub async fn parse_long<R: Send + 'static>(
         &self,
         text: Bytes,

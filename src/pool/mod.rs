@@ -14,6 +14,7 @@
 //! lent ones when they come back, never a lent one; a larger size serves waiting clients at once.
 
 mod lease;
+pub mod pins;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,5 @@
 //! [`Live`]: the part of the proxy's state a reload replaces, built whole from one
-//! configuration and swapped in as one value (see `server::Shared::live`), so that no
+//! configuration and swapped in as one value (see `shared::Shared::live`), so that no
 //! connection ever sees half of an old configuration and half of a new one.
 
 use std::sync::Arc;

@@ -12,7 +12,7 @@
 //! - `restart.rs`: the keys that need a restart (kept at their running values, with a warning);
 //! - `watch.rs`: fingerprints of the files the file watch compares.
 
-mod live;
+pub mod live;
 mod restart;
 mod watch;
 
@@ -25,7 +25,7 @@ pub use restart::{RESTART_KEYS, changed_keys};
 
 use crate::config::{Config, ConfigError};
 use crate::logging::LogHandle;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::upstream::UpstreamError;
 use watch::Seen;
 

@@ -16,10 +16,10 @@
 //! - `statements`: named prepared statements under transaction pooling;
 //! - `pump`: non-blocking reads and writes on both sockets.
 
+mod adoption;
 mod advisory;
 mod client;
 mod notify;
-pub mod pins;
 mod pump;
 mod relay;
 mod replies;
@@ -36,7 +36,7 @@ use crate::auth::TenantContext;
 use crate::frontend::Handshake;
 use crate::policy::context::Injection;
 use crate::protocol::PgError;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 pub use relay::Relay;
 

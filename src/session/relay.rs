@@ -21,7 +21,6 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use super::pins::Pin;
 use super::statements::ClientStatements;
 use super::tracker::Tracker;
 use super::{Identity, SessionError, pump};
@@ -31,8 +30,9 @@ use crate::config::PoolMode;
 use crate::frontend::cancel::Registration;
 use crate::net::ClientStream;
 use crate::pool::Lease;
+use crate::pool::pins::Pin;
 use crate::protocol::{Framer, PgError};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// How the session ended.
 #[derive(Debug)]

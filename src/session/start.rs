@@ -16,7 +16,7 @@ use crate::frontend::Handshake;
 use crate::frontend::cancel::CancelTarget;
 use crate::pool::{Lease, PoolError};
 use crate::protocol::{PgError, backend};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::upstream::UpstreamError;
 
 pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Relay<'_>>, SessionError> {
@@ -160,7 +160,7 @@ fn upstream_unavailable(e: &UpstreamError) -> PgError {
 
 /// Resets the connection if needed, applies the settings and the first injection, in one round trip.
 async fn adopt(mut lease: Lease, identity: &Identity) -> Result<Lease, Failure> {
-    let (mut batch, _) = super::transaction::adoption_batch(&mut lease, identity);
+    let (mut batch, _) = super::adoption::adoption_batch(&mut lease, identity);
     crate::protocol::frontend::sync(&mut batch);
     let outcome = lease.run_setup(&batch).await.map_err(Failure::Retry)?;
     if let Some(e) = outcome.error {
@@ -169,7 +169,7 @@ async fn adopt(mut lease: Lease, identity: &Identity) -> Result<Lease, Failure> 
             format!("rlsproxy: cannot start the session: {}", e.message),
         )));
     }
-    super::transaction::adopted(&mut lease, identity);
+    super::adoption::adopted(&mut lease, identity);
     Ok(lease)
 }
 
