@@ -7,7 +7,7 @@
 //! A client connection flows through the modules in this order:
 //! - [`server`]: listener, one task and tracing span per client, graceful shutdown.
 //! - [`shared`]: the state every session shares, built from the configuration; the
-//!   session, admin and reload modules hold it, and nothing it uses holds it back
+//!   frontend, session, admin and reload modules hold it, and nothing it uses holds it back
 //!   (`tests/layout.rs` keeps the module graph free of cycles).
 //! - [`frontend`]: TLS negotiation, StartupMessage and parameter filtering,
 //!   cleartext-password auth carrying the JWT, CancelRequest.

@@ -1,8 +1,8 @@
 //! The attack suite (README "Security model in brief"). A tenant-1 client tries every known way
 //! (and a few more) to read, write or learn tenant 2's rows, or to change its own tenant or
-//! role. Every attempt runs in three configurations: session pooling with the statement
-//! guard, transaction pooling (pool of 2) with the guard, and session pooling with the guard
-//! OFF but strict mode ON, against a table under strict policies. SQL attempts run over
+//! role. Every attempt runs in four configurations (`harness::Mode::ALL`): session and
+//! transaction pooling (pool of 2) with the statement guard, and session and transaction
+//! pooling with the guard OFF but strict mode ON, against a table under strict policies. SQL attempts run over
 //! three protocols: simple Query messages (raw client, so every reply is seen), the extended
 //! protocol of a real driver (tokio-postgres), and raw Parse/Bind/Execute/Sync messages.
 //! Protocol-level attempts (reserved statement names, fast-path calls, startup parameters,

@@ -409,7 +409,7 @@ pub struct ReloadConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest message the proxy buffers whole (client Query, Parse, Bind…; server messages
-    /// other than rows and COPY data); bigger is refused.
+    /// other than rows, COPY data and function results); bigger is refused.
     pub max_message_bytes: usize,
     /// Time a client has to finish startup and authentication.
     pub handshake_timeout_ms: u64,

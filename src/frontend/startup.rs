@@ -1,7 +1,7 @@
 //! Which startup parameters a client may set. A client must not reach the
 //! server's configuration through the startup packet (`search_path`, `replication`,
 //! `options=-c ...`): only an allow-list of harmless session settings is forwarded,
-//! each applied on the server connection with bind parameters. Settings in `options`
+//! as startup parameters of the server connections that serve the client. Settings in `options`
 //! (`-c name=value`, `--name=value`; libpq's `PGOPTIONS`) are read as PostgreSQL reads
 //! them and held to the same allow-list.
 

@@ -26,8 +26,7 @@ impl Lease {
         reset_session(&mut buf);
         match Box::pin(conn.run_setup(&buf)).await {
             Ok(outcome) if outcome.error.is_none() && outcome.status == b'I' => {
-                conn.injection_prepared = false;
-                conn.context = None;
+                conn.forget_context();
                 conn.owner = None;
                 conn.statements.clear();
                 self.give_back();

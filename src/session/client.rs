@@ -183,8 +183,7 @@ impl Relay<'_> {
                 {
                     // DISCARD/DEALLOCATE/RESET may drop the injection statement, every statement
                     // prepared on this connection and the settings: re-prepare and re-inject.
-                    server.context = None;
-                    server.injection_prepared = false;
+                    server.forget_context();
                     server.statements.clear();
                     if text.drops_all_statements() {
                         self.statements.forget_all();

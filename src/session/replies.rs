@@ -150,7 +150,7 @@ impl Relay<'_> {
                         // Among others, strict mode's "currval of sequence ... is not yet
                         // defined": a DISCARD SEQUENCES the proxy did not see emptied what
                         // recorded the admission. Take the context afresh next time (forced).
-                        "55000" => server.context = None,
+                        "55000" => server.forget_context(),
                         _ => {}
                     }
                 }
@@ -173,8 +173,7 @@ impl Relay<'_> {
 
     fn injection_failed_in_pipeline(&mut self, body: &[u8], before_simple: bool) -> Result<PgError, OutOfStep> {
         if let Some(server) = self.server.as_mut() {
-            server.context = None;
-            server.injection_prepared = false;
+            server.forget_context();
         }
         let error = injection_failed(error::from_server(body));
         self.shared.metrics.injection_failures.inc();

@@ -1,5 +1,5 @@
 //! Session start: the client's identity, a server connection prepared for it
-//! (settings and first injection, awaited, so the first transaction already runs
+//! (opened with its startup settings; the first injection awaited, so the first transaction already runs
 //! in this client's context), then AuthenticationOk, ParameterStatus,
 //! BackendKeyData, ReadyForQuery. In transaction pooling the connection goes back
 //! to the pool right after; its ParameterStatus values are those every

@@ -155,8 +155,7 @@ impl Relay<'_> {
         self.status = outcome.status;
         let adoption_failed = outcome.error.is_some() && outcome.error_segment < adoption_readies;
         if adoption_failed {
-            server.context = None;
-            server.injection_prepared = false;
+            server.forget_context();
         } else {
             adopted(server, &self.identity);
         }

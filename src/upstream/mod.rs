@@ -187,6 +187,14 @@ pub struct LendGate {
 }
 
 impl ServerConn {
+    /// Forgets the context the connection holds and its injection statement (a client's
+    /// DISCARD, a failed injection, a reset): the next transaction on it takes a context
+    /// afresh, the statement prepared again and, in strict mode, the admission forced.
+    pub fn forget_context(&mut self) {
+        self.context = None;
+        self.injection_prepared = false;
+    }
+
     /// Opens and authenticates a connection to `database` with the clients' `startup` settings.
     pub async fn connect(
         target: &UpstreamTarget,
