@@ -10,6 +10,7 @@ pub mod codec;
 pub mod error;
 pub mod frontend;
 pub mod kind;
+pub mod tag;
 
 pub use codec::{Frame, Framer, ProtocolError};
 pub use error::PgError;

@@ -6,6 +6,7 @@ use super::relay::Relay;
 use crate::policy::advisory::{self, LockKeyError, LockScope};
 use crate::policy::guard::{Refusal, Rule, Violation};
 use crate::protocol::codec;
+use crate::protocol::tag::client;
 
 const HINT: &str = "Advisory lock keys are per tenant: call pg_advisory_lock(key) and the other advisory lock \
                     functions by name with their keys; functions in the database use rlsproxy.advisory_key.";
@@ -18,7 +19,7 @@ impl Relay<'_> {
         if self.shared.live().guard.exempts(self.identity.context.role.as_deref(), Rule::AdvisoryLock) {
             return (msg, None);
         }
-        if msg[0] == b'F' {
+        if msg[0] == client::FUNCTION_CALL {
             let oid = codec::body(&msg).get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
             let refusal = advisory::is_lock_function_oid(oid).then(|| lock_refusal(&LockKeyError::Unscopable));
             return (msg, refusal);

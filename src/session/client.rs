@@ -11,6 +11,7 @@ use super::tracker::{Kind, OutOfStep, Owner};
 use crate::auth::now_unix;
 use crate::policy::guard::{Refusal, Rule};
 use crate::policy::{RESERVED_PREFIX, SqlText};
+use crate::protocol::tag::{client, status};
 use crate::protocol::{Frame, PgError, ProtocolError, backend, codec, frontend};
 
 impl Relay<'_> {
@@ -30,14 +31,14 @@ impl Relay<'_> {
                 continue;
             }
             let continuing = self.client_in.is_streaming();
-            let frame = match self.client_in.next(|tag| tag == b'd', limit) {
+            let frame = match self.client_in.next(|tag| tag == client::COPY_DATA, limit) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => return Ok(Some(Exit::Fatal(client_protocol_error(&e)))),
             };
             match frame {
                 Frame::Piece(bytes) if self.server.is_some() => {
-                    if bytes.first() == Some(&b'd') && !continuing {
+                    if bytes.first() == Some(&client::COPY_DATA) && !continuing {
                         // The first piece of a CopyData streamed to the server.
                         if let Err(e) = self.track(Kind::CopyData, Owner::Client) {
                             return Ok(Some(self.out_of_step(e)));
@@ -58,21 +59,39 @@ impl Relay<'_> {
 
     async fn on_client_message(&mut self, msg: Bytes) -> Result<Option<Exit>, SessionError> {
         let tag = msg[0];
-        if tag == b'X' {
+        if tag == client::TERMINATE {
             return Ok(Some(Exit::ClientGone));
         }
         if self.skipping {
-            if tag == b'S' {
+            if tag == client::SYNC {
                 self.skipping = false;
                 self.batch_start = true;
                 backend::ready_for_query(&mut self.to_client, self.status);
             }
             return Ok(None);
         }
-        if !matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'H' | b'F' | b'd' | b'c' | b'f') {
+        if !matches!(
+            tag,
+            client::QUERY
+                | client::PARSE
+                | client::BIND
+                | client::EXECUTE
+                | client::DESCRIBE
+                | client::CLOSE
+                | client::SYNC
+                | client::FLUSH
+                | client::FUNCTION_CALL
+                | client::COPY_DATA
+                | client::COPY_DONE
+                | client::COPY_FAIL
+        ) {
             return Ok(Some(Exit::Fatal(PgError::fatal("08P01", format!("invalid frontend message type {}", tag)))));
         }
-        if tag == b'Q' && self.batch_start && self.tracker.batches_in_flight() > 0 && !self.tracker.copying_in() {
+        if tag == client::QUERY
+            && self.batch_start
+            && self.tracker.batches_in_flight() > 0
+            && !self.tracker.copying_in()
+        {
             let resets = frontend::sql_text(tag, codec::body(&msg)).is_some_and(|t| SqlText::new(t).resets_session());
             if resets {
                 // Whether it starts a transaction (and so may end with a reset) is known once
@@ -100,13 +119,15 @@ impl Relay<'_> {
             // Names in SQL (EXECUTE, DEALLOCATE, PREPARE share the protocol's), however spelled,
             // are the guard's: it parses them even when its other rules are off.
             (false, Some(sql)) => {
-                let starts_transaction =
-                    tag == b'Q' && self.batch_start && self.tracker.batches_in_flight() == 0 && self.status == b'I';
+                let starts_transaction = tag == client::QUERY
+                    && self.batch_start
+                    && self.tracker.batches_in_flight() == 0
+                    && self.status == status::IDLE;
                 let guard = self.shared.live().guard.clone();
                 let role = self.identity.context.role.as_deref();
                 guard.check_message_sql(msg.slice_ref(sql), role, starts_transaction).await.err()
             }
-            (false, None) if tag == b'F' => {
+            (false, None) if tag == client::FUNCTION_CALL => {
                 let oid = body.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 self.shared.live().guard.check_function_call(oid, self.identity.context.role.as_deref()).err()
             }
@@ -122,13 +143,13 @@ impl Relay<'_> {
             tracing::info!(message = r.error.message, "statement refused");
             r.error
         });
-        if matches!(tag, b'Q' | b'E') {
+        if matches!(tag, client::QUERY | client::EXECUTE) {
             self.tenant_metrics.queries.inc();
         }
-        let simple = matches!(tag, b'Q' | b'F');
+        let simple = matches!(tag, client::QUERY | client::FUNCTION_CALL);
         self.track_statement(tag, body, text.as_ref());
         let starts_batch = self.batch_start;
-        if self.batch_start && !matches!(tag, b'd' | b'c' | b'f') {
+        if self.batch_start && !matches!(tag, client::COPY_DATA | client::COPY_DONE | client::COPY_FAIL) {
             self.batch_start = false;
             self.batch_failed = false;
             if let Some(exit) = self.check_expiry() {
@@ -176,7 +197,7 @@ impl Relay<'_> {
                     return Ok(Some(self.out_of_step(e)));
                 }
             }
-            None if self.batch_failed && tag != b'S' => {}
+            None if self.batch_failed && tag != client::SYNC => {}
             None => {
                 if let Some(text) = text.as_ref().filter(|t| t.resets_session())
                     && let Some(server) = self.server.as_mut()
@@ -194,7 +215,7 @@ impl Relay<'_> {
                 }
             }
         }
-        if matches!(tag, b'S' | b'Q' | b'F' | b'c' | b'f') {
+        if matches!(tag, client::SYNC | client::QUERY | client::FUNCTION_CALL | client::COPY_DONE | client::COPY_FAIL) {
             // A Sync the server ignores (sent during COPY IN) ends nothing; the end of COPY
             // data may end a batch whose Sync came before the data.
             self.batch_start = self.tracker.last_ends_batch();
@@ -236,8 +257,8 @@ impl Relay<'_> {
     /// is forgotten (drivers such as pgx, PDO and ActiveRecord deallocate what their
     /// statement caches evict). In a failed block it goes to the server, which refuses it.
     fn deallocated_locally(&mut self, tag: u8, sql: Option<(&[u8], &SqlText)>) -> bool {
-        let Some((sql, text)) = sql.filter(|_| tag == b'Q' && self.transaction_mode()) else { return false };
-        if !self.batch_start || !self.tracker.is_empty() || self.status == b'E' {
+        let Some((sql, text)) = sql.filter(|_| tag == client::QUERY && self.transaction_mode()) else { return false };
+        if !self.batch_start || !self.tracker.is_empty() || self.status == status::FAILED {
             return false;
         }
         let Some(name) = text.deallocated_statement(sql) else { return false };
@@ -251,12 +272,12 @@ impl Relay<'_> {
     }
 
     fn track_statement(&mut self, tag: u8, body: &[u8], text: Option<&SqlText>) {
-        let closes_statement = tag == b'C' && body.first() == Some(&b'S');
-        if tag != b'P' && !closes_statement {
+        let closes_statement = tag == client::CLOSE && body.first() == Some(&client::TARGET_STATEMENT);
+        if tag != client::PARSE && !closes_statement {
             return;
         }
         let Some(&name) = frontend::referenced_names(tag, body).as_deref().and_then(<[_]>::first) else { return };
-        let isolating = tag == b'P' && text.is_some_and(SqlText::needs_own_transaction);
+        let isolating = tag == client::PARSE && text.is_some_and(SqlText::needs_own_transaction);
         if isolating {
             self.isolating_statements.insert(name.to_vec());
         } else if !self.isolating_statements.is_empty() {

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use super::relay::Relay;
 use crate::policy::guard::{Refusal, Rule, Violation};
 use crate::policy::notify::{self, ChannelError, ChannelScope, MAX_CHANNEL_BYTES};
+use crate::protocol::tag::{client, server};
 use crate::protocol::{PgError, codec};
 
 const HINT: &str = "LISTEN/NOTIFY channels are per tenant: name them in LISTEN, UNLISTEN and NOTIFY, or as a \
@@ -17,7 +18,7 @@ impl Relay<'_> {
     /// none), or the refusal of a text whose channels cannot be scoped.
     pub(super) async fn scope_channels(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
         let exempt = || self.shared.live().guard.exempts(self.identity.context.role.as_deref(), Rule::NotifyChannel);
-        if msg[0] == b'F' {
+        if msg[0] == client::FUNCTION_CALL {
             let pg_notify = codec::body(&msg).get(..4) == Some(&notify::PG_NOTIFY_OID.to_be_bytes()[..]);
             let refusal = (pg_notify && !exempt()).then(|| channel_refusal(&ChannelError::Computed));
             return (msg, refusal);
@@ -59,7 +60,7 @@ pub(super) fn deliver_async_messages(to_client: &mut BytesMut, tenant: &str, mut
         let len = u32::from_be_bytes([raw[1], raw[2], raw[3], raw[4]]) as usize;
         let Some(msg) = raw.get(..1 + len).filter(|_| len >= 4) else { return };
         match msg[0] {
-            b'A' => deliver_notification(to_client, tenant, &msg[5..]),
+            server::NOTIFICATION_RESPONSE => deliver_notification(to_client, tenant, &msg[5..]),
             _ => to_client.extend_from_slice(msg),
         }
         raw = &raw[1 + len..];

@@ -31,6 +31,7 @@ use crate::frontend::cancel::Registration;
 use crate::net::ClientStream;
 use crate::pool::Lease;
 use crate::pool::pins::Pin;
+use crate::protocol::tag::status;
 use crate::protocol::{Framer, PgError};
 use crate::shared::Shared;
 
@@ -125,7 +126,7 @@ impl<'a> Relay<'a> {
             server,
             identity,
             cancel,
-            status: b'I',
+            status: status::IDLE,
             tracker: Tracker::default(),
             batch_start: true,
             batch_failed: false,
@@ -282,7 +283,7 @@ impl<'a> Relay<'a> {
         let waiting_for_client = timeout > 0
             && self.server.is_some()
             && self.tracker.is_empty()
-            && matches!(self.status, b'T' | b'E')
+            && matches!(self.status, status::IN_BLOCK | status::FAILED)
             && self.to_server.is_empty();
         if !waiting_for_client {
             self.idle_since = None;
@@ -317,7 +318,7 @@ impl<'a> Relay<'a> {
 
     pub(super) fn is_idle(&self) -> bool {
         self.tracker.is_empty()
-            && self.status == b'I'
+            && self.status == status::IDLE
             && !self.skipping
             && self.held_reset.is_none()
             && self.held_refusal.is_none()

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::SessionError;
 use super::relay::{Exit, Relay};
 use super::tracker::{Kind, OutOfStep, Owner, Route};
+use crate::protocol::tag::server;
 use crate::protocol::{Frame, PgError, ProtocolError, backend, codec, error, frontend};
 use crate::upstream::UpstreamError;
 
@@ -19,7 +20,12 @@ impl Relay<'_> {
         loop {
             let stream_rows = self.tracker.front_is_client();
             let Some(server) = self.server.as_deref_mut() else { return Ok(None) };
-            let frame = match server.framer.next(|tag| stream_rows && matches!(tag, b'D' | b'd' | b'V'), limit) {
+            let frame = match server.framer.next(
+                |tag| {
+                    stream_rows && matches!(tag, server::DATA_ROW | server::COPY_DATA | server::FUNCTION_CALL_RESPONSE)
+                },
+                limit,
+            ) {
                 Err(ProtocolError::TooLarge { tag, len, limit }) => {
                     self.close_server();
                     let message = format!(
@@ -45,7 +51,7 @@ impl Relay<'_> {
     fn on_server_message(&mut self, msg: Bytes) -> Result<Option<Exit>, SessionError> {
         let tag = msg[0];
         let body = codec::body(&msg);
-        let copy_ends = tag == b'E' && self.tracker.copying_in();
+        let copy_ends = tag == server::ERROR_RESPONSE && self.tracker.copying_in();
         let route = self.tracker.on_server(tag);
         self.forget_dropped();
         if copy_ends {
@@ -58,21 +64,23 @@ impl Relay<'_> {
             Ok(Route::Relay) => None,
             Ok(Route::Swallow) => return Ok(None),
             // The server ends the session (shutdown, terminated backend): its error is the client's.
-            Ok(Route::Unexpected) if tag == b'E' && error::from_server(body).severity != "ERROR" => None,
+            Ok(Route::Unexpected) if tag == server::ERROR_RESPONSE && error::from_server(body).severity != "ERROR" => {
+                None
+            }
             Ok(Route::Unexpected) => return Ok(Some(self.out_of_step(OutOfStep::Reply(tag, None)))),
             Ok(Route::Ended { owner }) => Some(owner),
         };
         match owner {
             None | Some(Owner::Client) => {}
             Some(owner @ Owner::ClientParse { .. }) => {
-                if tag == b'E'
+                if tag == server::ERROR_RESPONSE
                     && let Some(server) = self.server.as_mut()
                 {
                     self.statements.failed(&owner, &mut server.statements);
                 }
             }
             Some(owner @ Owner::Prepare { .. }) => {
-                if tag != b'E' {
+                if tag != server::ERROR_RESPONSE {
                     return Ok(None);
                 }
                 if let Some(server) = self.server.as_mut() {
@@ -81,15 +89,15 @@ impl Relay<'_> {
             }
             Some(Owner::ClientClose { .. }) => {}
             Some(Owner::Capture { client }) => {
-                if tag != b'E' {
+                if tag != server::ERROR_RESPONSE {
                     self.statements.captured(&client, &msg);
                 }
                 return Ok(None);
             }
-            Some(Owner::Quiet) if tag != b'E' => return Ok(None),
+            Some(Owner::Quiet) if tag != server::ERROR_RESPONSE => return Ok(None),
             Some(Owner::Quiet) => {}
             Some(Owner::Injection { before_simple, own_sync }) => {
-                if tag != b'E' {
+                if tag != server::ERROR_RESPONSE {
                     return Ok(None);
                 }
                 let error = match self.injection_failed_in_pipeline(body, before_simple) {
@@ -104,15 +112,15 @@ impl Relay<'_> {
             }
         }
         match tag {
-            b'G' => {
+            server::COPY_IN_RESPONSE => {
                 // Syncs sent before the COPY's data turned out to be ignored by the server.
                 self.batch_start = self.batch_start && self.tracker.last_ends_batch();
             }
-            b'Z' => {
+            server::READY_FOR_QUERY => {
                 self.status = backend::ready_status(body)
                     .ok_or_else(|| UpstreamError::Protocol("malformed ReadyForQuery".into()))?;
             }
-            b'S' => {
+            server::PARAMETER_STATUS => {
                 if let Some((name, value)) = backend::parse_parameter_status(body) {
                     if let Some(reason) = crate::upstream::unsafe_setting(&name, &value) {
                         // Before anything else is read from the client: its next statement
@@ -128,18 +136,18 @@ impl Relay<'_> {
                     }
                 }
             }
-            b'C' if body.starts_with(b"DISCARD ALL\0") => self.discarded_all(),
-            b'A' => {
+            server::COMMAND_COMPLETE if body.starts_with(b"DISCARD ALL\0") => self.discarded_all(),
+            server::NOTIFICATION_RESPONSE => {
                 super::notify::deliver_notification(&mut self.to_client, &self.identity.context.tenant, body);
                 return Ok(None);
             }
-            b'W' => {
+            server::COPY_BOTH_RESPONSE => {
                 return Ok(Some(Exit::Fatal(PgError::fatal(
                     "0A000",
                     "rlsproxy does not relay COPY BOTH (replication) streams",
                 ))));
             }
-            b'E' => {
+            server::ERROR_RESPONSE => {
                 let e = error::from_server(body);
                 self.server_said_fatal = e.severity == "FATAL";
                 if let Some(server) = self.server.as_mut() {

@@ -15,6 +15,7 @@ use crate::config::PoolMode;
 use crate::frontend::Handshake;
 use crate::frontend::cancel::CancelTarget;
 use crate::pool::{Lease, PoolError};
+use crate::protocol::tag::status;
 use crate::protocol::{PgError, backend};
 use crate::shared::Shared;
 use crate::upstream::UpstreamError;
@@ -59,7 +60,7 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Rela
         backend::parameter_status(&mut out, name, value);
     }
     backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
-    backend::ready_for_query(&mut out, b'I');
+    backend::ready_for_query(&mut out, status::IDLE);
     let server = match shared.pool_mode {
         PoolMode::Session => {
             cancel.set_target(Some(CancelTarget::of(&server)));

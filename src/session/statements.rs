@@ -16,6 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::tracker::{Kind, Owner};
 use crate::protocol::backend::finish_message;
+use crate::protocol::tag::{client, server};
 use crate::protocol::{PgError, codec, frontend, read_cstr};
 use crate::upstream::StatementCache;
 
@@ -47,7 +48,7 @@ struct Statement {
 pub fn shape(msg: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let body = codec::body(msg);
-    if msg.first() != Some(&b'T') || body.len() < 2 {
+    if msg.first() != Some(&server::ROW_DESCRIPTION) || body.len() < 2 {
         return out;
     }
     out.extend_from_slice(&body[..2]);
@@ -112,7 +113,7 @@ impl ClientStatements {
         let malformed = || PgError::fatal("08P01", format!("rlsproxy: malformed '{}' message", tag as char));
         let mut out = Vec::new();
         match tag {
-            b'P' => {
+            client::PARSE => {
                 let (name, text) = read_cstr(body).ok_or_else(malformed)?;
                 if name.is_empty() {
                     self.unnamed = Some(msg.clone());
@@ -139,25 +140,25 @@ impl ClientStatements {
                 // have changed since the cached one was made).
                 let owner = Owner::ClientParse { client: name.to_vec(), server: stmt.server.clone() };
                 prepare(&stmt, cache, capacity, owner, &mut out);
-                let describe = message(b'D', &[b"S", stmt.server.as_bytes(), b"\0"]);
+                let describe = message(client::DESCRIBE, &[b"S", stmt.server.as_bytes(), b"\0"]);
                 out.push(Out {
                     bytes: describe,
                     kind: Some(Kind::Describe),
                     owner: Owner::Capture { client: name.to_vec() },
                 });
             }
-            b'B' => {
+            client::BIND => {
                 let (portal, rest) = read_cstr(body).ok_or_else(malformed)?;
                 let (name, params) = read_cstr(rest).ok_or_else(malformed)?;
-                let rebuild = |server: &str| message(b'B', &[portal, b"\0", server.as_bytes(), b"\0", params]);
+                let rebuild = |server: &str| message(client::BIND, &[portal, b"\0", server.as_bytes(), b"\0", params]);
                 self.use_statement(name, &msg, rebuild, cache, capacity, pinned, &mut out)?;
             }
-            b'D' if body.first() == Some(&b'S') => {
+            client::DESCRIBE if body.first() == Some(&client::TARGET_STATEMENT) => {
                 let (name, _) = read_cstr(&body[1..]).ok_or_else(malformed)?;
-                let rebuild = |server: &str| message(b'D', &[b"S", server.as_bytes(), b"\0"]);
+                let rebuild = |server: &str| message(client::DESCRIBE, &[b"S", server.as_bytes(), b"\0"]);
                 self.use_statement(name, &msg, rebuild, cache, capacity, pinned, &mut out)?;
             }
-            b'C' if body.first() == Some(&b'S') => {
+            client::CLOSE if body.first() == Some(&client::TARGET_STATEMENT) => {
                 let (name, _) = read_cstr(&body[1..]).ok_or_else(malformed)?;
                 if name.is_empty() {
                     self.unnamed = None;
@@ -177,7 +178,7 @@ impl ClientStatements {
                     }
                 }
             }
-            b'Q' => {
+            client::QUERY => {
                 // A simple Query drops the server's unnamed statement.
                 self.unnamed = None;
                 cache.unnamed = None;
@@ -290,8 +291,8 @@ impl ClientStatements {
     /// the connection can prepare it again and check the shape before the client's message.
     pub fn to_verify(&self, tag: u8, body: &[u8], cache: &mut StatementCache) -> Option<Vec<u8>> {
         let name = match tag {
-            b'B' => frontend::bound_statement(body)?,
-            b'D' if body.first() == Some(&b'S') => read_cstr(&body[1..])?.0,
+            client::BIND => frontend::bound_statement(body)?,
+            client::DESCRIBE if body.first() == Some(&client::TARGET_STATEMENT) => read_cstr(&body[1..])?.0,
             _ => return None,
         };
         let stmt = self.named.get(name)?;
@@ -306,7 +307,7 @@ impl ClientStatements {
         for o in out {
             batch.extend_from_slice(&o.bytes);
         }
-        batch.extend_from_slice(&message(b'D', &[b"S", stmt.server.as_bytes(), b"\0"]));
+        batch.extend_from_slice(&message(client::DESCRIBE, &[b"S", stmt.server.as_bytes(), b"\0"]));
     }
 
     /// Checks the description of the statement prepared again against the one the client got;
@@ -335,7 +336,7 @@ fn prepare(stmt: &Statement, cache: &mut StatementCache, capacity: usize, owner:
     }
     frontend::close_statement(&mut quiet, &stmt.server);
     out.push(Out { bytes: quiet.split().freeze(), kind: Some(Kind::Close), owner: Owner::Quiet });
-    let parse = message(b'P', &[stmt.server.as_bytes(), b"\0", &stmt.text]);
+    let parse = message(client::PARSE, &[stmt.server.as_bytes(), b"\0", &stmt.text]);
     out.push(Out { bytes: parse, kind: Some(Kind::Parse), owner });
 }
 

@@ -22,6 +22,7 @@
 use std::collections::VecDeque;
 
 pub use crate::protocol::Kind;
+use crate::protocol::tag::server;
 use crate::protocol::{PgError, Reply};
 
 #[cfg(test)]
@@ -226,18 +227,18 @@ impl Tracker {
 
     /// Advances over one server message and says whose it is.
     pub fn on_server(&mut self, tag: u8) -> Result<Route, OutOfStep> {
-        if matches!(tag, b'N' | b'S' | b'A') {
+        if matches!(tag, server::NOTICE_RESPONSE | server::PARAMETER_STATUS | server::NOTIFICATION_RESPONSE) {
             return Ok(Route::Relay);
         }
         // After a CopyInResponse the next reply ends the COPY: an error, or its CommandComplete.
-        if std::mem::take(&mut self.sync_in_copy_data) && tag == b'E' {
+        if std::mem::take(&mut self.sync_in_copy_data) && tag == server::ERROR_RESPONSE {
             return Err(OutOfStep::Ambiguous);
         }
         while self.queue.front().is_some_and(|p| p.kind.is_marker()) {
             self.queue.pop_front();
         }
         let Some(kind) = self.queue.front().map(|p| p.kind) else { return Ok(Route::Unexpected) };
-        if tag == b'E' {
+        if tag == server::ERROR_RESPONSE {
             // Whatever the server was doing for this entry, a COPY included, has ended.
             self.copy_in = None;
             if kind.error_ends() {
@@ -251,7 +252,7 @@ impl Tracker {
         }
         match kind.reply(tag) {
             Reply::Invalid => Err(OutOfStep::Reply(tag, Some(kind))),
-            Reply::Part if tag == b'G' => {
+            Reply::Part if tag == server::COPY_IN_RESPONSE => {
                 self.copy_in_started()?;
                 Ok(self.part())
             }

@@ -17,6 +17,7 @@ use crate::admin::clients::ClientState;
 use crate::config::PoolMode;
 use crate::frontend::cancel::CancelTarget;
 use crate::policy::SqlText;
+use crate::protocol::tag::{client, status};
 use crate::protocol::{PgError, backend, frontend};
 use crate::upstream::UpstreamError;
 
@@ -29,14 +30,15 @@ impl Relay<'_> {
         body: &[u8],
         text: Option<&SqlText>,
     ) -> Result<bool, SessionError> {
-        if self.tracker.batches_in_flight() > 0 || self.status != b'I' {
+        if self.tracker.batches_in_flight() > 0 || self.status != status::IDLE {
             // Inside a block or behind a pipelined batch: the context is this client's already.
             return Ok(true);
         }
         self.tenant_metrics.transactions.inc();
         self.transaction_started.get_or_insert_with(Instant::now);
         let isolating_sql = text.is_some_and(SqlText::needs_own_transaction)
-            || tag == b'B' && frontend::bound_statement(body).is_some_and(|s| self.isolating_statements.contains(s));
+            || tag == client::BIND
+                && frontend::bound_statement(body).is_some_and(|s| self.isolating_statements.contains(s));
         for attempt in 1..=2 {
             let fresh = self.server.is_none();
             if fresh {
@@ -101,7 +103,10 @@ impl Relay<'_> {
     /// the block that follows runs with an empty context (policies fail closed) and the
     /// session ends.
     fn pipeline_injection(&mut self, tag: u8, own_sync: bool) -> Result<(), OutOfStep> {
-        let owner = || Owner::Injection { before_simple: matches!(tag, b'Q' | b'F') && !own_sync, own_sync };
+        let owner = || Owner::Injection {
+            before_simple: matches!(tag, client::QUERY | client::FUNCTION_CALL) && !own_sync,
+            own_sync,
+        };
         if own_sync {
             self.to_server.extend_from_slice(&self.identity.injection.clear);
             self.track(Kind::Query, Owner::Quiet)?;
@@ -189,7 +194,7 @@ impl Relay<'_> {
     /// server would.
     fn fail_locally(&mut self, tag: u8, error: &[u8]) {
         self.to_client.extend_from_slice(error);
-        if matches!(tag, b'Q' | b'F' | b'S') {
+        if matches!(tag, client::QUERY | client::FUNCTION_CALL | client::SYNC) {
             backend::ready_for_query(&mut self.to_client, self.status);
             self.batch_start = true;
         } else {
