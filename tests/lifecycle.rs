@@ -191,3 +191,32 @@ async fn a_long_pipeline_read_concurrently_does_not_deadlock() {
     assert_eq!(rows, QUERIES);
     writer.await.expect("writer task").expect("write pipeline");
 }
+
+/// `upstream.password_file` is read again for every new server connection: after the role's
+/// password is rotated (and the file rewritten) new clients are served without a restart, and
+/// a file that cannot be read meanwhile keeps the password read before.
+#[tokio::test]
+async fn a_rotated_upstream_password_serves_new_connections() {
+    let admin = common::postgres().superuser_client("app").await;
+    // A role of its own: the other tests keep app_proxy's password.
+    admin.batch_execute("CREATE ROLE rotating_proxy LOGIN NOINHERIT PASSWORD 'first-password'").await.expect("role");
+    let file = std::env::temp_dir().join(format!("rlsproxy-rotating-password-{}", std::process::id()));
+    std::fs::write(&file, "first-password\n").expect("write");
+    let mut config = proxy::base_config(common::postgres());
+    config.upstream.user = "rotating_proxy".into();
+    config.upstream.password = None;
+    config.upstream.password_file = Some(file.clone());
+    let proxy = proxy::start(config).await;
+    let who = |c: tokio_postgres::Client| async move {
+        c.query_one("SELECT current_user::text", &[]).await.expect("query").get::<_, String>(0)
+    };
+    let first = proxy.connect(&proxy.token("1")).await;
+
+    admin.batch_execute("ALTER ROLE rotating_proxy PASSWORD 'second-password'").await.expect("rotate");
+    std::fs::write(&file, "second-password\n").expect("rewrite");
+    // Session pooling: each client below opens a server connection of its own.
+    assert_eq!(who(proxy.connect(&proxy.token("1")).await).await, "rotating_proxy");
+    std::fs::remove_file(&file).expect("remove");
+    assert_eq!(who(proxy.connect(&proxy.token("2")).await).await, "rotating_proxy", "the password read before");
+    assert_eq!(who(first).await, "rotating_proxy");
+}

@@ -71,8 +71,9 @@ impl Config {
 
     /// Files this configuration names whose contents a reload reads again (secrets, keys,
     /// JWKS, TLS): what the file watch checks besides the configuration file itself. Files of
-    /// settings that need a restart (`upstream.password_file`, `upstream.sslrootcert`,
-    /// `context.strict_key_file`) are left out: rereading them would change nothing.
+    /// settings that need a restart (`upstream.sslrootcert`, `context.strict_key_file`) are
+    /// left out: rereading them would change nothing; `upstream.password_file` is read again
+    /// by every new server connection instead.
     pub fn reloadable_files(&self) -> Vec<&Path> {
         [
             &self.jwt.secret_file,

@@ -115,7 +115,8 @@ async fn negotiate_tls(mut tcp: TcpStream, target: &UpstreamTarget) -> Result<Se
 }
 
 async fn authenticate(conn: &mut ServerConn, target: &UpstreamTarget) -> Result<(), UpstreamError> {
-    let password = target.password.as_deref().unwrap_or("").as_bytes();
+    let password = target.password().unwrap_or_default();
+    let password = password.as_bytes();
     let mut scram: Option<ScramSha256> = None;
     loop {
         let (tag, msg) = read_message(conn).await?;
