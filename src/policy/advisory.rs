@@ -16,6 +16,7 @@
 //! Only insertions are made (and the comma of the two-key form replaced): the key
 //! expressions and the rest of the text are kept byte for byte.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 
 use pg_query::protobuf::{ScanToken, Token};
@@ -128,7 +129,9 @@ pub fn scope_lock_keys(sql: &[u8], scope: &LockScope) -> Result<Option<Vec<u8>>,
         return Err(LockKeyError::Unscopable);
     }
     let mut edits = Vec::new();
-    for call in &calls {
+    // The parser may put one call under several parents (`SET (a, b) = ROW(…)`): once each.
+    let mut scoped = BTreeSet::new();
+    for call in calls.iter().filter(|c| scoped.insert(c.location)) {
         let keys = call_keys(&tokens, call.location).filter(|k| k.args.len() == call.args);
         match keys.ok_or(LockKeyError::Unscopable)? {
             CallKeys { args, .. } if args.len() == 1 => {

@@ -12,6 +12,7 @@
 //! Only the channel tokens are replaced; the rest of the text is kept byte for byte.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
@@ -168,6 +169,8 @@ pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) ->
         return Err(ChannelError::Nested);
     }
     let pg_notify_calls: Vec<NotifyCall> = found.calls.iter().filter_map(NotifyCall::of).collect();
+    // The parser may put one call under several parents (`SET (a, b) = (SELECT …)`): once each.
+    let mut scoped = BTreeSet::new();
     for call in &pg_notify_calls {
         let Some(location) = call.constant_channel_at else {
             if allow_computed {
@@ -175,6 +178,9 @@ pub fn scope_channels(sql: &[u8], scope: &ChannelScope, allow_computed: bool) ->
             }
             return Err(ChannelError::Computed);
         };
+        if !scoped.insert(location) {
+            continue;
+        }
         let first = tokens
             .iter()
             .position(|t| {

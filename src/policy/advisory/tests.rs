@@ -121,3 +121,16 @@ fn a_syntax_error_is_answered_as_postgresql_answers_it() {
     };
     assert_eq!((e.message.as_str(), e.position), ("syntax error at or near \"WHERE\"", Some(33)));
 }
+
+#[test]
+fn a_call_the_parser_shares_between_columns_is_scoped_once() {
+    // `SET (a, b) = ROW(…)` puts the same source node under both columns: one call, one key.
+    assert_eq!(
+        rewritten("UPDATE t SET (a, b) = ROW(pg_advisory_lock(1), 2)"),
+        format!("UPDATE t SET (a, b) = ROW(pg_advisory_lock({}), 2)", one("1"))
+    );
+    assert_eq!(
+        rewritten("UPDATE t SET (a, b, c) = (SELECT pg_advisory_lock(1, 2), 2, 3)"),
+        format!("UPDATE t SET (a, b, c) = (SELECT pg_advisory_lock({}), 2, 3)", pair("1", "", " 2"))
+    );
+}

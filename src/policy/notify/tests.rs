@@ -152,3 +152,11 @@ fn pg_notify_is_found_wherever_a_function_may_be_called() {
         Err(ChannelError::Computed)
     );
 }
+
+#[test]
+fn a_call_the_parser_shares_between_columns_is_scoped_once() {
+    assert_eq!(
+        rewritten("UPDATE t SET (a, b) = (SELECT pg_notify('chan', 'x'), 2)"),
+        format!("UPDATE t SET (a, b) = (SELECT pg_notify(E'{P1}chan', 'x'), 2)")
+    );
+}
