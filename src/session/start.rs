@@ -122,8 +122,8 @@ enum Failure {
     Refuse(PgError),
 }
 
-/// The error a client gets when no connection can be lent, at `severity`.
-/// Counts the waits and failures of `pool.acquire` in the metrics.
+/// A server connection lent for `identity` (its database and startup settings); counts the
+/// waits and failures of `pool.acquire` in the metrics.
 pub(super) async fn acquire(shared: &Shared, identity: &Identity) -> Result<Lease, PoolError> {
     let started = std::time::Instant::now();
     let result = shared.pool.acquire(&identity.database, &identity.key, &identity.startup).await;
@@ -134,6 +134,7 @@ pub(super) async fn acquire(shared: &Shared, identity: &Identity) -> Result<Leas
     result
 }
 
+/// The error a client gets when no connection can be lent, at `severity`.
 pub(super) fn pool_error(e: &PoolError, severity: &'static str) -> PgError {
     let (code, message, hint) = match e {
         PoolError::Timeout(_) | PoolError::QueueFull(_) => (
@@ -159,7 +160,7 @@ fn upstream_unavailable(e: &UpstreamError) -> PgError {
     PgError::fatal("08006", format!("rlsproxy: the upstream server is unavailable: {e}"))
 }
 
-/// Resets the connection if needed, applies the settings and the first injection, in one round trip.
+/// Resets the connection if needed and injects the first context, in one round trip.
 async fn adopt(mut lease: Lease, identity: &Identity) -> Result<Lease, Failure> {
     let (mut batch, _) = super::adoption::adoption_batch(&mut lease, identity);
     crate::protocol::frontend::sync(&mut batch);
