@@ -24,9 +24,9 @@ impl Relay<'_> {
             let refusal = advisory::is_lock_function_oid(oid).then(|| lock_refusal(&LockKeyError::Unscopable));
             return (msg, refusal);
         }
-        let scope = LockScope::for_tenant(&self.identity.context.tenant);
-        self.rewrite_sql(msg, advisory::may_name_lock_function, move |sql| {
-            advisory::scope_lock_keys(sql, &scope).map_err(|e| lock_refusal(&e))
+        self.rewrite_sql(msg, advisory::may_name_lock_function, || {
+            let scope = LockScope::for_tenant(&self.identity.context.tenant);
+            move |sql: &[u8]| advisory::scope_lock_keys(sql, &scope).map_err(|e| lock_refusal(&e))
         })
         .await
     }

@@ -23,19 +23,21 @@ impl Relay<'_> {
             let refusal = (pg_notify && !exempt()).then(|| channel_refusal(&ChannelError::Computed));
             return (msg, refusal);
         }
-        let (scope, exempt) = (ChannelScope::for_tenant(&self.identity.context.tenant), exempt());
-        self.rewrite_sql(msg, notify::may_name_channel, move |sql| {
-            notify::scope_channels(sql, &scope, exempt).map_err(|e| match e {
-                ChannelError::Unparsable(_) => Refusal::of(&Violation::new(Rule::Unparsable, e.to_string())),
-                ChannelError::Syntax(e) => Refusal::of(&Violation::syntax(e)),
-                ChannelError::TooLong(_) => Refusal {
-                    rule: Rule::NotifyChannel,
-                    error: PgError::error("42622", format!("rlsproxy: {e}")).with_hint(format!(
-                        "The proxy prefixes each tenant's channels; {MAX_CHANNEL_BYTES} bytes are left."
-                    )),
-                },
-                _ => channel_refusal(&e),
-            })
+        self.rewrite_sql(msg, notify::may_name_channel, || {
+            let (scope, exempt) = (ChannelScope::for_tenant(&self.identity.context.tenant), exempt());
+            move |sql: &[u8]| {
+                notify::scope_channels(sql, &scope, exempt).map_err(|e| match e {
+                    ChannelError::Unparsable(_) => Refusal::of(&Violation::new(Rule::Unparsable, e.to_string())),
+                    ChannelError::Syntax(e) => Refusal::of(&Violation::syntax(e)),
+                    ChannelError::TooLong(_) => Refusal {
+                        rule: Rule::NotifyChannel,
+                        error: PgError::error("42622", format!("rlsproxy: {e}")).with_hint(format!(
+                            "The proxy prefixes each tenant's channels; {MAX_CHANNEL_BYTES} bytes are left."
+                        )),
+                    },
+                    _ => channel_refusal(&e),
+                })
+            }
         })
         .await
     }

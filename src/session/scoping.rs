@@ -18,16 +18,19 @@ impl Relay<'_> {
         }
     }
 
-    /// `rewrite` applied to the SQL text of `msg` when `may_match` it (a cheap test, so that
-    /// ordinary SQL is never parsed), within the guard's bounds on parsed text (its length;
-    /// long texts on a blocking thread, a few at once), which hold here with the guard off
-    /// as well.
-    pub(super) async fn rewrite_sql(
+    /// The rewrite `rewriter` makes, applied to the SQL text of `msg` when `may_match` it (a
+    /// cheap test, so that ordinary SQL is never parsed nor a rewrite made for it), within the
+    /// guard's bounds on parsed text (its length; long texts on a blocking thread, a few at
+    /// once), which hold here with the guard off as well.
+    pub(super) async fn rewrite_sql<R>(
         &self,
         msg: Bytes,
         may_match: fn(&[u8]) -> bool,
-        rewrite: impl FnOnce(&[u8]) -> Result<Option<Vec<u8>>, Refusal> + Send + 'static,
-    ) -> (Bytes, Option<Refusal>) {
+        rewriter: impl FnOnce() -> R,
+    ) -> (Bytes, Option<Refusal>)
+    where
+        R: FnOnce(&[u8]) -> Result<Option<Vec<u8>>, Refusal> + Send + 'static,
+    {
         let Some(sql) = frontend::sql_text(msg[0], codec::body(&msg)) else { return (msg, None) };
         if !may_match(sql) {
             return (msg, None);
@@ -40,7 +43,7 @@ impl Relay<'_> {
         }
         let unparsed =
             || Err(Refusal::of(&Violation::new(Rule::Unparsable, "a statement the proxy could not parse".into())));
-        match guard.parse_long(msg.slice_ref(sql), rewrite).await.unwrap_or_else(unparsed) {
+        match guard.parse_long(msg.slice_ref(sql), rewriter()).await.unwrap_or_else(unparsed) {
             Ok(None) => (msg, None),
             Ok(Some(text)) => match frontend::with_sql_text(&msg, &text) {
                 Some(rewritten) => (rewritten, None),
