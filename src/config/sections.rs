@@ -264,6 +264,9 @@ pub struct ContextConfig {
     pub strict_key: Option<String>,
     /// File holding the HMAC key, hex.
     pub strict_key_file: Option<PathBuf>,
+    /// Parse and close the injection statements in every transaction, so that no client
+    /// statement sees them in `pg_prepared_statements`, at the cost of a Parse per transaction.
+    pub hide_injection: bool,
 }
 
 impl Default for ContextConfig {
@@ -275,6 +278,7 @@ impl Default for ContextConfig {
             strict_kid: String::new(),
             strict_key: None,
             strict_key_file: None,
+            hide_injection: false,
         }
     }
 }

@@ -1,8 +1,10 @@
-//! The tenant context injection (README "Security model in brief"): one statement prepared
-//! once per server connection under a reserved name, executed at every
-//! transaction start with the client's values as bind parameters, so they never
-//! appear in SQL text, pg_stat_activity or the server log. In strict mode a second
-//! one records the signed value's admission when a connection takes a context.
+//! The tenant context injection (README "Security model in brief"): one statement under a
+//! reserved name, executed at every transaction start with the client's values as bind
+//! parameters, so they never appear in SQL text, pg_stat_activity or the server log. In
+//! strict mode a second one records the signed value's admission when a connection takes
+//! a context. Both are prepared once per server connection, or, with `[context]
+//! hide_injection`, parsed and closed around every execution (no client statement then
+//! sees them in `pg_prepared_statements`; PostgreSQL parses and plans them each time).
 
 use bytes::{Bytes, BytesMut};
 
@@ -12,7 +14,7 @@ use std::time::Duration;
 use super::strict::{self, Signer};
 use crate::auth::TenantContext;
 use crate::config::{Config, ConfigError};
-use crate::protocol::frontend;
+use crate::protocol::{Kind, frontend};
 
 /// Name of the injection statement on every server connection.
 pub const STATEMENT_NAME: &str = "rlsproxy_ctx";
@@ -36,6 +38,8 @@ pub struct ContextSpec {
     strict: Option<(String, Arc<Signer>)>,
     /// The Query message of [`Injection::clear`].
     clear: Bytes,
+    /// `[context] hide_injection`.
+    hidden: bool,
 }
 
 impl std::fmt::Debug for ContextSpec {
@@ -51,13 +55,18 @@ const SIGNED_TTL_WITHOUT_EXP_S: u64 = 3600;
 /// The messages that inject one client's context.
 #[derive(Debug, Clone)]
 pub struct Injection {
-    /// Close + Parse of the statement: for a connection where it may not exist.
+    /// Close + Parse of the statements: for a connection where they may not exist (empty when
+    /// hidden: nothing is kept prepared).
     pub prepare: Bytes,
-    /// Bind + Execute with this client's values; also the identity of the context it sets.
+    /// Bind + Execute with this client's values; when hidden, after a Close (of what a failed
+    /// injection may have left) and a Parse, and before a Close. Also the identity of the
+    /// context it sets.
     pub bind_execute: Bytes,
+    /// The kinds of the messages of `bind_execute`, in order.
+    pub kinds: &'static [Kind],
     /// The same values for a connection that takes this context afresh: in strict mode followed
     /// by the signed value's admission, recorded again whatever the session says (a client's
-    /// `DISCARD` may have emptied what recorded it). Otherwise the same as `bind_execute`.
+    /// `DISCARD` may have emptied what recorded it).
     pub adopt: Bytes,
     /// Strict mode: [`ADMISSION_REFRESH`], after which a connection takes the context afresh.
     pub refresh: Option<Duration>,
@@ -105,6 +114,7 @@ impl ContextSpec {
             sets_role,
             strict,
             clear: Bytes::new(),
+            hidden: cfg.context.hide_injection,
         };
         let literal = |text: &str| format!("'{}'", text.replace('\'', "''"));
         let clears: Vec<String> = spec
@@ -125,29 +135,41 @@ impl ContextSpec {
             let exp = ctx.expires_at.unwrap_or_else(|| crate::auth::now_unix() + SIGNED_TTL_WITHOUT_EXP_S);
             signer.sign(&ctx.tenant, ctx.role.as_deref(), exp)
         });
-        let mut prepare = BytesMut::new();
-        frontend::close_statement(&mut prepare, STATEMENT_NAME);
-        frontend::parse(&mut prepare, STATEMENT_NAME, &self.sql);
-        let mut bind_execute = BytesMut::new();
         let values = self.values(&ctx.tenant, Some(&claims), ctx.role.as_deref(), signed.as_deref());
-        frontend::bind_text(&mut bind_execute, STATEMENT_NAME, &values);
-        frontend::execute(&mut bind_execute);
+        let mut prepare = BytesMut::new();
+        let mut bind_execute = BytesMut::new();
+        self.run(&mut prepare, &mut bind_execute, STATEMENT_NAME, &self.sql, &values);
         let bind_execute = bind_execute.freeze();
         let mut adopt = BytesMut::from(&bind_execute[..]);
         if let Some(signed) = &signed {
             // Once per connection and context (and every ADMISSION_REFRESH): what spares strict
             // policies an HMAC per statement. Forced: the session's record may be gone.
-            frontend::close_statement(&mut prepare, ADMIT_STATEMENT_NAME);
-            frontend::parse(&mut prepare, ADMIT_STATEMENT_NAME, "SELECT rlsproxy.admit($1, true)");
-            frontend::bind_text(&mut adopt, ADMIT_STATEMENT_NAME, &[signed.as_str()]);
-            frontend::execute(&mut adopt);
+            let sql = "SELECT rlsproxy.admit($1, true)";
+            self.run(&mut prepare, &mut adopt, ADMIT_STATEMENT_NAME, sql, &[signed.as_str()]);
         }
         Injection {
             prepare: prepare.freeze(),
             bind_execute,
+            kinds: match self.hidden {
+                true => &[Kind::Close, Kind::Parse, Kind::Bind, Kind::Execute, Kind::Close],
+                false => &[Kind::Bind, Kind::Execute],
+            },
             adopt: adopt.freeze(),
             refresh: signed.is_some().then_some(ADMISSION_REFRESH),
             clear: self.clear.clone(),
+        }
+    }
+
+    /// Appends the execution of statement `name` with `values` to `run`: Bind and Execute, with
+    /// its Close and Parse in `prepare`, or, hidden, Close, Parse, Bind, Execute, Close in `run`.
+    fn run(&self, prepare: &mut BytesMut, run: &mut BytesMut, name: &str, sql: &str, values: &[&str]) {
+        let prepare = if self.hidden { &mut *run } else { prepare };
+        frontend::close_statement(prepare, name);
+        frontend::parse(prepare, name, sql);
+        frontend::bind_text(run, name, values);
+        frontend::execute(run);
+        if self.hidden {
+            frontend::close_statement(run, name);
         }
     }
 

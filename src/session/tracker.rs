@@ -65,7 +65,7 @@ pub enum Owner {
     },
     /// The proxy's own housekeeping (Close before a Parse, eviction): swallowed.
     Quiet,
-    /// The pipelined context injection (Bind and Execute).
+    /// The pipelined context injection (Bind and Execute, between Parse and Close when hidden).
     Injection {
         /// A Query or FunctionCall follows in the same implicit transaction: on failure the
         /// server skips it without replying, so the proxy must send the Sync that ends the skipping.

@@ -112,8 +112,9 @@ impl Relay<'_> {
             self.track(Kind::Query, Owner::Quiet)?;
         }
         self.to_server.extend_from_slice(&self.identity.injection.bind_execute);
-        self.track(Kind::Bind, owner())?;
-        self.track(Kind::Execute, owner())?;
+        for &kind in self.identity.injection.kinds {
+            self.track(kind, owner())?;
+        }
         if own_sync {
             frontend::sync(&mut self.to_server);
             self.track(Kind::Sync, Owner::Quiet)?;

@@ -359,3 +359,48 @@ async fn strict_admissions_follow_a_change_of_keys_within_the_refresh() {
     tokio::time::sleep(rlsproxy::policy::context::ADMISSION_REFRESH + Duration::from_millis(300)).await;
     assert_eq!(state(&c).await, (Some(1), true), "admitted again under the new keys");
 }
+
+/// With `[context] hide_injection` the injection leaves nothing a client's statements can see:
+/// no prepared statement in `pg_prepared_statements` (asyncpg's tests without a statement
+/// cache expect none), in both pool modes, default and strict mode, by the simple and the
+/// extended protocol, in the transaction that took the context afresh and in one with the
+/// pipelined injection; a squatter on the reserved name (guard off) does not stop it.
+#[tokio::test]
+async fn a_hidden_injection_leaves_no_prepared_statement() {
+    use rlsproxy::config::PoolMode;
+    const HIDDEN_SQUAT: &str = "DO $$ BEGIN EXECUTE 'PREP' || 'ARE rlsproxy' || '_ctx AS SELECT 1'; END $$";
+    let strict = proxy::strict_without_guard(postgres(), "sec_trace_k", &"7472616365".repeat(7)).await;
+    for (label, base) in [("default", proxy::base_config(postgres())), ("strict", strict)] {
+        for mode in [PoolMode::Transaction, PoolMode::Session] {
+            let mut cfg = base.clone();
+            cfg.pool.mode = mode;
+            cfg.pool.size = 1;
+            cfg.context.hide_injection = true;
+            cfg.guard.enabled = false;
+            let proxy = proxy::start(cfg).await;
+            let c = proxy.connect(&proxy.token("1")).await;
+            let listed = "SELECT coalesce(string_agg(name, ','), '') FROM pg_prepared_statements";
+            for round in 0..2 {
+                let simple = c.simple_query(listed).await.unwrap().iter().find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                    _ => None,
+                });
+                let simple = simple.unwrap_or_default();
+                if round == 0 {
+                    assert_eq!(simple, "", "{label} {mode:?}: the first statement sees none");
+                }
+                // tokio-postgres prepares this one (named; in transaction mode the proxy keeps
+                // client statements on the server under names of its own).
+                let extended: String = c.query_one(listed, &[]).await.unwrap().get(0);
+                for name in simple.split(',').chain(extended.split(',')) {
+                    assert!(
+                        !matches!(name, "rlsproxy_ctx" | "rlsproxy_admit"),
+                        "{label} {mode:?} round {round}: {simple} / {extended}"
+                    );
+                }
+            }
+            c.batch_execute(HIDDEN_SQUAT).await.unwrap();
+            assert_eq!(titles(&c).await, ACME, "{label} {mode:?}: after a squatter");
+        }
+    }
+}
