@@ -335,13 +335,19 @@ ALTER FUNCTION rlsproxy.is_admitted(text) OWNER TO rlsproxy_owner;
 -- Verifies `value` and, when it is valid, records its admission in this
 -- session. Records nothing in a read-only transaction (a standby) or one that
 -- is not READ COMMITTED (its snapshot may predate a key's deletion), nor while
--- the keys are being changed: values are then verified the slow way. The SHARE
--- lock holds a change of the keys off until this transaction ends, so that the
--- epoch read here is that of the keys the verification sees; NOWAIT, so that
--- neither a change in progress nor a lock queued behind one stalls anybody.
+-- the keys are being changed: values are then verified the slow way. It keeps
+-- no lock (a client calling it in an open block would hold off a revocation):
+-- it reads the epoch, then checks that the SHARE lock could be had (no change
+-- of the keys holds its lock, which it keeps until it commits), then verifies
+-- with a snapshot taken after. A change that takes its lock after the check
+-- moves the epoch after the read, so the record is void; one that committed
+-- before is in the verification's snapshot. NOWAIT: a change in progress
+-- stalls nobody.
 -- The record is written high half last: until then (an interrupted call)
 -- it matches no value, so it never pairs one value's key with another's
--- tenant or expiry.
+-- tenant or expiry. Then each sequence's shared value is overwritten (without
+-- changing this session's currval), so that other sessions cannot read which
+-- tenant was admitted, and until when, but for the instant in between.
 CREATE OR REPLACE FUNCTION rlsproxy.record_admission(value text)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -360,14 +366,18 @@ BEGIN
     -- this value, its statements verify the slow way (and never read sequences that a
     -- DISCARD SEQUENCES may have emptied).
     PERFORM set_config('rlsproxy.admitted', '', false);
+    marker := rlsproxy.admission_marker();
     IF recordable THEN
+        -- The lock is taken in a subtransaction that is then rolled back, which
+        -- releases it: only whether it could be had matters.
         BEGIN
             LOCK TABLE rlsproxy.keys IN SHARE MODE NOWAIT;
-        EXCEPTION WHEN lock_not_available THEN
-            recordable := false;
+            RAISE EXCEPTION USING ERRCODE = 'RP001';
+        EXCEPTION
+            WHEN lock_not_available THEN recordable := false;
+            WHEN SQLSTATE 'RP001' THEN NULL;
         END;
     END IF;
-    marker := rlsproxy.admission_marker();
     SELECT v.tenant_id, (v.payload ->> 'exp')::numeric AS exp INTO verified FROM rlsproxy.verify(value) AS v;
     IF NOT recordable OR verified.exp IS NULL THEN
         RETURN verified.exp IS NOT NULL;
@@ -381,6 +391,9 @@ BEGIN
     PERFORM setval('rlsproxy.admitted_lo', ('x' || encode(substr(key, 9, 8), 'hex'))::bit(64)::bigint);
     PERFORM setval('rlsproxy.admitted_hi', ('x' || encode(substr(key, 1, 8), 'hex'))::bit(64)::bigint);
     PERFORM set_config('rlsproxy.admitted', marker, false);
+    PERFORM setval('rlsproxy.admitted_tenant_id', 0, false);
+    PERFORM setval('rlsproxy.admitted_lo', 0, false);
+    PERFORM setval('rlsproxy.admitted_hi', 0, false);
     RETURN true;
 END
 $fn$;
@@ -393,16 +406,15 @@ GRANT EXECUTE ON FUNCTION rlsproxy.record_admission(text) TO PUBLIC;
 -- emptied the sequences' session state). True when `value` is admitted or
 -- valid; false at once for the empty value the proxy sets to clear a
 -- connection's context (any previous admission stays: it is only ever used
--- for its own value). The proxy forces it; unforced, it compares the marker
--- only (see "Admissions"), so an admission of another value (a client's own
--- call) makes its statements verify the slow way.
+-- for its own value). The proxy forces it; unforced, it records unless this
+-- very value is the one admitted.
 CREATE OR REPLACE FUNCTION rlsproxy.admit(value text, force boolean DEFAULT false)
 RETURNS boolean
 LANGUAGE sql
 VOLATILE
 BEGIN ATOMIC
     SELECT CASE WHEN coalesce(value, '') = '' THEN false
-                WHEN NOT force AND current_setting('rlsproxy.admitted', true) = rlsproxy.admission_marker() THEN true
+                WHEN NOT force AND rlsproxy.is_admitted(value) THEN true
                 ELSE rlsproxy.record_admission(value) END;
 END;
 ALTER FUNCTION rlsproxy.admit(text, boolean) OWNER TO rlsproxy_owner;

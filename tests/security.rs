@@ -25,6 +25,8 @@ mod notify;
 mod protocol;
 #[path = "security/redteam.rs"]
 mod redteam;
+#[path = "security/redteam_admission.rs"]
+mod redteam_admission;
 #[path = "security/resets.rs"]
 mod resets;
 #[path = "security/shared_state.rs"]
