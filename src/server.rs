@@ -166,8 +166,7 @@ impl Drop for AbortOnDrop {
 async fn refuse_busy(mut tcp: tokio::net::TcpStream) {
     use tokio::io::AsyncWriteExt;
     let mut buf = bytes::BytesMut::new();
-    crate::protocol::PgError::fatal("53300", "sorry, too many clients already (rlsproxy listen.max_clients)")
-        .encode(&mut buf);
+    crate::protocol::PgError::from(crate::protocol::ProxyError::TooManyClients).encode(&mut buf);
     let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&buf)).await;
 }
 

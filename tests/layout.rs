@@ -159,3 +159,14 @@ fn the_module_graph_of_src_has_no_cycle() {
         assert_eq!(names, None, "an import cycle in src/");
     }
 }
+
+/// README's table of the proxy's own errors is the one in `src/protocol/proxy_error.rs`.
+#[test]
+fn the_readme_lists_every_error_of_the_proxy_as_the_code_has_it() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README.md");
+    let (begin, end) = ("<!-- errors:begin -->\n", "<!-- errors:end -->");
+    let start = readme.find(begin).expect("README has the errors markers") + begin.len();
+    let stop = readme[start..].find(end).expect("README has the end marker") + start;
+    let expected = rlsproxy::protocol::ProxyError::markdown_table();
+    assert!(readme[start..stop] == expected, "README's error table differs; it should read:\n{expected}");
+}

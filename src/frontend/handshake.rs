@@ -10,7 +10,7 @@ use super::startup::{self, ClientStartup};
 use crate::auth::TenantContext;
 use crate::config::RequireTls;
 use crate::net::{ClientStream, Stream};
-use crate::protocol::{self, PgError, backend, frontend::StartupPacket};
+use crate::protocol::{self, PgError, ProxyError, backend, frontend::StartupPacket};
 use crate::shared::Shared;
 use crate::tls::ALPN_POSTGRESQL;
 
@@ -85,11 +85,7 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result
                     .ok_or_else(|| FrontendError::Refused("malformed startup packet".into()))?;
             }
             _ => {
-                return refuse(
-                    &mut stream,
-                    PgError::fatal("0A000", "unsupported frontend protocol: rlsproxy speaks 3.0"),
-                )
-                .await;
+                return refuse(&mut stream, ProxyError::UnsupportedProtocol.into()).await;
             }
         }
     };
@@ -98,10 +94,7 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result
         Err(e) => return refuse(&mut stream, e).await,
     };
     if !stream.is_tls() && tls_required(live.config.listen.require_tls, peer) {
-        let e = PgError::fatal("28000", format!("rlsproxy requires TLS for connections from {}", peer.ip())).with_hint(
-            "Connect with sslmode=require: the token is a password and must not cross the network in clear.",
-        );
-        return refuse(&mut stream, e).await;
+        return refuse(&mut stream, ProxyError::TlsRequired { client: peer.ip().to_string() }.into()).await;
     }
     let mut out = BytesMut::new();
     let minor = packet.version & 0xffff;
@@ -173,16 +166,10 @@ async fn read_password(stream: &mut ClientStream) -> Result<Result<String, PgErr
     let tag = stream.read_u8().await?;
     let len = stream.read_i32().await?;
     if tag != b'p' {
-        return Ok(Err(PgError::fatal(
-            "08P01",
-            format!("expected a password message, got message type '{}'", tag as char),
-        )));
+        return Ok(Err(ProxyError::ExpectedPassword { tag: tag as char }.into()));
     }
     if !(5..=(MAX_PASSWORD_MESSAGE as i32)).contains(&len) {
-        return Ok(Err(PgError::fatal(
-            "28P01",
-            format!("password message of {len} bytes refused: a token is at most {MAX_PASSWORD_MESSAGE} bytes"),
-        )));
+        return Ok(Err(ProxyError::PasswordTooLong { len, limit: MAX_PASSWORD_MESSAGE }.into()));
     }
     let mut body = vec![0u8; len as usize - 4];
     stream.read_exact(&mut body).await?;
@@ -190,7 +177,7 @@ async fn read_password(stream: &mut ClientStream) -> Result<Result<String, PgErr
         .and_then(|(t, _)| std::str::from_utf8(t).ok())
         .map(str::to_owned)
         .filter(|t| !t.is_empty());
-    Ok(token.ok_or_else(|| PgError::fatal("28P01", "password authentication failed: the password must be a JWT")))
+    Ok(token.ok_or_else(|| ProxyError::NotAJwt.into()))
 }
 
 async fn handle_cancel(body: &[u8], shared: &Shared) {

@@ -5,8 +5,8 @@
 //! (`-c name=value`, `--name=value`; libpq's `PGOPTIONS`) are read as PostgreSQL reads
 //! them and held to the same allow-list.
 
-use crate::protocol::PgError;
 use crate::protocol::frontend::StartupPacket;
+use crate::protocol::{PgError, ProxyError};
 
 /// Settings a client may give at startup, with the server's canonical spelling.
 pub const ALLOWED_SETTINGS: &[&str] = &[
@@ -42,11 +42,7 @@ pub struct ClientStartup {
 
 /// Filters a startup packet; an error names the offending parameter.
 pub fn filter(packet: &StartupPacket) -> Result<ClientStartup, PgError> {
-    let user = packet
-        .get("user")
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| PgError::fatal("28000", "no PostgreSQL user name specified in startup packet"))?
-        .to_string();
+    let user = packet.get("user").filter(|u| !u.is_empty()).ok_or(ProxyError::NoUser)?.to_string();
     let mut out = ClientStartup {
         database: packet.get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_string(),
         user,
@@ -59,19 +55,14 @@ pub fn filter(packet: &StartupPacket) -> Result<ClientStartup, PgError> {
         match name.as_str() {
             "user" | "database" => {}
             "replication" => {
-                return Err(PgError::fatal("0A000", "rlsproxy does not accept replication connections"));
+                return Err(ProxyError::Replication.into());
             }
             "options" => {
                 for (n, v) in option_settings(value)? {
-                    from_options.push(allowed(&n, v).map_err(|_| {
-                        PgError::fatal(
-                            "42501",
-                            format!(
-                                "rlsproxy does not accept the setting \"{n}\" in the \"options\" startup parameter"
-                            ),
-                        )
-                        .with_hint(allowed_hint())
-                    })?);
+                    from_options.push(
+                        allowed(&n, v)
+                            .map_err(|_| ProxyError::OptionsSetting { name: n.clone(), allowed: ALLOWED_SETTINGS })?,
+                    );
                 }
             }
             n if n.starts_with("_pq_.") => out.unsupported_options.push(n.to_string()),
@@ -87,13 +78,11 @@ pub fn filter(packet: &StartupPacket) -> Result<ClientStartup, PgError> {
 /// The canonical name and value of setting `name`, if a client may give it.
 fn allowed(name: &str, value: String) -> Result<(String, String), PgError> {
     if name.eq_ignore_ascii_case("client_encoding") && !crate::policy::guard::encoding_is_safe(&value) {
-        return Err(PgError::fatal("42501", format!("rlsproxy does not accept client_encoding \"{value}\""))
-            .with_hint("Its characters may contain ASCII quote or backslash bytes; use UTF8."));
+        return Err(ProxyError::ClientEncoding { value }.into());
     }
     match ALLOWED_SETTINGS.iter().find(|a| a.eq_ignore_ascii_case(name)) {
         Some(canonical) => Ok(((*canonical).to_string(), value)),
-        None => Err(PgError::fatal("42501", format!("rlsproxy does not accept the startup parameter \"{name}\""))
-            .with_hint(allowed_hint())),
+        None => Err(ProxyError::StartupParameter { name: name.to_string(), allowed: ALLOWED_SETTINGS }.into()),
     }
 }
 
@@ -117,16 +106,7 @@ fn option_settings(options: &str) -> Result<Vec<(String, String)>, PgError> {
         }
         chars.next();
     }
-    let refused = |what: &str| {
-        PgError::fatal(
-            "42501",
-            format!(
-                "rlsproxy does not accept \"{what}\" in the \"options\" startup parameter: only -c name=value \
-                 settings"
-            ),
-        )
-        .with_hint(allowed_hint())
-    };
+    let refused = |word: &str| PgError::from(ProxyError::OptionsWord { word: word.into(), allowed: ALLOWED_SETTINGS });
     let mut settings = Vec::new();
     let mut words = words.into_iter();
     while let Some(word) = words.next() {
@@ -140,10 +120,6 @@ fn option_settings(options: &str) -> Result<Vec<(String, String)>, PgError> {
         settings.push((name.replace('-', "_"), value.to_string()));
     }
     Ok(settings)
-}
-
-fn allowed_hint() -> String {
-    format!("Startup parameters allowed: {}.", ALLOWED_SETTINGS.join(", "))
 }
 
 #[cfg(test)]

@@ -4,12 +4,31 @@ use bytes::{BufMut, BytesMut};
 
 use super::backend::finish_message;
 
+/// How bad an error is for the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The statement failed; the session continues.
+    Error,
+    /// The connection ends.
+    Fatal,
+}
+
+impl Severity {
+    /// As the wire says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
 /// An error as the client will see it: severity, SQLSTATE, message, optional hint and
-/// cursor position.
+/// cursor position. The proxy's own are made from [`super::ProxyError`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgError {
-    /// `ERROR` (the session continues) or `FATAL` (the connection ends).
-    pub severity: &'static str,
+    /// Whether the session continues.
+    pub severity: Severity,
     /// Five-character SQLSTATE.
     pub code: String,
     /// Primary message.
@@ -21,26 +40,9 @@ pub struct PgError {
 }
 
 impl PgError {
-    /// A session-ending error.
+    /// A session-ending error with the SQLSTATE and message of something else's (a token's).
     pub fn fatal(code: &str, message: impl Into<String>) -> Self {
-        Self { severity: "FATAL", code: code.into(), message: message.into(), hint: None, position: None }
-    }
-
-    /// A statement-level error; the session continues.
-    pub fn error(code: &str, message: impl Into<String>) -> Self {
-        Self { severity: "ERROR", code: code.into(), message: message.into(), hint: None, position: None }
-    }
-
-    /// Adds a hint.
-    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-
-    /// Adds the cursor position.
-    pub fn at(mut self, position: Option<u32>) -> Self {
-        self.position = position;
-        self
+        Self { severity: Severity::Fatal, code: code.into(), message: message.into(), hint: None, position: None }
     }
 
     /// Appends the ErrorResponse to `buf`, fields in PostgreSQL's order.
@@ -49,7 +51,7 @@ impl PgError {
         buf.put_u8(b'E');
         buf.put_i32(0);
         for (field, value) in
-            [(b'S', self.severity), (b'V', self.severity), (b'C', self.code.as_str()), (b'M', self.message.as_str())]
+            [(b'S', self.severity.as_str()), (b'V', self.severity.as_str()), (b'C', &self.code), (b'M', &self.message)]
         {
             put_field(buf, field, value);
         }
@@ -90,8 +92,8 @@ pub fn from_server(body: &[u8]) -> PgError {
     let fields = parse_fields(body);
     let get = |f: u8| fields.iter().find(|(k, _)| *k == f).map(|(_, v)| v.clone());
     let severity = match get(b'V').or_else(|| get(b'S')).as_deref() {
-        Some("FATAL") | Some("PANIC") => "FATAL",
-        _ => "ERROR",
+        Some("FATAL") | Some("PANIC") => Severity::Fatal,
+        _ => Severity::Error,
     };
     PgError {
         severity,
@@ -108,7 +110,13 @@ mod tests {
 
     #[test]
     fn round_trips_through_the_wire_format() {
-        let e = PgError::error("42601", "syntax error").with_hint("get a new token").at(Some(7));
+        let e = PgError {
+            severity: Severity::Error,
+            code: "42601".into(),
+            message: "syntax error".into(),
+            hint: Some("get a new token".into()),
+            position: Some(7),
+        };
         let mut buf = BytesMut::new();
         e.encode(&mut buf);
         assert_eq!(buf[0], b'E');

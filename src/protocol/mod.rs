@@ -10,11 +10,13 @@ pub mod codec;
 pub mod error;
 pub mod frontend;
 pub mod kind;
+pub mod proxy_error;
 pub mod tag;
 
 pub use codec::{Frame, Framer, ProtocolError};
-pub use error::PgError;
+pub use error::{PgError, Severity};
 pub use kind::{Kind, Reply};
+pub use proxy_error::ProxyError;
 
 /// Protocol 3.0 as sent in StartupMessage.
 pub const PROTOCOL_3_0: i32 = 196_608;

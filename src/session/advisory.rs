@@ -5,11 +5,8 @@ use bytes::Bytes;
 use super::relay::Relay;
 use crate::policy::advisory::{self, LockKeyError, LockScope};
 use crate::policy::guard::{Refusal, Rule, Violation};
-use crate::protocol::codec;
 use crate::protocol::tag::client;
-
-const HINT: &str = "Advisory lock keys are per tenant: call pg_advisory_lock(key) and the other advisory lock \
-                    functions by name with their keys; functions in the database use rlsproxy.advisory_key.";
+use crate::protocol::{ProxyError, codec};
 
 impl Relay<'_> {
     /// `msg` with its advisory lock keys scoped to the client's tenant, or the refusal of a
@@ -38,6 +35,5 @@ fn lock_refusal(e: &LockKeyError) -> Refusal {
         LockKeyError::Syntax(syntax) => return Refusal::of(&Violation::syntax(syntax.clone())),
         LockKeyError::Unscopable => {}
     }
-    let Refusal { rule, error } = Refusal::of(&Violation::new(Rule::AdvisoryLock, e.to_string()));
-    Refusal { rule, error: error.with_hint(HINT) }
+    Refusal { rule: Rule::AdvisoryLock, error: ProxyError::RefusedLock { what: e.to_string() }.into() }
 }

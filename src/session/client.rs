@@ -12,7 +12,7 @@ use crate::auth::now_unix;
 use crate::policy::guard::{Refusal, Rule};
 use crate::policy::{RESERVED_PREFIX, SqlText};
 use crate::protocol::tag::{client, status};
-use crate::protocol::{Frame, PgError, ProtocolError, backend, codec, frontend};
+use crate::protocol::{Frame, PgError, ProtocolError, ProxyError, Severity, backend, codec, frontend};
 
 impl Relay<'_> {
     pub(super) async fn process_client(&mut self) -> Result<Option<Exit>, SessionError> {
@@ -85,7 +85,7 @@ impl Relay<'_> {
                 | client::COPY_DONE
                 | client::COPY_FAIL
         ) {
-            return Ok(Some(Exit::Fatal(PgError::fatal("08P01", format!("invalid frontend message type {}", tag)))));
+            return Ok(Some(Exit::Fatal(ProxyError::InvalidMessageType { tag }.into())));
         }
         if tag == client::QUERY
             && self.batch_start
@@ -109,13 +109,7 @@ impl Relay<'_> {
         let reserved_name = names.iter().any(|n| n.starts_with(RESERVED_PREFIX));
         let sql = frontend::sql_text(tag, body);
         let refusal = match (reserved_name, sql) {
-            (true, _) => Some(Refusal {
-                rule: Rule::ReservedName,
-                error: PgError::error(
-                    "42501",
-                    "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy",
-                ),
-            }),
+            (true, _) => Some(Refusal { rule: Rule::ReservedName, error: ProxyError::ReservedName.into() }),
             // Names in SQL (EXECUTE, DEALLOCATE, PREPARE share the protocol's), however spelled,
             // are the guard's: it parses them even when its other rules are off.
             (false, Some(sql)) => {
@@ -181,10 +175,7 @@ impl Relay<'_> {
             if self.pin.is_some() {
                 tracing::debug!("session state created: the client keeps its server connection");
             } else {
-                refusal = Some(PgError::error(
-                    "53300",
-                    format!("rlsproxy: this tenant already has {cap} sessions holding a server connection for their session state (pool.max_pinned_per_tenant)"),
-                ).with_hint("In transaction pooling, SET, LISTEN, temporary tables and the like keep a server connection for the whole session; use SET LOCAL, or close other sessions."));
+                refusal = Some(ProxyError::PinLimit { cap }.into());
             }
         }
         match refusal {
@@ -231,7 +222,7 @@ impl Relay<'_> {
             let capacity = self.shared.live().config.pool.max_prepared_statements;
             match self.statements.translate(msg, &mut server.statements, capacity, self.pin.is_some()) {
                 Ok(outs) => outs,
-                Err(e) if e.severity == "FATAL" => return Ok(Some(Exit::Fatal(e))),
+                Err(e) if e.severity == Severity::Fatal => return Ok(Some(Exit::Fatal(e))),
                 Err(e) => return Ok(self.refuse(simple, e).err().map(|e| self.out_of_step(e))),
             }
         } else {
@@ -288,10 +279,7 @@ impl Relay<'_> {
     fn check_expiry(&self) -> Option<Exit> {
         self.identity.context.is_expired_at(now_unix(), self.shared.live().verifier.leeway_s()).then(|| {
             tracing::info!("token expired during the session");
-            Exit::Fatal(
-                PgError::fatal("28000", "rlsproxy: the token has expired; no further transaction can start")
-                    .with_hint("Reconnect with a fresh token."),
-            )
+            Exit::Fatal(ProxyError::TokenExpired.into())
         })
     }
 
@@ -325,8 +313,7 @@ impl Relay<'_> {
 
 fn client_protocol_error(e: &ProtocolError) -> PgError {
     match e {
-        ProtocolError::TooLarge { .. } => PgError::fatal("54000", format!("rlsproxy: {e}"))
-            .with_hint("Raise limits.max_message_bytes if such messages are expected."),
-        _ => PgError::fatal("08P01", format!("rlsproxy: {e}")),
+        ProtocolError::TooLarge { .. } => ProxyError::ClientMessageTooLarge { detail: e.to_string() }.into(),
+        _ => ProxyError::ClientProtocol { detail: e.to_string() }.into(),
     }
 }

@@ -8,10 +8,7 @@ use super::relay::Relay;
 use crate::policy::guard::{Refusal, Rule, Violation};
 use crate::policy::notify::{self, ChannelError, ChannelScope, MAX_CHANNEL_BYTES};
 use crate::protocol::tag::{client, server};
-use crate::protocol::{PgError, codec};
-
-const HINT: &str = "LISTEN/NOTIFY channels are per tenant: name them in LISTEN, UNLISTEN and NOTIFY, or as a \
-                    string constant in pg_notify('channel', payload); triggers use rlsproxy.notify(channel, payload).";
+use crate::protocol::{ProxyError, codec};
 
 impl Relay<'_> {
     /// `msg` with its channels scoped to the client's tenant (the same `msg` when it names
@@ -31,9 +28,7 @@ impl Relay<'_> {
                     ChannelError::Syntax(e) => Refusal::of(&Violation::syntax(e)),
                     ChannelError::TooLong(_) => Refusal {
                         rule: Rule::NotifyChannel,
-                        error: PgError::error("42622", format!("rlsproxy: {e}")).with_hint(format!(
-                            "The proxy prefixes each tenant's channels; {MAX_CHANNEL_BYTES} bytes are left."
-                        )),
+                        error: ProxyError::ChannelTooLong { detail: e.to_string(), bytes: MAX_CHANNEL_BYTES }.into(),
                     },
                     _ => channel_refusal(&e),
                 })
@@ -44,8 +39,7 @@ impl Relay<'_> {
 }
 
 fn channel_refusal(e: &ChannelError) -> Refusal {
-    let Refusal { rule, error } = Refusal::of(&Violation::new(Rule::NotifyChannel, e.to_string()));
-    Refusal { rule, error: error.with_hint(HINT) }
+    Refusal { rule: Rule::NotifyChannel, error: ProxyError::RefusedChannel { what: e.to_string() }.into() }
 }
 
 /// Appends a NotificationResponse (`body`) to `to_client` if its channel is `tenant`'s.

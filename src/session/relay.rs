@@ -32,7 +32,7 @@ use crate::net::ClientStream;
 use crate::pool::Lease;
 use crate::pool::pins::Pin;
 use crate::protocol::tag::status;
-use crate::protocol::{Framer, PgError};
+use crate::protocol::{Framer, PgError, ProxyError};
 use crate::shared::Shared;
 
 /// How the session ended.
@@ -186,10 +186,7 @@ impl<'a> Relay<'a> {
                 Event::ClientData | Event::ServerDrained => {}
                 Event::IdleTransactionTimeout => {
                     tracing::info!("idle in transaction too long; ending the session");
-                    return Ok(Exit::Fatal(PgError::fatal(
-                        "25P03",
-                        "terminating connection due to idle-in-transaction timeout (rlsproxy pool.idle_transaction_timeout_s)",
-                    )));
+                    return Ok(Exit::Fatal(ProxyError::IdleInTransaction.into()));
                 }
                 Event::ServerData => {
                     if let Some(exit) = self.process_server()? {
@@ -349,17 +346,13 @@ impl<'a> Relay<'a> {
         }
         let (farewell, result) = match exit {
             Ok(Exit::ClientGone) => (None, Ok(())),
-            Ok(Exit::Shutdown) => {
-                (Some(PgError::fatal("57P01", "terminating connection because rlsproxy is shutting down")), Ok(()))
-            }
+            Ok(Exit::Shutdown) => (Some(ProxyError::ShuttingDown.into()), Ok(())),
             Ok(Exit::ServerGone) => {
-                let e = PgError::fatal("08006", "rlsproxy: the upstream server closed the connection");
-                (Some(e).filter(|_| !self.server_said_fatal), Ok(()))
+                (Some(ProxyError::UpstreamClosed.into()).filter(|_| !self.server_said_fatal), Ok(()))
             }
             Ok(Exit::Fatal(e)) => (Some(e.clone()), Err(SessionError::Ended(e))),
             Err(e @ SessionError::Upstream(_)) => {
-                let msg = PgError::fatal("08006", format!("rlsproxy: lost the upstream connection: {e}"));
-                (Some(msg), Err(e))
+                (Some(ProxyError::UpstreamLost { reason: e.to_string() }.into()), Err(e))
             }
             Err(e) => (None, Err(e)),
         };

@@ -9,7 +9,7 @@ use super::SessionError;
 use super::relay::{Exit, Relay};
 use super::tracker::{Kind, OutOfStep, Owner, Route};
 use crate::protocol::tag::server;
-use crate::protocol::{Frame, PgError, ProtocolError, backend, codec, error, frontend};
+use crate::protocol::{Frame, PgError, ProtocolError, ProxyError, Severity, backend, codec, error, frontend};
 use crate::upstream::UpstreamError;
 
 impl Relay<'_> {
@@ -28,11 +28,7 @@ impl Relay<'_> {
             ) {
                 Err(ProtocolError::TooLarge { tag, len, limit }) => {
                     self.close_server();
-                    let message = format!(
-                        "rlsproxy: the server sent a message '{tag}' of {len} bytes, more than \
-                         limits.max_message_bytes ({limit}); the session ends"
-                    );
-                    return Ok(Some(Exit::Fatal(PgError::fatal("54000", message))));
+                    return Ok(Some(Exit::Fatal(ProxyError::ServerMessageTooLarge { tag, len, limit }.into())));
                 }
                 frame => frame?,
             };
@@ -64,7 +60,9 @@ impl Relay<'_> {
             Ok(Route::Relay) => None,
             Ok(Route::Swallow) => return Ok(None),
             // The server ends the session (shutdown, terminated backend): its error is the client's.
-            Ok(Route::Unexpected) if tag == server::ERROR_RESPONSE && error::from_server(body).severity != "ERROR" => {
+            Ok(Route::Unexpected)
+                if tag == server::ERROR_RESPONSE && error::from_server(body).severity == Severity::Fatal =>
+            {
                 None
             }
             Ok(Route::Unexpected) => return Ok(Some(self.out_of_step(OutOfStep::Reply(tag, None)))),
@@ -100,11 +98,11 @@ impl Relay<'_> {
                 if tag != server::ERROR_RESPONSE {
                     return Ok(None);
                 }
-                let error = match self.injection_failed_in_pipeline(body, before_simple) {
+                let server_error = match self.injection_failed_in_pipeline(body, before_simple) {
                     Ok(error) => error,
                     Err(e) => return Ok(Some(self.out_of_step(e))),
                 };
-                return Ok(own_sync.then_some(Exit::Fatal(PgError { severity: "FATAL", ..error })));
+                return Ok(own_sync.then(|| Exit::Fatal(injection_failed(server_error, Severity::Fatal))));
             }
             Some(Owner::Refusal(error)) => {
                 error.encode(&mut self.to_client);
@@ -127,8 +125,7 @@ impl Relay<'_> {
                         // would be checked under assumptions the server no longer shares.
                         tracing::warn!(setting = name, value, "server setting breaks the guard's assumptions");
                         self.close_server();
-                        let message = format!("rlsproxy: {reason}; the session ends");
-                        return Ok(Some(Exit::Fatal(PgError::fatal("42501", message))));
+                        return Ok(Some(Exit::Fatal(ProxyError::UnsafeServerSetting { reason }.into())));
                     }
                     self.client_params.insert(name.clone(), value.clone());
                     if let Some(server) = self.server.as_mut() {
@@ -142,14 +139,11 @@ impl Relay<'_> {
                 return Ok(None);
             }
             server::COPY_BOTH_RESPONSE => {
-                return Ok(Some(Exit::Fatal(PgError::fatal(
-                    "0A000",
-                    "rlsproxy does not relay COPY BOTH (replication) streams",
-                ))));
+                return Ok(Some(Exit::Fatal(ProxyError::CopyBoth.into())));
             }
             server::ERROR_RESPONSE => {
                 let e = error::from_server(body);
-                self.server_said_fatal = e.severity == "FATAL";
+                self.server_said_fatal = e.severity == Severity::Fatal;
                 if let Some(server) = self.server.as_mut() {
                     match e.code.as_str() {
                         // "cached plan must not change result type": a shared statement is
@@ -179,11 +173,13 @@ impl Relay<'_> {
         self.isolating_statements.clear();
     }
 
+    /// Reports a failed pipelined injection; returns the server's error.
     fn injection_failed_in_pipeline(&mut self, body: &[u8], before_simple: bool) -> Result<PgError, OutOfStep> {
         if let Some(server) = self.server.as_mut() {
             server.forget_context();
         }
-        let error = injection_failed(error::from_server(body));
+        let server_error = error::from_server(body);
+        let error = injection_failed(server_error.clone(), server_error.severity);
         self.shared.metrics.injection_failures.inc();
         tracing::warn!(code = error.code, message = error.message, "context injection failed");
         error.encode(&mut self.to_client);
@@ -192,20 +188,12 @@ impl Relay<'_> {
             // Right after an error, with no Sync sent yet: the server discards up to this one.
             self.track(Kind::Sync, Owner::Client)?;
         }
-        Ok(error)
+        Ok(server_error)
     }
 }
 
-/// The error a client gets when its context could not be set.
-pub(super) fn injection_failed(e: PgError) -> PgError {
-    PgError {
-        severity: e.severity,
-        code: e.code,
-        message: format!(
-            "rlsproxy: could not set the tenant context, so no statement of this transaction ran: {}",
-            e.message
-        ),
-        hint: e.hint,
-        position: None,
-    }
+/// The error a client gets when its context could not be set, from the server's.
+pub(super) fn injection_failed(e: PgError, severity: Severity) -> PgError {
+    let fatal = severity == Severity::Fatal;
+    ProxyError::InjectionFailed { code: e.code, message: e.message, hint: e.hint, fatal }.into()
 }

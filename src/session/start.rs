@@ -16,7 +16,7 @@ use crate::frontend::Handshake;
 use crate::frontend::cancel::CancelTarget;
 use crate::pool::{Lease, PoolError};
 use crate::protocol::tag::status;
-use crate::protocol::{PgError, backend};
+use crate::protocol::{PgError, ProxyError, backend};
 use crate::shared::Shared;
 use crate::upstream::UpstreamError;
 
@@ -33,7 +33,7 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Rela
         attempt += 1;
         let result = match acquire(shared, &identity).await {
             Ok(lease) => adopt(lease, &identity).await,
-            Err(e) => Err(Failure::Refuse(pool_error(&e, "FATAL"))),
+            Err(e) => Err(Failure::Refuse(pool_error(&e, true))),
         };
         match result {
             Ok(lease) => break lease,
@@ -134,30 +134,22 @@ pub(super) async fn acquire(shared: &Shared, identity: &Identity) -> Result<Leas
     result
 }
 
-/// The error a client gets when no connection can be lent, at `severity`.
-pub(super) fn pool_error(e: &PoolError, severity: &'static str) -> PgError {
-    let (code, message, hint) = match e {
-        PoolError::Timeout(_) | PoolError::QueueFull(_) => (
-            "53300",
-            format!("rlsproxy: {e}"),
-            Some("Every upstream connection is in use; retry later or raise pool.size."),
-        ),
+/// The error a client gets when no connection can be lent; `fatal` at session start.
+pub(super) fn pool_error(e: &PoolError, fatal: bool) -> PgError {
+    match e {
+        PoolError::Timeout(_) | PoolError::QueueFull(_) => ProxyError::PoolBusy { reason: e.to_string(), fatal },
         // The server refused a client's startup setting: its own error. Authentication
         // errors are the proxy's role's, not the client's: "unavailable".
         PoolError::Connect(UpstreamError::Server { code, message }) if !code.starts_with("28") => {
-            (code.as_str(), format!("rlsproxy: cannot start the session: {message}"), None)
+            ProxyError::SessionRefused { code: code.clone(), message: message.clone(), fatal }
         }
-        PoolError::Connect(e) => ("08006", format!("rlsproxy: the upstream server is unavailable: {e}"), None),
-    };
-    let mut error = PgError { severity, code: code.into(), message, hint: None, position: None };
-    if let Some(hint) = hint {
-        error = error.with_hint(hint);
+        PoolError::Connect(e) => ProxyError::UpstreamUnavailable { reason: e.to_string(), fatal },
     }
-    error
+    .into()
 }
 
 fn upstream_unavailable(e: &UpstreamError) -> PgError {
-    PgError::fatal("08006", format!("rlsproxy: the upstream server is unavailable: {e}"))
+    ProxyError::UpstreamUnavailable { reason: e.to_string(), fatal: true }.into()
 }
 
 /// Resets the connection if needed and injects the first context, in one round trip.
@@ -166,10 +158,9 @@ async fn adopt(mut lease: Lease, identity: &Identity) -> Result<Lease, Failure> 
     crate::protocol::frontend::sync(&mut batch);
     let outcome = lease.run_setup(&batch).await.map_err(Failure::Retry)?;
     if let Some(e) = outcome.error {
-        return Err(Failure::Refuse(PgError::fatal(
-            &e.code,
-            format!("rlsproxy: cannot start the session: {}", e.message),
-        )));
+        return Err(Failure::Refuse(
+            ProxyError::SessionRefused { code: e.code, message: e.message, fatal: true }.into(),
+        ));
     }
     super::adoption::adopted(&mut lease, identity);
     Ok(lease)

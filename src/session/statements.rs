@@ -17,7 +17,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::tracker::{Kind, Owner};
 use crate::protocol::backend::finish_message;
 use crate::protocol::tag::{client, server};
-use crate::protocol::{PgError, codec, frontend, read_cstr};
+use crate::protocol::{PgError, ProxyError, codec, frontend, read_cstr};
 use crate::upstream::StatementCache;
 
 /// A message for the server and how to treat its reply.
@@ -63,7 +63,7 @@ pub fn shape(msg: &[u8]) -> Vec<u8> {
 }
 
 fn stale_error() -> PgError {
-    PgError::error("0A000", "cached plan must not change result type")
+    ProxyError::StalePlan.into()
 }
 
 /// One client's statements.
@@ -110,7 +110,7 @@ impl ClientStatements {
     ) -> Result<Vec<Out>, PgError> {
         let tag = msg[0];
         let body = codec::body(&msg);
-        let malformed = || PgError::fatal("08P01", format!("rlsproxy: malformed '{}' message", tag as char));
+        let malformed = || PgError::from(ProxyError::MalformedMessage { tag: tag as char });
         let mut out = Vec::new();
         match tag {
             client::PARSE => {
@@ -123,10 +123,8 @@ impl ClientStatements {
                     return Ok(out);
                 }
                 if self.named.contains_key(name) {
-                    return Err(PgError::error(
-                        "42P05",
-                        format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name)),
-                    ));
+                    let name = String::from_utf8_lossy(name).into_owned();
+                    return Err(ProxyError::StatementExists { name }.into());
                 }
                 let stmt = Statement {
                     server: server_name(text),
@@ -226,7 +224,7 @@ impl ClientStatements {
                 return Ok(());
             }
             let name = String::from_utf8_lossy(name);
-            return Err(PgError::error("26000", format!("prepared statement \"{name}\" does not exist")));
+            return Err(ProxyError::StatementMissing { name: name.into() }.into());
         };
         if stmt.stale {
             return Err(stale_error());

@@ -4,7 +4,7 @@
 
 use super::relay::{Exit, Relay};
 use super::tracker::{Kind, OutOfStep, Owner, Tracker};
-use crate::protocol::PgError;
+use crate::protocol::ProxyError;
 
 impl Relay<'_> {
     /// Records a message sent to the server; entries the server will never answer undo what
@@ -30,11 +30,14 @@ impl Relay<'_> {
     pub(super) fn out_of_step(&mut self, e: OutOfStep) -> Exit {
         tracing::warn!(error = %e, "protocol out of step; closing the server connection");
         self.close_server();
-        let message = match e {
-            OutOfStep::Ambiguous => format!("rlsproxy: {e}, so the session ends"),
-            OutOfStep::Reply(..) => format!("rlsproxy: the upstream server's replies are out of step: {e}"),
-        };
-        Exit::Fatal(PgError::fatal("08P01", message))
+        let detail = e.to_string();
+        Exit::Fatal(
+            match e {
+                OutOfStep::Ambiguous => ProxyError::AmbiguousCopy { detail },
+                OutOfStep::Reply(..) => ProxyError::OutOfStep { detail },
+            }
+            .into(),
+        )
     }
 
     /// Closes the server connection now (what it still owes is cancelled), whatever it carries.

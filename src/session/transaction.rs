@@ -51,7 +51,7 @@ impl Relay<'_> {
                         self.server = Some(lease);
                     }
                     Err(e) => {
-                        self.fail_locally(tag, &encoded(&pool_error(&e, "ERROR")));
+                        self.fail_locally(tag, &encoded(&pool_error(&e, false)));
                         return Ok(false);
                     }
                 }
@@ -185,7 +185,7 @@ impl Relay<'_> {
             self.cancel.set_target(None);
             self.server = None;
         }
-        let error = injection_failed(e);
+        let error = injection_failed(e.clone(), e.severity);
         self.shared.metrics.injection_failures.inc();
         tracing::warn!(code = error.code, message = error.message, "context injection failed");
         Ok(Some(encoded(&error)))

@@ -95,7 +95,7 @@ impl ServerConn {
                 }
                 b'E' => {
                     let e = error::from_server(body);
-                    if e.severity == "FATAL" || e.severity == "PANIC" {
+                    if e.severity == crate::protocol::Severity::Fatal {
                         return Err(UpstreamError::Server { code: e.code, message: e.message });
                     }
                     if out.error.is_none() {

@@ -1,7 +1,7 @@
 //! The guard's rules, what it found, and what the client gets.
 
 use crate::policy::syntax::SyntaxError;
-use crate::protocol::PgError;
+use crate::protocol::{PgError, ProxyError};
 
 /// A rule the guard applies; operators may be exempted from some (see `[guard]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,25 +166,15 @@ impl Refusal {
     /// The guard's ERROR 42501 for `v`; PostgreSQL's own 42601 for a syntax error.
     pub fn of(v: &Violation) -> Self {
         if let Some(e) = &v.syntax {
-            return Self { rule: v.rule, error: PgError::error("42601", e.message.clone()).at(e.position) };
+            let error = ProxyError::Syntax { message: e.message.clone(), position: e.position };
+            return Self { rule: v.rule, error: error.into() };
         }
-        let error =
-            PgError::error("42501", format!("rlsproxy refused the statement: {} (rule {})", v.what, v.rule.name()))
-                .with_hint("The tenant context comes from the token and cannot be changed or escaped with SQL.");
-        Self { rule: v.rule, error }
+        Self { rule: v.rule, error: ProxyError::Refused { what: v.what.clone(), rule: v.rule.name() }.into() }
     }
 
     /// ERROR 54000 for a statement longer than `limit` bytes, not parsed.
     pub fn too_long(len: usize, limit: usize) -> Self {
-        let error = PgError::error(
-            "54000",
-            format!(
-                "rlsproxy refused the statement: {len} bytes of SQL text, more than guard.max_statement_bytes \
-                 ({limit}) (rule {})",
-                Rule::TooLong.name()
-            ),
-        )
-        .with_hint("Send large values as bind parameters, or raise [guard] max_statement_bytes.");
+        let error = ProxyError::StatementTooLong { len, limit }.into();
         Self { rule: Rule::TooLong, error }
     }
 }

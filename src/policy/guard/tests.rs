@@ -315,7 +315,7 @@ fn unparsable_text_gets_postgresqls_syntax_error_at_its_own_position() {
         assert_eq!(rule, Rule::Unparsable, "the metrics label stays");
         assert_eq!(
             (error.severity, error.code.as_str(), error.message.as_str(), error.position),
-            ("ERROR", "42601", "syntax error at or near \"FROM\"", Some(position))
+            (crate::protocol::Severity::Error, "42601", "syntax error at or near \"FROM\"", Some(position))
         );
     }
 }

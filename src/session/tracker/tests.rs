@@ -187,7 +187,7 @@ fn proxy_entries_are_routed_to_their_owner() {
     t.sent(Kind::Bind, injection()).expect("in step");
     t.sent(Kind::Execute, injection()).expect("in step");
     client(&mut t, &[Kind::Parse]);
-    t.sent(Kind::Bind, Owner::Refusal(PgError::error("42501", "no"))).expect("in step");
+    t.sent(Kind::Bind, Owner::Refusal(crate::protocol::ProxyError::ReservedName.into())).expect("in step");
     client(&mut t, &[Kind::Sync]);
     assert!(matches!(t.on_server(b'2'), Ok(Route::Ended { owner: Owner::Injection { .. } })));
     assert!(matches!(t.on_server(b'D'), Ok(Route::Swallow)));
