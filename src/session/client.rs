@@ -1,18 +1,19 @@
-//! Client messages: checked (message type, reserved names, token expiry), the
-//! transaction start handled, then forwarded (with statement names translated in
-//! transaction mode) and recorded in the tracker.
+//! Client messages: vetted (`vet`), the transaction start handled (token expiry, a
+//! connection lent, the context injected), then forwarded (with statement names translated
+//! in transaction mode) and recorded in the tracker, or refused as the server would refuse
+//! them.
 
 use bytes::Bytes;
 
 use super::SessionError;
-use super::relay::{Exit, Relay};
+use super::relay::{Exit, Flow, Relay};
 use super::statements::Out;
 use super::tracker::{Kind, OutOfStep, Owner};
+use super::vet::{Vetted, client_protocol_error, is_frontend_message};
 use crate::auth::now_unix;
-use crate::policy::guard::{Refusal, Rule};
-use crate::policy::{RESERVED_PREFIX, SqlText};
-use crate::protocol::tag::{client, status};
-use crate::protocol::{Frame, PgError, ProtocolError, ProxyError, Severity, backend, codec, frontend};
+use crate::policy::SqlText;
+use crate::protocol::tag::client;
+use crate::protocol::{Frame, PgError, ProxyError, Severity, backend, codec, frontend};
 
 impl Relay<'_> {
     pub(super) async fn process_client(&mut self) -> Result<Option<Exit>, SessionError> {
@@ -70,89 +71,29 @@ impl Relay<'_> {
             }
             return Ok(None);
         }
-        if !matches!(
-            tag,
-            client::QUERY
-                | client::PARSE
-                | client::BIND
-                | client::EXECUTE
-                | client::DESCRIBE
-                | client::CLOSE
-                | client::SYNC
-                | client::FLUSH
-                | client::FUNCTION_CALL
-                | client::COPY_DATA
-                | client::COPY_DONE
-                | client::COPY_FAIL
-        ) {
+        if !is_frontend_message(tag) {
             return Ok(Some(Exit::Fatal(ProxyError::InvalidMessageType { tag }.into())));
         }
-        if tag == client::QUERY
-            && self.batch_start
-            && self.tracker.batches_in_flight() > 0
-            && !self.tracker.copying_in()
-        {
-            let resets = frontend::sql_text(tag, codec::body(&msg)).is_some_and(|t| SqlText::new(t).resets_session());
-            if resets {
-                // Whether it starts a transaction (and so may end with a reset) is known once
-                // the batches in flight are answered (a driver's unawaited Close and Sync).
-                self.held_reset = Some(msg);
-                return Ok(None);
-            }
-        }
-        // Scoped to the tenant first: the guard and the rest see what the server will run.
-        let (msg, scope_refusal) = self.scope_to_tenant(msg).await;
-        let body = codec::body(&msg);
-        let Some(names) = frontend::referenced_names(tag, body) else {
-            return Ok(Some(Exit::Fatal(client_protocol_error(&ProtocolError::Malformed(tag as char)))));
-        };
-        let reserved_name = names.iter().any(|n| n.starts_with(RESERVED_PREFIX));
-        let sql = frontend::sql_text(tag, body);
-        let refusal = match (reserved_name, sql) {
-            (true, _) => Some(Refusal { rule: Rule::ReservedName, error: ProxyError::ReservedName.into() }),
-            // Names in SQL (EXECUTE, DEALLOCATE, PREPARE share the protocol's), however spelled,
-            // are the guard's: it parses them even when its other rules are off.
-            (false, Some(sql)) => {
-                let starts_transaction = tag == client::QUERY
-                    && self.batch_start
-                    && self.tracker.batches_in_flight() == 0
-                    && self.status == status::IDLE;
-                let guard = self.shared.live().guard.clone();
-                let role = self.identity.context.role.as_deref();
-                guard.check_message_sql(msg.slice_ref(sql), role, starts_transaction).await.err()
-            }
-            (false, None) if tag == client::FUNCTION_CALL => {
-                let oid = body.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                self.shared.live().guard.check_function_call(oid, self.identity.context.role.as_deref()).err()
-            }
-            (false, None) => None,
-        };
-        let refusal = scope_refusal.or(refusal);
-        let text = sql.map(SqlText::new);
-        if refusal.is_none() && self.deallocated_locally(tag, sql.zip(text.as_ref())) {
+        if self.must_hold_reset(&msg) {
+            self.held_reset = Some(msg);
             return Ok(None);
         }
-        let refusal = refusal.map(|r| {
-            self.shared.metrics.guard_rejection(r.rule.name());
-            tracing::info!(message = r.error.message, "statement refused");
-            r.error
-        });
+        let Vetted { msg, text, refusal } = match self.vet(msg).await {
+            Ok(Some(vetted)) => vetted,
+            Ok(None) => return Ok(None),
+            Err(exit) => return Ok(Some(exit)),
+        };
         if matches!(tag, client::QUERY | client::EXECUTE) {
             self.tenant_metrics.queries.inc();
         }
         let simple = matches!(tag, client::QUERY | client::FUNCTION_CALL);
-        self.track_statement(tag, body, text.as_ref());
+        self.track_statement(tag, codec::body(&msg), text.as_ref());
         let starts_batch = self.batch_start;
-        if self.batch_start && !matches!(tag, client::COPY_DATA | client::COPY_DONE | client::COPY_FAIL) {
-            self.batch_start = false;
-            self.batch_failed = false;
-            if let Some(exit) = self.check_expiry() {
-                return Ok(Some(exit));
-            }
+        if starts_batch && !matches!(tag, client::COPY_DATA | client::COPY_DONE | client::COPY_FAIL) {
             // A refused Query runs nothing, so it needs no context.
             let runs_something = !(simple && refusal.is_some());
-            if runs_something && !self.begin_transaction(tag, body, text.as_ref()).await? {
-                return Ok(None);
+            if let Flow::Stop(exit) = self.start_batch(&msg, text.as_ref(), runs_something).await? {
+                return Ok(exit);
             }
         }
         if self.server.is_none() {
@@ -164,20 +105,39 @@ impl Relay<'_> {
             }
             return Ok(None);
         }
-        let mut refusal = refusal;
-        if self.transaction_mode()
-            && !self.is_pinned()
-            && refusal.is_none()
-            && text.as_ref().is_some_and(SqlText::creates_session_state)
-        {
-            let cap = self.shared.live().config.pool.max_pinned_per_tenant;
-            self.pin = self.shared.pins.try_pin(&self.identity.context.tenant, cap);
-            if self.pin.is_some() {
-                tracing::debug!("session state created: the client keeps its server connection");
-            } else {
-                refusal = Some(ProxyError::PinLimit { cap }.into());
-            }
+        let refusal = refusal.or_else(|| self.pin_for_session_state(text.as_ref()));
+        self.pass_or_refuse(msg, simple, starts_batch, text, refusal)
+    }
+
+    /// The first message of a batch: the token must still be valid, then the transaction
+    /// starts (a connection lent, the context injected) if the message runs something.
+    async fn start_batch(
+        &mut self,
+        msg: &Bytes,
+        text: Option<&SqlText>,
+        runs_something: bool,
+    ) -> Result<Flow, SessionError> {
+        self.batch_start = false;
+        self.batch_failed = false;
+        if let Some(exit) = self.check_expiry() {
+            return Ok(Flow::Stop(Some(exit)));
         }
+        if runs_something && !self.begin_transaction(msg[0], codec::body(msg), text).await? {
+            return Ok(Flow::Stop(None));
+        }
+        Ok(Flow::Go)
+    }
+
+    /// Forwards a message that passed, or fails its batch as the server would for `refusal`.
+    fn pass_or_refuse(
+        &mut self,
+        msg: Bytes,
+        simple: bool,
+        starts_batch: bool,
+        text: Option<SqlText>,
+        refusal: Option<PgError>,
+    ) -> Result<Option<Exit>, SessionError> {
+        let tag = msg[0];
         match refusal {
             Some(error) if simple && !starts_batch && !self.tracker.copying_in() => {
                 self.held_refusal = Some(error);
@@ -242,26 +202,6 @@ impl Relay<'_> {
     }
 
     /// Remembers which prepared statements need the awaited injection (see `isolating_statements`).
-    /// Transaction pooling: SQL `DEALLOCATE name` of one of the client's protocol-level
-    /// statements, which live on the server under proxy names. Answered here, as PostgreSQL
-    /// would answer it, when it is a whole Query and nothing is in flight: the client's name
-    /// is forgotten (drivers such as pgx, PDO and ActiveRecord deallocate what their
-    /// statement caches evict). In a failed block it goes to the server, which refuses it.
-    fn deallocated_locally(&mut self, tag: u8, sql: Option<(&[u8], &SqlText)>) -> bool {
-        let Some((sql, text)) = sql.filter(|_| tag == client::QUERY && self.transaction_mode()) else { return false };
-        if !self.batch_start || !self.tracker.is_empty() || self.status == status::FAILED {
-            return false;
-        }
-        let Some(name) = text.deallocated_statement(sql) else { return false };
-        if !self.statements.forget(name.as_bytes()) {
-            return false;
-        }
-        self.isolating_statements.remove(name.as_bytes());
-        backend::command_complete(&mut self.to_client, "DEALLOCATE");
-        backend::ready_for_query(&mut self.to_client, self.status);
-        true
-    }
-
     fn track_statement(&mut self, tag: u8, body: &[u8], text: Option<&SqlText>) {
         let closes_statement = tag == client::CLOSE && body.first() == Some(&client::TARGET_STATEMENT);
         if tag != client::PARSE && !closes_statement {
@@ -308,12 +248,5 @@ impl Relay<'_> {
             frontend::sync(&mut self.to_server);
         }
         Ok(())
-    }
-}
-
-fn client_protocol_error(e: &ProtocolError) -> PgError {
-    match e {
-        ProtocolError::TooLarge { .. } => ProxyError::ClientMessageTooLarge { detail: e.to_string() }.into(),
-        _ => ProxyError::ClientProtocol { detail: e.to_string() }.into(),
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! - `start`: the greeting and the client's identity;
 //! - `relay`: the loop, the I/O pump's events and the end of the session;
-//! - `client`: client messages: checks, transaction starts, forwarding;
+//! - `client`: client messages: transaction starts, forwarding, refusals;
+//! - `vet`: a client message checked before it goes anywhere (type, scoping, names, guard, pinning);
 //! - `scoping`: a client's SQL rewritten for its tenant, before the guard sees it:
 //!   `notify` (LISTEN/NOTIFY channels; notifications mapped back), `advisory` (lock keys);
 //! - `replies`: server messages, routed to the client or to the proxy's own needs;
@@ -29,6 +30,7 @@ mod statements;
 mod step;
 mod tracker;
 mod transaction;
+mod vet;
 
 use bytes::Bytes;
 

@@ -35,6 +35,14 @@ use crate::protocol::tag::status;
 use crate::protocol::{Framer, PgError, ProxyError};
 use crate::shared::Shared;
 
+/// Whether a message goes on to its next step.
+pub(super) enum Flow {
+    /// It does.
+    Go,
+    /// It stops here: answered or dealt with, or the session ends.
+    Stop(Option<Exit>),
+}
+
 /// How the session ended.
 #[derive(Debug)]
 pub(super) enum Exit {

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::SessionError;
-use super::relay::{Exit, Relay};
+use super::relay::{Exit, Flow, Relay};
 use super::tracker::{Kind, OutOfStep, Owner, Route};
 use crate::protocol::tag::server;
 use crate::protocol::{Frame, PgError, ProtocolError, ProxyError, Severity, backend, codec, error, frontend};
@@ -46,7 +46,6 @@ impl Relay<'_> {
 
     fn on_server_message(&mut self, msg: Bytes) -> Result<Option<Exit>, SessionError> {
         let tag = msg[0];
-        let body = codec::body(&msg);
         let copy_ends = tag == server::ERROR_RESPONSE && self.tracker.copying_in();
         let route = self.tracker.on_server(tag);
         self.forget_dropped();
@@ -61,54 +60,64 @@ impl Relay<'_> {
             Ok(Route::Swallow) => return Ok(None),
             // The server ends the session (shutdown, terminated backend): its error is the client's.
             Ok(Route::Unexpected)
-                if tag == server::ERROR_RESPONSE && error::from_server(body).severity == Severity::Fatal =>
+                if tag == server::ERROR_RESPONSE
+                    && error::from_server(codec::body(&msg)).severity == Severity::Fatal =>
             {
                 None
             }
             Ok(Route::Unexpected) => return Ok(Some(self.out_of_step(OutOfStep::Reply(tag, None)))),
             Ok(Route::Ended { owner }) => Some(owner),
         };
+        if let Some(owner) = owner
+            && let Flow::Stop(exit) = self.settle(owner, &msg)
+        {
+            return Ok(exit);
+        }
+        if let Flow::Stop(exit) = self.observe(tag, codec::body(&msg))? {
+            return Ok(exit);
+        }
+        self.to_client.extend_from_slice(&msg);
+        Ok(None)
+    }
+
+    /// The end of the reply to a message of `owner`: what the proxy does with it, and whether
+    /// it still goes to the client.
+    fn settle(&mut self, owner: Owner, msg: &Bytes) -> Flow {
+        let failed = msg[0] == server::ERROR_RESPONSE;
         match owner {
-            None | Some(Owner::Client) => {}
-            Some(owner @ Owner::ClientParse { .. }) => {
-                if tag == server::ERROR_RESPONSE
-                    && let Some(server) = self.server.as_mut()
-                {
-                    self.statements.failed(&owner, &mut server.statements);
-                }
-            }
-            Some(owner @ Owner::Prepare { .. }) => {
-                if tag != server::ERROR_RESPONSE {
-                    return Ok(None);
-                }
+            Owner::Client | Owner::ClientClose { .. } => Flow::Go,
+            Owner::ClientParse { .. } | Owner::Prepare { .. } if failed => {
                 if let Some(server) = self.server.as_mut() {
                     self.statements.failed(&owner, &mut server.statements);
                 }
+                Flow::Go
             }
-            Some(Owner::ClientClose { .. }) => {}
-            Some(Owner::Capture { client }) => {
-                if tag != server::ERROR_RESPONSE {
-                    self.statements.captured(&client, &msg);
+            Owner::ClientParse { .. } => Flow::Go,
+            Owner::Capture { client } => {
+                if !failed {
+                    self.statements.captured(&client, msg);
                 }
-                return Ok(None);
+                Flow::Stop(None)
             }
-            Some(Owner::Quiet) if tag != server::ERROR_RESPONSE => return Ok(None),
-            Some(Owner::Quiet) => {}
-            Some(Owner::Injection { before_simple, own_sync }) => {
-                if tag != server::ERROR_RESPONSE {
-                    return Ok(None);
-                }
-                let server_error = match self.injection_failed_in_pipeline(body, before_simple) {
+            Owner::Quiet if failed => Flow::Go,
+            Owner::Prepare { .. } | Owner::Quiet | Owner::Injection { .. } if !failed => Flow::Stop(None),
+            Owner::Injection { before_simple, own_sync } => {
+                let server_error = match self.injection_failed_in_pipeline(codec::body(msg), before_simple) {
                     Ok(error) => error,
-                    Err(e) => return Ok(Some(self.out_of_step(e))),
+                    Err(e) => return Flow::Stop(Some(self.out_of_step(e))),
                 };
-                return Ok(own_sync.then(|| Exit::Fatal(injection_failed(server_error, Severity::Fatal))));
+                Flow::Stop(own_sync.then(|| Exit::Fatal(injection_failed(server_error, Severity::Fatal))))
             }
-            Some(Owner::Refusal(error)) => {
+            Owner::Refusal(error) => {
                 error.encode(&mut self.to_client);
-                return Ok(None);
+                Flow::Stop(None)
             }
+            Owner::Prepare { .. } | Owner::Quiet => Flow::Go,
         }
+    }
+
+    /// What a server message relayed to the client tells the proxy.
+    fn observe(&mut self, tag: u8, body: &[u8]) -> Result<Flow, SessionError> {
         match tag {
             server::COPY_IN_RESPONSE => {
                 // Syncs sent before the COPY's data turned out to be ignored by the server.
@@ -125,7 +134,7 @@ impl Relay<'_> {
                         // would be checked under assumptions the server no longer shares.
                         tracing::warn!(setting = name, value, "server setting breaks the guard's assumptions");
                         self.close_server();
-                        return Ok(Some(Exit::Fatal(ProxyError::UnsafeServerSetting { reason }.into())));
+                        return Ok(Flow::Stop(Some(Exit::Fatal(ProxyError::UnsafeServerSetting { reason }.into()))));
                     }
                     self.client_params.insert(name.clone(), value.clone());
                     if let Some(server) = self.server.as_mut() {
@@ -136,31 +145,30 @@ impl Relay<'_> {
             server::COMMAND_COMPLETE if body.starts_with(b"DISCARD ALL\0") => self.discarded_all(),
             server::NOTIFICATION_RESPONSE => {
                 super::notify::deliver_notification(&mut self.to_client, &self.identity.context.tenant, body);
-                return Ok(None);
+                return Ok(Flow::Stop(None));
             }
-            server::COPY_BOTH_RESPONSE => {
-                return Ok(Some(Exit::Fatal(ProxyError::CopyBoth.into())));
-            }
-            server::ERROR_RESPONSE => {
-                let e = error::from_server(body);
-                self.server_said_fatal = e.severity == Severity::Fatal;
-                if let Some(server) = self.server.as_mut() {
-                    match e.code.as_str() {
-                        // "cached plan must not change result type": a shared statement is
-                        // stale; prepare every statement afresh (each Parse preceded by a Close).
-                        "0A000" => server.statements.clear(),
-                        // Among others, strict mode's "currval of sequence ... is not yet
-                        // defined": a DISCARD SEQUENCES the proxy did not see emptied what
-                        // recorded the admission. Take the context afresh next time (forced).
-                        "55000" => server.forget_context(),
-                        _ => {}
-                    }
-                }
-            }
+            server::COPY_BOTH_RESPONSE => return Ok(Flow::Stop(Some(Exit::Fatal(ProxyError::CopyBoth.into())))),
+            server::ERROR_RESPONSE => self.server_failed(body),
             _ => {}
         }
-        self.to_client.extend_from_slice(&msg);
-        Ok(None)
+        Ok(Flow::Go)
+    }
+
+    /// An ErrorResponse for the client: what it says about the server connection.
+    fn server_failed(&mut self, body: &[u8]) {
+        let e = error::from_server(body);
+        self.server_said_fatal = e.severity == Severity::Fatal;
+        let Some(server) = self.server.as_mut() else { return };
+        match e.code.as_str() {
+            // "cached plan must not change result type": a shared statement is
+            // stale; prepare every statement afresh (each Parse preceded by a Close).
+            "0A000" => server.statements.clear(),
+            // Among others, strict mode's "currval of sequence ... is not yet
+            // defined": a DISCARD SEQUENCES the proxy did not see emptied what
+            // recorded the admission. Take the context afresh next time (forced).
+            "55000" => server.forget_context(),
+            _ => {}
+        }
     }
 
     /// The client's `DISCARD ALL` ran: its temp tables, LISTENs, SQL prepared statements,
