@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::SessionError;
-use super::relay::{Exit, Flow, Relay};
+use super::relay::{Batch, Exit, Flow, Relay};
 use super::statements::Out;
 use super::tracker::{Kind, OutOfStep, Owner};
 use super::vet::{Vetted, client_protocol_error, is_frontend_message};
@@ -63,10 +63,9 @@ impl Relay<'_> {
         if tag == client::TERMINATE {
             return Ok(Some(Exit::ClientGone));
         }
-        if self.skipping {
+        if self.batch == Batch::Skipping {
             if tag == client::SYNC {
-                self.skipping = false;
-                self.batch_start = true;
+                self.batch = Batch::Start;
                 backend::ready_for_query(&mut self.to_client, self.status);
             }
             return Ok(None);
@@ -88,7 +87,7 @@ impl Relay<'_> {
         }
         let simple = matches!(tag, client::QUERY | client::FUNCTION_CALL);
         self.track_statement(tag, codec::body(&msg), text.as_ref());
-        let starts_batch = self.batch_start;
+        let starts_batch = self.at_batch_start();
         if starts_batch && !matches!(tag, client::COPY_DATA | client::COPY_DONE | client::COPY_FAIL) {
             // A refused Query runs nothing, so it needs no context.
             let runs_something = !(simple && refusal.is_some());
@@ -101,7 +100,7 @@ impl Relay<'_> {
             if let Some(error) = refusal.filter(|_| simple) {
                 error.encode(&mut self.to_client);
                 backend::ready_for_query(&mut self.to_client, self.status);
-                self.batch_start = true;
+                self.batch = Batch::Start;
             }
             return Ok(None);
         }
@@ -117,8 +116,7 @@ impl Relay<'_> {
         text: Option<&SqlText>,
         runs_something: bool,
     ) -> Result<Flow, SessionError> {
-        self.batch_start = false;
-        self.batch_failed = false;
+        self.batch = Batch::Open;
         if let Some(exit) = self.check_expiry() {
             return Ok(Flow::Stop(Some(exit)));
         }
@@ -148,7 +146,7 @@ impl Relay<'_> {
                     return Ok(Some(self.out_of_step(e)));
                 }
             }
-            None if self.batch_failed && tag != client::SYNC => {}
+            None if self.batch == Batch::Refused && tag != client::SYNC => {}
             None => {
                 if let Some(text) = text.as_ref().filter(|t| t.resets_session())
                     && let Some(server) = self.server.as_mut()
@@ -169,7 +167,7 @@ impl Relay<'_> {
         if matches!(tag, client::SYNC | client::QUERY | client::FUNCTION_CALL | client::COPY_DONE | client::COPY_FAIL) {
             // A Sync the server ignores (sent during COPY IN) ends nothing; the end of COPY
             // data may end a batch whose Sync came before the data.
-            self.batch_start = self.tracker.last_ends_batch();
+            self.batch_ended(self.tracker.last_ends_batch());
         }
         Ok(None)
     }
@@ -231,16 +229,16 @@ impl Relay<'_> {
         if !self.tracker.is_discarding() {
             self.refuse(true, error)?;
         }
-        self.batch_start = self.tracker.last_ends_batch();
+        self.batch_ended(self.tracker.last_ends_batch());
         Ok(())
     }
 
     /// Fails the current batch upstream in place of the refused message.
     fn refuse(&mut self, simple: bool, error: PgError) -> Result<(), OutOfStep> {
-        if self.batch_failed {
+        if self.batch == Batch::Refused {
             return Ok(());
         }
-        self.batch_failed = true;
+        self.batch = Batch::Refused;
         self.track(Kind::Bind, Owner::Refusal(error))?;
         frontend::bind_text(&mut self.to_server, "rlsproxy_refused", &[]);
         if simple {

@@ -35,6 +35,21 @@ use crate::protocol::tag::status;
 use crate::protocol::{Framer, PgError, ProxyError};
 use crate::shared::Shared;
 
+/// Where the client is in its current batch (messages up to a Sync, or one Query or
+/// FunctionCall).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Batch {
+    /// The next client message starts one (the last one sent ended the previous).
+    Start,
+    /// Its messages are being forwarded.
+    Open,
+    /// A refused message already failed it upstream: later ones are dropped.
+    Refused,
+    /// The proxy failed it itself: client messages up to Sync are dropped, and that Sync
+    /// answered as the server would have.
+    Skipping,
+}
+
 /// Whether a message goes on to its next step.
 pub(super) enum Flow {
     /// It does.
@@ -71,13 +86,8 @@ pub struct Relay<'a> {
     pub(super) status: u8,
     /// Replies owed by the server, in order.
     pub(super) tracker: Tracker,
-    /// The next client message starts a batch (the last one sent ended one).
-    pub(super) batch_start: bool,
-    /// A refused message already failed the current batch upstream: later ones are dropped.
-    pub(super) batch_failed: bool,
-    /// The proxy failed the current batch itself: drop client messages up to Sync and answer
-    /// that Sync, as the server would have.
-    pub(super) skipping: bool,
+    /// Where the client is in its current batch.
+    pub(super) batch: Batch,
     /// A Query that may reset the session, held until the batches in flight before it are
     /// answered (see `on_client_message`).
     pub(super) held_reset: Option<bytes::Bytes>,
@@ -136,9 +146,7 @@ impl<'a> Relay<'a> {
             cancel,
             status: status::IDLE,
             tracker: Tracker::default(),
-            batch_start: true,
-            batch_failed: false,
-            skipping: false,
+            batch: Batch::Start,
             held_reset: None,
             held_refusal: None,
             pin: None,
@@ -315,16 +323,31 @@ impl<'a> Relay<'a> {
     /// batch in flight. So the batch waits for the server's answers; then, at a transaction
     /// start, it gets the awaited injection. Not while the server copies in: it waits for data.
     fn awaits_reset(&self) -> bool {
-        self.batch_start
+        self.batch == Batch::Start
             && !self.tracker.copying_in()
             && self.tracker.batches_in_flight() > 0
             && self.server.as_ref().is_some_and(|s| s.context.is_none())
     }
 
+    /// Whether the next client message starts a batch.
+    pub(super) fn at_batch_start(&self) -> bool {
+        self.batch == Batch::Start
+    }
+
+    /// After a message that may end a batch: the next one starts a batch if `ended`; a batch
+    /// that was to start is open otherwise.
+    pub(super) fn batch_ended(&mut self, ended: bool) {
+        if ended {
+            self.batch = Batch::Start;
+        } else if self.batch == Batch::Start {
+            self.batch = Batch::Open;
+        }
+    }
+
     pub(super) fn is_idle(&self) -> bool {
         self.tracker.is_empty()
             && self.status == status::IDLE
-            && !self.skipping
+            && self.batch != Batch::Skipping
             && self.held_reset.is_none()
             && self.held_refusal.is_none()
     }

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::SessionError;
-use super::relay::{Exit, Flow, Relay};
+use super::relay::{Batch, Exit, Flow, Relay};
 use super::tracker::{Kind, OutOfStep, Owner, Route};
 use crate::protocol::tag::server;
 use crate::protocol::{Frame, PgError, ProtocolError, ProxyError, Severity, backend, codec, error, frontend};
@@ -52,7 +52,9 @@ impl Relay<'_> {
         if copy_ends {
             // The server ended a COPY the client had not: the client's last message may have
             // ended its batch after all (data it sends now is ignored).
-            self.batch_start = self.batch_start || self.tracker.last_ends_batch();
+            if self.tracker.last_ends_batch() {
+                self.batch = Batch::Start;
+            }
         }
         let owner = match route {
             Err(e) => return Ok(Some(self.out_of_step(e))),
@@ -119,9 +121,9 @@ impl Relay<'_> {
     /// What a server message relayed to the client tells the proxy.
     fn observe(&mut self, tag: u8, body: &[u8]) -> Result<Flow, SessionError> {
         match tag {
-            server::COPY_IN_RESPONSE => {
-                // Syncs sent before the COPY's data turned out to be ignored by the server.
-                self.batch_start = self.batch_start && self.tracker.last_ends_batch();
+            // Syncs sent before the COPY's data turned out to be ignored by the server.
+            server::COPY_IN_RESPONSE if self.at_batch_start() && !self.tracker.last_ends_batch() => {
+                self.batch = Batch::Open;
             }
             server::READY_FOR_QUERY => {
                 self.status = backend::ready_status(body)

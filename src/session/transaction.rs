@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::SessionError;
 use super::adoption::{adopted, adoption_batch};
-use super::relay::Relay;
+use super::relay::{Batch, Relay};
 use super::replies::injection_failed;
 use super::start::{acquire, pool_error};
 use super::tracker::{Kind, OutOfStep, Owner};
@@ -197,9 +197,9 @@ impl Relay<'_> {
         self.to_client.extend_from_slice(error);
         if matches!(tag, client::QUERY | client::FUNCTION_CALL | client::SYNC) {
             backend::ready_for_query(&mut self.to_client, self.status);
-            self.batch_start = true;
+            self.batch = Batch::Start;
         } else {
-            self.skipping = true;
+            self.batch = Batch::Skipping;
         }
     }
 
@@ -210,7 +210,7 @@ impl Relay<'_> {
             return;
         }
         let done = self.is_idle()
-            && self.batch_start
+            && self.at_batch_start()
             && self.to_server.is_empty()
             && self.server.as_ref().is_some_and(|s| s.framer.is_empty());
         if !done {
@@ -231,7 +231,7 @@ impl Relay<'_> {
 
     /// Records the end of a transaction (metrics, client state) once the session is idle.
     pub(super) fn end_transaction_if_done(&mut self) {
-        if !(self.is_idle() && self.batch_start) {
+        if !(self.is_idle() && self.at_batch_start()) {
             return;
         }
         if let Some(started) = self.transaction_started.take() {

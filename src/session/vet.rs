@@ -46,7 +46,7 @@ impl Relay<'_> {
     pub(super) fn must_hold_reset(&self, msg: &Bytes) -> bool {
         let tag = msg[0];
         tag == client::QUERY
-            && self.batch_start
+            && self.at_batch_start()
             && self.tracker.batches_in_flight() > 0
             && !self.tracker.copying_in()
             && frontend::sql_text(tag, codec::body(msg)).is_some_and(|t| SqlText::new(t).resets_session())
@@ -90,7 +90,7 @@ impl Relay<'_> {
         match sql {
             Some(sql) => {
                 let starts_transaction = tag == client::QUERY
-                    && self.batch_start
+                    && self.at_batch_start()
                     && self.tracker.batches_in_flight() == 0
                     && self.status == status::IDLE;
                 guard.check_message_sql(msg.slice_ref(sql), role, starts_transaction).await.err()
@@ -111,7 +111,7 @@ impl Relay<'_> {
     /// statement caches evict). In a failed block it goes to the server, which refuses it.
     fn deallocated_locally(&mut self, tag: u8, sql: Option<(&[u8], &SqlText)>) -> bool {
         let Some((sql, text)) = sql.filter(|_| tag == client::QUERY && self.transaction_mode()) else { return false };
-        if !self.batch_start || !self.tracker.is_empty() || self.status == status::FAILED {
+        if !self.at_batch_start() || !self.tracker.is_empty() || self.status == status::FAILED {
             return false;
         }
         let Some(name) = text.deallocated_statement(sql) else { return false };
