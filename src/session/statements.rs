@@ -122,28 +122,7 @@ impl ClientStatements {
                     out.push(Out { bytes: msg, kind: Some(Kind::Parse), owner });
                     return Ok(out);
                 }
-                if self.named.contains_key(name) {
-                    let name = String::from_utf8_lossy(name).into_owned();
-                    return Err(ProxyError::StatementExists { name }.into());
-                }
-                let stmt = Statement {
-                    server: server_name(text),
-                    text: Bytes::copy_from_slice(text),
-                    shape: None,
-                    stale: false,
-                };
-                self.named.insert(name.to_vec(), stmt.clone());
-                // Always a real Parse, even when the connection has this text already: the
-                // client gets a plan made now, as PostgreSQL would give it (the tables may
-                // have changed since the cached one was made).
-                let owner = Owner::ClientParse { client: name.to_vec(), server: stmt.server.clone() };
-                prepare(&stmt, cache, capacity, owner, &mut out);
-                let describe = message(client::DESCRIBE, &[b"S", stmt.server.as_bytes(), b"\0"]);
-                out.push(Out {
-                    bytes: describe,
-                    kind: Some(Kind::Describe),
-                    owner: Owner::Capture { client: name.to_vec() },
-                });
+                self.parse_named(name, text, cache, capacity, &mut out)?;
             }
             client::BIND => {
                 let (portal, rest) = read_cstr(body).ok_or_else(malformed)?;
@@ -163,17 +142,8 @@ impl ClientStatements {
                     cache.unnamed = None;
                     out.push(client_out(msg, tag));
                 } else {
-                    // The server copy stays for other clients; the client gets its CloseComplete.
-                    let mut close = BytesMut::new();
-                    frontend::close_statement(&mut close, "rlsproxy_none");
-                    match self.named.remove(name) {
-                        Some(s) => {
-                            let owner = Owner::ClientClose { client: name.to_vec(), server: s.server, text: s.text };
-                            out.push(Out { bytes: close.freeze(), kind: Some(Kind::Close), owner });
-                        }
-                        None if pinned => out.push(client_out(msg, tag)),
-                        None => out.push(client_out(close.freeze(), tag)),
-                    }
+                    let name = name.to_vec();
+                    out.push(self.close_named(&name, msg, pinned));
                 }
             }
             client::QUERY => {
@@ -185,6 +155,48 @@ impl ClientStatements {
             _ => out.push(client_out(msg, tag)),
         }
         Ok(out)
+    }
+
+    /// The client's Parse of its statement `name`: a Parse under the server name of `text`,
+    /// and a Describe that captures its result shape.
+    fn parse_named(
+        &mut self,
+        name: &[u8],
+        text: &[u8],
+        cache: &mut StatementCache,
+        capacity: usize,
+        out: &mut Vec<Out>,
+    ) -> Result<(), PgError> {
+        if self.named.contains_key(name) {
+            let name = String::from_utf8_lossy(name).into_owned();
+            return Err(ProxyError::StatementExists { name }.into());
+        }
+        let stmt =
+            Statement { server: server_name(text), text: Bytes::copy_from_slice(text), shape: None, stale: false };
+        self.named.insert(name.to_vec(), stmt.clone());
+        // Always a real Parse, even when the connection has this text already: the
+        // client gets a plan made now, as PostgreSQL would give it (the tables may
+        // have changed since the cached one was made).
+        let owner = Owner::ClientParse { client: name.to_vec(), server: stmt.server.clone() };
+        prepare(&stmt, cache, capacity, owner, out);
+        let describe = message(client::DESCRIBE, &[b"S", stmt.server.as_bytes(), b"\0"]);
+        out.push(Out { bytes: describe, kind: Some(Kind::Describe), owner: Owner::Capture { client: name.to_vec() } });
+        Ok(())
+    }
+
+    /// The client's Close of its statement `name` (message `msg`): the server's copy stays for
+    /// other clients, and the client gets its CloseComplete from a Close of nothing.
+    fn close_named(&mut self, name: &[u8], msg: Bytes, pinned: bool) -> Out {
+        let mut close = BytesMut::new();
+        frontend::close_statement(&mut close, "rlsproxy_none");
+        match self.named.remove(name) {
+            Some(s) => {
+                let owner = Owner::ClientClose { client: name.to_vec(), server: s.server, text: s.text };
+                Out { bytes: close.freeze(), kind: Some(Kind::Close), owner }
+            }
+            None if pinned => client_out(msg, client::CLOSE),
+            None => client_out(close.freeze(), client::CLOSE),
+        }
     }
 
     /// Forgets the client's statement `name`; whether it had one. (The server's copy stays

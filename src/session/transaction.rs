@@ -7,19 +7,19 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::SessionError;
 use super::adoption::{adopted, adoption_batch};
 use super::relay::{Batch, Relay};
 use super::replies::injection_failed;
 use super::start::{acquire, pool_error};
 use super::tracker::{Kind, OutOfStep, Owner};
+use super::{Identity, SessionError};
 use crate::admin::clients::ClientState;
 use crate::config::PoolMode;
 use crate::frontend::cancel::CancelTarget;
 use crate::policy::SqlText;
 use crate::protocol::tag::{client, status};
 use crate::protocol::{PgError, backend, frontend};
-use crate::upstream::UpstreamError;
+use crate::upstream::{ServerConn, UpstreamError};
 
 impl Relay<'_> {
     /// Prepares the server side for a batch starting with this message; false when the proxy
@@ -41,30 +41,12 @@ impl Relay<'_> {
                 && frontend::bound_statement(body).is_some_and(|s| self.isolating_statements.contains(s));
         for attempt in 1..=2 {
             let fresh = self.server.is_none();
-            if fresh {
-                self.entry.set_state(ClientState::Waiting);
-                match acquire(self.shared, &self.identity).await {
-                    Ok(lease) => {
-                        self.entry.set_backend_pid(lease.pid());
-                        self.cancel.set_target(Some(CancelTarget::of(&lease)));
-                        tracing::Span::current().record("backend_pid", lease.pid());
-                        self.server = Some(lease);
-                    }
-                    Err(e) => {
-                        self.fail_locally(tag, &encoded(&pool_error(&e, false)));
-                        return Ok(false);
-                    }
-                }
+            if fresh && !self.lend(tag).await {
+                return Ok(false);
             }
             self.entry.set_state(ClientState::Active);
             let Some(server) = self.server.as_mut() else { return Ok(false) };
-            let ready = server.owner.as_ref() == Some(&self.identity.key)
-                && server.context.as_ref() == Some(&self.identity.injection.bind_execute)
-                && self
-                    .identity
-                    .injection
-                    .refresh
-                    .is_none_or(|refresh| server.adopted_at.is_some_and(|adopted| adopted.elapsed() < refresh));
+            let ready = holds_context(server, &self.identity);
             let verify = self.statements.to_verify(tag, body, &mut server.statements);
             if ready && !isolating_sql && verify.is_none() {
                 // Nothing is in flight here: the tracker cannot be out of step.
@@ -90,6 +72,25 @@ impl Relay<'_> {
             }
         }
         Ok(false)
+    }
+
+    /// Lends the client a server connection; false when none could be had (the client has
+    /// its error).
+    async fn lend(&mut self, tag: u8) -> bool {
+        self.entry.set_state(ClientState::Waiting);
+        match acquire(self.shared, &self.identity).await {
+            Ok(lease) => {
+                self.entry.set_backend_pid(lease.pid());
+                self.cancel.set_target(Some(CancelTarget::of(&lease)));
+                tracing::Span::current().record("backend_pid", lease.pid());
+                self.server = Some(lease);
+                true
+            }
+            Err(e) => {
+                self.fail_locally(tag, &encoded(&pool_error(&e, false)));
+                false
+            }
+        }
     }
 
     /// Sends the injection in front of the client's message without waiting. Normally it
@@ -251,4 +252,15 @@ fn encoded(error: &PgError) -> Bytes {
 /// answer its set-up.
 fn is_dead(e: &UpstreamError) -> bool {
     matches!(e, UpstreamError::Io(_) | UpstreamError::Server { .. } | UpstreamError::SetupTimeout)
+}
+
+/// Whether `server` holds `identity`'s context, committed, and (strict mode) admitted recently
+/// enough: then the injection may be pipelined.
+fn holds_context(server: &ServerConn, identity: &Identity) -> bool {
+    server.owner.as_ref() == Some(&identity.key)
+        && server.context.as_ref() == Some(&identity.injection.bind_execute)
+        && identity
+            .injection
+            .refresh
+            .is_none_or(|refresh| server.adopted_at.is_some_and(|adopted| adopted.elapsed() < refresh))
 }
