@@ -158,6 +158,63 @@ async fn readiness_follows_the_upstream_and_the_shutdown() {
     down.handle.shutdown();
 }
 
+/// Readiness adds no load while the pool is usable, and follows a database that stops
+/// accepting the proxy's role (here: its own role, made NOLOGIN and its sessions ended, so
+/// that the other tests' connections are untouched): alive throughout; not ready once the
+/// pool has no connection and opening one failed; ready again within `PROBE_EVERY` of the
+/// database accepting it, with no client to try.
+#[tokio::test]
+async fn readiness_adds_no_load_and_follows_a_database_that_refuses_the_proxy() {
+    let su = common::postgres().superuser_client("app").await;
+    su.batch_execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rdy_proxy') THEN \
+           CREATE ROLE rdy_proxy LOGIN NOINHERIT PASSWORD 'rdy-proxy-pw' IN ROLE admin_role; END IF; END $$; \
+         GRANT SELECT ON documents TO rdy_proxy",
+    )
+    .await
+    .expect("role");
+    let mut config = proxy::base_config(common::postgres());
+    config.admin.address = Some("127.0.0.1:0".parse().expect("addr"));
+    config.upstream.user = "rdy_proxy".into();
+    config.upstream.password = Some("rdy-proxy-pw".into());
+    config.pool.mode = PoolMode::Transaction;
+    config.pool.size = 1;
+    let p = proxy::start(config).await;
+    let admin = p.admin.expect("admin listener");
+    let client = p.connect(&p.token("1")).await;
+    client.simple_query("SELECT 1").await.expect("a first transaction");
+    let opened = p.pool.health().0.opened;
+    for _ in 0..20 {
+        assert_eq!(get(admin, "/readyz", None).await, (200, "ready\n".to_string()));
+    }
+    assert_eq!(p.pool.health().0.opened, opened, "a probe opened a server connection");
+
+    su.batch_execute(
+        "ALTER ROLE rdy_proxy NOLOGIN; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'rdy_proxy'",
+    )
+    .await
+    .expect("refuse the proxy");
+    let failed = client.simple_query("SELECT 1").await.expect_err("no server connection can be had");
+    assert_eq!(proxy::db_error(&failed).0, "08006", "{failed:?}");
+    assert_eq!(get(admin, "/healthz", None).await, (200, "ok\n".to_string()));
+    let (status, body) = get(admin, "/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("not ready: upstream: "), "{body}");
+
+    su.batch_execute("ALTER ROLE rdy_proxy LOGIN").await.expect("accept the proxy again");
+    let deadline = tokio::time::Instant::now() + rlsproxy::admin::readiness::PROBE_EVERY + Duration::from_secs(3);
+    loop {
+        let (status, body) = get(admin, "/readyz", None).await;
+        if status == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still not ready: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    p.handle.shutdown();
+}
+
 #[tokio::test]
 async fn healthcheck_command_exits_by_the_probe_status() {
     let p = admin_proxy(PoolMode::Session, 100, None).await;

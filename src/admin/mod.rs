@@ -2,8 +2,8 @@
 //! Kubernetes, Prometheus metrics, and JSON views of pools and clients.
 //!
 //! - `/healthz`: the process is up (200);
-//! - `/readyz`: not shutting down, and the upstream accepts the proxy's role
-//!   (200; 503 with the reason otherwise);
+//! - `/readyz`: not shutting down, and the pool usable (200; 503 with the reason
+//!   otherwise; see `readiness`: a probe adds no load while the pool is usable);
 //! - `/metrics`: OpenMetrics text (see `metrics`);
 //! - `/admin/pools`, `/admin/clients`: JSON, behind `Authorization: Bearer
 //!   <[admin] token>`; they show tenants and subjects, never a client's token.

@@ -1,4 +1,8 @@
-//! `/readyz`: whether this proxy can serve a client now.
+//! `/readyz`: whether this proxy can serve a client now, without adding load to the
+//! database: ready while not shutting down and the pool is usable (a connection is open,
+//! or the last attempt to open one succeeded). Only when neither holds does a probe open
+//! a connection itself, at most once per [`PROBE_EVERY`], so that a proxy whose database
+//! came back becomes ready again even with no client to try.
 
 use std::time::{Duration, Instant};
 
@@ -6,20 +10,17 @@ use tokio::sync::Mutex;
 
 use crate::pool::Pool;
 
-/// How long a probe's answer is reused: probes from several kubelets or load balancers then
-/// open at most one upstream connection per second between them.
-const CACHE_FOR: Duration = Duration::from_secs(1);
+/// How often, at most, a probe opens a connection while the pool is not usable.
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
 
-/// The last upstream check and when it ran.
+/// The last probe that opened a connection, and its answer.
 #[derive(Debug, Default)]
 pub struct Readiness {
-    last: Mutex<Option<(Instant, Result<(), String>)>>,
+    last_probe: Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl Readiness {
-    /// Ready unless shutting down or the upstream refuses: a connection to `database` is opened
-    /// as the proxy's role and passes the same safety checks as a pooled one (then closed,
-    /// outside the pool), within `timeout`.
+    /// Ready unless shutting down or the pool is not usable; see the module's comment.
     pub async fn check(
         &self,
         shutting_down: bool,
@@ -30,9 +31,17 @@ impl Readiness {
         if shutting_down {
             return Err("shutting down".into());
         }
-        let mut last = self.last.lock().await;
+        let (health, open) = pool.health();
+        let last_succeeded = match (&health.last_ok, &health.last_failure) {
+            (Some(ok), Some((failed, _))) => ok > failed,
+            (ok, _) => ok.is_some(),
+        };
+        if open > 0 || last_succeeded {
+            return Ok(());
+        }
+        let mut last = self.last_probe.lock().await;
         if let Some((at, result)) = last.as_ref()
-            && at.elapsed() < CACHE_FOR
+            && at.elapsed() < PROBE_EVERY
         {
             return result.clone();
         }

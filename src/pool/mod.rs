@@ -83,6 +83,19 @@ struct Inner {
     /// `upstream.allow_unforced_owned_tables`.
     allow_unforced: bool,
     state: Mutex<State>,
+    /// How the last attempts to open a connection went (readiness reads it).
+    health: Mutex<Health>,
+}
+
+/// The outcome of the pool's attempts to open connections.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// When a connection last opened (and passed the safety checks).
+    pub last_ok: Option<Instant>,
+    /// When an attempt last failed, and why.
+    pub last_failure: Option<(Instant, String)>,
+    /// Connections opened since start, the checks' included.
+    pub opened: u64,
 }
 
 #[derive(Debug)]
@@ -128,7 +141,8 @@ impl Pool {
             waiters: VecDeque::new(),
             next_waiter: 0,
         };
-        Self { inner: Arc::new(Inner { target, allow_unforced, state: Mutex::new(state) }) }
+        let health = Mutex::new(Health::default());
+        Self { inner: Arc::new(Inner { target, allow_unforced, state: Mutex::new(state), health }) }
     }
 
     /// Applies a reloaded `[pool]` (its `mode` excepted: that needs a restart) and
@@ -241,6 +255,13 @@ impl Pool {
 
     fn lease(&self, conn: ServerConn) -> Lease {
         Lease { conn: Some(conn), pool: self.inner.clone() }
+    }
+
+    /// How opening connections has gone, and how many are open.
+    pub fn health(&self) -> (Health, usize) {
+        let open = self.inner.lock().open;
+        let health = self.inner.health.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        (health, open)
     }
 
     /// Connections open and idle, for tests and metrics.
@@ -390,6 +411,24 @@ impl Inner {
     }
 
     async fn open_checked(
+        &self,
+        database: &str,
+        startup: &[(String, String)],
+        allowed_roles: &[String],
+    ) -> Result<ServerConn, UpstreamError> {
+        let opened = self.open_and_check(database, startup, allowed_roles).await;
+        let mut health = self.health.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &opened {
+            Ok(_) => {
+                health.last_ok = Some(Instant::now());
+                health.opened += 1;
+            }
+            Err(e) => health.last_failure = Some((Instant::now(), e.to_string())),
+        }
+        opened
+    }
+
+    async fn open_and_check(
         &self,
         database: &str,
         startup: &[(String, String)],
