@@ -282,3 +282,33 @@ fn environment_overrides_keep_strings_and_take_lists() {
         .expect("run rlsproxy");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Sizes are accepted as the README writes their defaults (`"64 MiB"`), from the file and
+/// from the environment; a unit the loader does not know is refused with the key's name.
+#[test]
+fn sizes_take_the_units_the_readme_shows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(&dir, 6432, ("u", "p"), "[limits]\nmax_message_bytes = \"64 MiB\"\n");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let config = Config::from_toml(&text).expect("64 MiB");
+    assert_eq!(config.limits.max_message_bytes, 64 << 20);
+    let config = Config::from_toml(&text.replace("\"64 MiB\"", "65536")).expect("a plain number");
+    assert_eq!(config.limits.max_message_bytes, 65536);
+
+    let path_str = path.to_str().expect("utf8");
+    let check = |name: &str, value: &str| {
+        Command::new(BIN)
+            .args(["check-config", "--config", path_str])
+            .env(name, value)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run rlsproxy")
+    };
+    let out = check("RLSPROXY__GUARD__MAX_STATEMENT_BYTES", "512 KiB");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = check("RLSPROXY__LIMITS__MAX_MESSAGE_BYTES", "10 MB");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown unit \"MB\" in \"10 MB\": use B, KiB, MiB or GiB"), "{stderr}");
+    assert!(stderr.contains("max_message_bytes"), "{stderr}");
+}

@@ -4,6 +4,7 @@
 
 mod admin;
 mod sections;
+mod size;
 mod validate;
 
 use std::path::{Path, PathBuf};

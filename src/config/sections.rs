@@ -311,6 +311,7 @@ pub struct GuardConfig {
     /// between tenants.
     pub allow_large_objects: bool,
     /// Longest SQL text the guard parses; longer is refused (SQLSTATE 54000) unparsed.
+    #[serde(deserialize_with = "super::size::deserialize")]
     pub max_statement_bytes: usize,
 }
 
@@ -414,6 +415,7 @@ pub struct ReloadConfig {
 pub struct LimitsConfig {
     /// Largest message the proxy buffers whole (client Query, Parse, Bind…; server messages
     /// other than rows, COPY data and function results); bigger is refused.
+    #[serde(deserialize_with = "super::size::deserialize")]
     pub max_message_bytes: usize,
     /// Time a client has to finish startup and authentication.
     pub handshake_timeout_ms: u64,
