@@ -220,3 +220,41 @@ async fn a_rotated_upstream_password_serves_new_connections() {
     assert_eq!(who(proxy.connect(&proxy.token("2")).await).await, "rotating_proxy", "the password read before");
     assert_eq!(who(first).await, "rotating_proxy");
 }
+
+/// `upstream.sslrootcert` is read again when it changes: a proxy that trusts another CA fails
+/// to open server connections (verify-full), and once the file holds the server's CA, new
+/// connections succeed without a restart; a file that then cannot be read keeps the CA
+/// read before.
+#[tokio::test]
+async fn a_rotated_upstream_ca_serves_new_connections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other_ca = dir.path().join("other-ca.crt");
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-keyout", "other-ca.key", "-out", "other-ca.crt", "-days", "1", "-subj", "/CN=another CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let roots = dir.path().join("roots.crt");
+    std::fs::copy(&other_ca, &roots).expect("copy");
+    let mut config = proxy::base_config(common::postgres());
+    config.upstream.sslmode = rlsproxy::config::SslMode::VerifyFull;
+    config.upstream.sslrootcert = Some(roots.clone());
+    config.upstream.host = "localhost".into();
+    let proxy = proxy::start(config).await;
+    let refused = proxy.try_connect(&proxy.token("1")).await.expect_err("a server certificate of another CA");
+    assert_eq!(proxy::db_error(&refused).0, "08006", "{refused:?}");
+
+    // A later modification time than the first file's, whatever the file system's resolution.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::copy(common::postgres().ca_cert_path(), &roots).expect("rotate the CA");
+    let client = proxy.connect(&proxy.token("1")).await;
+    let who: String = client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    assert_eq!(who, "app_proxy", "verified against the rotated CA");
+    std::fs::remove_file(&roots).expect("remove");
+    let again = proxy.connect(&proxy.token("2")).await;
+    let who: String = again.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    assert_eq!(who, "app_proxy", "the CA read before");
+}

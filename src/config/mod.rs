@@ -72,8 +72,8 @@ impl Config {
 
     /// Files this configuration names whose contents a reload reads again (secrets, keys,
     /// JWKS, TLS): what the file watch checks besides the configuration file itself. Files of
-    /// settings that need a restart (`upstream.sslrootcert`, `context.strict_key_file`) are
-    /// left out: rereading them would change nothing; `upstream.password_file` is read again
+    /// settings that need a restart (`context.strict_key_file`) are left out: rereading them
+    /// would change nothing; `upstream.password_file` and `upstream.sslrootcert` are read again
     /// by every new server connection instead.
     pub fn reloadable_files(&self) -> Vec<&Path> {
         [

@@ -97,14 +97,14 @@ fn pinned<'a>(target: &'a UpstreamTarget, startup: &[(String, String)]) -> Vec<(
 }
 
 async fn negotiate_tls(mut tcp: TcpStream, target: &UpstreamTarget) -> Result<ServerStream, UpstreamError> {
-    let Some(tls) = &target.tls else { return Ok(Stream::Plain(tcp)) };
+    let Some(tls) = target.tls() else { return Ok(Stream::Plain(tcp)) };
     let mut buf = BytesMut::new();
     frontend::ssl_request(&mut buf);
     tcp.write_all(&buf).await?;
     let answer = tcp.read_u8().await?;
     match answer {
         b'S' => {
-            let connector = tokio_rustls::TlsConnector::from(tls.clone());
+            let connector = tokio_rustls::TlsConnector::from(tls);
             let stream = connector.connect(target.server_name.clone(), tcp).await?;
             Ok(Stream::Tls(Box::new(stream)))
         }

@@ -3,13 +3,13 @@
 //! startup messages the client later sees replayed.
 
 mod connect;
+mod credentials;
 mod query;
 mod statements;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -19,6 +19,7 @@ use crate::config::{ConfigError, UpstreamConfig};
 use crate::net::ServerStream;
 use crate::protocol::{Framer, ProtocolError};
 
+use credentials::{Password, TlsRoots};
 pub use query::{Row, array_literal, reset_session};
 pub use statements::StatementCache;
 
@@ -87,7 +88,7 @@ pub struct UpstreamTarget {
     pub user: String,
     password: Password,
     sslmode: crate::config::SslMode,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Option<TlsRoots>,
     server_name: rustls_pki_types::ServerName<'static>,
     /// Timeout for connect + TLS + auth.
     pub connect_timeout: Duration,
@@ -104,7 +105,7 @@ impl UpstreamTarget {
             user: cfg.user.clone(),
             password: Password::from_config(cfg)?,
             sslmode: cfg.sslmode,
-            tls: crate::tls::upstream_config(cfg.sslmode, cfg.sslrootcert.as_deref())?,
+            tls: TlsRoots::from_config(cfg)?,
             server_name: crate::tls::server_name(&cfg.host)?,
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             search_path: cfg.search_path.clone(),
@@ -117,51 +118,10 @@ impl UpstreamTarget {
     pub(crate) fn password(&self) -> Option<String> {
         self.password.current()
     }
-}
 
-/// The proxy's upstream password: given inline, or `upstream.password_file`, read again for
-/// every new server connection, so that a rotated secret (a Kubernetes Secret updates the
-/// mounted file) is used without a restart. A file that cannot be read then keeps the
-/// password read before (a rotation may replace the file in two steps).
-enum Password {
-    Inline(Option<String>),
-    File { path: PathBuf, last: Mutex<String> },
-}
-
-impl Password {
-    fn from_config(cfg: &UpstreamConfig) -> Result<Self, ConfigError> {
-        let first = crate::config::read_secret("upstream.password_file", &cfg.password, &cfg.password_file)?;
-        Ok(match (&cfg.password_file, first) {
-            (Some(path), Some(first)) => Password::File { path: path.clone(), last: Mutex::new(first) },
-            (_, inline) => Password::Inline(inline),
-        })
-    }
-
-    fn current(&self) -> Option<String> {
-        let (path, last) = match self {
-            Password::Inline(password) => return password.clone(),
-            Password::File { path, last } => (path, last),
-        };
-        let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match std::fs::read_to_string(path) {
-            Ok(text) => text.trim_end_matches(['\r', '\n']).clone_into(&mut last),
-            Err(e) => tracing::warn!(
-                path = %path.display(),
-                error = %e,
-                "upstream.password_file cannot be read; logging in with the password read before"
-            ),
-        }
-        Some(last.clone())
-    }
-}
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the password itself.
-        match self {
-            Password::Inline(_) => f.write_str("Password::Inline"),
-            Password::File { path, .. } => write!(f, "Password::File({})", path.display()),
-        }
+    /// The TLS configuration for a new connection now; `None` with `sslmode = disable`.
+    pub(crate) fn tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.as_ref().map(TlsRoots::current)
     }
 }
 
