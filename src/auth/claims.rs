@@ -7,8 +7,9 @@
 use serde_json::{Map, Value};
 
 use super::error::shown;
+use super::path::ClaimPath;
 use super::{AuthError, TenantContext};
-use crate::config::JwtConfig;
+use crate::config::{ConfigError, JwtConfig};
 
 /// The claim rules of one configuration.
 #[derive(Clone, Debug)]
@@ -17,23 +18,30 @@ pub(crate) struct Rules {
     pub audience: Option<String>,
     pub leeway_s: u64,
     pub require_exp: bool,
+    /// As configured, for messages.
     pub tenant_claim: String,
     pub role_claim: String,
+    tenant_path: ClaimPath,
+    /// `None` when `role_claim` is empty.
+    role_path: Option<ClaimPath>,
     pub allowed_roles: Vec<String>,
 }
 
 impl Rules {
-    /// The rules `cfg` asks for.
-    pub(crate) fn new(cfg: &JwtConfig) -> Self {
-        Self {
+    /// The rules `cfg` asks for; a claim path that does not parse is the configuration's error.
+    pub(crate) fn new(cfg: &JwtConfig) -> Result<Self, ConfigError> {
+        let path = |key, text: &str| ClaimPath::parse(text).map_err(|reason| ConfigError::Invalid { key, reason });
+        Ok(Self {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             leeway_s: cfg.leeway_s,
             require_exp: cfg.require_exp,
+            tenant_path: path("jwt.tenant_claim", &cfg.tenant_claim)?,
+            role_path: (!cfg.role_claim.is_empty()).then(|| path("jwt.role_claim", &cfg.role_claim)).transpose()?,
             tenant_claim: cfg.tenant_claim.clone(),
             role_claim: cfg.role_claim.clone(),
             allowed_roles: cfg.allowed_roles.clone(),
-        }
+        })
     }
 
     /// Checks verified claims at `now` (unix seconds) and extracts the context.
@@ -63,21 +71,29 @@ impl Rules {
             check_audience(claims.get("aud"), audience)?;
         }
         let claims = Value::Object(claims);
-        let tenant = match lookup(&claims, &self.tenant_claim) {
+        let tenant = match self.tenant_path.lookup(&claims) {
             None => return Err(AuthError::TenantClaimMissing(self.tenant_claim.clone())),
             Some(Value::String(s)) if !s.is_empty() && !s.contains('\0') => s.clone(),
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
             Some(_) => return Err(AuthError::TenantClaimType(self.tenant_claim.clone())),
         };
-        let role = if self.role_claim.is_empty() {
-            None
-        } else {
-            match lookup(&claims, &self.role_claim) {
-                None => None,
-                Some(Value::String(r)) if self.allowed_roles.contains(r) => Some(r.clone()),
-                Some(Value::String(r)) => return Err(AuthError::RoleNotAllowed(shown(r))),
-                Some(_) => return Err(AuthError::RoleClaimType(self.role_claim.clone())),
+        let role = match self.role_path.as_ref().and_then(|path| path.lookup(&claims)) {
+            None => None,
+            Some(Value::String(r)) if self.allowed_roles.contains(r) => Some(r.clone()),
+            Some(Value::String(r)) => return Err(AuthError::RoleNotAllowed(shown(r))),
+            // An array (Keycloak's realm_access.roles): its first role that a token may select;
+            // none of them, no role (providers add default roles to every user).
+            Some(Value::Array(roles)) => {
+                let mut chosen = None;
+                for role in roles {
+                    let role = role.as_str().ok_or_else(|| AuthError::RoleClaimType(self.role_claim.clone()))?;
+                    if chosen.is_none() && self.allowed_roles.iter().any(|a| a == role) {
+                        chosen = Some(role.to_string());
+                    }
+                }
+                chosen
             }
+            Some(_) => return Err(AuthError::RoleClaimType(self.role_claim.clone())),
         };
         let subject = claims.get("sub").and_then(Value::as_str).map(str::to_string);
         Ok(TenantContext { tenant, role, claims, expires_at, subject })
@@ -122,9 +138,4 @@ fn check_audience(aud: Option<&Value>, audience: &str) -> Result<(), AuthError> 
         }
         Some(_) => Err(bad),
     }
-}
-
-/// The value at a dotted path (`app_metadata.tenant`) through nested objects.
-pub(crate) fn lookup<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(claims, |v, part| v.as_object()?.get(part))
 }

@@ -75,8 +75,8 @@ pub enum AuthError {
     /// The tenant claim is not a non-empty string (without NUL) or an integer.
     #[error("tenant claim {0} must be a string or an integer")]
     TenantClaimType(String),
-    /// The role claim (`jwt.role_claim`) is present but not a string.
-    #[error("role claim {0} must be a string")]
+    /// The role claim (`jwt.role_claim`) is present but not a string or an array of strings.
+    #[error("role claim {0} must be a string or an array of strings")]
     RoleClaimType(String),
     /// The role claim names a role outside `jwt.allowed_roles`.
     #[error("role {0} is not allowed")]

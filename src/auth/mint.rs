@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::key::{Kind, alg_name, kind_for};
 use super::keyfiles::load_jwks;
+use super::path::ClaimPath;
 use super::{now_unix, parse_algorithms, token};
 use crate::config::{ConfigError, JwtConfig, read_secret};
 
@@ -159,24 +160,8 @@ fn tenant_value(tenant: &str) -> Value {
     }
 }
 
-/// Sets `value` at a dotted path, creating the objects on the way.
+/// Sets `value` at claim path `path` (see `auth::path`), creating the objects on the way.
 fn set_path(root: &mut Value, path: &str, value: Value) -> Result<(), MintError> {
-    let not_object = |upto: &str| MintError::Claim { path: upto.to_string(), reason: "is not an object".into() };
-    let (parents, last) = match path.rsplit_once('.') {
-        Some((parents, last)) => (Some(parents), last),
-        None => (None, path),
-    };
-    let mut cur = root;
-    let mut upto = 0;
-    for (i, part) in parents.into_iter().flat_map(|p| p.split('.')).enumerate() {
-        upto += usize::from(i > 0) + part.len();
-        let obj = cur.as_object_mut().ok_or_else(|| not_object(&path[..upto]))?;
-        cur = obj.entry(part).or_insert_with(|| Value::Object(Map::new()));
-        if !cur.is_object() {
-            return Err(not_object(&path[..upto]));
-        }
-    }
-    let obj = cur.as_object_mut().ok_or_else(|| not_object(path))?;
-    obj.insert(last.to_string(), value);
-    Ok(())
+    let parsed = ClaimPath::parse(path).map_err(|reason| MintError::Claim { path: path.to_string(), reason })?;
+    parsed.set(root, value).map_err(|upto| MintError::Claim { path: upto, reason: "is not an object".into() })
 }

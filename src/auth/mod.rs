@@ -22,6 +22,7 @@ mod key;
 mod keyfiles;
 mod keys;
 mod mint;
+mod path;
 mod remote;
 mod token;
 
@@ -90,7 +91,7 @@ impl Verifier {
     pub fn build(cfg: &JwtConfig, previous: Option<&Verifier>) -> Result<Self, ConfigError> {
         let algorithms = parse_algorithms(&cfg.algorithms)?;
         let keys = keys::KeyStore::load(cfg, previous.map(|v| &v.keys))?;
-        let verifier = Self { algorithms, keys, rules: claims::Rules::new(cfg) };
+        let verifier = Self { algorithms, keys, rules: claims::Rules::new(cfg)? };
         if verifier.keys.remote().is_none() {
             verifier.check_algorithms()?;
         }

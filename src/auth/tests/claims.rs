@@ -131,10 +131,34 @@ fn role_claim() {
     assert_fails(&v, &root, AuthError::RoleNotAllowed("postgres".into()), "role postgres is not allowed", AUTHZ);
     let mut null = good();
     null["role"] = Value::Null;
-    let typed = [json!(1), json!(["app_user"])].map(|r| hs(&with(json!({"role": r}))));
+    let typed = [json!(1), json!(["app_user", 2]), json!({"r": "app_user"})].map(|r| hs(&with(json!({"role": r}))));
+    let message = "role claim role must be a string or an array of strings";
     for token in typed.into_iter().chain([hs(&null)]) {
-        assert_fails(&v, &token, AuthError::RoleClaimType("role".into()), "role claim role must be a string", AUTHZ);
+        assert_fails(&v, &token, AuthError::RoleClaimType("role".into()), message, AUTHZ);
     }
+    // An array (Keycloak's realm roles): its first allowed role; none allowed, no role.
+    let keycloak =
+        verifier(JwtConfig { role_claim: "realm_access.roles".into(), allowed_roles: roles.clone(), ..hs_cfg() });
+    let realm = |r: Value| hs(&with(json!({"realm_access": {"roles": r}})));
+    let chosen = ok(&keycloak, &realm(json!(["offline_access", "app_user", "app_admin"])));
+    assert_eq!(chosen.role.as_deref(), Some("app_user"));
+    assert_eq!(ok(&keycloak, &realm(json!(["offline_access", "uma_authorization"]))).role, None);
+    assert_eq!(ok(&keycloak, &realm(json!([]))).role, None);
+    // A namespaced claim (Auth0) in quotes, tenant and role.
+    let auth0 = JwtConfig {
+        tenant_claim: "\"https://example.com/tenant_id\"".into(),
+        role_claim: "\"https://example.com/role\"".into(),
+        allowed_roles: roles.clone(),
+        ..hs_cfg()
+    };
+    let mut namespaced = good();
+    namespaced["https://example.com/tenant_id"] = json!("4f1c2a9e-0d5b-4e61-9b2f-7c3e8a1d6b05");
+    namespaced["https://example.com/role"] = json!("app_admin");
+    let ctx = ok(&verifier(auth0.clone()), &hs(&namespaced));
+    assert_eq!((ctx.tenant.as_str(), ctx.role.as_deref()), ("4f1c2a9e-0d5b-4e61-9b2f-7c3e8a1d6b05", Some("app_admin")));
+    let unterminated = JwtConfig { tenant_claim: "\"https://example.com/tenant_id".into(), ..auth0 };
+    let Err(e) = Verifier::from_config(&unterminated) else { panic!("an unterminated quote was accepted") };
+    assert_eq!(e.to_string(), "jwt.tenant_claim: unterminated quote in \"\\\"https://example.com/tenant_id\"");
     let nested = verifier(JwtConfig { role_claim: "app.role".into(), allowed_roles: roles, ..hs_cfg() });
     assert_eq!(ok(&nested, &hs(&with(json!({"app": {"role": "app_user"}})))).role.as_deref(), Some("app_user"));
     // Without jwt.role_claim, a role claim is ignored.
