@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::error::shown;
 use super::path::ClaimPath;
+use super::tenant_format::TenantFormat;
 use super::{AuthError, TenantContext};
 use crate::config::{ConfigError, JwtConfig};
 
@@ -22,6 +23,9 @@ pub(crate) struct Rules {
     pub tenant_claim: String,
     pub role_claim: String,
     tenant_path: ClaimPath,
+    tenant_format: TenantFormat,
+    /// As configured, for messages.
+    tenant_format_text: String,
     /// `None` when `role_claim` is empty.
     role_path: Option<ClaimPath>,
     pub allowed_roles: Vec<String>,
@@ -37,6 +41,9 @@ impl Rules {
             leeway_s: cfg.leeway_s,
             require_exp: cfg.require_exp,
             tenant_path: path("jwt.tenant_claim", &cfg.tenant_claim)?,
+            tenant_format: TenantFormat::parse(&cfg.tenant_format)
+                .map_err(|reason| ConfigError::Invalid { key: "jwt.tenant_format", reason })?,
+            tenant_format_text: cfg.tenant_format.clone(),
             role_path: (!cfg.role_claim.is_empty()).then(|| path("jwt.role_claim", &cfg.role_claim)).transpose()?,
             tenant_claim: cfg.tenant_claim.clone(),
             role_claim: cfg.role_claim.clone(),
@@ -77,6 +84,9 @@ impl Rules {
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
             Some(_) => return Err(AuthError::TenantClaimType(self.tenant_claim.clone())),
         };
+        if !self.tenant_format.accepts(&tenant) {
+            return Err(AuthError::TenantFormat(self.tenant_claim.clone(), self.tenant_format_text.clone()));
+        }
         let role = match self.role_path.as_ref().and_then(|path| path.lookup(&claims)) {
             None => None,
             Some(Value::String(r)) if self.allowed_roles.contains(r) => Some(r.clone()),

@@ -75,6 +75,9 @@ pub enum AuthError {
     /// The tenant claim is not a non-empty string (without NUL) or an integer.
     #[error("tenant claim {0} must be a string or an integer")]
     TenantClaimType(String),
+    /// The tenant is not in the format `jwt.tenant_format` asks for (claim path, format).
+    #[error("tenant claim {0} is not in the format jwt.tenant_format = {1}")]
+    TenantFormat(String, String),
     /// The role claim (`jwt.role_claim`) is present but not a string or an array of strings.
     #[error("role claim {0} must be a string or an array of strings")]
     RoleClaimType(String),
@@ -92,6 +95,7 @@ impl AuthError {
         match self {
             AuthError::TenantClaimMissing(_)
             | AuthError::TenantClaimType(_)
+            | AuthError::TenantFormat(..)
             | AuthError::RoleClaimType(_)
             | AuthError::RoleNotAllowed(_) => SQLSTATE_INVALID_AUTHORIZATION,
             _ => SQLSTATE_INVALID_PASSWORD,
@@ -113,7 +117,9 @@ impl AuthError {
             AuthError::MissingClaim(_) | AuthError::ClaimType { .. } => "claims",
             AuthError::WrongIssuer => "issuer",
             AuthError::WrongAudience => "audience",
-            AuthError::TenantClaimMissing(_) | AuthError::TenantClaimType(_) => "tenant_claim",
+            AuthError::TenantClaimMissing(_) | AuthError::TenantClaimType(_) | AuthError::TenantFormat(..) => {
+                "tenant_claim"
+            }
             AuthError::RoleClaimType(_) | AuthError::RoleNotAllowed(_) => "role",
         }
     }

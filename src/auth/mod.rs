@@ -24,6 +24,7 @@ mod keys;
 mod mint;
 mod path;
 mod remote;
+mod tenant_format;
 mod token;
 
 #[cfg(test)]

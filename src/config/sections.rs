@@ -212,9 +212,12 @@ pub struct JwtConfig {
     pub audience: Option<String>,
     /// Clock skew allowed for `exp` and `nbf`, in seconds.
     pub leeway_s: u64,
-    /// Dotted path to the tenant claim (string or integer).
+    /// Claim path of the tenant claim (string or integer; see `auth::path`).
     pub tenant_claim: String,
-    /// Dotted path to the role claim; empty: roles are not used.
+    /// Which tenant values are accepted: `text` (any), `integer` and `uuid` (their canonical
+    /// spelling only), or a regular expression the whole value must match.
+    pub tenant_format: String,
+    /// Claim path of the role claim; empty: roles are not used.
     pub role_claim: String,
     /// Roles a token may select.
     pub allowed_roles: Vec<String>,
@@ -239,6 +242,7 @@ impl Default for JwtConfig {
             audience: None,
             leeway_s: 30,
             tenant_claim: "tenant_id".into(),
+            tenant_format: "text".into(),
             role_claim: String::new(),
             allowed_roles: Vec::new(),
             require_exp: true,

@@ -176,3 +176,28 @@ fn is_expired_at_uses_exp_plus_leeway() {
     assert!(!ctx(Some(u64::MAX)).is_expired_at(u64::MAX - 1, 10));
     assert!(!ctx(None).is_expired_at(u64::MAX, 0));
 }
+
+/// `jwt.tenant_format`: a second spelling of a tenant id that a policy's cast would read as
+/// the same tenant is refused at login.
+#[test]
+fn tenant_format_refuses_other_spellings() {
+    let v = verifier(JwtConfig { tenant_format: "integer".into(), ..hs_cfg() });
+    assert_eq!(ok(&v, &hs(&with(json!({"tenant_id": 2})))).tenant, "2");
+    assert_eq!(ok(&v, &hs(&with(json!({"tenant_id": "2"})))).tenant, "2");
+    let message = "tenant claim tenant_id is not in the format jwt.tenant_format = integer";
+    for spelling in [" 2", "02", "+2", "2 "] {
+        let token = hs(&with(json!({"tenant_id": spelling})));
+        let error = AuthError::TenantFormat("tenant_id".into(), "integer".into());
+        assert_fails(&v, &token, error, message, AUTHZ);
+    }
+    let uuid = verifier(JwtConfig { tenant_format: "uuid".into(), ..hs_cfg() });
+    let lower = "4f1c2a9e-0d5b-4e61-9b2f-7c3e8a1d6b05";
+    assert_eq!(ok(&uuid, &hs(&with(json!({"tenant_id": lower})))).tenant, lower);
+    let upper = hs(&with(json!({"tenant_id": lower.to_uppercase()})));
+    let error = AuthError::TenantFormat("tenant_id".into(), "uuid".into());
+    assert_fails(&uuid, &upper, error, "tenant claim tenant_id is not in the format jwt.tenant_format = uuid", AUTHZ);
+    let Err(e) = Verifier::from_config(&JwtConfig { tenant_format: "[".into(), ..hs_cfg() }) else {
+        panic!("a pattern that does not compile was accepted")
+    };
+    assert!(e.to_string().starts_with("jwt.tenant_format: "), "{e}");
+}
