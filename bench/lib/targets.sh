@@ -88,6 +88,8 @@ configure_proxies() {
     export RLSPROXY__UPSTREAM__USER=app_proxy
     export RLSPROXY__UPSTREAM__PASSWORD="$PROXY_PW"
     export RLSPROXY__UPSTREAM__SSLMODE=disable
+    # The database line is dropped above: clients pick app, app_strict or bench.
+    export RLSPROXY__UPSTREAM__ALLOWED_DATABASES=app,app_strict,bench
     export RLSPROXY__GUARD__ENABLED=true
     export RLSPROXY__CONTEXT__STRICT=false
     # The key of prepare_strict_db, for the strict-mode targets.

@@ -128,6 +128,7 @@ pub fn read_secret(
 
 /// Keys whose environment override is a comma-separated list.
 const LIST_KEYS: &[&str] = &[
+    "upstream.allowed_databases",
     "jwt.algorithms",
     "jwt.allowed_roles",
     "guard.protected_prefixes",

@@ -81,6 +81,9 @@ pub struct UpstreamConfig {
     pub port: u16,
     /// Database to connect to; when unset, the database the client asked for.
     pub database: Option<String>,
+    /// With `database` unset, the databases clients may ask for (required then, so that no
+    /// client reaches a database nobody listed, or audited with the doctor).
+    pub allowed_databases: Vec<String>,
     /// The proxy's own role (must be NOINHERIT towards every allowed role).
     pub user: String,
     /// Password of `user`.
@@ -108,6 +111,7 @@ impl Default for UpstreamConfig {
             host: "127.0.0.1".into(),
             port: 5432,
             database: None,
+            allowed_databases: Vec::new(),
             user: "app_proxy".into(),
             password: None,
             password_file: None,

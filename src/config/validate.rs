@@ -150,7 +150,14 @@ impl Config {
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("limits.max_message_bytes", "must be at least 1024"));
         }
-        Ok(())
+        match (&self.upstream.database, self.upstream.allowed_databases.is_empty()) {
+            (None, true) => Err(invalid(
+                "upstream.allowed_databases",
+                "list the databases clients may use, or set upstream.database",
+            )),
+            (Some(_), false) => Err(invalid("upstream.allowed_databases", "only with upstream.database unset")),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -213,14 +220,25 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_errors_name_the_key() {
-        assert!(Config::default().validate().is_ok());
+        // The defaults, once the database clients may use is chosen.
+        let mut config = Config::default();
+        let unchosen = config.validate().err().map(|e| e.to_string());
+        let expected = "upstream.allowed_databases: list the databases clients may use, or set upstream.database";
+        assert_eq!(unchosen.as_deref(), Some(expected));
+        config.upstream.allowed_databases = vec!["app".into(), "reports".into()];
+        assert!(config.validate().is_ok());
+        config.upstream.database = Some("app".into());
+        let both = config.validate().err().map(|e| e.to_string());
+        assert_eq!(both.as_deref(), Some("upstream.allowed_databases: only with upstream.database unset"));
+        config.upstream.allowed_databases.clear();
+        assert!(config.validate().is_ok());
         let err = Config::from_toml("[pool]\nsize = 0\n").err().map(|e| e.to_string());
         assert_eq!(err.as_deref(), Some("pool.size: must be at least 1"));
         let err = Config::from_toml("[upstream]\nsslmode = \"verify-full\"\n").err().map(|e| e.to_string());
         assert_eq!(err.as_deref(), Some("upstream.sslrootcert: required with sslmode verify-ca or verify-full"));
         let err = Config::from_toml("[upstream]\nsearch_path = '\"$user\", public'\n").err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.starts_with("upstream.search_path: must not contain \"$user\"")));
-        assert!(Config::from_toml("[upstream]\nsearch_path = 'app, public'\n").is_ok());
+        assert!(Config::from_toml("[upstream]\ndatabase = \"app\"\nsearch_path = 'app, public'\n").is_ok());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub enum ProxyError {
     NotAJwt,
     NoUser,
     Replication,
+    DatabaseNotAllowed { name: String },
     StartupParameter { name: String, allowed: &'static [&'static str] },
     OptionsSetting { name: String, allowed: &'static [&'static str] },
     OptionsWord { word: String, allowed: &'static [&'static str] },
@@ -100,6 +101,12 @@ impl ProxyError {
             NotAJwt => spec(Fatal, "28P01", "password authentication failed: the password must be a JWT", None),
             NoUser => spec(Fatal, "28000", "no PostgreSQL user name specified in startup packet", None),
             Replication => spec(Fatal, "0A000", "rlsproxy does not accept replication connections", None),
+            DatabaseNotAllowed { .. } => spec(
+                Fatal,
+                "3D000",
+                "rlsproxy does not serve database \"{name}\"",
+                Some("The databases clients may use are upstream.allowed_databases."),
+            ),
             StartupParameter { .. } => {
                 spec(Fatal, "42501", "rlsproxy does not accept the startup parameter \"{name}\"", Some(ALLOWED_HINT))
             }
@@ -236,6 +243,7 @@ impl ProxyError {
                 Fill { values: vec![("word", word.clone()), ("allowed", allowed.join(", "))], ..Fill::default() }
             }
             ClientEncoding { value } => one("value", value.clone()),
+            DatabaseNotAllowed { name } => one("name", name.clone()),
             PoolBusy { reason, fatal } | UpstreamUnavailable { reason, fatal } => {
                 Fill { fatal: Some(*fatal), ..one("reason", reason.clone()) }
             }
@@ -289,6 +297,7 @@ impl ProxyError {
             NotAJwt,
             NoUser,
             Replication,
+            DatabaseNotAllowed { name: s() },
             StartupParameter { name: s(), allowed: &[] },
             OptionsSetting { name: s(), allowed: &[] },
             OptionsWord { word: s(), allowed: &[] },
@@ -339,6 +348,7 @@ impl ProxyError {
             NotAJwt => "An empty or non-UTF-8 password.",
             NoUser => "A startup packet without `user`.",
             Replication => "A replication connection.",
+            DatabaseNotAllowed { .. } => "A database outside `upstream.allowed_databases`.",
             StartupParameter { .. } => "A startup parameter off the allow-list (`allowed`).",
             OptionsSetting { .. } => "A `-c` setting in `options` off the allow-list.",
             OptionsWord { .. } => "Something other than `-c name=value` in `options`.",

@@ -69,10 +69,11 @@ mod tests {
 
     #[test]
     fn restart_keys_keep_their_running_values_and_are_named() {
-        let running = Config::default();
+        let mut running = Config::default();
+        running.upstream.database = Some("app".into());
         let new = Config::from_toml(
             "[listen]\naddress = \"127.0.0.1:7000\"\nworker_threads = 3\nmax_clients = 5\n\
-             [upstream]\nhost = \"db\"\n[context]\ntenant_setting = \"app.tenant\"\n\
+             [upstream]\nhost = \"db\"\ndatabase = \"app\"\n[context]\ntenant_setting = \"app.tenant\"\n\
              [pool]\nmode = \"transaction\"\nsize = 7\n[admin]\naddress = \"127.0.0.1:9000\"\n\
              tenant_label_limit = 3\n[log]\nformat = \"json\"\nfilter = \"debug\"\n",
         )

@@ -22,6 +22,11 @@ use crate::upstream::UpstreamError;
 
 pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Relay<'_>>, SessionError> {
     let identity = identity(&hs, shared);
+    let upstream = &shared.live().config.upstream;
+    if upstream.database.is_none() && !upstream.allowed_databases.contains(&identity.database) {
+        tracing::info!(database = identity.database, "database not in upstream.allowed_databases");
+        return Err(end(&mut hs, ProxyError::DatabaseNotAllowed { name: identity.database }.into()).await);
+    }
     let span = tracing::Span::current();
     span.record("tenant", identity.context.tenant.as_str());
     if let Some(sub) = &identity.context.subject {

@@ -179,7 +179,7 @@ pg_create_app
 # --- the proxy's configuration: a TOML file, per-mode RLSPROXY__* overrides ----------
 
 # upstream.database is unset: the proxy connects to the database the client asks
-# for (app for the drivers, alembic_app for the Alembic pattern).
+# for (app for the drivers, alembic_app for the Alembic pattern), among those listed.
 CFG="$WORK/rlsproxy.toml"
 cat >"$CFG" <<EOF
 [listen]
@@ -192,6 +192,7 @@ host = "127.0.0.1"
 port = $PG_PORT
 user = "app_proxy"
 sslmode = "disable"
+allowed_databases = ["app", "alembic_app"]
 
 [pool]
 # Per mode: RLSPROXY__POOL__MODE and RLSPROXY__POOL__SIZE (see start_proxy).

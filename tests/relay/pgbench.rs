@@ -15,6 +15,7 @@ fn assert_ran_without_failures(what: &str, stdout: &str) {
 async fn pgbench_initialises_then_runs_simple_and_prepared() {
     let mut config = base_config(postgres());
     config.upstream.database = None;
+    config.upstream.allowed_databases = vec![Postgres::BENCH_DB.into()];
     config.pool.size = 6;
     let proxy = proxy::start(config).await;
 

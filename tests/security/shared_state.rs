@@ -73,6 +73,7 @@ async fn a_shadowing_set_config_never_runs_in_the_injection() {
 async fn clients_whose_claims_differ_never_share_session_state() {
     let mut cfg = one_connection_open_sql("app");
     cfg.upstream.database = None;
+    cfg.upstream.allowed_databases = vec!["app".into()];
     cfg.context.claims_setting = "request.jwt.claims".into();
     let proxy = proxy::start(cfg).await;
     let ttl = std::time::Duration::from_secs(3600);

@@ -210,3 +210,24 @@ async fn allowed_settings_in_options_apply() {
     assert_eq!(stdout, "psql\n5s\n2s\n", "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success());
 }
+
+/// With `upstream.database` unset, a client reaches only the databases of
+/// `upstream.allowed_databases`; another (here `postgres`, which the proxy's role may connect
+/// to and the doctor never audited) gets FATAL 3D000 before any server connection.
+#[tokio::test]
+async fn only_the_allowed_databases_are_served() {
+    let mut cfg = proxy::base_config(crate::common::postgres());
+    cfg.upstream.database = None;
+    cfg.upstream.allowed_databases = vec!["app".into()];
+    let proxy = proxy::start(cfg).await;
+    let token = proxy.token("1");
+    assert_serves(&proxy).await;
+    let mut other = proxy.client_config(&token);
+    other.dbname("postgres");
+    let err = other.connect(tokio_postgres::NoTls).await.err().expect("database postgres served");
+    assert_eq!(
+        server_error(&err),
+        ("FATAL".into(), "3D000".into(), "rlsproxy does not serve database \"postgres\"".into())
+    );
+    assert_eq!(proxy.pool.stats().0, 1, "no server connection was opened for it");
+}
