@@ -291,9 +291,14 @@ ALTER FUNCTION rlsproxy.keys_changed() OWNER TO rlsproxy_owner;
 REVOKE ALL ON FUNCTION rlsproxy.keys_changed() FROM PUBLIC;
 CREATE OR REPLACE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON rlsproxy.keys
     FOR EACH STATEMENT EXECUTE FUNCTION rlsproxy.keys_changed();
+-- Logical replication's apply fires row triggers only, never statement ones: a
+-- key deleted on a subscriber moves the epoch through this one.
+CREATE OR REPLACE TRIGGER keys_changed_row AFTER INSERT OR UPDATE OR DELETE ON rlsproxy.keys
+    FOR EACH ROW EXECUTE FUNCTION rlsproxy.keys_changed();
 -- Also under session_replication_role = replica (logical replication's apply,
 -- pg_restore --disable-triggers): a key deleted there must revoke as well.
 ALTER TABLE rlsproxy.keys ENABLE ALWAYS TRIGGER keys_changed;
+ALTER TABLE rlsproxy.keys ENABLE ALWAYS TRIGGER keys_changed_row;
 
 -- The admission key of a value under the keys of `epoch`.
 CREATE OR REPLACE FUNCTION rlsproxy.admission_key(value text, epoch bigint)

@@ -299,7 +299,8 @@ fn a_bad_configuration_exits_2() {
     assert_eq!((code, stderr.trim()), (2, "rlsproxy doctor: doctor.tenant_column: must not be empty"));
     let (code, _, stderr) = doctor(&dir.path().join("missing.toml"), &[]);
     assert_eq!(code, 2, "{stderr}");
-    let text = std::fs::read_to_string(&path).unwrap().replace("database = \"app\"\n", "allowed_databases = [\"app\"]\n");
+    let text =
+        std::fs::read_to_string(&path).unwrap().replace("database = \"app\"\n", "allowed_databases = [\"app\"]\n");
     std::fs::write(&path, text.replace("tenant_column = \"\"", "")).unwrap();
     let (code, _, stderr) = doctor(&path, &[]);
     assert_eq!(

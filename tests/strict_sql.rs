@@ -270,6 +270,27 @@ async fn two_keys_verify_at_once_and_a_deleted_key_revokes() {
     }
 }
 
+/// Every change of the keys moves the epoch, also where only row triggers fire (logical
+/// replication's apply on a subscriber) and under `session_replication_role = replica`.
+#[tokio::test]
+async fn a_change_of_the_keys_moves_the_epoch_by_row_and_by_statement() {
+    let su = common::postgres().superuser_client("app").await;
+    let rows = su
+        .query(
+            "SELECT tgname::text, tgenabled::text, (tgtype & 1) = 1 FROM pg_trigger \
+             WHERE tgrelid = 'rlsproxy.keys'::regclass AND NOT tgisinternal ORDER BY tgname",
+            &[],
+        )
+        .await
+        .expect("triggers");
+    let triggers: Vec<(String, String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(
+        triggers,
+        [("keys_changed".into(), "A".into(), false), ("keys_changed_row".into(), "A".into(), true)],
+        "a statement trigger and a row trigger, both enabled ALWAYS"
+    );
+}
+
 #[tokio::test]
 async fn writes_are_confined_to_the_signed_tenant() {
     let client = proxy_client().await;

@@ -11,7 +11,10 @@ fn hs256_token(tenant: &str) -> String {
 }
 
 fn token_signed_with(secret: &str, tenant: &str) -> String {
-    let jwt = rlsproxy::config::Config::from_toml(&format!("[jwt]\nsecret = \"{secret}\"\n")).unwrap().jwt;
+    let jwt =
+        rlsproxy::config::Config::from_toml(&format!("[upstream]\ndatabase = \"app\"\n[jwt]\nsecret = \"{secret}\"\n"))
+            .unwrap()
+            .jwt;
     let request = rlsproxy::auth::MintRequest {
         tenant: tenant.into(),
         subject: Some(format!("user-of-{tenant}")),
