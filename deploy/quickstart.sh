@@ -78,7 +78,7 @@ say "Starting a throwaway PostgreSQL ($PG_BIN) on 127.0.0.1:$PG_PORT in $WORK"
 pg_start
 say "Applying migrations/*.sql to database app"
 pg_create_app list
-say "Strict mode: a signing key ($WORK/strict.key, also in rlsproxy.keys), the example tables under strict policies"
+say "Strict mode: a signing key ($WORK/strict.key, also in rlsproxy_private.keys), the example tables under strict policies"
 pg_enable_strict app
 
 if [ "$DB_ONLY" = 1 ]; then

@@ -24,14 +24,14 @@
 -- value signed with HMAC-SHA256 under a key that only the proxy process (its
 -- configuration file) and the owner of this schema know. Strict policies call
 -- rlsproxy.tenant_id(), which returns the tenant only when the signature
--- verifies with a key of rlsproxy.keys and the value has not expired, else
+-- verifies with a key of rlsproxy_private.keys and the value has not expired, else
 -- NULL, and `tenant_id = NULL` matches no row. A client may set either setting
 -- to anything it likes: it cannot produce another tenant's signed value. What
 -- it can do is replay its own value (it can read it with current_setting), and
 -- that only ever gives it its own tenant's rows, until `exp`.
 --
 -- What this relies on:
---   * The proxy's upstream role (app_proxy) cannot read rlsproxy.keys: the table
+--   * The proxy's upstream role (app_proxy) cannot read rlsproxy_private.keys: the table
 --     belongs to the NOLOGIN role rlsproxy_owner and nobody else has a privilege
 --     on it. The verifying function rlsproxy.verify() reads it as its owner
 --     (SECURITY DEFINER), and so does rlsproxy.record_admission(), which records
@@ -53,7 +53,7 @@
 --
 -- Signed value format, version 1 (`.` separates four fields; none contains `.`):
 --   v1.<kid>.<payload>.<mac>
---   kid      the key id, [A-Za-z0-9_-]{1,64}, a row of rlsproxy.keys
+--   kid      the key id, [A-Za-z0-9_-]{1,64}, a row of rlsproxy_private.keys
 --   payload  base64url without padding (RFC 4648 section 5) of a UTF-8 JSON
 --            object: {"tenant":"1","role":null,"exp":1795678255}
 --              tenant  string, the tenant claim of the client's token
@@ -74,13 +74,13 @@
 -- Keys and rotation. Generate 32 random bytes as hex (`openssl rand -hex 32`),
 -- give the same hex to the proxy (its strict key file) and to the database:
 --   \set secret `cat k1.hex`
---   INSERT INTO rlsproxy.keys (kid, secret) VALUES ('k1', decode(:'secret', 'hex'));
+--   INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ('k1', decode(:'secret', 'hex'));
 -- Verification accepts every kid present in the table, the proxy signs with
 -- the one kid it is configured with. To rotate without downtime:
 --   1. INSERT the new key k2 (k1 and k2 are now both valid);
 --   2. configure every proxy with k2 and restart/reload it;
 --   3. when no proxy signs with k1 any more and values signed with k1 have
---      expired: DELETE FROM rlsproxy.keys WHERE kid = 'k1';
+--      expired: DELETE FROM rlsproxy_private.keys WHERE kid = 'k1';
 -- Deleting a key revokes every value signed with it at once (compromise).
 --
 -- Converting a table (as its owner or a superuser):
@@ -137,18 +137,34 @@ END;
 ALTER FUNCTION rlsproxy.hmac_pad(bytea, integer) OWNER TO rlsproxy_owner;
 REVOKE ALL ON FUNCTION rlsproxy.hmac_pad(bytea, integer) FROM PUBLIC;
 
+-- The keys live in a schema of their own that no other role may use: a role
+-- that can name a table can make PostgreSQL lock it (PREPARE of a DELETE,
+-- CREATE TRIGGER: locked before privileges are checked), and a lock request
+-- queued behind another's would hold off a revocation's DELETE. Earlier
+-- versions kept them in rlsproxy, which every role may use: moved here.
+CREATE SCHEMA IF NOT EXISTS rlsproxy_private AUTHORIZATION rlsproxy_owner;
+ALTER SCHEMA rlsproxy_private OWNER TO rlsproxy_owner;
+REVOKE ALL ON SCHEMA rlsproxy_private FROM PUBLIC;
+DO $$
+BEGIN
+    IF to_regclass('rlsproxy.keys') IS NOT NULL AND to_regclass('rlsproxy_private.keys') IS NULL THEN
+        ALTER TABLE rlsproxy.keys SET SCHEMA rlsproxy_private;
+    END IF;
+END
+$$;
+
 -- Signing keys: readable only by rlsproxy_owner (and superusers). The padded
 -- keys are derived from the secret (generated columns: always consistent).
-CREATE TABLE IF NOT EXISTS rlsproxy.keys (
+CREATE TABLE IF NOT EXISTS rlsproxy_private.keys (
     kid        text PRIMARY KEY CONSTRAINT keys_kid_format CHECK (kid ~ '^[A-Za-z0-9_-]{1,64}$'),
     secret     bytea NOT NULL CONSTRAINT keys_secret_length CHECK (octet_length(secret) >= 32),
     created_at timestamptz NOT NULL DEFAULT now()
 );
-ALTER TABLE rlsproxy.keys
+ALTER TABLE rlsproxy_private.keys
     ADD COLUMN IF NOT EXISTS inner_pad bytea GENERATED ALWAYS AS (rlsproxy.hmac_pad(secret, 54)) STORED,
     ADD COLUMN IF NOT EXISTS outer_pad bytea GENERATED ALWAYS AS (rlsproxy.hmac_pad(secret, 92)) STORED;
-ALTER TABLE rlsproxy.keys OWNER TO rlsproxy_owner;
-REVOKE ALL ON TABLE rlsproxy.keys FROM PUBLIC;
+ALTER TABLE rlsproxy_private.keys OWNER TO rlsproxy_owner;
+REVOKE ALL ON TABLE rlsproxy_private.keys FROM PUBLIC;
 
 -- Earlier versions of this file computed HMACs with pgcrypto through this.
 DROP FUNCTION IF EXISTS rlsproxy.hmac_sha256(bytea, bytea);
@@ -210,7 +226,7 @@ BEGIN
        OR length(parts[4]) <> 43 THEN
         RETURN;
     END IF;
-    SELECT k.inner_pad, k.outer_pad INTO key FROM rlsproxy.keys AS k WHERE k.kid = parts[2];
+    SELECT k.inner_pad, k.outer_pad INTO key FROM rlsproxy_private.keys AS k WHERE k.kid = parts[2];
     -- HMAC-SHA256 over the text before the last '.' (the last 44 characters are
     -- '.' and the MAC). The MACs are compared through their SHA-256, so that the
     -- time the comparison takes says nothing about how many leading characters
@@ -258,7 +274,7 @@ GRANT EXECUTE ON FUNCTION rlsproxy.verify(text) TO PUBLIC;
 -- the marker to anything: at worst its own statements fail (after a DISCARD
 -- SEQUENCES) or take the slow way. A parallel worker has a pid of its own: it
 -- takes the slow way.
--- Every change to rlsproxy.keys moves the epoch at once (a sequence does not
+-- Every change to rlsproxy_private.keys moves the epoch at once (a sequence does not
 -- wait for commit), which changes every admission key: deleting a key revokes
 -- its admitted values as it revokes the others.
 CREATE SEQUENCE IF NOT EXISTS rlsproxy.keys_epoch;
@@ -289,16 +305,16 @@ END
 $fn$;
 ALTER FUNCTION rlsproxy.keys_changed() OWNER TO rlsproxy_owner;
 REVOKE ALL ON FUNCTION rlsproxy.keys_changed() FROM PUBLIC;
-CREATE OR REPLACE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON rlsproxy.keys
+CREATE OR REPLACE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON rlsproxy_private.keys
     FOR EACH STATEMENT EXECUTE FUNCTION rlsproxy.keys_changed();
 -- Logical replication's apply fires row triggers only, never statement ones: a
 -- key deleted on a subscriber moves the epoch through this one.
-CREATE OR REPLACE TRIGGER keys_changed_row AFTER INSERT OR UPDATE OR DELETE ON rlsproxy.keys
+CREATE OR REPLACE TRIGGER keys_changed_row AFTER INSERT OR UPDATE OR DELETE ON rlsproxy_private.keys
     FOR EACH ROW EXECUTE FUNCTION rlsproxy.keys_changed();
 -- Also under session_replication_role = replica (logical replication's apply,
 -- pg_restore --disable-triggers): a key deleted there must revoke as well.
-ALTER TABLE rlsproxy.keys ENABLE ALWAYS TRIGGER keys_changed;
-ALTER TABLE rlsproxy.keys ENABLE ALWAYS TRIGGER keys_changed_row;
+ALTER TABLE rlsproxy_private.keys ENABLE ALWAYS TRIGGER keys_changed;
+ALTER TABLE rlsproxy_private.keys ENABLE ALWAYS TRIGGER keys_changed_row;
 
 -- The admission key of a value under the keys of `epoch`.
 CREATE OR REPLACE FUNCTION rlsproxy.admission_key(value text, epoch bigint)
@@ -376,7 +392,7 @@ BEGIN
         -- The lock is taken in a subtransaction that is then rolled back, which
         -- releases it: only whether it could be had matters.
         BEGIN
-            LOCK TABLE rlsproxy.keys IN SHARE MODE NOWAIT;
+            LOCK TABLE rlsproxy_private.keys IN SHARE MODE NOWAIT;
             RAISE EXCEPTION USING ERRCODE = 'RP001';
         EXCEPTION
             WHEN lock_not_available THEN recordable := false;
@@ -655,10 +671,10 @@ BEGIN
     SELECT string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, ', ')
     INTO grantees
     FROM pg_class AS c, aclexplode(c.relacl) AS a
-    WHERE c.oid = 'rlsproxy.keys'::regclass AND a.grantee <> c.relowner;
+    WHERE c.oid = 'rlsproxy_private.keys'::regclass AND a.grantee <> c.relowner;
     IF grantees IS NOT NULL THEN
-        RAISE WARNING 'rlsproxy.keys is readable by % besides its owner', grantees
-            USING HINT = 'REVOKE ALL ON rlsproxy.keys FROM ...: the proxy''s role must never read the keys.';
+        RAISE WARNING 'rlsproxy_private.keys is readable by % besides its owner', grantees
+            USING HINT = 'REVOKE ALL ON rlsproxy_private.keys FROM ...: the proxy''s role must never read the keys.';
     END IF;
 END
 $$;

@@ -40,7 +40,7 @@ fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let sql = format!(
-            "INSERT INTO rlsproxy.keys (kid, secret) VALUES ('{KID}', '\\x{key}');
+            "INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ('{KID}', '\\x{key}');
              CREATE TABLE {DOCS} (id int PRIMARY KEY, tenant_id int NOT NULL, title text NOT NULL);
              INSERT INTO {DOCS} VALUES (1, 1, 'one'), (2, 2, 'two');
              GRANT SELECT, INSERT, UPDATE, DELETE ON {DOCS} TO app_proxy, admin_role;
@@ -137,6 +137,7 @@ async fn an_earlier_install_upgrades_in_place() {
     let old = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/strict_upgrade/0003_strict_mode_v1.sql");
     let new = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0003_strict_mode.sql");
     psql(db, &["-f", old]);
+    // The earlier install keeps its keys in rlsproxy; the upgrade moves them.
     let sql = format!(
         "INSERT INTO rlsproxy.keys (kid, secret) VALUES ('{KID}', '\\x{key}');
          CREATE TABLE docs (id int PRIMARY KEY, tenant_id int NOT NULL, title text NOT NULL);
@@ -164,12 +165,14 @@ async fn an_earlier_install_upgrades_in_place() {
         .query_one(
             "SELECT to_regprocedure('rlsproxy.hmac_sha256(bytea, bytea)') IS NULL,
                     (SELECT bool_or(prosecdef) FROM pg_proc WHERE proname IN ('tenant_id', 'tenant', 'role')
-                         AND pronamespace = 'rlsproxy'::regnamespace)",
+                         AND pronamespace = 'rlsproxy'::regnamespace),
+                    (SELECT count(*) FROM pg_class WHERE relname = 'keys'
+                         AND relnamespace = 'rlsproxy'::regnamespace) = 0",
             &[],
         )
         .await
         .expect("catalog");
-    assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (true, false));
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1), row.get::<_, bool>(2)), (true, false, true));
 
     let su = common::postgres().superuser_client(db).await;
     su.batch_execute("SELECT rlsproxy.enable_strict_policies('docs')").await.expect("convert again");

@@ -71,7 +71,7 @@ fn setup() {
             rows.push(format!("({tenant}, '{title}')"));
         }
         let sql = format!(
-            "INSERT INTO rlsproxy.keys (kid, secret) VALUES ('{K1}', '\\x{k1}'), ('{K2}', '\\x{k2}')
+            "INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ('{K1}', '\\x{k1}'), ('{K2}', '\\x{k2}')
                  ON CONFLICT (kid) DO UPDATE SET secret = excluded.secret;
              CREATE TABLE {DOCS} (id serial PRIMARY KEY, tenant_id integer NOT NULL, title text NOT NULL);
              GRANT SELECT, INSERT, UPDATE, DELETE ON {DOCS} TO app_proxy;
@@ -260,12 +260,12 @@ async fn two_keys_verify_at_once_and_a_deleted_key_revokes() {
         let key3 = [0x44u8; 32];
         superuser_psql(&[
             "-c",
-            &format!("INSERT INTO rlsproxy.keys (kid, secret) VALUES ('{k3}', '\\x{}')", hex(&key3)),
+            &format!("INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ('{k3}', '\\x{}')", hex(&key3)),
         ]);
         let value = strict::sign(k3, &key3, "1", None, now() + 3600);
         set_context_as(&client, &value, "1", admit).await;
         assert_eq!(visible(&client).await, rows_of(&TENANT1));
-        superuser_psql(&["-c", &format!("DELETE FROM rlsproxy.keys WHERE kid = '{k3}'")]);
+        superuser_psql(&["-c", &format!("DELETE FROM rlsproxy_private.keys WHERE kid = '{k3}'")]);
         assert_eq!(visible(&client).await, vec![], "a value signed with a deleted key");
     }
 }
@@ -278,7 +278,7 @@ async fn a_change_of_the_keys_moves_the_epoch_by_row_and_by_statement() {
     let rows = su
         .query(
             "SELECT tgname::text, tgenabled::text, (tgtype & 1) = 1 FROM pg_trigger \
-             WHERE tgrelid = 'rlsproxy.keys'::regclass AND NOT tgisinternal ORDER BY tgname",
+             WHERE tgrelid = 'rlsproxy_private.keys'::regclass AND NOT tgisinternal ORDER BY tgname",
             &[],
         )
         .await
@@ -316,8 +316,8 @@ async fn writes_are_confined_to_the_signed_tenant() {
 async fn the_app_role_cannot_read_keys_or_replace_the_verifier() {
     let _keys = KEYS.lock().await;
     let client = proxy_client().await;
-    insufficient_privilege(client.query("SELECT * FROM rlsproxy.keys", &[]).await, "select the keys");
-    insufficient_privilege(client.query("SELECT count(*) FROM rlsproxy.keys", &[]).await, "count the keys");
+    insufficient_privilege(client.query("SELECT * FROM rlsproxy_private.keys", &[]).await, "select the keys");
+    insufficient_privilege(client.query("SELECT count(*) FROM rlsproxy_private.keys", &[]).await, "count the keys");
     insufficient_privilege(
         client
             .batch_execute(
@@ -359,16 +359,34 @@ async fn the_app_role_cannot_read_keys_or_replace_the_verifier() {
         client.query(&format!("SELECT rlsproxy.enable_strict_policies('{DOCS}')"), &[]).await,
         "rewrite the policies",
     );
+    // Nor name them: what PostgreSQL locks before it checks privileges (a PREPARE of a
+    // DELETE, a trigger), so that no lock request of a client can hold off a revocation.
+    for sql in [
+        "PREPARE rlsproxy_keys_probe AS DELETE FROM rlsproxy_private.keys",
+        "CREATE TRIGGER t AFTER DELETE ON rlsproxy_private.keys EXECUTE FUNCTION rlsproxy.keys_changed()",
+        "LOCK TABLE rlsproxy_private.keys IN ACCESS SHARE MODE",
+    ] {
+        let err = client.batch_execute(&format!("BEGIN; {sql}")).await.expect_err(sql);
+        assert_eq!(
+            err.as_db_error().map(|e| (e.code().code(), e.message())),
+            Some(("42501", "permission denied for schema rlsproxy_private")),
+            "{sql}"
+        );
+        client.batch_execute("ROLLBACK").await.expect("rollback");
+    }
     // admin_role (reachable by SET ROLE from app_proxy) cannot read them either.
     client.batch_execute("SET ROLE admin_role").await.expect("set role admin_role");
-    insufficient_privilege(client.query("SELECT * FROM rlsproxy.keys", &[]).await, "select the keys as admin_role");
+    insufficient_privilege(
+        client.query("SELECT * FROM rlsproxy_private.keys", &[]).await,
+        "select the keys as admin_role",
+    );
     client.batch_execute("RESET ROLE").await.expect("reset role");
 
     // The privileges as the catalog states them.
     let row = client
         .query_one(
-            "SELECT has_table_privilege('app_proxy', 'rlsproxy.keys', 'SELECT'),
-                    has_table_privilege('admin_role', 'rlsproxy.keys', 'SELECT'),
+            "SELECT has_schema_privilege('app_proxy', 'rlsproxy_private', 'USAGE'),
+                    has_schema_privilege('admin_role', 'rlsproxy_private', 'USAGE'),
                     has_schema_privilege('app_proxy', 'rlsproxy', 'CREATE'),
                     pg_has_role('app_proxy', 'rlsproxy_owner', 'MEMBER'),
                     has_function_privilege('app_proxy', 'rlsproxy.tenant_id()', 'EXECUTE'),
@@ -385,7 +403,7 @@ async fn the_app_role_cannot_read_keys_or_replace_the_verifier() {
 #[tokio::test]
 async fn shadowing_objects_in_pg_temp_changes_nothing() {
     let client = proxy_client().await;
-    // An attacker's own key table, first on its search_path: the verifier reads rlsproxy.keys only.
+    // An attacker's own key table, first on its search_path: the verifier reads rlsproxy_private.keys only.
     client
         .batch_execute(&format!(
             "CREATE TEMP TABLE keys (kid text, secret bytea);
@@ -649,13 +667,16 @@ async fn admissions_hold_without_a_value_with_triggers_off_and_during_key_change
     // A key deleted as logical replication's apply would (session_replication_role = replica).
     let k5 = "strict_sql_k5";
     let key5 = [0x66u8; 32];
-    superuser_psql(&["-c", &format!("INSERT INTO rlsproxy.keys (kid, secret) VALUES ('{k5}', '\\x{}')", hex(&key5))]);
+    superuser_psql(&[
+        "-c",
+        &format!("INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ('{k5}', '\\x{}')", hex(&key5)),
+    ]);
     let value = strict::sign(k5, &key5, "2", None, now() + 3600);
     set_context_as(&client, &value, "1", true).await;
     assert_eq!(visible(&client).await, rows_of(&TENANT2));
     superuser_psql(&[
         "-c",
-        &format!("SET session_replication_role = replica; DELETE FROM rlsproxy.keys WHERE kid = '{k5}'"),
+        &format!("SET session_replication_role = replica; DELETE FROM rlsproxy_private.keys WHERE kid = '{k5}'"),
     ]);
     assert_eq!(visible(&client).await, vec![], "a key deleted with triggers in replica mode");
 
@@ -663,7 +684,7 @@ async fn admissions_hold_without_a_value_with_triggers_off_and_during_key_change
     let admin = common::postgres().superuser_client(Postgres::APP_DB).await;
     admin
         .batch_execute(
-            "BEGIN; INSERT INTO rlsproxy.keys (kid, secret) VALUES ('strict_sql_k6', decode(repeat('77', 32), 'hex'))",
+            "BEGIN; INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ('strict_sql_k6', decode(repeat('77', 32), 'hex'))",
         )
         .await
         .expect("key change in progress");
@@ -680,7 +701,7 @@ async fn admissions_hold_without_a_value_with_triggers_off_and_during_key_change
     // be recorded clears the marker, so statements verify the slow way instead of failing.
     client.query("SELECT rlsproxy.admit($1, true)", &[&valid2]).await.expect("admit");
     client.batch_execute("DISCARD SEQUENCES").await.expect("discard");
-    admin.batch_execute("BEGIN; LOCK TABLE rlsproxy.keys IN ROW EXCLUSIVE MODE").await.expect("lock");
+    admin.batch_execute("BEGIN; LOCK TABLE rlsproxy_private.keys IN ROW EXCLUSIVE MODE").await.expect("lock");
     client.query("SELECT rlsproxy.admit($1, true)", &[&valid2]).await.expect("admit");
     assert_eq!(visible(&client).await, rows_of(&TENANT2));
     admin.batch_execute("ROLLBACK").await.expect("rollback");

@@ -157,7 +157,7 @@ pg_create_app() {
 pg_enable_strict() {
     (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$WORK/strict.key")
     pg_super -d "$1" -v key="$(cat "$WORK/strict.key")" >/dev/null <<'SQL'
-INSERT INTO rlsproxy.keys (kid, secret) VALUES ('k1', decode(:'key', 'hex'));
+INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ('k1', decode(:'key', 'hex'));
 SELECT rlsproxy.enable_strict_policies('tenants', 'id');
 SELECT rlsproxy.enable_strict_policies('users');
 SELECT rlsproxy.enable_strict_policies('documents');

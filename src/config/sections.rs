@@ -266,7 +266,7 @@ pub struct ContextConfig {
     /// strict policies verify in the database (migrations/0003_strict_mode.sql), so that no SQL
     /// can forge a tenant.
     pub strict: bool,
-    /// Key id of `strict_key` in `rlsproxy.keys`.
+    /// Key id of `strict_key` in `rlsproxy_private.keys`.
     pub strict_kid: String,
     /// The HMAC key, hex (at least 32 bytes).
     pub strict_key: Option<String>,

@@ -12,7 +12,7 @@
 //! database accepts the value while its transaction's `now()` is before it. The HMAC
 //! covers the exact text before the last `.`, so the payload needs no canonical JSON.
 //! The key id must match [`is_valid_kid`] (the SQL side refuses anything else), and
-//! the key must be one of `rlsproxy.keys` under that id.
+//! the key must be one of `rlsproxy_private.keys` under that id.
 
 use aws_lc_rs::hmac;
 use serde_json::Value;
@@ -24,10 +24,10 @@ pub const VERSION: &str = "v1";
 /// `rlsproxy.verified_context()`).
 pub const DEFAULT_SETTING: &str = "rlsproxy.signed_context";
 
-/// Shortest key `rlsproxy.keys` accepts (its `keys_secret_length` check), in bytes.
+/// Shortest key `rlsproxy_private.keys` accepts (its `keys_secret_length` check), in bytes.
 pub const MIN_KEY_LEN: usize = 32;
 
-/// Longest key id `rlsproxy.keys` accepts (its `keys_kid_format` check).
+/// Longest key id `rlsproxy_private.keys` accepts (its `keys_kid_format` check).
 pub const MAX_KID_LEN: usize = 64;
 
 /// A key id the SQL side accepts: 1 to 64 characters of `[A-Za-z0-9_-]`.

@@ -19,7 +19,7 @@ use crate::session::{Protocol, Reply, Session};
 pub const ADMIN_ROLE: &str = "admin_role";
 /// Key id of the strict-mode key.
 pub const KID: &str = "attack_k1";
-/// The strict-mode key (only the proxy and `rlsproxy.keys` hold it).
+/// The strict-mode key (only the proxy and `rlsproxy_private.keys` hold it).
 const KEY: [u8; 32] = [0x3c; 32];
 /// Table under strict policies: a copy of documents 1..5.
 pub const STRICT_TABLE: &str = "attack_docs";
@@ -90,7 +90,7 @@ fn prepare_database() {
     let migration = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0003_strict_mode.sql");
     superuser_psql(&["-f", migration]);
     let sql = format!(
-        "INSERT INTO rlsproxy.keys (kid, secret) VALUES ('{KID}', '\\x{key}')
+        "INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ('{KID}', '\\x{key}')
              ON CONFLICT (kid) DO UPDATE SET secret = excluded.secret;
          CREATE TABLE IF NOT EXISTS {STRICT_TABLE} (
              id integer PRIMARY KEY, tenant_id integer NOT NULL, title text NOT NULL, body text);

@@ -92,7 +92,7 @@ pub const ATTEMPTS: &[Attempt] = &[
     ),
     Attempt::alone("DEALLOCATE ALL, then the probe", &["DEALLOCATE ALL"], Allowed),
     Attempt::alone("DEALLOCATE ALL and a read in one Query", &["DEALLOCATE ALL; SELECT title FROM {docs}"], Server),
-    Attempt::alone("read the strict keys", &["SELECT kid, encode(secret, 'hex') FROM rlsproxy.keys"], Server),
+    Attempt::alone("read the strict keys", &["SELECT kid, encode(secret, 'hex') FROM rlsproxy_private.keys"], Server),
     Attempt::alone("call enable_strict_policies", &["SELECT rlsproxy.enable_strict_policies('{docs}')"], Server),
     Attempt::alone(
         "read other sessions' prepared statements and cursors",

@@ -140,12 +140,12 @@ pub const ATTEMPTS: &[Attempt] = &[
     Attempt::alone(
         "the signing keys through every route",
         &[
-            "SELECT * FROM rlsproxy.keys",
-            "SELECT table_to_xml('rlsproxy.keys'::regclass, true, false, '')",
-            "SELECT * FROM dblink('dbname=app user=rlsproxy_owner', 'select encode(secret, ''hex'') from rlsproxy.keys') \
+            "SELECT * FROM rlsproxy_private.keys",
+            "SELECT table_to_xml('rlsproxy_private.keys'::regclass, true, false, '')",
+            "SELECT * FROM dblink('dbname=app user=rlsproxy_owner', 'select encode(secret, ''hex'') from rlsproxy_private.keys') \
              AS t(s text)",
             "SET ROLE admin_role",
-            "SELECT encode(secret, 'hex') FROM rlsproxy.keys",
+            "SELECT encode(secret, 'hex') FROM rlsproxy_private.keys",
         ],
         Server,
     ),

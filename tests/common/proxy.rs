@@ -43,17 +43,17 @@ pub fn base_config(pg: &Postgres) -> Config {
 }
 
 /// Held by a test that checks what strict mode's admissions recorded, and by whoever changes
-/// `rlsproxy.keys` meanwhile: a change moves the keys' epoch, after which admissions fall back.
+/// `rlsproxy_private.keys` meanwhile: a change moves the keys' epoch, after which admissions fall back.
 pub static KEYS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// [`base_config`] in strict mode with the guard off, signing under `kid` with `key_hex`,
-/// which it first puts into `rlsproxy.keys` (the cluster has migrations/0003 applied).
+/// which it first puts into `rlsproxy_private.keys` (the cluster has migrations/0003 applied).
 pub async fn strict_without_guard(pg: &Postgres, kid: &str, key_hex: &str) -> Config {
     let _keys = KEYS.lock().await;
     pg.superuser_client(Postgres::APP_DB)
         .await
         .execute(
-            "INSERT INTO rlsproxy.keys (kid, secret) VALUES ($1, decode($2, 'hex')) \
+            "INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ($1, decode($2, 'hex')) \
              ON CONFLICT (kid) DO UPDATE SET secret = excluded.secret",
             &[&kid, &key_hex],
         )

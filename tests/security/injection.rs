@@ -347,7 +347,7 @@ async fn strict_admissions_follow_a_change_of_keys_within_the_refresh() {
     postgres()
         .superuser_client(crate::common::Postgres::APP_DB)
         .await
-        .execute("UPDATE rlsproxy.keys SET secret = secret WHERE kid = 'sec_refresh_k'", &[])
+        .execute("UPDATE rlsproxy_private.keys SET secret = secret WHERE kid = 'sec_refresh_k'", &[])
         .await
         .expect("touch the keys");
     let still_fresh = before_adoption.elapsed() < rlsproxy::policy::context::ADMISSION_REFRESH;

@@ -305,17 +305,17 @@ async fn ra_keys_are_out_of_reach() {
     for role in ["RESET ROLE", "SET ROLE admin_role"] {
         c.batch_execute(role).await.unwrap();
         for sql in [
-            "SELECT secret FROM rlsproxy.keys",
-            "SELECT inner_pad FROM rlsproxy.keys",
-            "COPY rlsproxy.keys TO STDOUT",
-            "DELETE FROM rlsproxy.keys",
-            "UPDATE rlsproxy.keys SET kid = kid",
-            "INSERT INTO rlsproxy.keys (kid, secret) VALUES ('ra_x', decode(repeat('00', 32), 'hex'))",
-            "TRUNCATE rlsproxy.keys",
-            "DO $$ BEGIN LOCK TABLE rlsproxy.keys IN SHARE MODE; END $$",
-            "DO $$ BEGIN LOCK TABLE rlsproxy.keys IN ACCESS SHARE MODE; END $$",
+            "SELECT secret FROM rlsproxy_private.keys",
+            "SELECT inner_pad FROM rlsproxy_private.keys",
+            "COPY rlsproxy_private.keys TO STDOUT",
+            "DELETE FROM rlsproxy_private.keys",
+            "UPDATE rlsproxy_private.keys SET kid = kid",
+            "INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ('ra_x', decode(repeat('00', 32), 'hex'))",
+            "TRUNCATE rlsproxy_private.keys",
+            "DO $$ BEGIN LOCK TABLE rlsproxy_private.keys IN SHARE MODE; END $$",
+            "DO $$ BEGIN LOCK TABLE rlsproxy_private.keys IN ACCESS SHARE MODE; END $$",
             "SELECT rlsproxy.hmac_pad('\\x00'::bytea, 54)",
-            "ALTER TABLE rlsproxy.keys DISABLE TRIGGER keys_changed",
+            "ALTER TABLE rlsproxy_private.keys DISABLE TRIGGER keys_changed",
         ] {
             let r = try_rows(&c, sql).await;
             eprintln!("[{role}] {sql} -> {r:?}");
@@ -614,7 +614,7 @@ async fn ra_a_tenant_cannot_hold_off_key_revocation() {
         cfg.pool.mode = PoolMode::Transaction;
         let proxy = proxy::start(cfg).await;
         su_psql(
-            "INSERT INTO rlsproxy.keys (kid, secret) VALUES ('ra_compromised', decode(repeat('99', 32), 'hex')) ON CONFLICT DO NOTHING",
+            "INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ('ra_compromised', decode(repeat('99', 32), 'hex')) ON CONFLICT DO NOTHING",
         );
         let attacker = proxy.connect(&proxy.token("1")).await;
         attacker.batch_execute("BEGIN").await.unwrap();
@@ -623,10 +623,10 @@ async fn ra_a_tenant_cannot_hold_off_key_revocation() {
         eprintln!("[guard {guard}] admit in an open block: {:?}", held.as_ref().map_err(proxy::db_error));
         let su = postgres().superuser_client(Postgres::APP_DB).await;
         su.batch_execute("SET lock_timeout = '2s'").await.unwrap();
-        let revoked = su.batch_execute("DELETE FROM rlsproxy.keys WHERE kid = 'ra_compromised'").await;
+        let revoked = su.batch_execute("DELETE FROM rlsproxy_private.keys WHERE kid = 'ra_compromised'").await;
         eprintln!("[guard {guard}] the superuser's DELETE of a key: {:?}", revoked.as_ref().map_err(proxy::db_error));
         let _ = attacker.batch_execute("ROLLBACK").await;
-        su.batch_execute("DELETE FROM rlsproxy.keys WHERE kid = 'ra_compromised'").await.unwrap();
+        su.batch_execute("DELETE FROM rlsproxy_private.keys WHERE kid = 'ra_compromised'").await.unwrap();
         if revoked.is_err() {
             held_off.push(guard);
         }
@@ -714,5 +714,47 @@ async fn ra_parallel_workers_and_the_unforced_admit() {
         eprintln!("[{mode:?}] unforced admit of 'garbage' (admit, is_admitted): {unforced:?}");
         let answers: Vec<Vec<Option<String>>> = unforced.expect("admit and is_admitted");
         assert_eq!(answers.last(), Some(&vec![Some("false".into()), Some("false".into())]), "{mode:?}");
+    }
+}
+
+/// A client cannot hold off a key's revocation by queueing a lock request on the key table
+/// behind one it holds (PostgreSQL locks a table a statement names before it checks
+/// privileges): the table is in a schema the proxy's role cannot use, so nothing is locked
+/// and the superuser's DELETE does not wait.
+#[tokio::test]
+async fn ra_a_tenant_cannot_hold_off_revocation_with_a_queued_lock() {
+    let pairs = [
+        (
+            "PREPARE ra_x AS DELETE FROM rlsproxy_private.keys",
+            "CREATE TRIGGER ra_t AFTER DELETE ON rlsproxy_private.keys EXECUTE FUNCTION rlsproxy.keys_changed()",
+        ),
+        (
+            "SELECT rlsproxy.admit(current_setting('rlsproxy.signed_context'), true)",
+            "CREATE RULE ra_r AS ON DELETE TO rlsproxy_private.keys DO INSTEAD NOTHING",
+        ),
+    ];
+    for (holder, queued) in pairs {
+        let proxy = strict_proxy(PoolMode::Transaction, 4).await;
+        let _keys = proxy::KEYS.lock().await;
+        let su = postgres().superuser_client(Postgres::APP_DB).await;
+        su.batch_execute(
+            "INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ('ra_compromised2', decode(repeat('77', 32), 'hex')) \
+             ON CONFLICT DO NOTHING",
+        )
+        .await
+        .unwrap();
+        let a1 = proxy.connect(&proxy.token("1")).await;
+        let a2 = proxy.connect(&proxy.token("1")).await;
+        a1.batch_execute("BEGIN").await.unwrap();
+        let _ = a1.batch_execute(holder).await;
+        let q = queued.to_string();
+        let waiter = tokio::spawn(async move { a2.batch_execute(&q).await.map_err(|e| proxy::db_error(&e)) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        su.batch_execute("SET lock_timeout = '3s'").await.unwrap();
+        let revoked = su.batch_execute("DELETE FROM rlsproxy_private.keys WHERE kid = 'ra_compromised2'").await;
+        let _ = a1.batch_execute("ROLLBACK").await;
+        let queued_outcome = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("ended").expect("join");
+        assert_eq!(revoked.map_err(|e| proxy::db_error(&e)), Ok(()), "{holder} / {queued}");
+        assert_eq!(queued_outcome.map_err(|(code, _)| code), Err("42501".to_string()), "{queued}");
     }
 }
