@@ -7,7 +7,7 @@ use super::error::{PgError, Severity};
 
 /// An error of the proxy's own, with what it needs to say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(missing_docs)] // each variant's `when` says when it is sent; fields: the values its message names
+#[allow(missing_docs)] // each variant's `spec().when` says when it is sent; fields: the values its message names
 pub enum ProxyError {
     UnsupportedProtocol,
     TlsRequired { client: String },
@@ -56,6 +56,8 @@ pub enum ProxyError {
 /// One row of the table. `code` empty: the server's own SQLSTATE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spec {
+    /// When it is sent.
+    pub when: &'static str,
     /// `ERROR` or `FATAL`; `None`: either, as the situation has it.
     pub severity: Option<Severity>,
     /// SQLSTATE.
@@ -66,8 +68,14 @@ pub struct Spec {
     pub hint: Option<&'static str>,
 }
 
-const fn spec(severity: Severity, code: &'static str, message: &'static str, hint: Option<&'static str>) -> Spec {
-    Spec { severity: Some(severity), code, message, hint }
+const fn spec(
+    when: &'static str,
+    severity: Severity,
+    code: &'static str,
+    message: &'static str,
+    hint: Option<&'static str>,
+) -> Spec {
+    Spec { when, severity: Some(severity), code, message, hint }
 }
 
 const ALLOWED_HINT: &str = "Startup parameters allowed: {allowed}.";
@@ -83,121 +91,244 @@ impl ProxyError {
     /// Its row of the table.
     pub fn spec(&self) -> Spec {
         use ProxyError::*;
-        let either = |code, message| Spec { severity: None, code, message, hint: None };
+        let either = |when, code, message| Spec { when, severity: None, code, message, hint: None };
         match self {
-            UnsupportedProtocol => spec(Fatal, "0A000", "unsupported frontend protocol: rlsproxy speaks 3.0", None),
+            UnsupportedProtocol => spec(
+                "A startup packet of a protocol version other than 3.",
+                Fatal,
+                "0A000",
+                "unsupported frontend protocol: rlsproxy speaks 3.0",
+                None,
+            ),
             TlsRequired { .. } => spec(
+                "A connection without TLS where `listen.require_tls` wants it.",
                 Fatal,
                 "28000",
                 "rlsproxy requires TLS for connections from {client}",
                 Some("Connect with sslmode=require: the token is a password and must not cross the network in clear."),
             ),
-            ExpectedPassword { .. } => {
-                spec(Fatal, "08P01", "expected a password message, got message type '{tag}'", None)
-            }
-            PasswordTooLong { .. } => {
-                spec(Fatal, "28P01", "password message of {len} bytes refused: a token is at most {limit} bytes", None)
-            }
-            NotAJwt => spec(Fatal, "28P01", "password authentication failed: the password must be a JWT", None),
-            NoUser => spec(Fatal, "28000", "no PostgreSQL user name specified in startup packet", None),
-            Replication => spec(Fatal, "0A000", "rlsproxy does not accept replication connections", None),
+            ExpectedPassword { .. } => spec(
+                "Something other than a PasswordMessage after the password request.",
+                Fatal,
+                "08P01",
+                "expected a password message, got message type '{tag}'",
+                None,
+            ),
+            PasswordTooLong { .. } => spec(
+                "A PasswordMessage longer than a token may be.",
+                Fatal,
+                "28P01",
+                "password message of {len} bytes refused: a token is at most {limit} bytes",
+                None,
+            ),
+            NotAJwt => spec(
+                "An empty or non-UTF-8 password.",
+                Fatal,
+                "28P01",
+                "password authentication failed: the password must be a JWT",
+                None,
+            ),
+            NoUser => spec(
+                "A startup packet without `user`.",
+                Fatal,
+                "28000",
+                "no PostgreSQL user name specified in startup packet",
+                None,
+            ),
+            Replication => spec(
+                "A replication connection.",
+                Fatal,
+                "0A000",
+                "rlsproxy does not accept replication connections",
+                None,
+            ),
             DatabaseNotAllowed { .. } => spec(
+                "A database outside `upstream.allowed_databases`.",
                 Fatal,
                 "3D000",
                 "rlsproxy does not serve database \"{name}\"",
                 Some("The databases clients may use are upstream.allowed_databases."),
             ),
-            StartupParameter { .. } => {
-                spec(Fatal, "42501", "rlsproxy does not accept the startup parameter \"{name}\"", Some(ALLOWED_HINT))
-            }
+            StartupParameter { .. } => spec(
+                "A startup parameter off the allow-list (`allowed`).",
+                Fatal,
+                "42501",
+                "rlsproxy does not accept the startup parameter \"{name}\"",
+                Some(ALLOWED_HINT),
+            ),
             OptionsSetting { .. } => spec(
+                "A `-c` setting in `options` off the allow-list.",
                 Fatal,
                 "42501",
                 "rlsproxy does not accept the setting \"{name}\" in the \"options\" startup parameter",
                 Some(ALLOWED_HINT),
             ),
             OptionsWord { .. } => spec(
+                "Something other than `-c name=value` in `options`.",
                 Fatal,
                 "42501",
                 "rlsproxy does not accept \"{word}\" in the \"options\" startup parameter: only -c name=value settings",
                 Some(ALLOWED_HINT),
             ),
             ClientEncoding { .. } => spec(
+                "A client encoding whose characters may hide quote or backslash bytes.",
                 Fatal,
                 "42501",
                 "rlsproxy does not accept client_encoding \"{value}\"",
                 Some("Its characters may contain ASCII quote or backslash bytes; use UTF8."),
             ),
-            TooManyClients => {
-                spec(Fatal, "53300", "sorry, too many clients already (rlsproxy listen.max_clients)", None)
-            }
+            TooManyClients => spec(
+                "More than `listen.max_clients` connections.",
+                Fatal,
+                "53300",
+                "sorry, too many clients already (rlsproxy listen.max_clients)",
+                None,
+            ),
             PoolBusy { .. } => Spec {
                 hint: Some("Every upstream connection is in use; retry later or raise pool.size."),
-                ..either("53300", "rlsproxy: {reason}")
+                ..either(
+                    "No server connection could be lent in time, or too many clients wait for one.",
+                    "53300",
+                    "rlsproxy: {reason}",
+                )
             },
-            SessionRefused { .. } => either("", "rlsproxy: cannot start the session: {message}"),
-            UpstreamUnavailable { .. } => either("08006", "rlsproxy: the upstream server is unavailable: {reason}"),
+            SessionRefused { .. } => either(
+                "The server refused to start a session with the client's settings.",
+                "",
+                "rlsproxy: cannot start the session: {message}",
+            ),
+            UpstreamUnavailable { .. } => either(
+                "No server connection could be opened.",
+                "08006",
+                "rlsproxy: the upstream server is unavailable: {reason}",
+            ),
             InjectionFailed { .. } => either(
+                "The tenant context could not be set: the server's error, and no statement ran.",
                 "",
                 "rlsproxy: could not set the tenant context, so no statement of this transaction ran: {message}",
             ),
-            UpstreamClosed => spec(Fatal, "08006", "rlsproxy: the upstream server closed the connection", None),
-            UpstreamLost { .. } => spec(Fatal, "08006", "rlsproxy: lost the upstream connection: {reason}", None),
+            UpstreamClosed => spec(
+                "The server connection closed.",
+                Fatal,
+                "08006",
+                "rlsproxy: the upstream server closed the connection",
+                None,
+            ),
+            UpstreamLost { .. } => spec(
+                "The server connection failed.",
+                Fatal,
+                "08006",
+                "rlsproxy: lost the upstream connection: {reason}",
+                None,
+            ),
             ServerMessageTooLarge { .. } => spec(
+                "A server message over `limits.max_message_bytes`.",
                 Fatal,
                 "54000",
                 "rlsproxy: the server sent a message '{tag}' of {len} bytes, more than limits.max_message_bytes \
                  ({limit}); the session ends",
                 None,
             ),
-            UnsafeServerSetting { .. } => spec(Fatal, "42501", "rlsproxy: {reason}; the session ends", None),
-            CopyBoth => spec(Fatal, "0A000", "rlsproxy does not relay COPY BOTH (replication) streams", None),
-            OutOfStep { .. } => {
-                spec(Fatal, "08P01", "rlsproxy: the upstream server's replies are out of step: {detail}", None)
+            UnsafeServerSetting { .. } => spec(
+                "The server reported a setting that breaks the guard's assumptions.",
+                Fatal,
+                "42501",
+                "rlsproxy: {reason}; the session ends",
+                None,
+            ),
+            CopyBoth => spec(
+                "A COPY BOTH (replication) stream.",
+                Fatal,
+                "0A000",
+                "rlsproxy does not relay COPY BOTH (replication) streams",
+                None,
+            ),
+            OutOfStep { .. } => spec(
+                "The server's replies do not answer what was sent.",
+                Fatal,
+                "08P01",
+                "rlsproxy: the upstream server's replies are out of step: {detail}",
+                None,
+            ),
+            AmbiguousCopy { .. } => spec(
+                "The client sent other messages after COPY data without ending it.",
+                Fatal,
+                "08P01",
+                "rlsproxy: {detail}, so the session ends",
+                None,
+            ),
+            InvalidMessageType { .. } => {
+                spec("A message type no frontend sends.", Fatal, "08P01", "invalid frontend message type {tag}", None)
             }
-            AmbiguousCopy { .. } => spec(Fatal, "08P01", "rlsproxy: {detail}, so the session ends", None),
-            InvalidMessageType { .. } => spec(Fatal, "08P01", "invalid frontend message type {tag}", None),
-            MalformedMessage { .. } => spec(Fatal, "08P01", "rlsproxy: malformed '{tag}' message", None),
+            MalformedMessage { .. } => spec(
+                "A message whose fields cannot be read.",
+                Fatal,
+                "08P01",
+                "rlsproxy: malformed '{tag}' message",
+                None,
+            ),
             ClientMessageTooLarge { .. } => spec(
+                "A client message over `limits.max_message_bytes`.",
                 Fatal,
                 "54000",
                 "rlsproxy: {detail}",
                 Some("Raise limits.max_message_bytes if such messages are expected."),
             ),
-            ClientProtocol { .. } => spec(Fatal, "08P01", "rlsproxy: {detail}", None),
+            ClientProtocol { .. } => {
+                spec("Bytes that are not the protocol.", Fatal, "08P01", "rlsproxy: {detail}", None)
+            }
             ReservedName => spec(
+                "A statement or portal name under the proxy's reserved prefix.",
                 Error,
                 "42501",
                 "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy",
                 None,
             ),
             Refused { .. } => spec(
+                "SQL the guard refuses.",
                 Error,
                 "42501",
                 "rlsproxy refused the statement: {what} (rule {rule})",
                 Some("The tenant context comes from the token and cannot be changed or escaped with SQL."),
             ),
-            RefusedChannel { .. } => {
-                spec(Error, "42501", "rlsproxy refused the statement: {what} (rule notify_channel)", Some(CHANNEL_HINT))
-            }
-            RefusedLock { .. } => {
-                spec(Error, "42501", "rlsproxy refused the statement: {what} (rule advisory_lock)", Some(LOCK_HINT))
-            }
+            RefusedChannel { .. } => spec(
+                "A LISTEN/NOTIFY channel the guard cannot scope to the tenant.",
+                Error,
+                "42501",
+                "rlsproxy refused the statement: {what} (rule notify_channel)",
+                Some(CHANNEL_HINT),
+            ),
+            RefusedLock { .. } => spec(
+                "An advisory lock call the guard cannot scope to the tenant.",
+                Error,
+                "42501",
+                "rlsproxy refused the statement: {what} (rule advisory_lock)",
+                Some(LOCK_HINT),
+            ),
             ChannelTooLong { .. } => spec(
+                "A channel name too long once scoped.",
                 Error,
                 "42622",
                 "rlsproxy: {detail}",
                 Some("The proxy prefixes each tenant's channels; {bytes} bytes are left."),
             ),
             StatementTooLong { .. } => spec(
+                "SQL longer than `guard.max_statement_bytes`.",
                 Error,
                 "54000",
                 "rlsproxy refused the statement: {len} bytes of SQL text, more than guard.max_statement_bytes \
                  ({limit}) (rule statement_too_long)",
                 Some("Send large values as bind parameters, or raise [guard] max_statement_bytes."),
             ),
-            Syntax { .. } => spec(Error, "42601", "{message}", None),
+            Syntax { .. } => spec(
+                "SQL that does not parse: PostgreSQL's own message and position.",
+                Error,
+                "42601",
+                "{message}",
+                None,
+            ),
             PinLimit { .. } => spec(
+                "A session-state statement past `pool.max_pinned_per_tenant`.",
                 Error,
                 "53300",
                 "rlsproxy: this tenant already has {cap} sessions holding a server connection for their session \
@@ -207,22 +338,48 @@ impl ProxyError {
                      for the whole session; use SET LOCAL, or close other sessions.",
                 ),
             ),
-            StatementExists { .. } => spec(Error, "42P05", "prepared statement \"{name}\" already exists", None),
-            StatementMissing { .. } => spec(Error, "26000", "prepared statement \"{name}\" does not exist", None),
-            StalePlan => spec(Error, "0A000", "cached plan must not change result type", None),
+            StatementExists { .. } => spec(
+                "A client statement name prepared twice (transaction pooling).",
+                Error,
+                "42P05",
+                "prepared statement \"{name}\" already exists",
+                None,
+            ),
+            StatementMissing { .. } => spec(
+                "A client statement name never prepared (transaction pooling).",
+                Error,
+                "26000",
+                "prepared statement \"{name}\" does not exist",
+                None,
+            ),
+            StalePlan => spec(
+                "A statement prepared again with another result shape (transaction pooling).",
+                Error,
+                "0A000",
+                "cached plan must not change result type",
+                None,
+            ),
             TokenExpired => spec(
+                "The token expired during the session.",
                 Fatal,
                 "28000",
                 "rlsproxy: the token has expired; no further transaction can start",
                 Some("Reconnect with a fresh token."),
             ),
             IdleInTransaction => spec(
+                "Idle in a transaction past `pool.idle_transaction_timeout_s`.",
                 Fatal,
                 "25P03",
                 "terminating connection due to idle-in-transaction timeout (rlsproxy pool.idle_transaction_timeout_s)",
                 None,
             ),
-            ShuttingDown => spec(Fatal, "57P01", "terminating connection because rlsproxy is shutting down", None),
+            ShuttingDown => spec(
+                "The proxy is shutting down.",
+                Fatal,
+                "57P01",
+                "terminating connection because rlsproxy is shutting down",
+                None,
+            ),
         }
     }
 
@@ -337,55 +494,6 @@ impl ProxyError {
 }
 
 impl ProxyError {
-    /// When it is sent.
-    pub fn when(&self) -> &'static str {
-        use ProxyError::*;
-        match self {
-            UnsupportedProtocol => "A startup packet of a protocol version other than 3.",
-            TlsRequired { .. } => "A connection without TLS where `listen.require_tls` wants it.",
-            ExpectedPassword { .. } => "Something other than a PasswordMessage after the password request.",
-            PasswordTooLong { .. } => "A PasswordMessage longer than a token may be.",
-            NotAJwt => "An empty or non-UTF-8 password.",
-            NoUser => "A startup packet without `user`.",
-            Replication => "A replication connection.",
-            DatabaseNotAllowed { .. } => "A database outside `upstream.allowed_databases`.",
-            StartupParameter { .. } => "A startup parameter off the allow-list (`allowed`).",
-            OptionsSetting { .. } => "A `-c` setting in `options` off the allow-list.",
-            OptionsWord { .. } => "Something other than `-c name=value` in `options`.",
-            ClientEncoding { .. } => "A client encoding whose characters may hide quote or backslash bytes.",
-            TooManyClients => "More than `listen.max_clients` connections.",
-            PoolBusy { .. } => "No server connection could be lent in time, or too many clients wait for one.",
-            SessionRefused { .. } => "The server refused to start a session with the client's settings.",
-            UpstreamUnavailable { .. } => "No server connection could be opened.",
-            InjectionFailed { .. } => "The tenant context could not be set: the server's error, and no statement ran.",
-            UpstreamClosed => "The server connection closed.",
-            UpstreamLost { .. } => "The server connection failed.",
-            ServerMessageTooLarge { .. } => "A server message over `limits.max_message_bytes`.",
-            UnsafeServerSetting { .. } => "The server reported a setting that breaks the guard's assumptions.",
-            CopyBoth => "A COPY BOTH (replication) stream.",
-            OutOfStep { .. } => "The server's replies do not answer what was sent.",
-            AmbiguousCopy { .. } => "The client sent other messages after COPY data without ending it.",
-            InvalidMessageType { .. } => "A message type no frontend sends.",
-            MalformedMessage { .. } => "A message whose fields cannot be read.",
-            ClientMessageTooLarge { .. } => "A client message over `limits.max_message_bytes`.",
-            ClientProtocol { .. } => "Bytes that are not the protocol.",
-            ReservedName => "A statement or portal name under the proxy's reserved prefix.",
-            Refused { .. } => "SQL the guard refuses.",
-            RefusedChannel { .. } => "A LISTEN/NOTIFY channel the guard cannot scope to the tenant.",
-            RefusedLock { .. } => "An advisory lock call the guard cannot scope to the tenant.",
-            ChannelTooLong { .. } => "A channel name too long once scoped.",
-            StatementTooLong { .. } => "SQL longer than `guard.max_statement_bytes`.",
-            Syntax { .. } => "SQL that does not parse: PostgreSQL's own message and position.",
-            PinLimit { .. } => "A session-state statement past `pool.max_pinned_per_tenant`.",
-            StatementExists { .. } => "A client statement name prepared twice (transaction pooling).",
-            StatementMissing { .. } => "A client statement name never prepared (transaction pooling).",
-            StalePlan => "A statement prepared again with another result shape (transaction pooling).",
-            TokenExpired => "The token expired during the session.",
-            IdleInTransaction => "Idle in a transaction past `pool.idle_transaction_timeout_s`.",
-            ShuttingDown => "The proxy is shutting down.",
-        }
-    }
-
     /// The table as README shows it: one row per kind, `<field>` where a value goes.
     pub fn markdown_table() -> String {
         let mut out = String::from("| when | SQLSTATE | severity | message | hint |\n|---|---|---|---|---|\n");
@@ -395,7 +503,7 @@ impl ProxyError {
             let severity = spec.severity.map_or("ERROR or FATAL", Severity::as_str);
             let shown = |text: &str| text.replace('{', "<").replace('}', ">").replace('|', "\\|");
             let hint = spec.hint.map(shown).unwrap_or_default();
-            out += &format!("| {} | {code} | {severity} | {} | {hint} |\n", shown(e.when()), shown(spec.message));
+            out += &format!("| {} | {code} | {severity} | {} | {hint} |\n", shown(spec.when), shown(spec.message));
         }
         out
     }

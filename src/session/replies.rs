@@ -104,11 +104,11 @@ impl Relay<'_> {
             Owner::Quiet if failed => Flow::Go,
             Owner::Prepare { .. } | Owner::Quiet | Owner::Injection { .. } if !failed => Flow::Stop(None),
             Owner::Injection { before_simple, own_sync } => {
-                let server_error = match self.injection_failed_in_pipeline(codec::body(msg), before_simple) {
+                let error = match self.injection_failed_in_pipeline(codec::body(msg), before_simple) {
                     Ok(error) => error,
                     Err(e) => return Flow::Stop(Some(self.out_of_step(e))),
                 };
-                Flow::Stop(own_sync.then(|| Exit::Fatal(injection_failed(server_error, Severity::Fatal))))
+                Flow::Stop(own_sync.then_some(Exit::Fatal(PgError { severity: Severity::Fatal, ..error })))
             }
             Owner::Refusal(error) => {
                 error.encode(&mut self.to_client);
@@ -183,13 +183,12 @@ impl Relay<'_> {
         self.isolating_statements.clear();
     }
 
-    /// Reports a failed pipelined injection; returns the server's error.
+    /// Reports a failed pipelined injection; returns the error the client got.
     fn injection_failed_in_pipeline(&mut self, body: &[u8], before_simple: bool) -> Result<PgError, OutOfStep> {
         if let Some(server) = self.server.as_mut() {
             server.forget_context();
         }
-        let server_error = error::from_server(body);
-        let error = injection_failed(server_error.clone(), server_error.severity);
+        let error = injection_failed(error::from_server(body));
         self.shared.metrics.injection_failures.inc();
         tracing::warn!(code = error.code, message = error.message, "context injection failed");
         error.encode(&mut self.to_client);
@@ -198,12 +197,12 @@ impl Relay<'_> {
             // Right after an error, with no Sync sent yet: the server discards up to this one.
             self.track(Kind::Sync, Owner::Client)?;
         }
-        Ok(server_error)
+        Ok(error)
     }
 }
 
 /// The error a client gets when its context could not be set, from the server's.
-pub(super) fn injection_failed(e: PgError, severity: Severity) -> PgError {
-    let fatal = severity == Severity::Fatal;
+pub(super) fn injection_failed(e: PgError) -> PgError {
+    let fatal = e.severity == Severity::Fatal;
     ProxyError::InjectionFailed { code: e.code, message: e.message, hint: e.hint, fatal }.into()
 }

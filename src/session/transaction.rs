@@ -186,7 +186,7 @@ impl Relay<'_> {
             self.cancel.set_target(None);
             self.server = None;
         }
-        let error = injection_failed(e.clone(), e.severity);
+        let error = injection_failed(e);
         self.shared.metrics.injection_failures.inc();
         tracing::warn!(code = error.code, message = error.message, "context injection failed");
         Ok(Some(encoded(&error)))
