@@ -262,7 +262,9 @@ GRANT EXECUTE ON FUNCTION rlsproxy.verify(text) TO PUBLIC;
 -- connection takes a context, and every few seconds while it keeps one):
 -- admitting verifies the value once and records, in this session's currval()
 -- of three sequences, its admission key (128 bits of SHA-256 over the value and
--- the keys' epoch) and its expiry and int4 tenant. Only the sequences' owner
+-- the keys' epoch) and its expiry and int4 tenant (masked with 64 more bits
+-- of the same SHA-256, so that only a session holding the value can read
+-- them). Only the sequences' owner
 -- can set them: app_proxy may read them (currval) but not call nextval or
 -- setval, so SQL that a client runs cannot record an admission of a value that
 -- did not verify. A value whose admission key is the recorded one is trusted
@@ -281,7 +283,7 @@ CREATE SEQUENCE IF NOT EXISTS rlsproxy.keys_epoch;
 CREATE SEQUENCE IF NOT EXISTS rlsproxy.admitted_hi AS bigint MINVALUE -9223372036854775808;
 CREATE SEQUENCE IF NOT EXISTS rlsproxy.admitted_lo AS bigint MINVALUE -9223372036854775808;
 -- expiry (unix seconds, 32 bits unsigned: until 2106) << 32 | tenant_id (its 32
--- bits); expiry 0 when the tenant is not an int4.
+-- bits); expiry 0 when the tenant is not an int4; XOR the admission key's mask.
 CREATE SEQUENCE IF NOT EXISTS rlsproxy.admitted_tenant_id AS bigint MINVALUE -9223372036854775808;
 ALTER SEQUENCE rlsproxy.keys_epoch OWNER TO rlsproxy_owner;
 ALTER SEQUENCE rlsproxy.admitted_hi OWNER TO rlsproxy_owner;
@@ -316,13 +318,16 @@ CREATE OR REPLACE TRIGGER keys_changed_row AFTER INSERT OR UPDATE OR DELETE ON r
 ALTER TABLE rlsproxy_private.keys ENABLE ALWAYS TRIGGER keys_changed;
 ALTER TABLE rlsproxy_private.keys ENABLE ALWAYS TRIGGER keys_changed_row;
 
--- The admission key of a value under the keys of `epoch`.
+-- The admission key of a value under the keys of `epoch` (its first 16 bytes)
+-- and the mask of its recorded tenant and expiry (the next 8): a session that
+-- reads the sequences' shared values cannot tell a tenant or an expiry without
+-- the value itself.
 CREATE OR REPLACE FUNCTION rlsproxy.admission_key(value text, epoch bigint)
 RETURNS bytea
 LANGUAGE sql
 STABLE
 BEGIN ATOMIC
-    SELECT substr(sha256(convert_to(value, 'UTF8') || int8send(epoch)), 1, 16);
+    SELECT substr(sha256(convert_to(value, 'UTF8') || int8send(epoch)), 1, 24);
 END;
 ALTER FUNCTION rlsproxy.admission_key(text, bigint) OWNER TO rlsproxy_owner;
 
@@ -346,7 +351,7 @@ LANGUAGE sql
 VOLATILE
 BEGIN ATOMIC
     SELECT CASE WHEN current_setting('rlsproxy.admitted', true) = rlsproxy.admission_marker()
-                THEN rlsproxy.admission_key(value, split_part(current_setting('rlsproxy.admitted', true), '.', 2)::bigint)
+                THEN substr(rlsproxy.admission_key(value, split_part(current_setting('rlsproxy.admitted', true), '.', 2)::bigint), 1, 16)
                      = int8send(currval('rlsproxy.admitted_hi'::regclass))
                        || int8send(currval('rlsproxy.admitted_lo'::regclass))
                 ELSE false END;
@@ -367,8 +372,8 @@ ALTER FUNCTION rlsproxy.is_admitted(text) OWNER TO rlsproxy_owner;
 -- The record is written high half last: until then (an interrupted call)
 -- it matches no value, so it never pairs one value's key with another's
 -- tenant or expiry. Then each sequence's shared value is overwritten (without
--- changing this session's currval), so that other sessions cannot read which
--- tenant was admitted, and until when, but for the instant in between.
+-- changing this session's currval): other sessions see no admission key, and
+-- never an unmasked tenant or expiry, even at the instant in between.
 CREATE OR REPLACE FUNCTION rlsproxy.record_admission(value text)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -408,7 +413,8 @@ BEGIN
     PERFORM setval('rlsproxy.admitted_tenant_id',
                    CASE WHEN verified.tenant_id IS NULL THEN 0
                         ELSE (least(floor(verified.exp), 4294967295)::bigint << 32)
-                             | (verified.tenant_id::bigint & 4294967295) END);
+                             | (verified.tenant_id::bigint & 4294967295) END
+                   # ('x' || encode(substr(key, 17, 8), 'hex'))::bit(64)::bigint);
     PERFORM setval('rlsproxy.admitted_lo', ('x' || encode(substr(key, 9, 8), 'hex'))::bit(64)::bigint);
     PERFORM setval('rlsproxy.admitted_hi', ('x' || encode(substr(key, 1, 8), 'hex'))::bit(64)::bigint);
     PERFORM set_config('rlsproxy.admitted', marker, false);
@@ -500,7 +506,7 @@ END;
 
 -- The verified tenant as integer; NULL also when it is not an int4. What
 -- strict policies on integer columns call once per statement, hence its own
--- admitted way that reads no payload: one expression, and no
+-- admitted way that reads no payload: the recorded tenant, unmasked, and no
 -- SET clause (it costs as much again): every name in it is schema-qualified
 -- instead, operators included.
 CREATE OR REPLACE FUNCTION rlsproxy.tenant_id()
@@ -508,14 +514,29 @@ RETURNS integer
 LANGUAGE plpgsql
 STABLE PARALLEL SAFE
 AS $fn$
+DECLARE
+    -- The admission key and mask of this session's value, when it admitted one under the
+    -- current keys (is_admitted, computing the key once).
+    k pg_catalog.bytea := CASE WHEN pg_catalog.current_setting('rlsproxy.admitted', true)
+                                    OPERATOR(pg_catalog.=) rlsproxy.admission_marker()
+                               THEN rlsproxy.admission_key(
+                                        pg_catalog.current_setting('rlsproxy.signed_context', true),
+                                        pg_catalog.split_part(pg_catalog.current_setting('rlsproxy.admitted', true),
+                                                              '.', 2)::pg_catalog.int8) END;
+    -- The recorded expiry << 32 | tenant, unmasked.
+    t pg_catalog.int8;
 BEGIN
-    RETURN CASE WHEN rlsproxy.is_admitted(pg_catalog.current_setting('rlsproxy.signed_context', true)) IS NOT TRUE
-                THEN (rlsproxy.context()).tenant_id
-                WHEN (pg_catalog.currval('rlsproxy.admitted_tenant_id'::pg_catalog.regclass) OPERATOR(pg_catalog.>>) 32)
-                     OPERATOR(pg_catalog.&) 4294967295
+    IF k IS NULL OR pg_catalog.substr(k, 1, 16) OPERATOR(pg_catalog.<>)
+            (pg_catalog.int8send(pg_catalog.currval('rlsproxy.admitted_hi'::pg_catalog.regclass))
+             OPERATOR(pg_catalog.||) pg_catalog.int8send(pg_catalog.currval('rlsproxy.admitted_lo'::pg_catalog.regclass))) THEN
+        RETURN (rlsproxy.context()).tenant_id;
+    END IF;
+    t := pg_catalog.currval('rlsproxy.admitted_tenant_id'::pg_catalog.regclass)
+         OPERATOR(pg_catalog.#) (('x' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.substr(k, 17, 8), 'hex'))
+                                 ::pg_catalog.bit(64))::pg_catalog.int8;
+    RETURN CASE WHEN (t OPERATOR(pg_catalog.>>) 32) OPERATOR(pg_catalog.&) 4294967295
                      OPERATOR(pg_catalog.>) pg_catalog.date_part('epoch', pg_catalog.now())::pg_catalog.int8
-                THEN ((pg_catalog.currval('rlsproxy.admitted_tenant_id'::pg_catalog.regclass) OPERATOR(pg_catalog.<<) 32)
-                      OPERATOR(pg_catalog.>>) 32)::pg_catalog.int4 END;
+                THEN ((t OPERATOR(pg_catalog.<<) 32) OPERATOR(pg_catalog.>>) 32)::pg_catalog.int4 END;
 END
 $fn$;-- The verified role claim (NULL when none, or when the context is not valid).
 CREATE OR REPLACE FUNCTION rlsproxy.role()
@@ -676,6 +697,14 @@ BEGIN
         RAISE WARNING 'rlsproxy_private.keys is readable by % besides its owner', grantees
             USING HINT = 'REVOKE ALL ON rlsproxy_private.keys FROM ...: the proxy''s role must never read the keys.';
     END IF;
+END
+$$;
+
+-- Admissions recorded by an earlier version of this file are not masked:
+-- moving the keys' epoch voids every admission, and sessions admit again.
+DO $$
+BEGIN
+    PERFORM nextval('rlsproxy.keys_epoch');
 END
 $$;
 
