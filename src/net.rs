@@ -5,8 +5,31 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::config::TcpConfig;
+
+/// Sets `TCP_NODELAY` (the protocol's messages are small and answered at once) and the
+/// dead-peer detection of `[tcp]` on a client or server socket.
+pub fn tune(tcp: &TcpStream, cfg: &TcpConfig) -> io::Result<()> {
+    tcp.set_nodelay(true)?;
+    let socket = SockRef::from(tcp);
+    if cfg.keepalive_idle_s > 0 {
+        let keepalive = TcpKeepalive::new()
+            .with_time(Duration::from_secs(cfg.keepalive_idle_s))
+            .with_interval(Duration::from_secs(cfg.keepalive_interval_s))
+            .with_retries(cfg.keepalive_count);
+        socket.set_tcp_keepalive(&keepalive)?;
+    }
+    if cfg.user_timeout_ms > 0 {
+        socket.set_tcp_user_timeout(Some(Duration::from_millis(cfg.user_timeout_ms)))?;
+    }
+    Ok(())
+}
 
 /// Plain or TLS stream; `T` is tokio-rustls' server or client TLS stream.
 #[derive(Debug)]

@@ -125,6 +125,9 @@ impl Proxy {
                     };
                     let (max_clients, handshake_ms) = {
                         let live = self.shared.live();
+                        if let Err(e) = crate::net::tune(&tcp, &live.config.tcp) {
+                            tracing::warn!(%peer, error = %e, "could not set the client socket's options");
+                        }
                         (live.config.listen.max_clients, live.config.limits.handshake_timeout_ms)
                     };
                     if sessions.len() >= max_clients {
@@ -171,7 +174,6 @@ async fn refuse_busy(mut tcp: tokio::net::TcpStream) {
 }
 
 async fn handle_client(tcp: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>, timeout: Duration) {
-    let _ = tcp.set_nodelay(true);
     // Boxed, as the session start is: an idle session task should not carry the handshake's state.
     let handshake = match tokio::time::timeout(timeout, Box::pin(frontend::accept(tcp, peer, &shared))).await {
         Ok(Ok(Accepted::Session(hs))) => *hs,

@@ -86,7 +86,7 @@ impl Shared {
 /// Builds every shared component from a configuration, reading every file it names; used by
 /// `run` and `check-config`. Fetches nothing: `jwt.jwks_url` is fetched by [`crate::Proxy::bind`].
 pub fn build_shared(config: Config, shutdown: watch::Receiver<bool>) -> Result<Shared, ConfigError> {
-    let target = UpstreamTarget::from_config(&config.upstream)?;
+    let target = UpstreamTarget::from_config(&config.upstream, &config.tcp)?;
     let allow_unforced = config.upstream.allow_unforced_owned_tables;
     let pool = Pool::new(target, &config.pool, config.jwt.allowed_roles.clone(), allow_unforced);
     Ok(Shared {

@@ -33,6 +33,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Limits that protect the proxy from oversized or slow input.
     pub limits: LimitsConfig,
+    /// Dead-peer detection on client and server sockets.
+    pub tcp: TcpConfig,
     /// The statement guard.
     pub guard: GuardConfig,
     /// The RLS audit (`rlsproxy doctor`).

@@ -434,3 +434,26 @@ impl Default for LimitsConfig {
         Self { max_message_bytes: 64 << 20, handshake_timeout_ms: 10_000 }
     }
 }
+
+/// `[tcp]`: finding dead peers on client and server sockets alike (as PgBouncer's `tcp_*`).
+/// Without it a peer that vanished without a FIN (a dropped network, a killed VM) holds its
+/// session, its server connection and its locks for the kernel's 15 minutes or more.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TcpConfig {
+    /// Seconds a connection is idle before the first keepalive probe; 0: no keepalive.
+    pub keepalive_idle_s: u64,
+    /// Seconds between keepalive probes.
+    pub keepalive_interval_s: u64,
+    /// Unanswered probes after which the connection is dropped.
+    pub keepalive_count: u32,
+    /// Milliseconds that sent data may stay unacknowledged before the connection is dropped
+    /// (`TCP_USER_TIMEOUT`); 0: the kernel's retransmission limit (about 15 minutes).
+    pub user_timeout_ms: u64,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self { keepalive_idle_s: 30, keepalive_interval_s: 10, keepalive_count: 3, user_timeout_ms: 60_000 }
+    }
+}

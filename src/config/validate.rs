@@ -150,6 +150,9 @@ impl Config {
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("limits.max_message_bytes", "must be at least 1024"));
         }
+        if self.tcp.keepalive_idle_s > 0 && (self.tcp.keepalive_interval_s == 0 || self.tcp.keepalive_count == 0) {
+            return Err(invalid("tcp.keepalive_interval_s", "keepalive needs an interval and a count of at least 1"));
+        }
         match (&self.upstream.database, self.upstream.allowed_databases.is_empty()) {
             (None, true) => Err(invalid(
                 "upstream.allowed_databases",

@@ -149,7 +149,7 @@ impl Params {
 /// Connects as the proxy's user and audits `settings.database`.
 pub async fn run(config: &Config, database: Option<&str>) -> Result<Report, DoctorError> {
     let settings = Settings::from_config(config, database)?;
-    let target = UpstreamTarget::from_config(&config.upstream)?;
+    let target = UpstreamTarget::from_config(&config.upstream, &config.tcp)?;
     let connect_error = |source| DoctorError::Connect {
         host: target.host.clone(),
         port: target.port,

@@ -1,7 +1,7 @@
 //! Keys a reload cannot apply: the listening socket, the runtime, everything about upstream
 //! connections and what is injected (server connections and their prepared injection
-//! statement outlive a reload), the pooling mode, the admin socket, the metrics' label limit
-//! and the log format. A reload that changes one of them keeps the running value, says so
+//! statement outlive a reload), the pooling mode, the admin socket, the metrics' label limit,
+//! the log format and the socket options of `[tcp]`. A reload that changes one of them keeps the running value, says so
 //! for each key, and applies the rest.
 
 use serde_json::Value;
@@ -18,6 +18,7 @@ pub const RESTART_KEYS: &[&str] = &[
     "admin.address",
     "admin.tenant_label_limit",
     "log.format",
+    "tcp",
 ];
 
 /// Whether `key` (dotted) is, or is inside, one of [`RESTART_KEYS`].
@@ -37,6 +38,7 @@ pub fn keep_running(running: &Config, mut new: Config) -> (Config, Vec<String>) 
     new.admin.address = running.admin.address;
     new.admin.tenant_label_limit = running.admin.tenant_label_limit;
     new.log.format = running.log.format;
+    new.tcp = running.tcp.clone();
     (new, ignored)
 }
 

@@ -24,7 +24,7 @@ pub(super) async fn connect(
     startup: &[(String, String)],
 ) -> Result<ServerConn, UpstreamError> {
     let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
-    tcp.set_nodelay(true)?;
+    crate::net::tune(&tcp, &target.tcp)?;
     let addr = tcp.peer_addr()?;
     let stream = negotiate_tls(tcp, target).await?;
     let mut conn = ServerConn {

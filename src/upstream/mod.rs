@@ -94,11 +94,13 @@ pub struct UpstreamTarget {
     pub connect_timeout: Duration,
     /// `upstream.search_path`, pinned on every connection (see `connect::pinned`).
     search_path: String,
+    /// Dead-peer detection on server sockets.
+    tcp: crate::config::TcpConfig,
 }
 
 impl UpstreamTarget {
-    /// Validates TLS and secrets of `[upstream]`.
-    pub fn from_config(cfg: &UpstreamConfig) -> Result<Self, ConfigError> {
+    /// Validates TLS and secrets of `[upstream]`; server sockets get the options of `[tcp]`.
+    pub fn from_config(cfg: &UpstreamConfig, tcp: &crate::config::TcpConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             host: cfg.host.clone(),
             port: cfg.port,
@@ -109,6 +111,7 @@ impl UpstreamTarget {
             server_name: crate::tls::server_name(&cfg.host)?,
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             search_path: cfg.search_path.clone(),
+            tcp: tcp.clone(),
         })
     }
 }

@@ -136,7 +136,7 @@ async fn a_tenants_alter_role_set_never_reaches_new_connections() {
     su.batch_execute("ALTER ROLE trap_proxy SET role = trap_target; ALTER ROLE trap_proxy SET client_encoding = SJIS")
         .await
         .unwrap();
-    let target = UpstreamTarget::from_config(&cfg.upstream).unwrap();
+    let target = UpstreamTarget::from_config(&cfg.upstream, &cfg.tcp).unwrap();
     let mut conn = ServerConn::connect(&target, "shared_trap", &[]).await.unwrap();
     let sql = "SELECT current_setting('search_path'), \
                (SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = 'docs'::regclass), current_user::text, \

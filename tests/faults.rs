@@ -1,0 +1,11 @@
+//! Fault tests: the proxy in front of the throwaway cluster when the network, the server or a
+//! client fails (README "Reliability"). Each test states what the client sees and what the
+//! proxy gives back, within a bound.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+#[path = "faults/blackhole.rs"]
+mod blackhole;
+#[path = "faults/dead_peers.rs"]
+mod dead_peers;
