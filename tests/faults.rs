@@ -5,7 +5,11 @@
 
 mod common;
 
+#[path = "faults/abandoned.rs"]
+mod abandoned;
 #[path = "faults/blackhole.rs"]
 mod blackhole;
 #[path = "faults/dead_peers.rs"]
 mod dead_peers;
+#[path = "faults/restart.rs"]
+mod restart;

@@ -67,20 +67,7 @@ pub async fn refused(proxy: &TestProxy, token: &str) -> (String, String, String)
 /// A raw client through the startup and authentication with `token`: the client
 /// and every message up to and including the first ReadyForQuery.
 pub async fn raw_login(proxy: &TestProxy, token: &str, extra: &[(&str, &str)]) -> (RawClient, Vec<(u8, Vec<u8>)>) {
-    let mut c = raw::connect(proxy.addr).await;
-    let mut params = vec![("user", "alice"), ("database", "app")];
-    params.extend_from_slice(extra);
-    c.send_startup(&params).await;
-    let (tag, body) = c.read_message().await;
-    assert_eq!((tag as char, body), ('R', 3i32.to_be_bytes().to_vec()), "AuthenticationCleartextPassword");
-    c.send_password(token).await;
-    let msgs = c.read_until_ready().await;
-    assert!(
-        msgs.iter().any(|(t, b)| *t == b'R' && b[..] == 0i32.to_be_bytes()),
-        "no AuthenticationOk in {:?}",
-        tags(&msgs)
-    );
-    (c, msgs)
+    raw::login(proxy.addr, token, extra).await
 }
 
 /// Sends a simple Query and returns every reply up to ReadyForQuery.

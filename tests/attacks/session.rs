@@ -170,11 +170,7 @@ impl Session {
 
 /// Logs in with the raw client (user alice, database app, plus `extra`); panics on refusal.
 pub async fn raw_login(proxy: &TestProxy, token: &str) -> RawClient {
-    let mut c = raw::connect(proxy.addr).await;
-    c.send_startup(&[("user", "alice"), ("database", "app")]).await;
-    assert_eq!(c.read_message().await.0, b'R', "authentication request");
-    c.send_password(token).await;
-    let msgs = c.read_until_ready().await;
+    let (c, msgs) = raw::login(proxy.addr, token, &[]).await;
     assert!(msgs.iter().all(|(t, _)| *t != b'E'), "login refused: {msgs:?}");
     c
 }

@@ -192,6 +192,25 @@ impl Postgres {
         cmd
     }
 
+    /// `pg_ctl restart -m <mode>` (`fast` or `immediate`): the same port and settings, every
+    /// connection ended; returns once the server accepts connections again. The watchdog
+    /// follows postmaster.pid, so it stops the new server too. The new server logs to
+    /// `postgres-restarted.log` (the first one's file belongs to the test process).
+    pub fn restart(&self, mode: &str) {
+        let out = host::server_command(&self.bindir, "pg_ctl", &self.root, host::server_owner())
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", mode, "-w", "-t", "60", "-l"])
+            .arg(self.root.join("postgres-restarted.log"))
+            .arg("restart")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run pg_ctl restart");
+        assert!(out.success(), "pg_ctl restart -m {mode} failed; see {}", self.log_path().display());
+    }
+
     /// `pgbench` from [`Self::bindir`], no connection parameters (as [`Self::psql`]).
     pub fn pgbench(&self) -> Command {
         self.tool("pgbench")

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,6 +44,26 @@ pub async fn connect(addr: impl ToSocketAddrs) -> RawClient {
     let stream = TcpStream::connect(addr).await.expect("raw connect");
     stream.set_nodelay(true).expect("set TCP_NODELAY");
     RawClient { stream, timeout: DEFAULT_TIMEOUT }
+}
+
+/// Connects to a proxy at `addr` and logs in as user alice to database `app` (plus `extra`
+/// startup parameters) with `token` as the cleartext password; panics unless the login
+/// reaches ReadyForQuery with AuthenticationOk. Returns the client and what the login got.
+pub async fn login(addr: SocketAddr, token: &str, extra: &[(&str, &str)]) -> (RawClient, Vec<(u8, Vec<u8>)>) {
+    let mut c = connect(addr).await;
+    let mut params = vec![("user", "alice"), ("database", "app")];
+    params.extend_from_slice(extra);
+    c.send_startup(&params).await;
+    let (tag, body) = c.read_message().await;
+    assert_eq!((tag as char, body), ('R', 3i32.to_be_bytes().to_vec()), "AuthenticationCleartextPassword");
+    c.send_password(token).await;
+    let msgs = c.read_until_ready().await;
+    assert!(
+        msgs.iter().any(|(t, b)| *t == b'R' && b[..] == 0i32.to_be_bytes()),
+        "no AuthenticationOk in {:?}",
+        msgs.iter().map(|(t, _)| *t as char).collect::<String>()
+    );
+    (c, msgs)
 }
 
 impl RawClient {

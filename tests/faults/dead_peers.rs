@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rlsproxy::config::{PoolMode, RequireTls, TcpConfig};
 
 use super::blackhole::Link;
+use super::restart::SERVER;
 use crate::common::postgres;
 use crate::common::proxy::{self, db_error};
 
@@ -32,6 +33,7 @@ async fn titles(client: &tokio_postgres::Client) -> Vec<String> {
 
 #[tokio::test]
 async fn a_silent_upstream_gives_08006_within_the_user_timeout_and_the_pool_recovers() {
+    let _server = SERVER.read().await;
     let link = Link::new();
     let upstream = link.forward_to_unix(unix_socket());
     let mut cfg = proxy::base_config(postgres());
@@ -88,6 +90,7 @@ async fn a_silent_upstream_gives_08006_within_the_user_timeout_and_the_pool_reco
 
 #[tokio::test]
 async fn a_vanished_client_is_dropped_and_its_transaction_rolled_back() {
+    let _server = SERVER.read().await;
     let link = Link::new();
     let mut cfg = proxy::base_config(postgres());
     cfg.listen.address = std::net::SocketAddr::from((link.host_ip, 0));
