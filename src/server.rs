@@ -62,7 +62,9 @@ impl Proxy {
         let admin_addr = config.admin.address;
         let shared = Arc::new(build_shared(config, rx)?);
         shared.live_full().ready().await?;
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        let listener = listen(addr, shared.live().config.listen.reuse_port)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
         let admin = match admin_addr {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
             None => None,
@@ -154,6 +156,20 @@ impl Proxy {
         }
         drop(admin);
     }
+}
+
+/// The client listener; with `reuse_port`, one that other processes may bind as well (the
+/// kernel spreads new connections over all of them).
+async fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    if !reuse_port {
+        return TcpListener::bind(addr).await;
+    }
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    // The backlog std and tokio use for TcpListener::bind.
+    socket.listen(1024)
 }
 
 /// Ends a spawned task when dropped.

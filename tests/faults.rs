@@ -13,3 +13,5 @@ mod blackhole;
 mod dead_peers;
 #[path = "faults/restart.rs"]
 mod restart;
+#[path = "faults/rolling.rs"]
+mod rolling;

@@ -38,6 +38,10 @@ pub struct ListenConfig {
     /// Threads relaying sessions; 0: one per CPU. One thread (PgBouncer's model) spends the
     /// least CPU per transaction while it keeps up: no cross-thread wake-ups.
     pub worker_threads: usize,
+    /// `SO_REUSEPORT` on the listener: a new process may listen on the same port while this
+    /// one drains, so that a restart refuses no client (README "Restarting without refusing
+    /// clients").
+    pub reuse_port: bool,
 }
 
 impl Default for ListenConfig {
@@ -50,6 +54,7 @@ impl Default for ListenConfig {
             shutdown_grace_s: 30,
             max_clients: 10_000,
             worker_threads: 0,
+            reuse_port: false,
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::config::Config;
 pub const RESTART_KEYS: &[&str] = &[
     "listen.address",
     "listen.worker_threads",
+    "listen.reuse_port",
     "upstream",
     "context",
     "pool.mode",
@@ -32,6 +33,7 @@ pub fn keep_running(running: &Config, mut new: Config) -> (Config, Vec<String>) 
     let ignored = changed_keys(running, &new).into_iter().filter(|k| needs_restart(k)).collect();
     new.listen.address = running.listen.address;
     new.listen.worker_threads = running.listen.worker_threads;
+    new.listen.reuse_port = running.listen.reuse_port;
     new.upstream = running.upstream.clone();
     new.context = running.context.clone();
     new.pool.mode = running.pool.mode;
