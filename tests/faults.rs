@@ -11,7 +11,11 @@ mod abandoned;
 mod blackhole;
 #[path = "faults/dead_peers.rs"]
 mod dead_peers;
+#[path = "faults/refused.rs"]
+mod refused;
 #[path = "faults/restart.rs"]
 mod restart;
 #[path = "faults/rolling.rs"]
 mod rolling;
+#[path = "faults/terminated.rs"]
+mod terminated;
