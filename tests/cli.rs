@@ -312,3 +312,52 @@ fn sizes_take_the_units_the_readme_shows() {
     assert!(stderr.contains("unknown unit \"MB\" in \"10 MB\": use B, KiB, MiB or GiB"), "{stderr}");
     assert!(stderr.contains("max_message_bytes"), "{stderr}");
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).expect("value").parse().expect("KiB")
+}
+
+/// A client that asks for a 2 GB result and reads none of it: back-pressure holds the server
+/// connection (the server waits in ClientWrite), the proxy's memory stays bounded, and the
+/// server connection is freed when the client goes.
+#[tokio::test]
+async fn a_client_that_never_reads_holds_its_server_connection_not_the_proxys_memory() {
+    const QUERY: &str = "SELECT repeat('x', 1000) FROM generate_series(1, 2000000)";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let path = write_config(&dir, port, (Postgres::PROXY_USER, Postgres::PROXY_PASSWORD), "leeway_s = 0\n");
+    let mut child = spawn_proxy_logging(&path, "warn");
+    wait_for_port(port, &mut child);
+    let token = mint_for(&path, "1", Duration::from_secs(600));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (mut reader, _) = common::raw::login(addr, &token, &[]).await;
+    let before = rss_kib(child.id());
+
+    reader.send_query(QUERY).await;
+    let admin = common::postgres().superuser_client("app").await;
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND wait_event = 'ClientWrite'";
+    let start = Instant::now();
+    while admin.query_one(waiting, &[&QUERY]).await.expect("activity").get::<_, i64>(0) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the server never waited for the proxy to read");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Some more time for anything that would grow.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = rss_kib(child.id());
+    eprintln!("proxy RSS: {before} KiB before, {during} KiB while the server waits for a client that reads nothing");
+    assert!(during < before + 16 * 1024, "the proxy grew by {} KiB", during - before);
+
+    drop(reader);
+    let running = "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'";
+    let start = Instant::now();
+    while admin.query_one(running, &[&QUERY]).await.expect("activity").get::<_, i64>(0) > 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the query still runs after its client went");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("the server stopped {:?} after the client went", start.elapsed());
+    let _ = child.kill();
+    let _ = child.wait();
+}
