@@ -361,3 +361,111 @@ async fn a_client_that_never_reads_holds_its_server_connection_not_the_proxys_me
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// User plus system CPU time of process `pid` so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces) start at its closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
+/// 10,000 logins with a forged token (signed with another secret), 50 at a time: each is
+/// refused (28P01), the `auth_failures` metric counts every one, a valid client's statements
+/// all succeed meanwhile, and the proxy's CPU per refusal is measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_forged_tokens_is_refused_counted_and_leaves_valid_clients_alone() {
+    const ATTEMPTS: usize = 10_000;
+    const AT_ONCE: usize = 50;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, admin_port) = (free_port(), free_port());
+    let admin = format!("leeway_s = 0\n\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n");
+    let path = write_config(&dir, port, (Postgres::PROXY_USER, Postgres::PROXY_PASSWORD), &admin);
+    let mut child = spawn_proxy_logging(&path, "error");
+    wait_for_port(port, &mut child);
+    let mut forger = Config::load(&path).expect("config").jwt;
+    forger.secret = Some("another-secret-that-the-proxy-does-not-know".into());
+    let forged = rlsproxy::auth::mint(
+        &forger,
+        &rlsproxy::auth::MintRequest {
+            tenant: "2".into(),
+            subject: None,
+            role: None,
+            ttl: Duration::from_secs(600),
+            extra: vec![],
+        },
+    )
+    .expect("mint");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1").port(port).user("alice").dbname("app").password(mint_for(
+        &path,
+        "1",
+        Duration::from_secs(600),
+    ));
+    let valid = common::connect(&cfg).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let steady = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut served = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n: i64 = valid.query_one("SELECT count(*) FROM documents", &[]).await.expect("valid client").get(0);
+                assert_eq!(n, 3);
+                served += 1;
+            }
+            served
+        })
+    };
+
+    let cpu_before = cpu_time(child.id());
+    let started = Instant::now();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..AT_ONCE)
+        .map(|_| {
+            let (attempts, forged) = (attempts.clone(), forged.clone());
+            tokio::spawn(async move {
+                let mut refusals = Vec::new();
+                while attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < ATTEMPTS {
+                    let mut c = common::raw::connect(addr).await;
+                    c.send_startup(&[("user", "mallory"), ("database", "app")]).await;
+                    assert_eq!(c.read_message().await.0, b'R');
+                    c.send_password(&forged).await;
+                    let (tag, body) = c.read_message().await;
+                    assert_eq!(tag, b'E');
+                    refusals.push(common::raw::error_fields(&body)[&'C'].clone());
+                }
+                refusals
+            })
+        })
+        .collect();
+    let mut codes = std::collections::BTreeMap::new();
+    for worker in workers {
+        for code in worker.await.expect("worker") {
+            *codes.entry(code).or_insert(0usize) += 1;
+        }
+    }
+    let took = started.elapsed();
+    let cpu = cpu_time(child.id()) - cpu_before;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served = steady.await.expect("valid client");
+    eprintln!(
+        "{ATTEMPTS} forged logins in {took:?}: proxy CPU {cpu:?}, {:.0} µs per refusal; {served} statements of a valid \
+         client served meanwhile",
+        cpu.as_micros() as f64 / ATTEMPTS as f64
+    );
+    assert_eq!(codes.into_iter().collect::<Vec<_>>(), [("28P01".to_string(), ATTEMPTS)]);
+    assert!(served > 0);
+
+    let (status, metrics) =
+        common::http::get(std::net::SocketAddr::from(([127, 0, 0, 1], admin_port)), "/metrics", None).await;
+    assert_eq!(status, 200);
+    let line = format!("rlsproxy_auth_failures_total{{reason=\"signature\"}} {ATTEMPTS}");
+    assert!(metrics.lines().any(|l| l == line), "no `{line}` in the metrics:\n{metrics}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -17,5 +17,7 @@ mod refused;
 mod restart;
 #[path = "faults/rolling.rs"]
 mod rolling;
+#[path = "faults/storm.rs"]
+mod storm;
 #[path = "faults/terminated.rs"]
 mod terminated;
