@@ -3,7 +3,7 @@
 # tests need when it is missing (deploy/install-deps.sh), then checks formatting and
 # lints, validates deploy/'s manifests, runs every test against a real PostgreSQL
 # that the tests start themselves (initdb into a temp dir, random port), and the
-# real-driver client matrix (which installs its own drivers).
+# real-driver client matrix (which installs its own drivers), with a two-minute soak between.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -20,5 +20,8 @@ cargo build --locked --bin rlsproxy
 # deploy/.venv exists; the first run pip-installs the pinned validators).
 RLSPROXY_BIN="${CARGO_TARGET_DIR:-target}/debug/rlsproxy" deploy/validate-manifests.sh
 cargo test --locked
+# Two minutes of the soak (bench/soak.sh; an hour outside CI): a ledger of acknowledged commits
+# checked against the database under reloads, terminated server connections and restarts.
+SOAK_PROFILE=dev bench/soak.sh 2m
 # Real drivers through the proxy in both pool modes (installs them into tests/clients/.deps).
 tests/clients/run.sh
