@@ -112,8 +112,9 @@ async fn client(opts: Opts, config: tokio_postgres::Config, id: i32, deadline: I
         let connected = async {
             let (client, connection) = config.connect(NoTls).await?;
             tokio::spawn(connection);
-            let insert =
-                client.prepare("INSERT INTO soak_ledger (tenant_id, client, seq, part) VALUES ($1, $2, $3, $4)").await?;
+            let insert = client
+                .prepare("INSERT INTO soak_ledger (tenant_id, client, seq, part) VALUES ($1, $2, $3, $4)")
+                .await?;
             let probe = client.prepare("SELECT count(*) FROM soak_ledger WHERE client = $1").await?;
             Ok::<_, tokio_postgres::Error>((client, insert, probe))
         };
@@ -177,7 +178,12 @@ async fn setup(admin: &Client) -> Result<(), tokio_postgres::Error> {
 
 /// Violations of the ledger: (lost, phantom, half, wrong tenant).
 async fn check(admin: &Client, opts: &Opts, ledgers: &[Ledger]) -> Result<[usize; 4], tokio_postgres::Error> {
-    let rows = admin.query("SELECT client, seq, count(*), bool_and(tenant_id = client % $1 + 1) FROM soak_ledger GROUP BY 1, 2", &[&opts.tenants]).await?;
+    let rows = admin
+        .query(
+            "SELECT client, seq, count(*), bool_and(tenant_id = client % $1 + 1) FROM soak_ledger GROUP BY 1, 2",
+            &[&opts.tenants],
+        )
+        .await?;
     let mut stored: BTreeMap<(i32, i32), (i64, bool)> = BTreeMap::new();
     for row in &rows {
         stored.insert((row.get(0), row.get(1)), (row.get(2), row.get(3)));
@@ -188,7 +194,8 @@ async fn check(admin: &Client, opts: &Opts, ledgers: &[Ledger]) -> Result<[usize
     let mut phantom = stored.len();
     for (id, ledger) in (0..).zip(ledgers) {
         lost += ledger.acked.iter().filter(|seq| !stored.contains_key(&(id, **seq))).count();
-        phantom -= ledger.acked.iter().chain(&ledger.unanswered).filter(|seq| stored.contains_key(&(id, **seq))).count();
+        phantom -=
+            ledger.acked.iter().chain(&ledger.unanswered).filter(|seq| stored.contains_key(&(id, **seq))).count();
     }
     Ok([lost, phantom, half, wrong_tenant])
 }
@@ -228,7 +235,8 @@ async fn run(opts: Opts) -> Result<bool, String> {
     let (admin, connection) =
         tokio_postgres::connect(&opts.setup_url, NoTls).await.map_err(|e| format!("check: cannot connect: {e}"))?;
     tokio::spawn(connection);
-    let [lost, phantom, half, wrong_tenant] = check(&admin, &opts, &ledgers).await.map_err(|e| format!("check: {e}"))?;
+    let [lost, phantom, half, wrong_tenant] =
+        check(&admin, &opts, &ledgers).await.map_err(|e| format!("check: {e}"))?;
     let acked: usize = ledgers.iter().map(|l| l.acked.len()).sum();
     let unanswered: usize = ledgers.iter().map(|l| l.unanswered.len()).sum();
     let foreign: i64 = ledgers.iter().map(|l| l.foreign).sum();

@@ -313,6 +313,16 @@ fn sizes_take_the_units_the_readme_shows() {
     assert!(stderr.contains("max_message_bytes"), "{stderr}");
 }
 
+/// A proxy process that is stopped when the test ends, passed or not.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
@@ -329,12 +339,12 @@ async fn a_client_that_never_reads_holds_its_server_connection_not_the_proxys_me
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let path = write_config(&dir, port, (Postgres::PROXY_USER, Postgres::PROXY_PASSWORD), "leeway_s = 0\n");
-    let mut child = spawn_proxy_logging(&path, "warn");
-    wait_for_port(port, &mut child);
+    let mut child = Running(spawn_proxy_logging(&path, "warn"));
+    wait_for_port(port, &mut child.0);
     let token = mint_for(&path, "1", Duration::from_secs(600));
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let (mut reader, _) = common::raw::login(addr, &token, &[]).await;
-    let before = rss_kib(child.id());
+    let before = rss_kib(child.0.id());
 
     reader.send_query(QUERY).await;
     let admin = common::postgres().superuser_client("app").await;
@@ -346,7 +356,7 @@ async fn a_client_that_never_reads_holds_its_server_connection_not_the_proxys_me
     }
     // Some more time for anything that would grow.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let during = rss_kib(child.id());
+    let during = rss_kib(child.0.id());
     eprintln!("proxy RSS: {before} KiB before, {during} KiB while the server waits for a client that reads nothing");
     assert!(during < before + 16 * 1024, "the proxy grew by {} KiB", during - before);
 
@@ -358,8 +368,6 @@ async fn a_client_that_never_reads_holds_its_server_connection_not_the_proxys_me
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("the server stopped {:?} after the client went", start.elapsed());
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// User plus system CPU time of process `pid` so far.
@@ -384,8 +392,8 @@ async fn a_storm_of_forged_tokens_is_refused_counted_and_leaves_valid_clients_al
     let (port, admin_port) = (free_port(), free_port());
     let admin = format!("leeway_s = 0\n\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n");
     let path = write_config(&dir, port, (Postgres::PROXY_USER, Postgres::PROXY_PASSWORD), &admin);
-    let mut child = spawn_proxy_logging(&path, "error");
-    wait_for_port(port, &mut child);
+    let mut child = Running(spawn_proxy_logging(&path, "error"));
+    wait_for_port(port, &mut child.0);
     let mut forger = Config::load(&path).expect("config").jwt;
     forger.secret = Some("another-secret-that-the-proxy-does-not-know".into());
     let forged = rlsproxy::auth::mint(
@@ -422,7 +430,7 @@ async fn a_storm_of_forged_tokens_is_refused_counted_and_leaves_valid_clients_al
         })
     };
 
-    let cpu_before = cpu_time(child.id());
+    let cpu_before = cpu_time(child.0.id());
     let started = Instant::now();
     let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..AT_ONCE)
@@ -450,7 +458,7 @@ async fn a_storm_of_forged_tokens_is_refused_counted_and_leaves_valid_clients_al
         }
     }
     let took = started.elapsed();
-    let cpu = cpu_time(child.id()) - cpu_before;
+    let cpu = cpu_time(child.0.id()) - cpu_before;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let served = steady.await.expect("valid client");
     eprintln!(
@@ -466,6 +474,4 @@ async fn a_storm_of_forged_tokens_is_refused_counted_and_leaves_valid_clients_al
     assert_eq!(status, 200);
     let line = format!("rlsproxy_auth_failures_total{{reason=\"signature\"}} {ATTEMPTS}");
     assert!(metrics.lines().any(|l| l == line), "no `{line}` in the metrics:\n{metrics}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
