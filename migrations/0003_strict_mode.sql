@@ -504,6 +504,19 @@ BEGIN ATOMIC
     SELECT (rlsproxy.context()).tenant;
 END;
 
+-- The verified tenant as uuid; NULL also when it is not a uuid in its canonical
+-- (lower-case) spelling, which `[jwt] tenant_format = "uuid"` requires. What strict
+-- policies on uuid columns compare with.
+CREATE OR REPLACE FUNCTION rlsproxy.tenant_uuid()
+RETURNS uuid
+LANGUAGE sql
+STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT CASE WHEN c.tenant ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                THEN c.tenant::uuid END
+    FROM rlsproxy.context() AS c;
+END;
+
 -- The verified tenant as integer; NULL also when it is not an int4. What
 -- strict policies on integer columns call once per statement, hence its own
 -- admitted way that reads no payload: the recorded tenant, unmasked, and no
@@ -550,11 +563,12 @@ END;
 ALTER FUNCTION rlsproxy.verified_context() OWNER TO rlsproxy_owner;
 ALTER FUNCTION rlsproxy.tenant() OWNER TO rlsproxy_owner;
 ALTER FUNCTION rlsproxy.tenant_id() OWNER TO rlsproxy_owner;
+ALTER FUNCTION rlsproxy.tenant_uuid() OWNER TO rlsproxy_owner;
 ALTER FUNCTION rlsproxy.role() OWNER TO rlsproxy_owner;
-REVOKE ALL ON FUNCTION rlsproxy.verified_context(), rlsproxy.tenant(), rlsproxy.tenant_id(), rlsproxy.role()
-    FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION rlsproxy.verified_context(), rlsproxy.tenant(), rlsproxy.tenant_id(), rlsproxy.role()
-    TO PUBLIC;
+REVOKE ALL ON FUNCTION rlsproxy.verified_context(), rlsproxy.tenant(), rlsproxy.tenant_id(), rlsproxy.tenant_uuid(),
+    rlsproxy.role() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION rlsproxy.verified_context(), rlsproxy.tenant(), rlsproxy.tenant_id(), rlsproxy.tenant_uuid(),
+    rlsproxy.role() TO PUBLIC;
 
 -- Binds a table's permissive role policies (`TO <role>`, not PUBLIC) to the
 -- signed role: each USING and WITH CHECK expression that does not call
@@ -610,7 +624,7 @@ REVOKE ALL ON FUNCTION rlsproxy.bind_role_policies(regclass) FROM PUBLIC;
 
 -- (Re)creates the per-command strict policies of a table and turns on (and
 -- forces) row-level security. The tenant column may be an integer type
--- (compared with tenant_id()) or text/varchar (compared with tenant()). The
+-- (compared with tenant_id()), uuid (tenant_uuid()) or text/varchar (tenant()). The
 -- wrapped form `(SELECT rlsproxy.tenant_id())` is an InitPlan: verified once
 -- per statement, not once per row.
 -- SECURITY INVOKER: it can do only what its caller (the table's owner, or a
@@ -642,10 +656,12 @@ BEGIN
     END IF;
     IF col_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
         same := format('%I = (SELECT rlsproxy.tenant_id())', tenant_column);
+    ELSIF col_type = 'uuid'::regtype THEN
+        same := format('%I = (SELECT rlsproxy.tenant_uuid())', tenant_column);
     ELSIF col_type IN ('text'::regtype, 'character varying'::regtype) THEN
         same := format('%I = (SELECT rlsproxy.tenant())', tenant_column);
     ELSE
-        RAISE EXCEPTION 'tenant column "%" of % has type %, expected an integer type, text or varchar',
+        RAISE EXCEPTION 'tenant column "%" of % has type %, expected an integer type, uuid, text or varchar',
             tenant_column, tbl, col_type
             USING ERRCODE = 'datatype_mismatch';
     END IF;

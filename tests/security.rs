@@ -33,6 +33,8 @@ mod resets;
 mod shared_state;
 #[path = "security/startup.rs"]
 mod startup;
+#[path = "security/tenants.rs"]
+mod tenants;
 #[path = "security/tls.rs"]
 mod tls;
 #[path = "security/tokens.rs"]

@@ -468,6 +468,7 @@ async fn functions_and_policies_are_as_designed() {
             expect("role", false, "s", false),
             expect("tenant", false, "s", false),
             expect("tenant_id", false, "s", true),
+            expect("tenant_uuid", false, "s", false),
             expect("verified_context", false, "s", false),
             expect("verify", true, "s", true),
         ]
@@ -565,6 +566,46 @@ async fn text_tenant_columns_and_conflicting_policies() {
             assert!(!out.status.success() && stderr.contains(&format!("ERROR:  {code}:")), "{sql}: {stderr}");
         }
     }
+}
+
+/// The notes of `strict_sql_orgs` the session sees, by id.
+async fn notes(client: &Client) -> Vec<String> {
+    let rows = client.query("SELECT note FROM strict_sql_orgs ORDER BY id", &[]).await.expect("select");
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test]
+async fn uuid_tenant_columns() {
+    const A: &str = "3f0c2a9e-1b7d-4e5f-8a6b-9c0d1e2f3a4b";
+    const B: &str = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a";
+    setup();
+    superuser_psql(&[
+        "-c",
+        &format!(
+            "CREATE TABLE strict_sql_orgs (id serial PRIMARY KEY, org uuid NOT NULL, note text NOT NULL);
+             SELECT rlsproxy.enable_strict_policies('strict_sql_orgs', 'org');
+             GRANT SELECT, INSERT ON strict_sql_orgs TO app_proxy;
+             INSERT INTO strict_sql_orgs (org, note) VALUES ('{A}', 'a'), ('{B}', 'b');"
+        ),
+    ]);
+    let client = proxy_client().await;
+    for admit in [false, true] {
+        // The signed tenant's rows, whatever app.current_tenant says.
+        set_context_as(&client, &strict::sign(K1, &KEY1, A, None, now() + 3600), B, admit).await;
+        assert_eq!(notes(&client).await, ["a"], "admit {admit}");
+        // Another spelling of the same uuid, or a tenant that is no uuid: no rows, no error.
+        set_context_as(&client, &strict::sign(K1, &KEY1, &A.to_uppercase(), None, now() + 3600), A, admit).await;
+        assert!(notes(&client).await.is_empty(), "admit {admit}");
+        set_context_as(&client, &strict::sign(K1, &KEY1, "7", None, now() + 3600), A, admit).await;
+        assert!(notes(&client).await.is_empty(), "admit {admit}");
+    }
+    // Inserts are held to the signed tenant.
+    set_context_as(&client, &strict::sign(K1, &KEY1, A, None, now() + 3600), B, true).await;
+    let err = client
+        .execute(&format!("INSERT INTO strict_sql_orgs (org, note) VALUES ('{B}', 'forged')"), &[])
+        .await
+        .expect_err("another tenant's row");
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{err:?}");
 }
 
 /// The admitted way: what a session admitted counts only for that exact value, under the keys

@@ -226,7 +226,9 @@ fn leak_finding(
     tenant: &str,
 ) -> Finding {
     let reads = if params.strict {
-        "rlsproxy.tenant_id() or rlsproxy.tenant() (strict mode: the unsigned setting does not count)".to_string()
+        "rlsproxy.tenant_id(), rlsproxy.tenant_uuid() or rlsproxy.tenant() (strict mode: the unsigned setting does \
+         not count)"
+            .to_string()
     } else {
         format!("{} (nor the strict-mode functions)", params.tenant_setting)
     };
@@ -265,8 +267,11 @@ fn reads_tenant(expr: &str, calls: &[(String, String)], markers: &Markers) -> bo
 fn tenant_expr(params: &Params, column_type: &str) -> String {
     let column = quote_ident(&params.tenant_column);
     if params.strict {
-        let integer = matches!(column_type, "smallint" | "integer" | "bigint");
-        let function = if integer { "rlsproxy.tenant_id()" } else { "rlsproxy.tenant()" };
+        let function = match column_type {
+            "smallint" | "integer" | "bigint" => "rlsproxy.tenant_id()",
+            "uuid" => "rlsproxy.tenant_uuid()",
+            _ => "rlsproxy.tenant()",
+        };
         format!("{column} = (SELECT {function})")
     } else {
         format!("{column} = current_setting({})::{column_type}", quote_literal(&params.tenant_setting))

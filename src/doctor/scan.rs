@@ -42,7 +42,9 @@ impl Markers {
             }
         }
         markers.push("'rlsproxy.signed_context'".into());
-        for function in ["rlsproxy.tenant_id(", "rlsproxy.tenant(", "rlsproxy.verified_context("] {
+        for function in
+            ["rlsproxy.tenant_id(", "rlsproxy.tenant(", "rlsproxy.tenant_uuid(", "rlsproxy.verified_context("]
+        {
             markers.push(function.into());
         }
         Self(markers)

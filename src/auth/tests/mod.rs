@@ -6,6 +6,7 @@ mod claims;
 mod jwks;
 mod keys;
 mod mint;
+mod providers;
 mod token;
 
 use std::path::PathBuf;

@@ -107,6 +107,7 @@ fn fixes_fit_the_command_and_mode() {
     params.strict = true;
     assert_eq!(tenant_expr(&params, "bigint"), "tenant_id = (SELECT rlsproxy.tenant_id())");
     assert_eq!(tenant_expr(&params, "text"), "tenant_id = (SELECT rlsproxy.tenant())");
+    assert_eq!(tenant_expr(&params, "uuid"), "tenant_id = (SELECT rlsproxy.tenant_uuid())");
     assert_eq!(clauses('r', "x"), "USING (x)");
     assert_eq!(clauses('a', "x"), "WITH CHECK (x)");
     assert_eq!(clauses('*', "x"), "USING (x) WITH CHECK (x)");
