@@ -134,7 +134,9 @@ impl Proxy {
                     };
                     if sessions.len() >= max_clients {
                         tracing::warn!(%peer, "too many clients; connection refused");
-                        tokio::spawn(refuse_busy(tcp));
+                        let error = crate::protocol::PgError::from(crate::protocol::ProxyError::TooManyClients);
+                        self.shared.metrics.client_error(&error.code);
+                        tokio::spawn(refuse_busy(tcp, error));
                         continue;
                     }
                     let shared = self.shared.clone();
@@ -182,10 +184,10 @@ impl Drop for AbortOnDrop {
 }
 
 /// Tells a client over `listen.max_clients` why it is refused, as PostgreSQL does.
-async fn refuse_busy(mut tcp: tokio::net::TcpStream) {
+async fn refuse_busy(mut tcp: tokio::net::TcpStream, error: crate::protocol::PgError) {
     use tokio::io::AsyncWriteExt;
     let mut buf = bytes::BytesMut::new();
-    crate::protocol::PgError::from(crate::protocol::ProxyError::TooManyClients).encode(&mut buf);
+    error.encode(&mut buf);
     let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&buf)).await;
 }
 

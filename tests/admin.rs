@@ -50,7 +50,6 @@ async fn metrics_count_a_scripted_workload_exactly() {
     let expired = p.token_with("1", None, Duration::ZERO, &[]);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(p.try_connect(&expired).await.is_err(), "expired");
-
     let (status, text) = get(admin, "/metrics", None).await;
     assert_eq!(status, 200, "{text}");
     let expect = [
@@ -72,6 +71,10 @@ async fn metrics_count_a_scripted_workload_exactly() {
         ("rlsproxy_server_connections{state=\"active\",mode=\"transaction\"}", 0.0),
         ("rlsproxy_pool_max_connections", 4.0),
         ("rlsproxy_pool_waiting_clients", 0.0),
+        // The errors the proxy itself sent: the refused SET, the two refused tokens.
+        ("rlsproxy_client_errors_total{sqlstate=\"42501\"}", 1.0),
+        ("rlsproxy_client_errors_total{sqlstate=\"28P01\"}", 2.0),
+        ("rlsproxy_build_info{version=\"0.1.0\"}", 1.0),
     ];
     for (name, value) in expect {
         assert_eq!(sample(&text, name), Some(value), "{name} in:\n{text}");
@@ -84,6 +87,31 @@ async fn metrics_count_a_scripted_workload_exactly() {
             let name = format!("rlsproxy_bytes_{dir}_total{{side=\"{side}\"}}");
             assert!(sample(&text, &name).is_some_and(|v| v > 100.0), "{name} in:\n{text}");
         }
+    }
+    // A cancel that reaches a running statement, and one with a key this proxy never issued.
+    let sleeping = {
+        let one = p.connect(&p.token("1")).await;
+        let cancel = one.cancel_token();
+        let sleep = tokio::spawn(async move { one.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cancel.cancel_query(tokio_postgres::NoTls).await.expect("cancel");
+        sleep.await.expect("task")
+    };
+    assert_eq!(proxy::db_error(&sleeping.expect_err("cancelled")).0, "57014");
+    let mut stray = common::raw::connect(p.addr).await;
+    stray.send_untagged(&[&80877102i32.to_be_bytes()[..], &[0, 0, 0, 7, 0, 0, 0, 9]].concat()).await;
+    drop(stray);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (_, text) = get(admin, "/metrics", None).await;
+    for (name, value) in [
+        ("rlsproxy_cancel_requests_total{outcome=\"forwarded\"}", 1.0),
+        ("rlsproxy_cancel_requests_total{outcome=\"unknown_key\"}", 1.0),
+    ] {
+        assert_eq!(sample(&text, name), Some(value), "{name} in:\n{text}");
+    }
+    for name in ["rlsproxy_process_resident_memory_bytes", "rlsproxy_process_open_fds"] {
+        assert!(sample(&text, name).is_some_and(|v| v > 0.0), "{name} in:\n{text}");
     }
     assert!(text.ends_with("# EOF\n"));
     p.handle.shutdown();

@@ -24,6 +24,36 @@ struct TenantLabel {
     tenant: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SqlstateLabel {
+    sqlstate: String,
+}
+
+/// What became of a client's CancelRequest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Sent to the server connection serving that client.
+    Forwarded,
+    /// Its transaction had ended (the connection may serve another client now): dropped.
+    Stale,
+    /// The key is not one this process issued (or its client is gone): dropped. Behind a
+    /// Service of several replicas, a cancel that reached another replica counts here.
+    UnknownKey,
+    /// The server could not be reached.
+    Failed,
+}
+
+impl CancelOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            CancelOutcome::Forwarded => "forwarded",
+            CancelOutcome::Stale => "stale",
+            CancelOutcome::UnknownKey => "unknown_key",
+            CancelOutcome::Failed => "failed",
+        }
+    }
+}
+
 /// One label with a fixed name and a value from a closed set (reason, rule, side, state…).
 type Label = [(&'static str, &'static str); 1];
 
@@ -58,6 +88,10 @@ pub struct Metrics {
     guard_rejections: Family<Label, Counter>,
     upstream_errors: Family<Label, Counter>,
     config_reloads: Family<Label, Counter>,
+    client_errors: Family<SqlstateLabel, Counter>,
+    cancel_requests: Family<Label, Counter>,
+    resident_memory: Gauge,
+    open_fds: Gauge,
     /// Context injections that failed (the client got an error, no row).
     pub injection_failures: Counter,
     /// Time from asking the pool for a connection to getting one, in seconds.
@@ -115,6 +149,10 @@ impl Metrics {
             guard_rejections: Family::default(),
             upstream_errors: Family::default(),
             config_reloads: Family::default(),
+            client_errors: Family::default(),
+            cancel_requests: Family::default(),
+            resident_memory: Gauge::default(),
+            open_fds: Gauge::default(),
             injection_failures: Counter::default(),
             pool_wait: seconds(),
             transaction_duration: seconds(),
@@ -141,6 +179,19 @@ impl Metrics {
         r.register("server_connections", "Server connections, by state and pool mode", m.server_connections.clone());
         r.register("pool_max_connections", "Server connections at most (pool.size)", m.pool_max.clone());
         r.register("pool_waiting_clients", "Clients waiting for a server connection", m.pool_waiting.clone());
+        r.register(
+            "client_errors",
+            "Errors the proxy itself sent to clients (refusals, timeouts, lost servers), by SQLSTATE",
+            m.client_errors.clone(),
+        );
+        r.register("cancel_requests", "Client CancelRequests, by outcome", m.cancel_requests.clone());
+        r.register(
+            "build",
+            "The running build",
+            prometheus_client::metrics::info::Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        r.register("process_resident_memory_bytes", "Resident memory of the process", m.resident_memory.clone());
+        r.register("process_open_fds", "Open file descriptors of the process", m.open_fds.clone());
         m
     }
 
@@ -182,6 +233,16 @@ impl Metrics {
         self.upstream_errors.get_or_create(&[("kind", kind)]).inc();
     }
 
+    /// Counts an error the proxy sent to a client (not one it relayed from the server).
+    pub fn client_error(&self, sqlstate: &str) {
+        self.client_errors.get_or_create(&SqlstateLabel { sqlstate: sqlstate.to_string() }).inc();
+    }
+
+    /// Counts a client's CancelRequest by what became of it.
+    pub fn cancel_request(&self, outcome: CancelOutcome) {
+        self.cancel_requests.get_or_create(&[("outcome", outcome.label())]).inc();
+    }
+
     /// Counts a configuration reload, `ok` or `error`.
     pub fn config_reload(&self, result: &'static str) {
         self.config_reloads.get_or_create(&[("result", result)]).inc();
@@ -198,11 +259,28 @@ impl Metrics {
         self.server_connections.get_or_create(&server("idle")).set(snapshot.servers_idle);
         self.pool_max.set(snapshot.pool_max);
         self.pool_waiting.set(snapshot.pool_waiting);
+        let (resident, fds) = process_usage();
+        self.resident_memory.set(resident);
+        self.open_fds.set(fds);
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Resident memory in bytes and open file descriptors of this process, from /proc (0 where
+/// there is none).
+fn process_usage() -> (i64, i64) {
+    let resident = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<i64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as i64);
+    (resident, fds)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use rand::Rng;
 
 use std::sync::atomic::Ordering;
 
+use crate::admin::metrics::CancelOutcome;
 use crate::upstream::{CancelKey, LendGate, ServerConn};
 
 /// The server connection serving a client right now, as seen when it was lent.
@@ -30,15 +31,19 @@ impl CancelTarget {
     }
 
     /// Sends the cancel, unless the connection has changed hands since it was looked up.
-    pub async fn cancel(&self) {
+    pub async fn cancel(&self) -> CancelOutcome {
         let _held = self.gate.lock.lock().await;
         if self.gate.generation.load(Ordering::SeqCst) != self.generation {
             tracing::info!("cancel request arrived after the transaction ended; dropped");
-            return;
+            return CancelOutcome::Stale;
         }
         tracing::info!(backend_pid = self.key.pid, "forwarding cancel request");
-        if let Err(e) = self.key.cancel().await {
-            tracing::warn!(error = %e, "cancel request to the upstream server failed");
+        match self.key.cancel().await {
+            Ok(()) => CancelOutcome::Forwarded,
+            Err(e) => {
+                tracing::warn!(error = %e, "cancel request to the upstream server failed");
+                CancelOutcome::Failed
+            }
         }
     }
 

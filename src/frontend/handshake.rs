@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::startup::{self, ClientStartup};
+use crate::admin::metrics::CancelOutcome;
 use crate::auth::TenantContext;
 use crate::config::RequireTls;
 use crate::net::{ClientStream, Stream};
@@ -85,16 +86,16 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result
                     .ok_or_else(|| FrontendError::Refused("malformed startup packet".into()))?;
             }
             _ => {
-                return refuse(&mut stream, ProxyError::UnsupportedProtocol.into()).await;
+                return refuse(&mut stream, shared, ProxyError::UnsupportedProtocol.into()).await;
             }
         }
     };
     let startup = match startup::filter(&packet) {
         Ok(s) => s,
-        Err(e) => return refuse(&mut stream, e).await,
+        Err(e) => return refuse(&mut stream, shared, e).await,
     };
     if !stream.is_tls() && tls_required(live.config.listen.require_tls, peer) {
-        return refuse(&mut stream, ProxyError::TlsRequired { client: peer.ip().to_string() }.into()).await;
+        return refuse(&mut stream, shared, ProxyError::TlsRequired { client: peer.ip().to_string() }.into()).await;
     }
     let mut out = BytesMut::new();
     let minor = packet.version & 0xffff;
@@ -107,7 +108,7 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result
         Ok(token) => token,
         Err(e) => {
             shared.metrics.auth_failure("password_message");
-            return refuse(&mut stream, e).await;
+            return refuse(&mut stream, shared, e).await;
         }
     };
     match live.verifier.verify_or_refresh(&token).await {
@@ -115,7 +116,7 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result
         Err(e) => {
             shared.metrics.auth_failure(e.reason());
             tracing::info!(reason = %e, "token rejected");
-            refuse(&mut stream, PgError::fatal(e.sqlstate(), e.to_string())).await
+            refuse(&mut stream, shared, PgError::fatal(e.sqlstate(), e.to_string())).await
         }
     }
 }
@@ -129,7 +130,8 @@ fn tls_required(policy: RequireTls, peer: SocketAddr) -> bool {
 }
 
 /// Sends `error` and ends the handshake.
-pub(crate) async fn refuse<T>(stream: &mut ClientStream, error: PgError) -> Result<T, FrontendError> {
+pub(crate) async fn refuse<T>(stream: &mut ClientStream, shared: &Shared, error: PgError) -> Result<T, FrontendError> {
+    shared.metrics.client_error(&error.code);
     let mut buf = BytesMut::new();
     error.encode(&mut buf);
     let _ = stream.write_all(&buf).await;
@@ -186,10 +188,14 @@ async fn handle_cancel(body: &[u8], shared: &Shared) {
     }
     let mut b = body;
     let (pid, secret) = (b.get_i32(), b.get_i32());
-    match shared.cancels.lookup(pid, secret) {
+    let outcome = match shared.cancels.lookup(pid, secret) {
         Some(target) => target.cancel().await,
-        None => tracing::info!("cancel request with an unknown key, or for a client with no query running, ignored"),
-    }
+        None => {
+            tracing::info!("cancel request with an unknown key, or for a client with no query running, ignored");
+            CancelOutcome::UnknownKey
+        }
+    };
+    shared.metrics.cancel_request(outcome);
 }
 
 #[cfg(test)]

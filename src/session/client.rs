@@ -98,7 +98,7 @@ impl Relay<'_> {
         if self.server.is_none() {
             // Only a refused Query (answered here, nothing in flight) or stray COPY data.
             if let Some(error) = refusal.filter(|_| simple) {
-                error.encode(&mut self.to_client);
+                self.send_error(&error);
                 backend::ready_for_query(&mut self.to_client, self.status);
                 self.batch = Batch::Start;
             }

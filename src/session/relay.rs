@@ -369,6 +369,12 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
+    /// Queues an error of the proxy's own for the client, and counts it.
+    pub(super) fn send_error(&mut self, error: &PgError) {
+        self.shared.metrics.client_error(&error.code);
+        error.encode(&mut self.to_client);
+    }
+
     async fn finish(mut self: Box<Self>, exit: Result<Exit, SessionError>) -> Result<(), SessionError> {
         tracing::debug!(?exit, in_flight = self.tracker.batches_in_flight(), status = %(self.status as char), "relay finished");
         let server_usable = !matches!(exit, Ok(Exit::ServerGone) | Err(SessionError::Upstream(_)));
@@ -389,7 +395,7 @@ impl<'a> Relay<'a> {
         };
         if let Some(e) = farewell {
             let _ = self.flush().await;
-            e.encode(&mut self.to_client);
+            self.send_error(&e);
             let _ = self.client.write_all(&self.to_client).await;
             let _ = self.client.shutdown().await;
         }

@@ -111,7 +111,7 @@ impl Relay<'_> {
                 Flow::Stop(own_sync.then_some(Exit::Fatal(PgError { severity: Severity::Fatal, ..error })))
             }
             Owner::Refusal(error) => {
-                error.encode(&mut self.to_client);
+                self.send_error(&error);
                 Flow::Stop(None)
             }
             Owner::Prepare { .. } | Owner::Quiet => Flow::Go,
@@ -191,7 +191,7 @@ impl Relay<'_> {
         let error = injection_failed(error::from_server(body));
         self.shared.metrics.injection_failures.inc();
         tracing::warn!(code = error.code, message = error.message, "context injection failed");
-        error.encode(&mut self.to_client);
+        self.send_error(&error);
         if before_simple {
             frontend::sync(&mut self.to_server);
             // Right after an error, with no Sync sent yet: the server discards up to this one.

@@ -25,7 +25,7 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Rela
     let upstream = &shared.live().config.upstream;
     if upstream.database.is_none() && !upstream.allowed_databases.contains(&identity.database) {
         tracing::info!(database = identity.database, "database not in upstream.allowed_databases");
-        return Err(end(&mut hs, ProxyError::DatabaseNotAllowed { name: identity.database }.into()).await);
+        return Err(end(&mut hs, shared, ProxyError::DatabaseNotAllowed { name: identity.database }.into()).await);
     }
     let span = tracing::Span::current();
     span.record("tenant", identity.context.tenant.as_str());
@@ -43,8 +43,8 @@ pub(super) async fn start(mut hs: Handshake, shared: &Shared) -> Result<Box<Rela
         match result {
             Ok(lease) => break lease,
             Err(Failure::Retry(e)) if attempt < 2 => tracing::debug!(error = %e, "retrying with a new connection"),
-            Err(Failure::Retry(e)) => return Err(end(&mut hs, upstream_unavailable(&e)).await),
-            Err(Failure::Refuse(e)) => return Err(end(&mut hs, e).await),
+            Err(Failure::Retry(e)) => return Err(end(&mut hs, shared, upstream_unavailable(&e)).await),
+            Err(Failure::Refuse(e)) => return Err(end(&mut hs, shared, e).await),
         }
     };
     span.record("backend_pid", server.pid());
@@ -171,7 +171,8 @@ async fn adopt(mut lease: Lease, identity: &Identity) -> Result<Lease, Failure> 
     Ok(lease)
 }
 
-async fn end(hs: &mut Handshake, e: PgError) -> SessionError {
+async fn end(hs: &mut Handshake, shared: &Shared, e: PgError) -> SessionError {
+    shared.metrics.client_error(&e.code);
     let mut buf = BytesMut::new();
     e.encode(&mut buf);
     let _ = hs.stream.write_all(&buf).await;
