@@ -43,12 +43,17 @@ COUNTERS = {
     "rlsproxy_bytes_sent_total",
     "rlsproxy_upstream_errors_total",
     "rlsproxy_config_reloads_total",
+    "rlsproxy_client_errors_total",
+    "rlsproxy_cancel_requests_total",
 }
 GAUGES = {
     "rlsproxy_client_connections",
     "rlsproxy_server_connections",
     "rlsproxy_pool_max_connections",
     "rlsproxy_pool_waiting_clients",
+    "rlsproxy_build_info",
+    "rlsproxy_process_resident_memory_bytes",
+    "rlsproxy_process_open_fds",
 }
 HISTOGRAMS = {"rlsproxy_pool_wait_seconds", "rlsproxy_transaction_duration_seconds"}
 METRICS = (
