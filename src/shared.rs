@@ -14,6 +14,7 @@ use crate::frontend::cancel::CancelRegistry;
 use crate::policy::context::ContextSpec;
 use crate::pool::Pool;
 use crate::pool::pins::PinRegistry;
+use crate::protocol::budget::BufferBudget;
 use crate::reload::live::Live;
 use crate::upstream::UpstreamTarget;
 
@@ -42,6 +43,8 @@ pub struct Shared {
     pub readiness: Readiness,
     /// Sessions pinned to a server connection, by tenant (`pool.max_pinned_per_tenant`).
     pub pins: Arc<PinRegistry>,
+    /// Large client messages being received, over all sessions (`limits.max_buffered_bytes`).
+    pub buffers: BufferBudget,
 }
 
 impl Shared {
@@ -94,6 +97,7 @@ pub fn build_shared(config: Config, shutdown: watch::Receiver<bool>) -> Result<S
         clients: Arc::default(),
         readiness: Readiness::default(),
         pins: Arc::default(),
+        buffers: BufferBudget::default(),
         context: ContextSpec::from_config(&config)?,
         pool,
         pool_mode: config.pool.mode,

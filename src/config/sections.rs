@@ -432,11 +432,16 @@ pub struct LimitsConfig {
     pub max_message_bytes: usize,
     /// Time a client has to finish startup and authentication.
     pub handshake_timeout_ms: u64,
+    /// Bytes of large client messages (over 64 KiB) buffered at once over all sessions; a
+    /// session whose message would pass it ends (53200): many sessions each sending a
+    /// maximum-size message must not exceed the process's memory limit and end them all.
+    #[serde(deserialize_with = "super::size::deserialize")]
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_message_bytes: 64 << 20, handshake_timeout_ms: 10_000 }
+        Self { max_message_bytes: 64 << 20, handshake_timeout_ms: 10_000, max_buffered_bytes: 256 << 20 }
     }
 }
 

@@ -150,6 +150,9 @@ impl Config {
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("limits.max_message_bytes", "must be at least 1024"));
         }
+        if self.limits.max_buffered_bytes < self.limits.max_message_bytes {
+            return Err(invalid("limits.max_buffered_bytes", "must be at least limits.max_message_bytes"));
+        }
         if self.tcp.keepalive_idle_s > 0 && (self.tcp.keepalive_interval_s == 0 || self.tcp.keepalive_count == 0) {
             return Err(invalid("tcp.keepalive_interval_s", "keepalive needs an interval and a count of at least 1"));
         }

@@ -87,6 +87,15 @@ impl Framer {
         self.streaming > 0
     }
 
+    /// The length of the whole message being buffered, once its header has arrived (not
+    /// for one relayed in pieces).
+    pub fn pending_len(&self) -> Option<usize> {
+        if self.streaming > 0 || self.buf.len() < 5 {
+            return None;
+        }
+        usize::try_from((&self.buf[1..5]).get_i32()).ok().map(|declared| declared + 1)
+    }
+
     /// True when no partial message is buffered.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty() && self.streaming == 0

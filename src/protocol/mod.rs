@@ -6,6 +6,7 @@
 //! arrived in: `codec` never re-encodes a relayed message.
 
 pub mod backend;
+pub mod budget;
 pub mod codec;
 pub mod error;
 pub mod frontend;

@@ -36,6 +36,7 @@ pub enum ProxyError {
     InvalidMessageType { tag: u8 },
     MalformedMessage { tag: char },
     ClientMessageTooLarge { detail: String },
+    BufferBudget { len: usize, limit: usize },
     ClientProtocol { detail: String },
     ReservedName,
     Refused { what: String, rule: &'static str },
@@ -274,6 +275,14 @@ impl ProxyError {
                 "rlsproxy: {detail}",
                 Some("Raise limits.max_message_bytes if such messages are expected."),
             ),
+            BufferBudget { .. } => spec(
+                "A large client message while others fill `limits.max_buffered_bytes`.",
+                Fatal,
+                "53200",
+                "rlsproxy: too many large messages are being received at once: this one ({len} bytes) would \
+                 pass limits.max_buffered_bytes ({limit})",
+                Some("Retry; raise limits.max_buffered_bytes if the process has the memory."),
+            ),
             ClientProtocol { .. } => {
                 spec("Bytes that are not the protocol.", Fatal, "08P01", "rlsproxy: {detail}", None)
             }
@@ -421,6 +430,9 @@ impl ProxyError {
             OutOfStep { detail } | AmbiguousCopy { detail } | ClientMessageTooLarge { detail } => {
                 one("detail", detail.clone())
             }
+            BufferBudget { len, limit } => {
+                Fill { values: vec![("len", len.to_string()), ("limit", limit.to_string())], ..Fill::default() }
+            }
             ClientProtocol { detail } => one("detail", detail.clone()),
             InvalidMessageType { tag } => one("tag", tag.to_string()),
             MalformedMessage { tag } => one("tag", tag.to_string()),
@@ -474,6 +486,7 @@ impl ProxyError {
             InvalidMessageType { tag: 0 },
             MalformedMessage { tag: ' ' },
             ClientMessageTooLarge { detail: s() },
+            BufferBudget { len: 0, limit: 0 },
             ClientProtocol { detail: s() },
             ReservedName,
             Refused { what: s(), rule: "" },

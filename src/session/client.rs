@@ -12,12 +12,16 @@ use super::tracker::{Kind, OutOfStep, Owner};
 use super::vet::{Vetted, client_protocol_error, is_frontend_message};
 use crate::auth::now_unix;
 use crate::policy::SqlText;
+use crate::protocol::budget::BufferBudget;
 use crate::protocol::tag::client;
 use crate::protocol::{Frame, PgError, ProxyError, Severity, backend, codec, frontend};
 
 impl Relay<'_> {
     pub(super) async fn process_client(&mut self) -> Result<Option<Exit>, SessionError> {
-        let limit = self.shared.live().config.limits.max_message_bytes;
+        let (limit, budget) = {
+            let live = self.shared.live();
+            (live.config.limits.max_message_bytes, live.config.limits.max_buffered_bytes)
+        };
         while !self.paused_for_injection() {
             if self.held_refusal.is_some() {
                 if let Err(e) = self.resolve_held_refusal() {
@@ -34,9 +38,12 @@ impl Relay<'_> {
             let continuing = self.client_in.is_streaming();
             let frame = match self.client_in.next(|tag| tag == client::COPY_DATA, limit) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => break,
+                Ok(None) => return Ok(self.reserve_for_pending(budget)),
                 Err(e) => return Ok(Some(Exit::Fatal(client_protocol_error(&e)))),
             };
+            if matches!(frame, Frame::Message(_)) {
+                self.receiving = None;
+            }
             match frame {
                 Frame::Piece(bytes) if self.server.is_some() => {
                     if bytes.first() == Some(&client::COPY_DATA) && !continuing {
@@ -56,6 +63,25 @@ impl Relay<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Reserves the share of `limits.max_buffered_bytes` of a large message whose bytes are
+    /// still arriving; ends the session when the budget has no room for it.
+    fn reserve_for_pending(&mut self, limit: usize) -> Option<Exit> {
+        let len = self.client_in.pending_len().filter(|len| BufferBudget::counts(*len))?;
+        if self.receiving.is_some() {
+            return None;
+        }
+        match self.shared.buffers.try_reserve(len, limit) {
+            Some(reservation) => {
+                self.receiving = Some(reservation);
+                None
+            }
+            None => {
+                tracing::warn!(len, limit, "no room in limits.max_buffered_bytes for a client message");
+                Some(Exit::Fatal(ProxyError::BufferBudget { len, limit }.into()))
+            }
+        }
     }
 
     async fn on_client_message(&mut self, msg: Bytes) -> Result<Option<Exit>, SessionError> {

@@ -31,6 +31,7 @@ use crate::frontend::cancel::Registration;
 use crate::net::ClientStream;
 use crate::pool::Lease;
 use crate::pool::pins::Pin;
+use crate::protocol::budget::Reservation;
 use crate::protocol::tag::status;
 use crate::protocol::{Framer, PgError, ProxyError};
 use crate::shared::Shared;
@@ -94,6 +95,8 @@ pub struct Relay<'a> {
     /// A refused Query or FunctionCall sent inside an extended-protocol batch, waiting until
     /// the server says whether it skips it (see `resolve_held_refusal`).
     pub(super) held_refusal: Option<PgError>,
+    /// The share of `limits.max_buffered_bytes` of the large message being received.
+    pub(super) receiving: Option<Reservation<'a>>,
     /// Transaction mode: the client created session state, so it keeps its connection.
     pub(super) pin: Option<Pin>,
     /// Transaction mode: the client's named statements.
@@ -149,6 +152,7 @@ impl<'a> Relay<'a> {
             batch: Batch::Start,
             held_reset: None,
             held_refusal: None,
+            receiving: None,
             pin: None,
             statements: ClientStatements::default(),
             isolating_statements: HashSet::new(),

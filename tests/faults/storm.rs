@@ -127,3 +127,62 @@ async fn stalled_handshakes_are_closed_and_stop_counting() {
     let count: i64 = client.query_one("SELECT count(*) FROM documents", &[]).await.expect("served").get(0);
     assert_eq!(count, 3);
 }
+
+/// A Query message of about `len` bytes that answers with its own length, as raw bytes.
+fn big_query(len: usize) -> Vec<u8> {
+    let sql = format!("SELECT length('{}')", "x".repeat(len - 25));
+    let mut msg = vec![b'Q'];
+    msg.extend(((sql.len() + 5) as i32).to_be_bytes());
+    msg.extend(sql.as_bytes());
+    msg.push(0);
+    msg
+}
+
+/// Large messages received at once share `limits.max_buffered_bytes`: past it the session
+/// whose message does not fit ends with 53200, the others go on, and the room comes back
+/// when a message has arrived.
+#[tokio::test]
+async fn large_messages_at_once_share_the_buffer_budget() {
+    let _server = SERVER.read().await;
+    const MIB: usize = 1 << 20;
+    let mut cfg = proxy::base_config(postgres());
+    cfg.limits.max_message_bytes = 2 * MIB;
+    cfg.limits.max_buffered_bytes = 3 * MIB;
+    cfg.guard.max_statement_bytes = 4 * MIB;
+    let proxy = proxy::start(cfg).await;
+    let query = big_query(3 * MIB / 2);
+    // Two messages of 1.5 MiB, each half sent: 3 MiB reserved.
+    let mut halves = Vec::new();
+    for tenant in ["1", "2"] {
+        let (mut c, _) = raw::login(proxy.addr, &proxy.token(tenant), &[]).await;
+        c.send_raw(&query[..MIB]).await;
+        halves.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A third does not fit.
+    let (mut third, _) = raw::login(proxy.addr, &proxy.token("1"), &[]).await;
+    third.send_raw(&query[..MIB]).await;
+    let (tag, body) = third.read_message().await;
+    assert_eq!(tag, b'E');
+    let fields = raw::error_fields(&body);
+    let expected = format!(
+        "rlsproxy: too many large messages are being received at once: this one ({} bytes) would pass \
+         limits.max_buffered_bytes (3145728)",
+        query.len()
+    );
+    assert_eq!(
+        (fields[&'S'].as_str(), fields[&'C'].as_str(), fields[&'M'].as_str()),
+        ("FATAL", "53200", expected.as_str())
+    );
+    // The first two finish and are answered.
+    for c in &mut halves {
+        c.send_raw(&query[MIB..]).await;
+        let replies = c.read_until_ready().await;
+        let row = replies.iter().find(|(t, _)| *t == b'D').expect("a row");
+        assert!(row.1.ends_with(format!("{}", 3 * MIB / 2 - 25).as_bytes()), "{row:?}");
+    }
+    // Their room is free again.
+    let (mut again, _) = raw::login(proxy.addr, &proxy.token("2"), &[]).await;
+    again.send_raw(&query).await;
+    assert!(again.read_until_ready().await.iter().any(|(t, _)| *t == b'D'));
+}
