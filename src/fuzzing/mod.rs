@@ -21,13 +21,14 @@ pub use guard::{guard_cache, guard_sql};
 pub use secrets::{config_toml, jwt_password};
 pub use server::server_stream;
 
-/// The configuration every target runs with: the defaults, an HS256 key (the test suite's, so
+/// The configuration every target runs with: the defaults, an upstream (never connected to), an HS256 key (the test suite's, so
 /// that tokens it recorded verify) and no leeway.
 pub fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        let toml =
-            "[jwt]\nalgorithms = [\"HS256\"]\nsecret = \"rlsproxy-test-secret-0123456789abcdef\"\nleeway_s = 0\n";
+        let toml = "[upstream]\nhost = \"127.0.0.1\"\nport = 5432\ndatabase = \"app\"\nuser = \"app_proxy\"\n\
+                    password = \"fuzz\"\nsslmode = \"disable\"\n\n[jwt]\nalgorithms = [\"HS256\"]\n\
+                    secret = \"rlsproxy-test-secret-0123456789abcdef\"\nleeway_s = 0\n";
         // The text is ours and valid; a failure here is a bug in this module, not an input.
         #[allow(clippy::expect_used)]
         Config::from_toml(toml).expect("fuzzing configuration")
@@ -40,5 +41,13 @@ fn now<F: Future>(future: F) -> Option<F::Output> {
     match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(out) => Some(out),
         Poll::Pending => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_fuzzing_configuration_is_valid() {
+        assert_eq!(super::config().jwt.algorithms, ["HS256"]);
     }
 }
