@@ -37,6 +37,8 @@ pub mod auth;
 pub mod config;
 pub mod doctor;
 pub mod frontend;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod net;
 pub mod policy;

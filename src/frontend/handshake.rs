@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::startup::{self, ClientStartup};
@@ -150,8 +150,11 @@ async fn upgrade(
     Ok(Stream::Tls(Box::new(tls)))
 }
 
-/// Reads a length-prefixed startup-phase packet: (code, rest of body).
-async fn read_startup_packet(stream: &mut ClientStream) -> Result<(i32, Vec<u8>), FrontendError> {
+/// Reads a length-prefixed startup-phase packet: (code, rest of body). Generic over the reader
+/// so that the fuzz targets feed it bytes from memory.
+pub(crate) async fn read_startup_packet(
+    stream: &mut (impl AsyncRead + Unpin),
+) -> Result<(i32, Vec<u8>), FrontendError> {
     let len = stream.read_i32().await?;
     if !(8..=protocol::MAX_STARTUP_PACKET as i32).contains(&len) {
         return Err(FrontendError::Refused(format!("invalid startup packet length {len}")));
@@ -164,7 +167,10 @@ async fn read_startup_packet(stream: &mut ClientStream) -> Result<(i32, Vec<u8>)
 }
 
 /// Reads the PasswordMessage; the outer error is I/O, the inner one goes to the client.
-async fn read_password(stream: &mut ClientStream) -> Result<Result<String, PgError>, FrontendError> {
+/// Generic over the reader, as [`read_startup_packet`].
+pub(crate) async fn read_password(
+    stream: &mut (impl AsyncRead + Unpin),
+) -> Result<Result<String, PgError>, FrontendError> {
     let tag = stream.read_u8().await?;
     let len = stream.read_i32().await?;
     if tag != b'p' {
@@ -183,11 +189,7 @@ async fn read_password(stream: &mut ClientStream) -> Result<Result<String, PgErr
 }
 
 async fn handle_cancel(body: &[u8], shared: &Shared) {
-    if body.len() < 8 {
-        return;
-    }
-    let mut b = body;
-    let (pid, secret) = (b.get_i32(), b.get_i32());
+    let Some((pid, secret)) = cancel_key(body) else { return };
     let outcome = match shared.cancels.lookup(pid, secret) {
         Some(target) => target.cancel().await,
         None => {
@@ -196,6 +198,12 @@ async fn handle_cancel(body: &[u8], shared: &Shared) {
         }
     };
     shared.metrics.cancel_request(outcome);
+}
+
+/// The process id and secret of a CancelRequest's body (after the code); `None` when short.
+pub(crate) fn cancel_key(body: &[u8]) -> Option<(i32, i32)> {
+    let mut b = body.get(..8)?;
+    Some((b.get_i32(), b.get_i32()))
 }
 
 #[cfg(test)]

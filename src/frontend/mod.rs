@@ -4,7 +4,7 @@
 //! CancelRequest.
 
 pub mod cancel;
-mod handshake;
+pub(crate) mod handshake;
 pub mod startup;
 
 pub use handshake::{Accepted, FrontendError, Handshake, accept};

@@ -135,13 +135,31 @@ impl Guard {
     /// Names with the reserved prefix are refused even when `[guard] enabled = false`: they
     /// would reach the proxy's own injection statement.
     pub fn check_sql(&self, sql: &[u8], role: Option<&str>, starts_transaction: bool) -> Result<(), Refusal> {
+        self.check_sql_with(sql, role, starts_transaction, |sql| self.violations(sql))
+    }
+
+    /// [`Guard::check_sql`] without the verdict cache (neither read nor filled): the verdict a
+    /// cached one must equal. For the fuzz targets and regression tests that compare the two;
+    /// the relay never calls it.
+    #[doc(hidden)]
+    pub fn check_sql_uncached(&self, sql: &[u8], role: Option<&str>, starts_transaction: bool) -> Result<(), Refusal> {
+        self.check_sql_with(sql, role, starts_transaction, |sql| self.inspect(sql).into())
+    }
+
+    fn check_sql_with(
+        &self,
+        sql: &[u8],
+        role: Option<&str>,
+        starts_transaction: bool,
+        violations: impl FnOnce(&[u8]) -> Arc<[Violation]>,
+    ) -> Result<(), Refusal> {
         if !self.enabled && !may_name_reserved(sql) {
             return Ok(());
         }
         if sql.len() > self.max_statement_bytes {
             return Err(Refusal::too_long(sql.len(), self.max_statement_bytes));
         }
-        let violations = self.violations(sql);
+        let violations = violations(sql);
         let relevant: Vec<Violation> = violations
             .iter()
             .filter(|v| self.enabled || v.rule == Rule::ReservedName)
@@ -194,6 +212,13 @@ impl Guard {
         }
         found
     }
+}
+
+/// The verdict cache's key for `sql` (numeric literals collapsed, see `key`): texts with the
+/// same key share one cached verdict. Public for the fuzz target that checks that they may.
+#[doc(hidden)]
+pub fn cache_key(sql: &[u8]) -> Vec<u8> {
+    key::cache_key(sql).into_owned()
 }
 
 /// Whether `sql` may spell a reserved name: literally, or through a `U&` escaped identifier.

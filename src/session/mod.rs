@@ -26,11 +26,11 @@ mod relay;
 mod replies;
 mod scoping;
 mod start;
-mod statements;
+pub(crate) mod statements;
 mod step;
-mod tracker;
+pub(crate) mod tracker;
 mod transaction;
-mod vet;
+pub(crate) mod vet;
 
 use bytes::Bytes;
 

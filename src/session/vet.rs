@@ -21,7 +21,7 @@ pub(super) struct Vetted {
 }
 
 /// Whether a frontend may send message type `tag` after the startup.
-pub(super) fn is_frontend_message(tag: u8) -> bool {
+pub(crate) fn is_frontend_message(tag: u8) -> bool {
     matches!(
         tag,
         client::QUERY

@@ -13,6 +13,7 @@ pub mod http;
 pub mod proxy;
 pub mod queries;
 pub mod raw;
+pub mod tap;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -68,10 +68,22 @@ pub async fn strict_without_guard(pg: &Postgres, kid: &str, key_hex: &str) -> Co
 }
 
 /// Starts a proxy with `config` (validated first) on the current runtime.
-pub async fn start(config: Config) -> TestProxy {
+/// With `RLSPROXY_FUZZ_RECORD` set, clients and the upstream connections go through a
+/// recording tap (see [`super::tap`]).
+pub async fn start(mut config: Config) -> TestProxy {
     config.validate().expect("valid proxy config");
+    let record = super::tap::dir();
+    if let Some(dir) = &record
+        && let Ok(ip) = config.upstream.host.parse::<std::net::IpAddr>()
+    {
+        let tap = super::tap::listen(dir.clone(), "upstream", (ip, config.upstream.port).into()).await;
+        config.upstream.port = tap.port();
+    }
     let proxy = Proxy::bind(config.clone()).await.expect("proxy binds");
-    let addr = proxy.local_addr().expect("local addr");
+    let mut addr = proxy.local_addr().expect("local addr");
+    if let Some(dir) = record {
+        addr = super::tap::listen(dir, "client", addr).await;
+    }
     let handle = proxy.shutdown_handle();
     let pool = proxy.pool();
     let admin = proxy.admin_addr();

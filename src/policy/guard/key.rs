@@ -1,7 +1,8 @@
 //! The guard's cache key: the statement text with every digit run of a numeric
 //! literal collapsed to `0`, so that `… WHERE id = 17` and `… WHERE id = 4242`
 //! share one verdict and a simple-protocol client that inlines its values is
-//! parsed once per statement shape, not once per call.
+//! parsed once per statement shape, not once per call. A run that a letter or `_`
+//! continues (`0x1F`, `1e5`, `1_000`) is kept: there the digits decide the token.
 //!
 //! Sound because no rule looks at a numeric constant's value (only node kinds,
 //! names and string constants), and conservative: the lexer below knows quoted
@@ -25,7 +26,13 @@ pub(super) fn cache_key(sql: &[u8]) -> Cow<'_, [u8]> {
             b'/' if sql.get(i + 1) == Some(&b'*') => block_comment_end(sql, i),
             b'0'..=b'9' if i == 0 || !is_identifier_byte(sql[i - 1]) => {
                 let run = sql[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-                key.push(b'0');
+                // A run that letters or `_` continue is kept: its digits decide how it is read
+                // (`0x1F`, `0o5` and `0b1` are numbers, `1x1F` and `90o5` syntax errors).
+                if sql.get(i + run).is_some_and(|&b| is_identifier_byte(b)) {
+                    key.extend_from_slice(&sql[i..i + run]);
+                } else {
+                    key.push(b'0');
+                }
                 i += run;
                 continue;
             }
@@ -98,8 +105,19 @@ mod tests {
     #[test]
     fn numeric_literals_collapse() {
         assert_eq!(key("SELECT abalance FROM a WHERE aid = 123456;"), "SELECT abalance FROM a WHERE aid = 0;");
-        assert_eq!(key("select 1.25e+10, .5, 0x1F, 1_000"), "select 0.0e+0, .0, 0x1F, 0_000");
+        assert_eq!(key("select 1.25e+10, .5, 0x1F, 1_000"), "select 0.25e+0, .0, 0x1F, 1_000");
         assert_eq!(key("select 17"), key("select 4242"));
+    }
+
+    /// A digit run that a letter continues is not collapsed: `0o5` is a number, `90o5` a
+    /// syntax error, and the second must not take the first's verdict (found by fuzzing).
+    #[test]
+    fn prefixed_and_continued_digit_runs_stay() {
+        for (valid, invalid) in
+            [("select 0o5", "select 90o5"), ("select 0x1F", "select 1x1F"), ("select 0b1", "select 2b1")]
+        {
+            assert_ne!(key(valid), key(invalid));
+        }
     }
 
     #[test]
