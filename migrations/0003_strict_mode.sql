@@ -38,7 +38,9 @@
 --     what it verified (see "Admissions" below); context(), tenant_id(),
 --     tenant(), role() and verified_context() are accessors over both.
 --   * app_proxy cannot set the sequences admissions are recorded in: they
---     belong to rlsproxy_owner, PUBLIC may only read them.
+--     belong to rlsproxy_owner in rlsproxy_private, PUBLIC may only read them
+--     (by OID, through functions bound when created), and nobody else may name
+--     them (so nobody can queue a lock request on them).
 --   * Nobody but rlsproxy_owner (and superusers) can replace these functions:
 --     they belong to rlsproxy_owner, and PUBLIC has USAGE but not CREATE on the
 --     schema rlsproxy.
@@ -279,20 +281,66 @@ GRANT EXECUTE ON FUNCTION rlsproxy.verify(text) TO PUBLIC;
 -- Every change to rlsproxy_private.keys moves the epoch at once (a sequence does not
 -- wait for commit), which changes every admission key: deleting a key revokes
 -- its admitted values as it revokes the others.
-CREATE SEQUENCE IF NOT EXISTS rlsproxy.keys_epoch;
-CREATE SEQUENCE IF NOT EXISTS rlsproxy.admitted_hi AS bigint MINVALUE -9223372036854775808;
-CREATE SEQUENCE IF NOT EXISTS rlsproxy.admitted_lo AS bigint MINVALUE -9223372036854775808;
+-- The sequences live in rlsproxy_private, which no other role may use, for the
+-- reason the keys do: a role that can name a relation can make PostgreSQL queue
+-- a lock request on it (CREATE RULE, CREATE TRIGGER lock before they check
+-- ownership), and every strict statement reads these, so a request queued
+-- behind an open transaction would stall every tenant and hold off revocation.
+-- Policies reach them only through functions bound when created (below), by
+-- OID: currval() checks the sequence's privilege, not the schema's. Earlier
+-- versions kept them in rlsproxy: moved here.
+DO $$
+DECLARE
+    name text;
+BEGIN
+    FOREACH name IN ARRAY ARRAY['keys_epoch', 'admitted_hi', 'admitted_lo', 'admitted_tenant_id'] LOOP
+        IF to_regclass('rlsproxy.' || name) IS NOT NULL AND to_regclass('rlsproxy_private.' || name) IS NULL THEN
+            EXECUTE format('ALTER SEQUENCE rlsproxy.%I SET SCHEMA rlsproxy_private', name);
+        END IF;
+    END LOOP;
+END
+$$;
+CREATE SEQUENCE IF NOT EXISTS rlsproxy_private.keys_epoch;
+CREATE SEQUENCE IF NOT EXISTS rlsproxy_private.admitted_hi AS bigint MINVALUE -9223372036854775808;
+CREATE SEQUENCE IF NOT EXISTS rlsproxy_private.admitted_lo AS bigint MINVALUE -9223372036854775808;
 -- expiry (unix seconds, 32 bits unsigned: until 2106) << 32 | tenant_id (its 32
 -- bits); expiry 0 when the tenant is not an int4; XOR the admission key's mask.
-CREATE SEQUENCE IF NOT EXISTS rlsproxy.admitted_tenant_id AS bigint MINVALUE -9223372036854775808;
-ALTER SEQUENCE rlsproxy.keys_epoch OWNER TO rlsproxy_owner;
-ALTER SEQUENCE rlsproxy.admitted_hi OWNER TO rlsproxy_owner;
-ALTER SEQUENCE rlsproxy.admitted_lo OWNER TO rlsproxy_owner;
-ALTER SEQUENCE rlsproxy.admitted_tenant_id OWNER TO rlsproxy_owner;
-REVOKE ALL ON SEQUENCE rlsproxy.keys_epoch, rlsproxy.admitted_hi, rlsproxy.admitted_lo, rlsproxy.admitted_tenant_id
-    FROM PUBLIC;
-GRANT SELECT ON SEQUENCE rlsproxy.keys_epoch, rlsproxy.admitted_hi, rlsproxy.admitted_lo, rlsproxy.admitted_tenant_id
-    TO PUBLIC;
+CREATE SEQUENCE IF NOT EXISTS rlsproxy_private.admitted_tenant_id AS bigint MINVALUE -9223372036854775808;
+ALTER SEQUENCE rlsproxy_private.keys_epoch OWNER TO rlsproxy_owner;
+ALTER SEQUENCE rlsproxy_private.admitted_hi OWNER TO rlsproxy_owner;
+ALTER SEQUENCE rlsproxy_private.admitted_lo OWNER TO rlsproxy_owner;
+ALTER SEQUENCE rlsproxy_private.admitted_tenant_id OWNER TO rlsproxy_owner;
+REVOKE ALL ON SEQUENCE rlsproxy_private.keys_epoch, rlsproxy_private.admitted_hi, rlsproxy_private.admitted_lo,
+    rlsproxy_private.admitted_tenant_id FROM PUBLIC;
+GRANT SELECT ON SEQUENCE rlsproxy_private.keys_epoch, rlsproxy_private.admitted_hi, rlsproxy_private.admitted_lo,
+    rlsproxy_private.admitted_tenant_id TO PUBLIC;
+
+-- This session's records (currval), for tenant_id(), whose PL/pgSQL would look the
+-- names up as the caller: these bodies were bound when created. The planner inlines them.
+CREATE OR REPLACE FUNCTION rlsproxy.admitted_hi()
+RETURNS bigint
+LANGUAGE sql
+VOLATILE
+BEGIN ATOMIC
+    SELECT currval('rlsproxy_private.admitted_hi'::regclass);
+END;
+CREATE OR REPLACE FUNCTION rlsproxy.admitted_lo()
+RETURNS bigint
+LANGUAGE sql
+VOLATILE
+BEGIN ATOMIC
+    SELECT currval('rlsproxy_private.admitted_lo'::regclass);
+END;
+CREATE OR REPLACE FUNCTION rlsproxy.admitted_tenant()
+RETURNS bigint
+LANGUAGE sql
+VOLATILE
+BEGIN ATOMIC
+    SELECT currval('rlsproxy_private.admitted_tenant_id'::regclass);
+END;
+ALTER FUNCTION rlsproxy.admitted_hi() OWNER TO rlsproxy_owner;
+ALTER FUNCTION rlsproxy.admitted_lo() OWNER TO rlsproxy_owner;
+ALTER FUNCTION rlsproxy.admitted_tenant() OWNER TO rlsproxy_owner;
 
 -- Runs as whoever changes the keys (their owner or a superuser).
 CREATE OR REPLACE FUNCTION rlsproxy.keys_changed()
@@ -301,7 +349,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    PERFORM nextval('rlsproxy.keys_epoch');
+    PERFORM nextval('rlsproxy_private.keys_epoch');
     RETURN NULL;
 END
 $fn$;
@@ -321,13 +369,15 @@ ALTER TABLE rlsproxy_private.keys ENABLE ALWAYS TRIGGER keys_changed_row;
 -- The admission key of a value under the keys of `epoch` (its first 16 bytes)
 -- and the mask of its recorded tenant and expiry (the next 8): a session that
 -- reads the sequences' shared values cannot tell a tenant or an expiry without
--- the value itself.
+-- the value itself. The version tag keeps a record that an earlier version of
+-- this file wrote (unmasked; an admission running while this file is applied
+-- may still write one) from ever matching a key of this version.
 CREATE OR REPLACE FUNCTION rlsproxy.admission_key(value text, epoch bigint)
 RETURNS bytea
 LANGUAGE sql
 STABLE
 BEGIN ATOMIC
-    SELECT substr(sha256(convert_to(value, 'UTF8') || int8send(epoch)), 1, 24);
+    SELECT substr(sha256(convert_to('rlsproxy admission v2:' || value, 'UTF8') || int8send(epoch)), 1, 24);
 END;
 ALTER FUNCTION rlsproxy.admission_key(text, bigint) OWNER TO rlsproxy_owner;
 
@@ -338,7 +388,7 @@ RETURNS text
 LANGUAGE sql
 VOLATILE
 BEGIN ATOMIC
-    SELECT pg_backend_pid() || '.' || coalesce(pg_sequence_last_value('rlsproxy.keys_epoch'::regclass), 0);
+    SELECT pg_backend_pid() || '.' || coalesce(pg_sequence_last_value('rlsproxy_private.keys_epoch'::regclass), 0);
 END;
 ALTER FUNCTION rlsproxy.admission_marker() OWNER TO rlsproxy_owner;
 
@@ -352,8 +402,8 @@ VOLATILE
 BEGIN ATOMIC
     SELECT CASE WHEN current_setting('rlsproxy.admitted', true) = rlsproxy.admission_marker()
                 THEN substr(rlsproxy.admission_key(value, split_part(current_setting('rlsproxy.admitted', true), '.', 2)::bigint), 1, 16)
-                     = int8send(currval('rlsproxy.admitted_hi'::regclass))
-                       || int8send(currval('rlsproxy.admitted_lo'::regclass))
+                     = int8send(currval('rlsproxy_private.admitted_hi'::regclass))
+                       || int8send(currval('rlsproxy_private.admitted_lo'::regclass))
                 ELSE false END;
 END;
 ALTER FUNCTION rlsproxy.is_admitted(text) OWNER TO rlsproxy_owner;
@@ -409,18 +459,18 @@ BEGIN
         RETURN verified.exp IS NOT NULL;
     END IF;
     key := rlsproxy.admission_key(value, split_part(marker, '.', 2)::bigint);
-    PERFORM setval('rlsproxy.admitted_hi', ('x' || encode(substr(key, 1, 8), 'hex'))::bit(64)::bigint # 1);
-    PERFORM setval('rlsproxy.admitted_tenant_id',
+    PERFORM setval('rlsproxy_private.admitted_hi', ('x' || encode(substr(key, 1, 8), 'hex'))::bit(64)::bigint # 1);
+    PERFORM setval('rlsproxy_private.admitted_tenant_id',
                    CASE WHEN verified.tenant_id IS NULL THEN 0
                         ELSE (least(floor(verified.exp), 4294967295)::bigint << 32)
                              | (verified.tenant_id::bigint & 4294967295) END
                    # ('x' || encode(substr(key, 17, 8), 'hex'))::bit(64)::bigint);
-    PERFORM setval('rlsproxy.admitted_lo', ('x' || encode(substr(key, 9, 8), 'hex'))::bit(64)::bigint);
-    PERFORM setval('rlsproxy.admitted_hi', ('x' || encode(substr(key, 1, 8), 'hex'))::bit(64)::bigint);
+    PERFORM setval('rlsproxy_private.admitted_lo', ('x' || encode(substr(key, 9, 8), 'hex'))::bit(64)::bigint);
+    PERFORM setval('rlsproxy_private.admitted_hi', ('x' || encode(substr(key, 1, 8), 'hex'))::bit(64)::bigint);
     PERFORM set_config('rlsproxy.admitted', marker, false);
-    PERFORM setval('rlsproxy.admitted_tenant_id', 0, false);
-    PERFORM setval('rlsproxy.admitted_lo', 0, false);
-    PERFORM setval('rlsproxy.admitted_hi', 0, false);
+    PERFORM setval('rlsproxy_private.admitted_tenant_id', 0, false);
+    PERFORM setval('rlsproxy_private.admitted_lo', 0, false);
+    PERFORM setval('rlsproxy_private.admitted_hi', 0, false);
     RETURN true;
 END
 $fn$;
@@ -540,11 +590,11 @@ DECLARE
     t pg_catalog.int8;
 BEGIN
     IF k IS NULL OR pg_catalog.substr(k, 1, 16) OPERATOR(pg_catalog.<>)
-            (pg_catalog.int8send(pg_catalog.currval('rlsproxy.admitted_hi'::pg_catalog.regclass))
-             OPERATOR(pg_catalog.||) pg_catalog.int8send(pg_catalog.currval('rlsproxy.admitted_lo'::pg_catalog.regclass))) THEN
+            (pg_catalog.int8send(rlsproxy.admitted_hi())
+             OPERATOR(pg_catalog.||) pg_catalog.int8send(rlsproxy.admitted_lo())) THEN
         RETURN (rlsproxy.context()).tenant_id;
     END IF;
-    t := pg_catalog.currval('rlsproxy.admitted_tenant_id'::pg_catalog.regclass)
+    t := rlsproxy.admitted_tenant()
          OPERATOR(pg_catalog.#) (('x' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.substr(k, 17, 8), 'hex'))
                                  ::pg_catalog.bit(64))::pg_catalog.int8;
     RETURN CASE WHEN (t OPERATOR(pg_catalog.>>) 32) OPERATOR(pg_catalog.&) 4294967295
@@ -716,12 +766,13 @@ BEGIN
 END
 $$;
 
--- Admissions recorded by an earlier version of this file are not masked:
--- moving the keys' epoch voids every admission, and sessions admit again.
+COMMIT;
+
+-- Admissions recorded by an earlier version of this file are not masked: moving
+-- the keys' epoch voids every admission, and sessions admit again (after the
+-- COMMIT, so that no admission can read the new epoch and run the old code).
 DO $$
 BEGIN
-    PERFORM nextval('rlsproxy.keys_epoch');
+    PERFORM nextval('rlsproxy_private.keys_epoch');
 END
 $$;
-
-COMMIT;

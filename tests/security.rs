@@ -27,6 +27,8 @@ mod protocol;
 mod redteam;
 #[path = "security/redteam_admission.rs"]
 mod redteam_admission;
+#[path = "security/redteam_mask.rs"]
+mod redteam_mask;
 #[path = "security/resets.rs"]
 mod resets;
 #[path = "security/shared_state.rs"]

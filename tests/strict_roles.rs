@@ -167,12 +167,21 @@ async fn an_earlier_install_upgrades_in_place() {
                     (SELECT bool_or(prosecdef) FROM pg_proc WHERE proname IN ('tenant_id', 'tenant', 'role')
                          AND pronamespace = 'rlsproxy'::regnamespace),
                     (SELECT count(*) FROM pg_class WHERE relname = 'keys'
-                         AND relnamespace = 'rlsproxy'::regnamespace) = 0",
+                         AND relnamespace = 'rlsproxy'::regnamespace) = 0,
+                    (SELECT string_agg(relnamespace::regnamespace || '.' || relname, ',' ORDER BY relname)
+                         FROM pg_class WHERE relkind = 'S' AND relname IN
+                         ('keys_epoch', 'admitted_hi', 'admitted_lo', 'admitted_tenant_id'))",
             &[],
         )
         .await
         .expect("catalog");
     assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1), row.get::<_, bool>(2)), (true, false, true));
+    // The admission sequences moved too (no role but their owner may name them).
+    assert_eq!(
+        row.get::<_, String>(3),
+        "rlsproxy_private.admitted_hi,rlsproxy_private.admitted_lo,rlsproxy_private.admitted_tenant_id,\
+         rlsproxy_private.keys_epoch"
+    );
 
     let su = common::postgres().superuser_client(db).await;
     su.batch_execute("SELECT rlsproxy.enable_strict_policies('docs')").await.expect("convert again");

@@ -123,21 +123,31 @@ async fn ra_admission_records_cannot_be_written() {
         let c = proxy.connect(&proxy.token("1")).await;
         only_tenant1(&format!("{mode:?} baseline"), &titles(&c).await);
         for sql in [
-            "SELECT setval('rlsproxy.admitted_tenant_id', (4294967295::bigint << 32) | 2)",
-            "SELECT pg_catalog.setval('rlsproxy.admitted_hi'::regclass, 1, true)",
-            "SELECT setval('rlsproxy.admitted_lo', 1, false)",
-            "SELECT nextval('rlsproxy.admitted_hi')",
-            "SELECT nextval('rlsproxy.keys_epoch')",
-            "ALTER SEQUENCE rlsproxy.admitted_tenant_id RESTART WITH 2",
-            "ALTER SEQUENCE rlsproxy.admitted_tenant_id OWNED BY public.ra_docs.tenant_id",
-            "DROP SEQUENCE rlsproxy.admitted_hi",
+            "SELECT setval('rlsproxy_private.admitted_tenant_id', (4294967295::bigint << 32) | 2)",
+            "SELECT pg_catalog.setval('rlsproxy_private.admitted_hi'::regclass, 1, true)",
+            "SELECT setval('rlsproxy_private.admitted_lo', 1, false)",
+            "SELECT nextval('rlsproxy_private.admitted_hi')",
+            "SELECT nextval('rlsproxy_private.keys_epoch')",
+            "ALTER SEQUENCE rlsproxy_private.admitted_tenant_id RESTART WITH 2",
+            "ALTER SEQUENCE rlsproxy_private.admitted_tenant_id OWNED BY public.ra_docs.tenant_id",
+            "DROP SEQUENCE rlsproxy_private.admitted_hi",
+            // By OID, which no schema privilege guards: the sequence's own does.
+            "SELECT setval(c.oid, (4294967295::bigint << 32) | 2) FROM pg_class c \
+             WHERE c.relname = 'admitted_tenant_id' AND c.relkind = 'S'",
+            "SELECT nextval(c.oid) FROM pg_class c \
+             WHERE c.relname = 'admitted_hi' AND c.relkind = 'S'",
         ] {
             let r = try_rows(&c, sql).await;
             eprintln!("[{mode:?}] {sql} -> {r:?}");
             assert_eq!(r.map_err(|e| e.0), Err("42501".to_string()), "{mode:?}: {sql}");
         }
-        let g = try_rows(&c, "GRANT UPDATE, USAGE ON SEQUENCE rlsproxy.admitted_hi TO app_proxy").await;
-        let p = one(&c, "SELECT has_sequence_privilege('rlsproxy.admitted_hi', 'UPDATE')::text || has_sequence_privilege('rlsproxy.admitted_hi', 'USAGE')::text").await;
+        let g = try_rows(&c, "GRANT UPDATE, USAGE ON SEQUENCE rlsproxy_private.admitted_hi TO app_proxy").await;
+        let p = one(
+            &c,
+            "SELECT has_sequence_privilege(c.oid, 'UPDATE')::text || has_sequence_privilege(c.oid, 'USAGE')::text \
+             FROM pg_class c WHERE c.relname = 'admitted_hi' AND c.relkind = 'S'",
+        )
+        .await;
         eprintln!("[{mode:?}] GRANT UPDATE, USAGE on admitted_hi -> {g:?}; privileges now {p:?}");
         assert_eq!(p, Ok(Some("falsefalse".into())));
         for sql in [
@@ -592,8 +602,8 @@ async fn ra_other_tenants_admissions_are_not_readable() {
         // What the shared value held for an instant: the victim's own record.
         let record = try_rows(
             &victim,
-            "SELECT ((currval('rlsproxy.admitted_tenant_id') << 32) >> 32)::int::text, \
-                    (((currval('rlsproxy.admitted_tenant_id') >> 32) & 4294967295) \
+            "SELECT ((rlsproxy.admitted_tenant() << 32) >> 32)::int::text, \
+                    (((rlsproxy.admitted_tenant() >> 32) & 4294967295) \
                      - extract(epoch FROM now())::bigint BETWEEN 700 AND 800)::text",
         )
         .await
@@ -605,7 +615,7 @@ async fn ra_other_tenants_admissions_are_not_readable() {
         let seen = try_rows(
             &attacker,
             "SELECT (last_value & 4294967295)::int::text AS tenant, \
-                    to_timestamp((last_value >> 32) & 4294967295)::text AS exp FROM rlsproxy.admitted_tenant_id",
+                    to_timestamp((last_value >> 32) & 4294967295)::text AS exp FROM rlsproxy_private.admitted_tenant_id",
         )
         .await;
         eprintln!("[guard {guard}] last admission of any session, read by tenant 1: {seen:?}");
