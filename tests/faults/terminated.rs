@@ -65,3 +65,52 @@ async fn a_terminated_lent_connection_fails_only_its_client() {
     let next = proxy.connect(&proxy.token("1")).await;
     assert_eq!(count(&next).await, Ok(3));
 }
+
+/// The injection itself is cut off: strict mode's admission waits for the key table (an
+/// operator holds it locked) when its server connection is terminated. Nothing of the
+/// client's had run on it, so the proxy starts the transaction again on a fresh connection:
+/// the client sees its own rows and no error; a bystander is untouched.
+#[tokio::test]
+async fn a_connection_terminated_during_the_injection_is_replaced_for_its_client() {
+    let _server = SERVER.read().await;
+    const KEY_HEX: &str = "6661756c747320696e206120747261697420696e6a656374696f6e2074657374";
+    let mut cfg = proxy::strict_without_guard(postgres(), "flt_k", KEY_HEX).await;
+    cfg.guard.enabled = true;
+    cfg.pool.mode = PoolMode::Transaction;
+    cfg.pool.size = 2;
+    let proxy = proxy::start(cfg).await;
+    let bystander = proxy.connect(&proxy.token("2")).await;
+    bystander.batch_execute("BEGIN").await.expect("begin");
+    assert_eq!(count(&bystander).await, Ok(2));
+    let victim = proxy.connect(&proxy.token("1")).await;
+    // The one free connection takes another tenant's context, so the victim's next
+    // transaction admits its value afresh on it.
+    let other = proxy.connect(&proxy.token("3")).await;
+    assert_eq!(count(&other).await, Ok(0));
+    // An operator holds the key table: that admission's verification waits for it.
+    let operator = postgres().superuser_client("app").await;
+    operator.batch_execute("BEGIN; LOCK TABLE rlsproxy_private.keys IN ACCESS EXCLUSIVE MODE").await.expect("lock");
+    let query = tokio::spawn(async move {
+        let n = count(&victim).await;
+        (n, pid(&victim).await)
+    });
+    let admin = postgres().superuser_client("app").await;
+    let find = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%rlsproxy.admit%'";
+    let started = std::time::Instant::now();
+    let terminated: i32 = loop {
+        if let Some(row) = admin.query_opt(find, &[]).await.expect("activity") {
+            break row.get(0);
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no injection waits for the key table");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    admin.execute("SELECT pg_terminate_backend($1)", &[&terminated]).await.expect("terminate");
+    operator.batch_execute("ROLLBACK").await.expect("unlock");
+
+    let (rows, now_on) = tokio::time::timeout(Duration::from_secs(10), query).await.expect("answered").expect("task");
+    assert_eq!(rows, Ok(3), "the victim's own rows, on a fresh connection");
+    assert_ne!(now_on, terminated);
+    // The bystander's transaction goes on.
+    assert_eq!(count(&bystander).await, Ok(2));
+    bystander.batch_execute("COMMIT").await.expect("commit");
+}
