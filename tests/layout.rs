@@ -170,3 +170,60 @@ fn the_readme_lists_every_error_of_the_proxy_as_the_code_has_it() {
     let expected = rlsproxy::protocol::ProxyError::markdown_table();
     assert!(readme[start..stop] == expected, "README's error table differs; it should read:\n{expected}");
 }
+
+/// The dotted keys README's configuration table documents: the first cell of each row, where
+/// `` `a.b` / `c` `` stands for `a.b` and `a.c`, and `` `a.b`, `a.c` `` for both.
+fn documented_keys(readme: &str) -> BTreeSet<String> {
+    let start = readme.find("\n## Configuration").expect("README has a Configuration section");
+    let section = &readme[start + 1..];
+    let section = &section[..section.find("\n## ").expect("a section after it")];
+    let mut keys = BTreeSet::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let mut prefix = String::new();
+        for piece in row.split('|').nth(1).unwrap_or_default().split(['/', ',']) {
+            let Some(key) = piece.split('`').nth(1) else { continue };
+            match key.rsplit_once('.') {
+                Some((section, _)) => {
+                    prefix = section.to_string();
+                    keys.insert(key.to_string());
+                }
+                None if !prefix.is_empty() => {
+                    keys.insert(format!("{prefix}.{key}"));
+                }
+                None => {}
+            }
+        }
+    }
+    keys
+}
+
+/// Every key of the configuration structs, dotted, from the defaults' serialization.
+fn configuration_keys(value: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match value.as_object() {
+        Some(map) if !prefix.contains('.') => {
+            for (name, inner) in map {
+                let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+                configuration_keys(inner, &key, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string());
+        }
+    }
+}
+
+/// README's configuration table documents every key the configuration has, and no other.
+#[test]
+fn the_readme_documents_every_configuration_key() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README.md");
+    let defaults = serde_json::to_value(rlsproxy::config::Config::default()).expect("serialize the defaults");
+    let mut keys = BTreeSet::new();
+    configuration_keys(&defaults, "", &mut keys);
+    let documented = documented_keys(&readme);
+    let missing: Vec<&String> = keys.difference(&documented).collect();
+    let unknown: Vec<&String> = documented.difference(&keys).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "README's configuration table lacks {missing:?} and documents keys that do not exist: {unknown:?}"
+    );
+}
