@@ -13,6 +13,8 @@ pub mod http;
 pub mod proxy;
 pub mod queries;
 pub mod raw;
+pub mod reply;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
