@@ -99,7 +99,9 @@ async fn metrics_count_a_scripted_workload_exactly() {
     };
     assert_eq!(proxy::db_error(&sleeping.expect_err("cancelled")).0, "57014");
     let mut stray = common::raw::connect(p.addr).await;
-    stray.send_untagged(&[&80877102i32.to_be_bytes()[..], &[0, 0, 0, 7, 0, 0, 0, 9]].concat()).await;
+    stray
+        .send_untagged(&[&common::raw::CANCEL_REQUEST_CODE.to_be_bytes()[..], &[0, 0, 0, 7, 0, 0, 0, 9]].concat())
+        .await;
     drop(stray);
     tokio::time::sleep(Duration::from_millis(200)).await;
 

@@ -45,11 +45,9 @@ mod settings;
 mod strict;
 #[path = "attacks/strict_sessions.rs"]
 mod strict_sessions;
-#[path = "attacks/wire.rs"]
-mod wire;
 
 use harness::{Env, Mode};
-use session::{Protocol, Reply};
+use session::{Protocol, Transcript};
 
 /// What a configuration with the statement guard must answer to an attempt.
 #[derive(Debug, Clone, Copy)]
@@ -174,7 +172,7 @@ async fn run_sql(env: &mut Env, attempt: &Attempt, protocol: Protocol) {
         steps.push("COMMIT".into());
     }
     let mut session = env.session(protocol).await;
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     for step in &steps {
         session.run(protocol, step, &mut reply).await;
         if reply.closed {

@@ -37,8 +37,8 @@ mod common;
 mod corpus;
 #[path = "differential/edges.rs"]
 mod edges;
-#[path = "differential/wire.rs"]
-mod wire;
+#[path = "differential/recorder.rs"]
+mod recorder;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -46,9 +46,10 @@ use std::time::Duration;
 
 use common::proxy::{self, TestProxy};
 use common::raw::{self, RawClient};
+use common::wire::Msgs;
 use common::{Postgres, postgres};
+use recorder::{Login, Record, Until};
 use rlsproxy::config::PoolMode;
-use wire::{Login, Msgs, Record, Until};
 
 /// Startup settings sent by every client of the corpus, direct or through the proxy.
 pub const SETTINGS: &[(&str, &str)] =
@@ -124,22 +125,22 @@ struct Noise {
 impl Noise {
     async fn open(proxy: &TestProxy) -> Noise {
         let token = proxy.token("2");
-        let login = wire::login_token(proxy.addr, &token, &[("application_name", "noise")]).await;
+        let login = recorder::login_token(proxy.addr, &token, &[("application_name", "noise")]).await;
         Noise { conn: login.conn, runs: 0 }
     }
 
     /// One transaction of tenant 2; it must see its own tenant.
     async fn run(&mut self) -> Result<(), String> {
         let sql = "SELECT current_setting('app.current_tenant'), current_setting('application_name')";
-        self.conn.send_raw(&Msgs::new().run(sql, &[]).0).await;
+        self.conn.send_msgs(&Msgs::new().run(sql, &[])).await;
         let mut records = Vec::new();
-        wire::read_until(&mut self.conn, Until::Readies(1), &mut records).await?;
+        recorder::read_until(&mut self.conn, Until::Readies(1), &mut records).await?;
         self.runs += 1;
         let row = records.iter().find(|(tag, _)| *tag == b'D').ok_or_else(|| {
-            format!("noise client got no row: {:?}", records.iter().map(wire::describe).collect::<Vec<_>>())
+            format!("noise client got no row: {:?}", records.iter().map(recorder::describe).collect::<Vec<_>>())
         })?;
         let expected = data_row(&[b"2", b"noise"]);
-        (row.1 == expected).then_some(()).ok_or_else(|| format!("noise client saw {}", wire::describe(row)))
+        (row.1 == expected).then_some(()).ok_or_else(|| format!("noise client saw {}", recorder::describe(row)))
     }
 }
 
@@ -166,16 +167,16 @@ impl Target<'_> {
                 // What the proxy sends as startup parameters of its connections besides the client's.
                 let settings = [SETTINGS, PINNED].concat();
                 let mut login =
-                    wire::login_scram(pg.addr(), Postgres::PROXY_USER, Postgres::PROXY_PASSWORD, &settings).await;
+                    recorder::login_scram(pg.addr(), Postgres::PROXY_USER, Postgres::PROXY_PASSWORD, &settings).await;
                 // The tenant the proxy's tokens carry, set as the proxy sets it; not recorded.
                 let set = Msgs::new().query("SELECT set_config('app.current_tenant', '1', false)");
-                login.conn.send_raw(&set.0).await;
+                login.conn.send_msgs(&set).await;
                 let mut records = Vec::new();
-                wire::read_until(&mut login.conn, Until::Readies(1), &mut records).await.expect("set the tenant");
+                recorder::read_until(&mut login.conn, Until::Readies(1), &mut records).await.expect("set the tenant");
                 assert!(records.iter().all(|(tag, _)| *tag != b'E'), "setting the tenant failed");
                 login
             }
-            Target::Proxy { proxy, .. } => wire::login_token(proxy.addr, &proxy.token("1"), SETTINGS).await,
+            Target::Proxy { proxy, .. } => recorder::login_token(proxy.addr, &proxy.token("1"), SETTINGS).await,
         }
     }
 
@@ -200,7 +201,7 @@ async fn run_case(target: &mut Target<'_>, case: &Case) -> Outcome {
     let mut error = None;
     let sentinel = Step { msgs: Msgs::new().query(SENTINEL), until: Until::Readies(1) };
     for (i, step) in case.steps.iter().chain(std::iter::once(&sentinel)).enumerate() {
-        if let Err(e) = conn.try_send_raw(&step.msgs.0).await {
+        if let Err(e) = conn.try_send_raw(step.msgs.bytes()).await {
             error = Some(format!("step {i}: write failed: {e}"));
             break;
         }
@@ -208,7 +209,7 @@ async fn run_case(target: &mut Target<'_>, case: &Case) -> Outcome {
             // Let the first part arrive on its own before the rest is written.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if let Err(e) = wire::read_until(&mut conn, step.until, &mut records).await {
+        if let Err(e) = recorder::read_until(&mut conn, step.until, &mut records).await {
             error = Some(format!("step {i}: {e}"));
             break;
         }
@@ -219,10 +220,10 @@ async fn run_case(target: &mut Target<'_>, case: &Case) -> Outcome {
             break;
         }
     }
-    let _ = conn.try_send_raw(&Msgs::new().msg(b'X', &[]).0).await;
+    let _ = conn.try_send_raw(Msgs::new().terminate().bytes()).await;
     for (tag, body) in &records {
         if *tag == b'S' {
-            let (name, value) = wire::parameter_status(body);
+            let (name, value) = common::reply::parameter_status(body);
             params.insert(name, value);
         }
     }
@@ -286,7 +287,7 @@ fn compare(want: &Outcome, got: &Outcome, mode: Mode) -> Option<String> {
         _ => true,
     };
     if let Some(i) = (0..w.len().max(g.len())).find(|&i| differs(i)) {
-        let show = |r: Option<&Record>| r.map_or("(nothing)".to_string(), wire::describe);
+        let show = |r: Option<&Record>| r.map_or("(nothing)".to_string(), recorder::describe);
         let _ =
             write!(report, "message #{i} differs:\n      direct: {}\n      proxy:  {}", show(w.get(i)), show(g.get(i)));
         if let Some(e) = &got.error {

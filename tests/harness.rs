@@ -207,7 +207,7 @@ async fn raw_client_speaks_the_protocol() {
         ("ERROR", "22012", "division by zero")
     );
     assert_eq!(c.read_message().await, (b'Z', b"I".to_vec()));
-    c.send(b'X', &[]).await;
+    c.send_msgs(&common::wire::Msgs::new().terminate()).await;
     let eof = c.try_read_message(raw::DEFAULT_TIMEOUT).await.unwrap();
     assert_eq!(eof, None, "Terminate closes the connection");
 

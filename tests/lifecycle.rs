@@ -159,15 +159,9 @@ async fn a_long_pipeline_read_concurrently_does_not_deadlock() {
     raw.read_until_ready().await;
     let (mut rd, mut wr) = raw.into_inner().into_split();
 
-    let mut batch = Vec::new();
     // Long statements (a comment pads each to ~1 KB) make the client's side as heavy as the replies.
-    let sql = format!("SELECT repeat('x', 1000) FROM tenants /* {} */\0", "p".repeat(1000));
-    let sql = sql.as_bytes();
-    for _ in 0..QUERIES {
-        batch.push(b'Q');
-        batch.extend_from_slice(&(sql.len() as i32 + 4).to_be_bytes());
-        batch.extend_from_slice(sql);
-    }
+    let sql = format!("SELECT repeat('x', 1000) FROM tenants /* {} */", "p".repeat(1000));
+    let batch = common::wire::Msgs::new().query(&sql).bytes().repeat(QUERIES);
     let writer = tokio::spawn(async move { wr.write_all(&batch).await.map(|()| wr) });
     let reader = async {
         let (mut ready, mut rows) = (0, 0);

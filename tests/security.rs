@@ -50,6 +50,8 @@ use std::time::Duration;
 use common::proxy::TestProxy;
 pub use common::queries::{ACME_TITLES as ACME, GLOBEX_TITLES as GLOBEX, current_tenant, titles};
 use common::raw::{self, RawClient};
+pub use common::reply::{data_rows, first_column, tags, the_error};
+pub use common::wire::Msgs;
 
 /// Severity, SQLSTATE and message of a server (or proxy) error; panics on a client-side error.
 pub fn server_error(e: &tokio_postgres::Error) -> (String, String, String) {
@@ -78,45 +80,6 @@ pub async fn raw_login(proxy: &TestProxy, token: &str, extra: &[(&str, &str)]) -
 pub async fn raw_query(c: &mut RawClient, sql: &str) -> Vec<(u8, Vec<u8>)> {
     c.send_query(sql).await;
     c.read_until_ready().await
-}
-
-/// The message types, as characters, for readable assertions.
-pub fn tags(msgs: &[(u8, Vec<u8>)]) -> String {
-    msgs.iter().map(|(t, _)| *t as char).collect()
-}
-
-/// The text columns of every DataRow.
-pub fn data_rows(msgs: &[(u8, Vec<u8>)]) -> Vec<Vec<Option<String>>> {
-    msgs.iter()
-        .filter(|(t, _)| *t == b'D')
-        .map(|(_, body)| {
-            let n = i16::from_be_bytes([body[0], body[1]]) as usize;
-            let mut at = 2;
-            (0..n)
-                .map(|_| {
-                    let len = i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
-                    at += 4;
-                    (len >= 0).then(|| {
-                        let v = String::from_utf8_lossy(&body[at..at + len as usize]).into_owned();
-                        at += len as usize;
-                        v
-                    })
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// The first column of every DataRow.
-pub fn first_column(msgs: &[(u8, Vec<u8>)]) -> Vec<String> {
-    data_rows(msgs).into_iter().map(|r| r[0].clone().unwrap_or_default()).collect()
-}
-
-/// The fields of the only ErrorResponse among `msgs`.
-pub fn the_error(msgs: &[(u8, Vec<u8>)]) -> HashMap<char, String> {
-    let errors: Vec<_> = msgs.iter().filter(|(t, _)| *t == b'E').collect();
-    assert_eq!(errors.len(), 1, "expected one ErrorResponse in {}", tags(msgs));
-    raw::error_fields(&errors[0].1)
 }
 
 /// (severity, SQLSTATE, message) of ErrorResponse fields.

@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 use crate::Expect;
 use crate::common::proxy::{self, TestProxy};
 use crate::common::{Postgres, postgres};
-use crate::session::{Protocol, Reply, Session};
+use crate::session::{Protocol, Session, Transcript};
 
 /// The role whose policy on the strict table gives every row (bound to the signed role).
 pub const ADMIN_ROLE: &str = "admin_role";
@@ -262,7 +262,13 @@ impl Env {
 
     /// The verdict on one run: `reply` is what the attempt received, `session` (if the
     /// client got one) is probed, tenant 2's rows are compared with the superuser's record.
-    pub async fn judge(&mut self, label: &str, expect: Option<Expect>, reply: &Reply, session: Option<&mut Session>) {
+    pub async fn judge(
+        &mut self,
+        label: &str,
+        expect: Option<Expect>,
+        reply: &Transcript,
+        session: Option<&mut Session>,
+    ) {
         self.runs += 1;
         if let Some(leak) = leaked(&reply.texts) {
             self.fail(label, format!("the attempt received tenant-2 data: {leak:?}"));
@@ -289,7 +295,7 @@ impl Env {
 
     /// With the guard on, a refusal inside an explicit block fails the block as PostgreSQL
     /// would: what follows gets 25P02 until the block ends, and COMMIT rolls back.
-    pub fn check_block_failed(&mut self, label: &str, expect: Expect, reply: &Reply) {
+    pub fn check_block_failed(&mut self, label: &str, expect: Expect, reply: &Transcript) {
         let refusal = matches!(expect, Expect::Guard(_) | Expect::Reserved);
         let refused = reply.errors.first().is_some_and(|e| matches!(e.code.as_str(), "42501" | "42601"));
         if self.mode.guarded() && refusal && refused && !reply.errors.iter().any(|e| e.code == "25P02") {
@@ -301,7 +307,7 @@ impl Env {
     async fn probe(&self, session: &mut Session) -> Vec<String> {
         let mut problems = Vec::new();
         let protocol = session.probe_protocol();
-        let mut rows = Reply::default();
+        let mut rows = Transcript::default();
         session.run(protocol, &format!("SELECT title FROM {} ORDER BY id", self.docs()), &mut rows).await;
         if let Some(leak) = leaked(&rows.texts) {
             problems.push(format!("the probe then read tenant-2 data: {leak:?}"));
@@ -310,7 +316,7 @@ impl Env {
             Mode::Strict | Mode::StrictTransaction => (STRICT_CONTEXT, &["1", "1", "(none)"]),
             _ => ("SELECT current_setting('app.current_tenant'), current_user::text", &["1", "app_proxy"]),
         };
-        let mut ctx = Reply::default();
+        let mut ctx = Transcript::default();
         session.run(protocol, ctx_sql, &mut ctx).await;
         let seen: Vec<String> =
             ctx.rows.first().map(|r| r.iter().map(|c| c.clone().unwrap_or_default()).collect()).unwrap_or_default();
@@ -341,7 +347,7 @@ pub fn leaked(texts: &[String]) -> Option<&String> {
 }
 
 /// Why a guarded configuration's answer is not `expect`, if it is not.
-fn unmet(expect: Expect, reply: &Reply) -> Option<String> {
+fn unmet(expect: Expect, reply: &Transcript) -> Option<String> {
     let first = reply.errors.first();
     // Text the guard cannot parse is refused with PostgreSQL's own syntax error (42601).
     let refused = |e: &crate::session::ServerError, rules: &[&str]| {

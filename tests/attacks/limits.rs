@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::common::postgres;
 use crate::common::proxy;
 use crate::common::raw;
-use crate::session::{self, Protocol, Reply, Session};
+use crate::session::{self, Protocol, Session, Transcript};
 
 #[tokio::test]
 async fn a_statement_over_the_guard_limit_is_refused_unparsed_with_54000() {
@@ -20,7 +20,7 @@ async fn a_statement_over_the_guard_limit_is_refused_unparsed_with_54000() {
     assert_eq!(long.len(), 4098);
     for protocol in [Protocol::Simple, Protocol::Parse] {
         let mut s = Session::from_raw(session::raw_login(&p, &p.token("1")).await);
-        let mut reply = Reply::default();
+        let mut reply = Transcript::default();
         s.run(protocol, &long, &mut reply).await;
         let first = reply.errors.first().map(|e| (e.code.as_str(), e.message.as_str()));
         assert_eq!(
@@ -32,7 +32,7 @@ async fn a_statement_over_the_guard_limit_is_refused_unparsed_with_54000() {
             )),
             "{protocol:?}"
         );
-        let mut next = Reply::default();
+        let mut next = Transcript::default();
         s.run(protocol, "SELECT 'still here'", &mut next).await;
         assert_eq!(next.first_column(), ["still here"], "{protocol:?}: {next:?}");
         s.close().await;

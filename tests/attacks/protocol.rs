@@ -8,10 +8,10 @@ use std::time::Duration;
 use rlsproxy::auth::{MintRequest, mint};
 
 use crate::Expect::{self, Guard, Reserved};
-use crate::common::raw::{self, cstr};
+use crate::common::raw;
+use crate::common::wire::Msgs;
 use crate::harness::{Env, leaked};
-use crate::session::{self, Protocol, Reply, Session};
-use crate::wire::{bind_body, execute, function_call, parse_body, sync};
+use crate::session::{self, Protocol, Session, Transcript};
 
 /// OID of `set_config(text, text, boolean)` in pg_proc.
 const SET_CONFIG_OID: u32 = 2078;
@@ -34,15 +34,13 @@ pub async fn run_all(env: &mut Env) {
 }
 
 /// `BEGIN`, the messages (ending with a read of the table and Sync), then `COMMIT`; judged.
-async fn in_block(env: &mut Env, name: &str, messages: Vec<(u8, Vec<u8>)>, expect: Expect) {
+async fn in_block(env: &mut Env, name: &str, messages: Msgs, expect: Expect) {
     let label = env.label(name, "parse");
     let mut s = env.session(Protocol::Parse).await;
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     s.run(Protocol::Simple, "BEGIN", &mut reply).await;
     let read = env.render("SELECT title FROM {docs}");
-    let mut all = messages;
-    all.extend([(b'P', parse_body("", &read)), (b'B', bind_body("", &[])), execute(), sync()]);
-    s.exchange(&all, &mut reply).await;
+    s.exchange(&messages.run(&read, &[]), &mut reply).await;
     s.run(Protocol::Simple, &read, &mut reply).await;
     s.run(Protocol::Simple, "COMMIT", &mut reply).await;
     env.check_block_failed(&label, expect, &reply);
@@ -54,34 +52,31 @@ async fn in_block(env: &mut Env, name: &str, messages: Vec<(u8, Vec<u8>)>, expec
 async fn reserved_statement(env: &mut Env) {
     let params = env.ctx_params();
     let params: Vec<&str> = params.iter().map(String::as_str).collect();
-    let bind = vec![(b'B', bind_body("rlsproxy_ctx", &params)), execute()];
+    let bind = Msgs::new().bind_text("", "rlsproxy_ctx", &params).execute("", 0);
     in_block(env, "Bind of rlsproxy_ctx with tenant 2's values", bind, Reserved).await;
 
-    let parse = vec![
-        (b'P', parse_body("rlsproxy_ctx", "SELECT set_config($1, $2, false)")),
-        (b'B', bind_body("rlsproxy_ctx", &["app.current_tenant", "2"])),
-        execute(),
-    ];
+    let parse = Msgs::new()
+        .parse("rlsproxy_ctx", "SELECT set_config($1, $2, false)", &[])
+        .bind_text("", "rlsproxy_ctx", &["app.current_tenant", "2"])
+        .execute("", 0);
     in_block(env, "Parse named rlsproxy_ctx, then Bind with tenant 2", parse, Reserved).await;
 
-    let mut close = b"S".to_vec();
-    close.extend(cstr("rlsproxy_ctx"));
-    in_block(env, "Close of rlsproxy_ctx", vec![(b'C', close)], Reserved).await;
+    let close = Msgs::new().close(b'S', "rlsproxy_ctx");
+    in_block(env, "Close of rlsproxy_ctx", close, Reserved).await;
 
-    let mut describe = b"S".to_vec();
-    describe.extend(cstr("rlsproxy_ctx"));
-    in_block(env, "Describe of rlsproxy_ctx", vec![(b'D', describe)], Reserved).await;
+    let describe = Msgs::new().describe(b'S', "rlsproxy_ctx");
+    in_block(env, "Describe of rlsproxy_ctx", describe, Reserved).await;
 }
 
 /// FunctionCall of set_config by OID inside a block, then a read in the same block.
 async fn function_call_of_set_config(env: &mut Env) {
     let label = env.label("fast-path FunctionCall of set_config (OID 2078)", "function call");
     let mut s = env.session(Protocol::Parse).await;
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     s.run(Protocol::Simple, "BEGIN", &mut reply).await;
     let forged = env.forged();
     for args in [["app.current_tenant", "2", "false"], ["rlsproxy.signed_context", &forged, "false"]] {
-        s.exchange(&[function_call(SET_CONFIG_OID, &args)], &mut reply).await;
+        s.exchange(&Msgs::new().function_call_text(SET_CONFIG_OID, &args), &mut reply).await;
     }
     s.run(Protocol::Simple, &env.render("SELECT title FROM {docs}"), &mut reply).await;
     s.run(Protocol::Simple, "COMMIT", &mut reply).await;
@@ -102,7 +97,7 @@ async fn refused_at_startup(env: &mut Env, label: &str, c: &mut raw::RawClient) 
     if (f[&'S'].as_str(), f[&'C'].as_str()) != ("FATAL", "42501") {
         env.fail(label, format!("refused, but not with FATAL 42501: {f:?}"));
     }
-    env.judge(label, None, &Reply::default(), None).await;
+    env.judge(label, None, &Transcript::default(), None).await;
     true
 }
 
@@ -116,9 +111,9 @@ async fn startup_parameter(env: &mut Env, name: &str, value: &str) {
     }
     env.fail(&label, "the startup parameter was accepted");
     c.send_password(&env.proxy.token("1")).await;
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     let mut s = Session::from_raw(c);
-    s.exchange(&[], &mut reply).await;
+    s.exchange(&Msgs::new(), &mut reply).await;
     env.judge(&label, None, &reply, Some(&mut s)).await;
 }
 
@@ -133,9 +128,9 @@ async fn encoding_at_startup(env: &mut Env) {
         return;
     }
     c.send_password(&env.proxy.token("1")).await;
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     let mut s = Session::from_raw(c);
-    s.exchange(&[], &mut reply).await;
+    s.exchange(&Msgs::new(), &mut reply).await;
     let sql = "SELECT E'\u{c1}\\', set_config($$app.current_tenant$$, $$2$$, false), title FROM {docs} --'";
     s.run(Protocol::Simple, &env.render(sql), &mut reply).await;
     env.judge(&label, Some(Guard(crate::lexer::ANY_RULES)), &reply, Some(&mut s)).await;
@@ -161,12 +156,12 @@ async fn token_under_a_wrong_key(env: &mut Env) {
             if code.as_deref() != Some("28P01") {
                 env.fail(&label, format!("refused, but not with 28P01: {e}"));
             }
-            env.judge(&label, None, &Reply::default(), None).await;
+            env.judge(&label, None, &Transcript::default(), None).await;
         }
         Ok(client) => {
             let rows = client.simple_query(&env.render("SELECT title FROM {docs}")).await;
             env.fail(&label, format!("the token was accepted; the session reads {rows:?}"));
-            env.judge(&label, None, &Reply::default(), None).await;
+            env.judge(&label, None, &Transcript::default(), None).await;
         }
     }
 }
@@ -183,7 +178,7 @@ async fn injected_values_in_pg_stat_activity(env: &mut Env) {
             other.query("SELECT 1", &[]).await.expect("tenant 2 works");
         }
     };
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     let watching = async {
         for _ in 0..40 {
             spy.run(Protocol::Simple, watch, &mut reply).await;
@@ -208,7 +203,7 @@ async fn query_text_in_pg_stat_activity(env: &mut Env) {
     let sql = "SELECT count(*) FROM documents WHERE title = 'globex merger plan'";
     other.simple_query(sql).await.expect("tenant 2's query");
     let mut spy = env.session(Protocol::Simple).await;
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     let watch = "SELECT state, query FROM pg_stat_activity WHERE pid <> pg_backend_pid()";
     spy.run(Protocol::Simple, watch, &mut reply).await;
     // The guard refuses pg_stat_activity (forbidden_object); migration 0004 revokes it too.
@@ -223,7 +218,7 @@ async fn cancel_through_pg_cancel_backend(env: &mut Env) {
     let label = env.label("pg_cancel_backend of tenant 2's running query", "simple");
     let other = env.proxy.connect(&env.proxy.token("2")).await;
     let mut spy = env.session(Protocol::Simple).await;
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     let attack = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let sql = "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
@@ -243,11 +238,11 @@ async fn cancel_through_pg_cancel_backend(env: &mut Env) {
 async fn listen_left_behind(env: &mut Env) {
     let label = env.label("LISTEN left behind by tenant 2", "simple");
     let mut other = Session::from_raw(session::raw_login(&env.proxy, &env.proxy.token("2")).await);
-    other.run(Protocol::Simple, "LISTEN attack_chan", &mut Reply::default()).await;
+    other.run(Protocol::Simple, "LISTEN attack_chan", &mut Transcript::default()).await;
     other.close().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut spy = env.session(Protocol::Simple).await;
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     spy.run(Protocol::Simple, "SELECT 1", &mut reply).await;
     // On tenant 2's channel as the proxy names it, and on the raw name.
     env.su
@@ -266,7 +261,7 @@ async fn listen_left_behind(env: &mut Env) {
 async fn listen_across_tenants(env: &mut Env) {
     let label = env.label("LISTEN on tenant 2's channel", "simple");
     let mut spy = env.session(Protocol::Simple).await;
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     for sql in [
         "LISTEN attack_across",
         "LISTEN \"d4735e3a265e16ee.attack_across\"",
@@ -287,7 +282,7 @@ async fn listen_across_tenants(env: &mut Env) {
 async fn state_left_behind(env: &mut Env) {
     let label = env.label("session state left behind by tenant 2", "simple");
     let mut other = Session::from_raw(session::raw_login(&env.proxy, &env.proxy.token("2")).await);
-    let mut own = Reply::default();
+    let mut own = Transcript::default();
     for sql in [
         "CREATE TEMP TABLE attack_left AS SELECT title FROM documents",
         "PREPARE attack_left_p AS SELECT title FROM documents",
@@ -299,7 +294,7 @@ async fn state_left_behind(env: &mut Env) {
     other.close().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut spy = env.session(Protocol::Simple).await;
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     for sql in [
         "SELECT * FROM pg_temp.attack_left",
         "EXECUTE attack_left_p",

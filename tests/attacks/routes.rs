@@ -7,10 +7,10 @@
 
 use crate::Expect::{self, Guard};
 use crate::common::proxy;
+use crate::common::wire::Msgs;
 use crate::common::{Postgres, postgres};
 use crate::harness::Env;
-use crate::session::{Protocol, Reply};
-use crate::wire::function_call;
+use crate::session::{Protocol, Transcript};
 use crate::{Attempt, run_sql};
 
 const SET_CONFIG: Expect = Guard(&["set_config"]);
@@ -180,7 +180,7 @@ async fn pg_stat_activity_by_computed_oid(env: &mut Env) {
     let sql = "SELECT count(*) FROM documents WHERE title = 'globex merger plan'";
     other.simple_query(sql).await.expect("tenant 2's query");
     let mut spy = env.session(Protocol::Simple).await;
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     let watch = "SELECT table_to_xml((SELECT oid FROM pg_class WHERE relname = 'pg_stat_' || 'activity')::regclass, \
                  true, false, '')";
     spy.run(Protocol::Simple, watch, &mut reply).await;
@@ -193,8 +193,9 @@ async fn pg_stat_activity_by_computed_oid(env: &mut Env) {
 async fn large_object_fast_path(env: &mut Env) {
     let label = env.label("fast-path lo_get of tenant 2's large object", "function call");
     let mut s = env.session(Protocol::Parse).await;
-    let mut reply = Reply::default();
-    s.exchange(&[function_call(LO_GET_OID, &[&LARGE_OBJECT_OID.to_string()])], &mut reply).await;
+    let mut reply = Transcript::default();
+    let call = Msgs::new().function_call_text(LO_GET_OID, &[&LARGE_OBJECT_OID.to_string()]);
+    s.exchange(&call, &mut reply).await;
     if reply.texts.iter().any(|t| t.contains(MARKER_HEX)) {
         env.fail(&label, format!("the call returned tenant 2's large object: {:?}", reply.texts));
     }
@@ -276,15 +277,15 @@ async fn large_objects_are_relayed_when_allowed() {
     cfg.guard.allow_large_objects = true;
     let p = proxy::start(cfg).await;
     let mut s = crate::session::Session::from_raw(crate::session::raw_login(&p, &p.token("1")).await);
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     s.run(Protocol::Simple, "SELECT lo_from_bytea(0, 'acme blob')::text", &mut reply).await;
     assert!(reply.errors.is_empty(), "{reply:?}");
     let oid = reply.first_column().pop().expect("an OID");
-    let mut fast = Reply::default();
-    s.exchange(&[function_call(LO_GET_OID, &[&oid])], &mut fast).await;
+    let mut fast = Transcript::default();
+    s.exchange(&Msgs::new().function_call_text(LO_GET_OID, &[&oid]), &mut fast).await;
     assert!(fast.errors.is_empty(), "{fast:?}");
     assert!(fast.texts.iter().any(|t| t.contains("\\x61636d6520626c6f62")), "{fast:?}");
-    s.run(Protocol::Simple, &format!("SELECT lo_unlink({oid})"), &mut Reply::default()).await;
+    s.run(Protocol::Simple, &format!("SELECT lo_unlink({oid})"), &mut Transcript::default()).await;
     s.close().await;
     p.handle.shutdown();
 }

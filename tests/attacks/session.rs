@@ -4,6 +4,7 @@
 //! tokio-postgres, a real driver (named statements, Describe, binary results).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio_postgres::types::{FromSql, Type};
@@ -11,7 +12,46 @@ use tokio_postgres::{AsyncMessage, Client};
 
 use crate::common::proxy::TestProxy;
 use crate::common::raw::{self, RawClient};
-use crate::wire::{WAIT, bind_body, execute, parse_body, read_reply, sync};
+use crate::common::reply::data_row;
+use crate::common::wire::Msgs;
+
+/// The longest wait for any reply.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Reads up to ReadyForQuery; answers a CopyInResponse with CopyFail.
+async fn read_reply(c: &mut RawClient, reply: &mut Transcript) {
+    loop {
+        let (tag, body) = match c.try_read_message(WAIT).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) | Err(_) => {
+                reply.closed = true;
+                return;
+            }
+        };
+        match tag {
+            b'Z' => return,
+            b'D' => reply.row(data_row(&body)),
+            b'd' | b'A' | b'V' => reply.texts.push(String::from_utf8_lossy(&body).into_owned()),
+            b'N' => reply.texts.push(raw::error_fields(&body).into_values().collect::<Vec<_>>().join(" | ")),
+            b'E' => {
+                let f = raw::error_fields(&body);
+                let all = f.values().cloned().collect::<Vec<_>>().join(" | ");
+                reply.error(&f[&'C'], &f[&'M'], all);
+                if f.get(&'S').is_some_and(|s| s == "FATAL") {
+                    reply.closed = true;
+                }
+            }
+            b'G' => {
+                let fail = Msgs::new().copy_fail("the attack suite sends no data");
+                if c.try_send_raw(fail.bytes()).await.is_err() {
+                    reply.closed = true;
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}
 
 /// How an attempt's SQL is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +87,9 @@ pub struct ServerError {
     pub message: String,
 }
 
-/// What a session received over one or more steps.
+/// What a session received over one or more steps, from the raw client or the driver.
 #[derive(Debug, Default)]
-pub struct Reply {
+pub struct Transcript {
     /// Data rows, as text (binary values decoded lossily).
     pub rows: Vec<Vec<Option<String>>>,
     /// Every text received: cells, COPY data, notices, notifications, error fields.
@@ -60,7 +100,7 @@ pub struct Reply {
     pub closed: bool,
 }
 
-impl Reply {
+impl Transcript {
     pub fn row(&mut self, cells: Vec<Option<String>>) {
         self.texts.extend(cells.iter().flatten().cloned());
         self.rows.push(cells);
@@ -125,10 +165,10 @@ impl Session {
     }
 
     /// Sends one step and collects what comes back into `reply`.
-    pub async fn run(&mut self, protocol: Protocol, sql: &str, reply: &mut Reply) {
+    pub async fn run(&mut self, protocol: Protocol, sql: &str, reply: &mut Transcript) {
         let messages = match protocol {
-            Protocol::Simple => vec![(b'Q', raw::cstr(sql))],
-            Protocol::Parse => vec![(b'P', parse_body("", sql)), (b'B', bind_body("", &[])), execute(), sync()],
+            Protocol::Simple => Msgs::new().query(sql),
+            Protocol::Parse => Msgs::new().run(sql, &[]),
             Protocol::Extended => {
                 let Link::Driver(client, notes) = &self.link else { panic!("extended protocol needs a driver") };
                 run_driver(client, sql, reply).await;
@@ -141,15 +181,9 @@ impl Session {
     }
 
     /// Raw sessions: sends these messages, then reads up to ReadyForQuery.
-    pub async fn exchange(&mut self, messages: &[(u8, Vec<u8>)], reply: &mut Reply) {
+    pub async fn exchange(&mut self, messages: &Msgs, reply: &mut Transcript) {
         let Link::Raw(c) = &mut self.link else { panic!("raw messages need a raw session") };
-        let mut bytes = Vec::new();
-        for (tag, body) in messages {
-            bytes.push(*tag);
-            bytes.extend(i32::try_from(body.len() + 4).unwrap().to_be_bytes());
-            bytes.extend(body);
-        }
-        if self.closed || c.try_send_raw(&bytes).await.is_err() {
+        if self.closed || c.try_send_raw(messages.bytes()).await.is_err() {
             self.closed = true;
             reply.closed = true;
             return;
@@ -163,7 +197,7 @@ impl Session {
         if let Link::Raw(mut c) = self.link
             && !self.closed
         {
-            let _ = c.try_send_raw(&[b'X', 0, 0, 0, 4]).await;
+            let _ = c.try_send_raw(Msgs::new().terminate().bytes()).await;
         }
     }
 }
@@ -194,7 +228,7 @@ async fn driver(proxy: &TestProxy, token: &str) -> Link {
     Link::Driver(client, notes)
 }
 
-async fn run_driver(client: &Client, sql: &str, reply: &mut Reply) {
+async fn run_driver(client: &Client, sql: &str, reply: &mut Transcript) {
     let upper = sql.trim_start().to_ascii_uppercase();
     let copy_out = upper.starts_with("COPY") && upper.contains("TO STDOUT");
     let outcome = tokio::time::timeout(WAIT, async {

@@ -8,15 +8,15 @@
 use std::time::Duration;
 
 use crate::harness::{ACME, ADMIN_ROLE, Env, Mode, SCRATCH, STRICT_TABLE, leaked};
-use crate::session::{Protocol, Reply, Session};
+use crate::session::{Protocol, Session, Transcript};
 
 /// Every title of the strict table, by id (tenant 1's, then tenant 2's).
 const ALL_TITLES: [&str; 5] =
     ["acme roadmap", "acme payroll", "acme onboarding", "globex merger plan", "globex handbook"];
 
 /// One simple Query in `session`; what it received.
-async fn query(session: &mut Session, sql: &str) -> Reply {
-    let mut reply = Reply::default();
+async fn query(session: &mut Session, sql: &str) -> Transcript {
+    let mut reply = Transcript::default();
     session.run(Protocol::Simple, sql, &mut reply).await;
     reply
 }
@@ -32,7 +32,7 @@ fn titles_sql() -> String {
 }
 
 /// Records a failure unless `reply` is exactly these rows (first column) without an error.
-fn expect_rows(env: &mut Env, label: &str, reply: &Reply, expected: &[&str]) {
+fn expect_rows(env: &mut Env, label: &str, reply: &Transcript, expected: &[&str]) {
     env.runs += 1;
     if reply.closed || !reply.errors.is_empty() || reply.first_column() != expected {
         let got = (reply.first_column(), &reply.errors, reply.closed);
@@ -73,7 +73,7 @@ async fn copied_value_gives_its_own_tenant_only(env: &mut Env) {
         return;
     }
     let mut second = open(env, "1", None, Duration::from_secs(3600)).await;
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     for step in [
         "BEGIN".to_string(),
         format!("SELECT set_config('rlsproxy.signed_context', '{}', false)", values[0]),
@@ -101,7 +101,7 @@ async fn expired_value_gives_nothing(env: &mut Env) {
     short.close().await;
 
     let mut fresh = open(env, "1", None, Duration::from_secs(3600)).await;
-    let mut reply = Reply::default();
+    let mut reply = Transcript::default();
     for step in [
         "BEGIN".to_string(),
         format!(

@@ -13,7 +13,9 @@ pub mod http;
 pub mod proxy;
 pub mod queries;
 pub mod raw;
+pub mod reply;
 pub mod tap;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

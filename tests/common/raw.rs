@@ -9,10 +9,12 @@
 //! let (tag, _) = c.read_message().await;          // b'R': AuthenticationCleartextPassword
 //! c.send_password(&token).await;
 //! c.read_until_ready().await;                     // ..., ReadyForQuery
-//! c.send(b'Q', &raw::cstr("SET ROLE admin_role")).await;
+//! c.send_query("SET ROLE admin_role").await;
 //! let (tag, body) = c.read_message().await;       // b'E'
 //! assert_eq!(raw::error_fields(&body)[&'C'], "42501");
 //! ```
+//!
+//! Messages are built with [`Msgs`] and replies decoded with [`Reply`].
 
 use std::collections::HashMap;
 use std::io;
@@ -21,6 +23,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
+
+use super::reply::Reply;
+use super::wire::Msgs;
 
 /// Protocol 3.0 in a StartupMessage.
 pub const PROTOCOL_3_0: i32 = 196_608;
@@ -96,11 +101,12 @@ impl RawClient {
 
     /// A tagged message: `tag`, then the length (4 + body), then `body`.
     pub async fn send(&mut self, tag: u8, body: &[u8]) {
-        let mut msg = Vec::with_capacity(5 + body.len());
-        msg.push(tag);
-        msg.extend(frame_len(body.len()));
-        msg.extend_from_slice(body);
-        self.send_raw(&msg).await;
+        self.send_msgs(&Msgs::new().msg(tag, body)).await;
+    }
+
+    /// These messages, in one write.
+    pub async fn send_msgs(&mut self, msgs: &Msgs) {
+        self.send_raw(msgs.bytes()).await;
     }
 
     /// A message without tag (startup-phase packets): length, then `body`.
@@ -163,6 +169,17 @@ impl RawClient {
                 return messages;
             }
         }
+    }
+
+    /// Simple Query, then its reply up to ReadyForQuery, decoded.
+    pub async fn query(&mut self, sql: &str) -> Reply {
+        self.send_query(sql).await;
+        self.reply().await
+    }
+
+    /// The messages up to ReadyForQuery, decoded.
+    pub async fn reply(&mut self) -> Reply {
+        Reply::from(self.read_until_ready().await)
     }
 
     /// One byte (the answer to SSLRequest or GSSENCRequest).

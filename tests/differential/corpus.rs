@@ -1,8 +1,9 @@
 //! The cases. Every case leaves its connection idle (`I`) and changes no shared data:
 //! writes are rolled back or go to temp tables.
 
-use super::wire::{Msgs, Until};
+use super::recorder::Until;
 use super::{Case, Oids, Step};
+use crate::common::wire::Msgs;
 
 pub fn case(name: &'static str, steps: Vec<Step>) -> Case {
     Case { name, steps, session_only: None }

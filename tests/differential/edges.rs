@@ -3,8 +3,9 @@
 //! (transaction pooling) has to model exactly.
 
 use super::corpus::{be32, case, q, step, step_until, x};
-use super::wire::{Msgs, Until};
+use super::recorder::Until;
 use super::{Case, Oids, Step};
+use crate::common::wire::Msgs;
 
 /// The first `at` bytes of `msgs`, written alone, then the rest (read up to `readies`).
 fn split(msgs: Msgs, at: usize, readies: usize) -> [Step; 2] {

@@ -11,22 +11,8 @@ use rlsproxy::config::PoolMode;
 use super::restart::SERVER;
 use crate::common::postgres;
 use crate::common::proxy::{self, TestProxy};
-use crate::common::raw::{self, RawClient, cstr};
-
-/// Parse + Bind + Execute of `sql` (unnamed statement and portal), without Sync.
-async fn send_unsynced(c: &mut RawClient, sql: &str) {
-    let mut parse = cstr("");
-    parse.extend(cstr(sql));
-    parse.extend(0i16.to_be_bytes());
-    c.send(b'P', &parse).await;
-    let mut bind = cstr("");
-    bind.extend(cstr(""));
-    bind.extend([0u8; 6]); // no formats, no parameters, no result formats
-    c.send(b'B', &bind).await;
-    let mut execute = cstr("");
-    execute.extend(0i32.to_be_bytes());
-    c.send(b'E', &execute).await;
-}
+use crate::common::raw;
+use crate::common::wire::Msgs;
 
 /// What each abandoned client does before it goes, and the title its row would have.
 const CASES: [(&str, &str); 3] = [
@@ -43,14 +29,11 @@ async fn abandon(proxy: &TestProxy, case: &str, title: &str) {
             c.send_query("COPY fault_copies (title) FROM STDIN").await;
             let (tag, body) = c.read_message().await;
             assert_eq!(tag, b'G', "CopyInResponse, not {:?}", raw::error_fields(&body));
-            c.send(b'd', format!("{title}\n").as_bytes()).await;
+            c.send_msgs(&Msgs::new().copy_data(format!("{title}\n").as_bytes())).await;
         }
         "mid-batch before Sync" => {
-            send_unsynced(
-                &mut c,
-                &format!("INSERT INTO documents (tenant_id, title, body) VALUES (1, '{title}', 'x')"),
-            )
-            .await;
+            let insert = format!("INSERT INTO documents (tenant_id, title, body) VALUES (1, '{title}', 'x')");
+            c.send_msgs(&Msgs::new().unsynced(&insert, &[])).await;
         }
         _ => {
             c.send_query(&format!(

@@ -12,6 +12,7 @@ use super::restart::SERVER;
 use crate::common::postgres;
 use crate::common::proxy::{self, TestProxy};
 use crate::common::raw::{self, RawClient};
+use crate::common::wire::Msgs;
 
 const STORM: usize = 5000;
 const MAX_CLIENTS: usize = 200;
@@ -130,12 +131,7 @@ async fn stalled_handshakes_are_closed_and_stop_counting() {
 
 /// A Query message of about `len` bytes that answers with its own length, as raw bytes.
 fn big_query(len: usize) -> Vec<u8> {
-    let sql = format!("SELECT length('{}')", "x".repeat(len - 25));
-    let mut msg = vec![b'Q'];
-    msg.extend(((sql.len() + 5) as i32).to_be_bytes());
-    msg.extend(sql.as_bytes());
-    msg.push(0);
-    msg
+    Msgs::new().query(&format!("SELECT length('{}')", "x".repeat(len - 25))).bytes().to_vec()
 }
 
 /// Large messages received at once share `limits.max_buffered_bytes`: past it the session

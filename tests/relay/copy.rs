@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, TryStreamExt};
 use tokio_postgres::Client;
 
-use super::{RawSession, Session, pool_after_release, titles};
+use super::{Msgs, RawSession, Session, pool_after_release, titles};
 use crate::common::proxy::{self, db_error};
 use crate::common::queries;
 
@@ -81,9 +81,7 @@ async fn raw_copy_malformed_data_and_copy_fail_leave_the_session_usable() {
     // Malformed data: the server's error, then ReadyForQuery idle.
     s.conn.send_query("COPY relay_copy FROM STDIN").await;
     assert_eq!(s.conn.read_message().await.0, b'G', "CopyInResponse");
-    s.conn.send(b'd', b"1\tok\t{}\n").await;
-    s.conn.send(b'd', b"2\t3\tnot an array\n").await;
-    s.conn.send(b'c', &[]).await;
+    s.conn.send_msgs(&Msgs::new().copy_data(b"1\tok\t{}\n").copy_data(b"2\t3\tnot an array\n").copy_done()).await;
     let reply = s.reply().await;
     assert_eq!(reply.error().0, "22P02");
     assert_eq!(reply.error().1, "malformed array literal: \"not an array\"");
@@ -92,8 +90,7 @@ async fn raw_copy_malformed_data_and_copy_fail_leave_the_session_usable() {
     // CopyFail: the server aborts the COPY with the client's message.
     s.conn.send_query("COPY relay_copy FROM STDIN").await;
     assert_eq!(s.conn.read_message().await.0, b'G', "CopyInResponse");
-    s.conn.send(b'd', b"1\tok\t{}\n").await;
-    s.conn.send(b'f', &crate::common::raw::cstr("client gave up")).await;
+    s.conn.send_msgs(&Msgs::new().copy_data(b"1\tok\t{}\n").copy_fail("client gave up")).await;
     let reply = s.reply().await;
     assert_eq!(reply.error(), ("57014", "COPY from stdin failed: client gave up"));
     assert_eq!(reply.status, 'I');
@@ -101,8 +98,7 @@ async fn raw_copy_malformed_data_and_copy_fail_leave_the_session_usable() {
     // Nothing was copied; a good COPY and a query work.
     s.conn.send_query("COPY relay_copy FROM STDIN").await;
     assert_eq!(s.conn.read_message().await.0, b'G', "CopyInResponse");
-    s.conn.send(b'd', b"5\tfive\t{x}\n").await;
-    s.conn.send(b'c', &[]).await;
+    s.conn.send_msgs(&Msgs::new().copy_data(b"5\tfive\t{x}\n").copy_done()).await;
     assert_eq!(s.reply().await.tags, ["COPY 1"]);
     let reply = s.query("SELECT id, name FROM relay_copy; SELECT title FROM documents ORDER BY id").await;
     assert_eq!(reply.texts(), [vec!["5", "five"], vec!["acme roadmap"], vec!["acme payroll"], vec!["acme onboarding"]]);

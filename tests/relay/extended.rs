@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use futures_util::future::join_all;
 use tokio_postgres::types::Type;
 
-use super::{ACME_TITLES, GLOBEX_TITLES, RawSession, titles, wire};
+use super::{ACME_TITLES, GLOBEX_TITLES, Msgs, RawSession, titles};
 use crate::common::proxy::{self, db_error};
 
 #[tokio::test]
@@ -105,10 +105,8 @@ async fn errors_in_extended_batches_are_followed_by_working_queries() {
 async fn raw_error_at_bind_skips_to_sync_and_the_next_batch_runs() {
     let proxy = proxy::start_default().await;
     let mut s = RawSession::open(&proxy, &proxy.token("2"), &[]).await;
-    let mut buf = Vec::new();
-    wire::batch(&mut buf, "SELECT $1::int4 + 1", &["abc"]);
-    wire::batch(&mut buf, "SELECT title FROM documents ORDER BY id", &[]);
-    s.conn.send_raw(&buf).await;
+    let batches = Msgs::new().run("SELECT $1::int4 + 1", &["abc"]).run("SELECT title FROM documents ORDER BY id", &[]);
+    s.conn.send_msgs(&batches).await;
 
     let failed = s.reply().await;
     assert_eq!(failed.sequence, "1 E Z", "ParseComplete, error at Bind, ReadyForQuery");
@@ -156,12 +154,12 @@ async fn pipelined_queries_on_one_client_each_get_their_own_result() {
 async fn raw_batches_sent_in_one_write_are_all_answered_and_filtered() {
     let proxy = proxy::start_default().await;
     let mut s = RawSession::open(&proxy, &proxy.token("2"), &[]).await;
-    let mut buf = Vec::new();
-    wire::batch(&mut buf, "SELECT title FROM documents ORDER BY id", &[]);
-    wire::batch(&mut buf, "SELECT count(*), min(tenant_id) FROM documents WHERE id <> $1", &["4"]);
-    wire::query(&mut buf, "SELECT name FROM users ORDER BY id");
-    wire::query(&mut buf, "SELECT id FROM tenants");
-    s.conn.send_raw(&buf).await;
+    let write = Msgs::new()
+        .run("SELECT title FROM documents ORDER BY id", &[])
+        .run("SELECT count(*), min(tenant_id) FROM documents WHERE id <> $1", &["4"])
+        .query("SELECT name FROM users ORDER BY id")
+        .query("SELECT id FROM tenants");
+    s.conn.send_msgs(&write).await;
 
     let first = s.reply().await;
     assert_eq!(first.sequence, "1 2 D D C Z");
@@ -182,31 +180,21 @@ async fn raw_batches_sent_in_one_write_are_all_answered_and_filtered() {
 async fn raw_describe_and_flush_without_sync_is_answered() {
     let proxy = proxy::start_default().await;
     let mut s = RawSession::open(&proxy, &proxy.token("1"), &[]).await;
-    let mut buf = Vec::new();
-    wire::parse(&mut buf, "by_id", "SELECT title FROM documents WHERE id = $1");
-    wire::describe_statement(&mut buf, "by_id");
-    wire::flush(&mut buf);
-    s.conn.send_raw(&buf).await;
+    let describe =
+        Msgs::new().parse("by_id", "SELECT title FROM documents WHERE id = $1", &[]).describe(b'S', "by_id").flush();
+    s.conn.send_msgs(&describe).await;
     assert_eq!(s.conn.read_message().await.0, b'1', "ParseComplete");
     let (tag, body) = s.conn.read_message().await;
     assert_eq!(tag, b't', "ParameterDescription");
     assert_eq!(body, [&1i16.to_be_bytes()[..], &23u32.to_be_bytes()].concat(), "one int4");
     assert_eq!(s.conn.read_message().await.0, b'T', "RowDescription");
 
-    let mut buf = Vec::new();
-    wire::bind(&mut buf, "by_id", &["2"]);
-    wire::execute(&mut buf);
-    wire::sync(&mut buf);
-    s.conn.send_raw(&buf).await;
+    s.conn.send_msgs(&Msgs::new().bind_text("", "by_id", &["2"]).execute("", 0).sync()).await;
     let reply = s.reply().await;
     assert_eq!(reply.sequence, "2 D C Z");
     assert_eq!(reply.column(), ["acme payroll"]);
 
-    let mut buf = Vec::new();
-    wire::bind(&mut buf, "by_id", &["4"]);
-    wire::execute(&mut buf);
-    wire::sync(&mut buf);
-    s.conn.send_raw(&buf).await;
+    s.conn.send_msgs(&Msgs::new().bind_text("", "by_id", &["4"]).execute("", 0).sync()).await;
     let reply = s.reply().await;
     assert_eq!(reply.sequence, "2 C Z", "globex's document is invisible");
     assert_eq!(reply.tags, ["SELECT 0"]);

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::Notify;
 
-use super::{RawSession, Reply, wire};
+use super::{Msgs, RawSession, Reply};
 use crate::common::{postgres, proxy};
 
 /// Pairs written before the client waits for the server's verdict (512 KiB of parameters:
@@ -46,10 +46,8 @@ async fn executemany_with_a_unique_violation_at_row_2(mode: PoolMode, first_id: 
     let writer = tokio::spawn({
         let (failed, seen) = (failed.clone(), seen.clone());
         async move {
-            let mut buf = Vec::new();
             let sql = "INSERT INTO documents (id, tenant_id, title, body) VALUES ($1, 1, 'many', $2)";
-            wire::parse(&mut buf, "many", sql);
-            wr.write_all(&buf).await.expect("write Parse");
+            wr.write_all(Msgs::new().parse("many", sql, &[]).bytes()).await.expect("write Parse");
             let body = "x".repeat(PARAMETER_BYTES);
             for row in 0..128i64 {
                 if pause && row as usize == PAIRS_BEFORE_PAUSE {
@@ -61,14 +59,10 @@ async fn executemany_with_a_unique_violation_at_row_2(mode: PoolMode, first_id: 
                     break;
                 }
                 let id = (first_id + row - i64::from(row >= 1)).to_string();
-                buf.clear();
-                wire::bind(&mut buf, "many", &[&id, &body]);
-                wire::execute(&mut buf);
-                wr.write_all(&buf).await.expect("write Bind/Execute");
+                let pair = Msgs::new().bind_text("", "many", &[&id, &body]).execute("", 0);
+                wr.write_all(pair.bytes()).await.expect("write Bind/Execute");
             }
-            buf.clear();
-            wire::sync(&mut buf);
-            wr.write_all(&buf).await.expect("write Sync");
+            wr.write_all(Msgs::new().sync().bytes()).await.expect("write Sync");
             wr
         }
     });
@@ -91,12 +85,8 @@ async fn executemany_with_a_unique_violation_at_row_2(mode: PoolMode, first_id: 
     assert_eq!(reply.status, 'I');
 
     let mut wr = writer.await.expect("writer");
-    let mut buf = Vec::new();
-    wire::query(
-        &mut buf,
-        &format!("SELECT count(*), current_setting('app.current_tenant') FROM documents WHERE id >= {first_id}"),
-    );
-    wr.write_all(&buf).await.expect("write Query");
+    let count = format!("SELECT count(*), current_setting('app.current_tenant') FROM documents WHERE id >= {first_id}");
+    wr.write_all(Msgs::new().query(&count).bytes()).await.expect("write Query");
     let mut replies = Vec::new();
     loop {
         let msg = read_one(&mut rd).await;

@@ -5,7 +5,7 @@
 
 use tokio_postgres::IsolationLevel;
 
-use super::{ACME_TITLES, GLOBEX_TITLES, RawSession, titles};
+use super::{ACME_TITLES, GLOBEX_TITLES, Msgs, RawSession, titles};
 use crate::common::proxy::{self, db_error};
 use crate::common::queries::{rows, value};
 
@@ -142,9 +142,7 @@ async fn implicit_transactions_of_multi_statement_and_empty_messages() {
 
     let empty = s.query("").await;
     assert_eq!(empty.sequence, "I Z", "EmptyQueryResponse, ReadyForQuery");
-    let mut buf = Vec::new();
-    super::wire::sync(&mut buf);
-    s.conn.send_raw(&buf).await;
+    s.conn.send_msgs(&Msgs::new().sync()).await;
     assert_eq!(s.reply().await.sequence, "Z");
     let reply = s.query("SELECT title FROM documents ORDER BY id; SELECT 'two'").await;
     assert_eq!(reply.sequence, "T D D D C T D C Z");

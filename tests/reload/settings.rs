@@ -3,6 +3,7 @@
 //! are named and keep their value.
 
 use crate::common::proxy::SECRET;
+use crate::common::wire::Msgs;
 use crate::process::{ADMIN_TOKEN, ProxyProcess};
 use crate::{RELOADED, RELOADS_OK, tenant_rows};
 
@@ -127,7 +128,8 @@ async fn pool_reconfigure_shrinks_without_touching_lent_connections() {
     pool.reconfigure(&cfg, &[]);
     assert_eq!(pool.stats(), (2, 0), "the idle one is closed, the two lent ones are not");
     for lease in &mut leases {
-        let outcome = lease.run_batch(&simple_query("SELECT 1")).await.expect("a lent connection still works");
+        let outcome =
+            lease.run_batch(Msgs::new().query("SELECT 1").bytes()).await.expect("a lent connection still works");
         assert!(outcome.error.is_none());
     }
     leases.pop().expect("lease").give_back();
@@ -149,12 +151,6 @@ async fn pool_reconfigure_shrinks_without_touching_lent_connections() {
     assert!(matches!(served, Ok(Ok(Ok(())))), "served after the size grew: {served:?}");
     drop(lent);
     p.handle.shutdown();
-}
-
-fn simple_query(sql: &str) -> bytes::BytesMut {
-    let mut buf = bytes::BytesMut::new();
-    rlsproxy::protocol::frontend::query(&mut buf, sql);
-    buf
 }
 
 /// New `jwt.allowed_roles` pass the start-up check first: a role the proxy's user inherits is

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rlsproxy::config::PoolMode;
 use tokio_postgres::Client;
 
+use crate::Msgs;
 use crate::common::proxy::{self, TestProxy};
 use crate::common::queries::{fails, value};
 use crate::common::{Postgres, postgres};
@@ -99,13 +100,8 @@ async fn uses_the_proxy_cannot_scope_are_refused_with_the_guard_off_too() {
         }
         // A fast-path FunctionCall of pg_try_advisory_lock(bigint) (OID 2882).
         let (mut raw, _) = crate::raw_login(&proxy, &proxy.token("1"), &[]).await;
-        let mut call = 2882u32.to_be_bytes().to_vec();
-        for part in [&1u16.to_be_bytes()[..], &1u16.to_be_bytes(), &1u16.to_be_bytes(), &8u32.to_be_bytes()] {
-            call.extend_from_slice(part);
-        }
-        call.extend_from_slice(&777_103i64.to_be_bytes());
-        call.extend_from_slice(&0u16.to_be_bytes());
-        raw.send(b'F', &call).await;
+        let key = 777_103i64.to_be_bytes();
+        raw.send_msgs(&Msgs::new().function_call(2882, &[1], &[Some(&key)], 0)).await;
         let reply = raw.read_until_ready().await;
         let error = crate::the_error(&reply);
         assert_eq!((error[&'C'].as_str(), error[&'M'].as_str()), ("42501", REFUSED), "{mode:?}, guard {guard}");

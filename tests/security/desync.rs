@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use rlsproxy::config::{Config, PoolMode};
 
-use crate::common::raw::{self, RawClient};
+use crate::common::raw::RawClient;
 use crate::common::{postgres, proxy};
-use crate::{GLOBEX, data_rows, raw_login, raw_query, sev_code_msg, tags, the_error};
+use crate::{GLOBEX, Msgs, data_rows, raw_login, raw_query, sev_code_msg, tags, the_error};
 
 /// Transaction pooling with one server connection: every tenant's transactions share it.
 pub fn one_connection() -> Config {
@@ -18,14 +18,6 @@ pub fn one_connection() -> Config {
     cfg.pool.size = 1;
     cfg.pool.acquire_timeout_ms = 10_000;
     cfg
-}
-
-/// One message: tag, length, body.
-pub fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut msg = vec![tag];
-    msg.extend(((body.len() + 4) as i32).to_be_bytes());
-    msg.extend_from_slice(body);
-    msg
 }
 
 /// Every message until the peer closes (or nothing comes for `quiet`).
@@ -47,20 +39,21 @@ async fn a_copy_the_server_ends_never_shifts_replies_to_another_tenant() {
     let (mut a, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
     let (mut b, _) = raw_login(&proxy, &proxy.token("2"), &[]).await;
 
-    let mut attack = frame(b'Q', &raw::cstr("CREATE TEMP TABLE tt(a int) ON COMMIT DROP; COPY tt FROM STDIN"));
-    attack.extend(frame(b'd', b"abc\n"));
-    attack.extend(frame(b'Q', &raw::cstr("SELECT 1")));
+    let mut attack = Msgs::new()
+        .query("CREATE TEMP TABLE tt(a int) ON COMMIT DROP; COPY tt FROM STDIN")
+        .copy_data(b"abc\n")
+        .query("SELECT 1");
     for _ in 0..5 {
-        attack.extend(frame(b'S', b""));
+        attack = attack.sync();
     }
     for _ in 0..5 {
-        attack.extend(frame(b'Q', &raw::cstr("SELECT pg_sleep(1), 'filler'")));
+        attack = attack.query("SELECT pg_sleep(1), 'filler'");
     }
-    a.send_raw(&attack).await;
+    a.send_msgs(&attack).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     b.send_query("SELECT id, title, tenant_id FROM documents ORDER BY id").await;
     for sql in ["SELECT title, tenant_id FROM documents", "SELECT current_setting('app.current_tenant')"] {
-        let _ = a.try_send_raw(&frame(b'Q', &raw::cstr(sql))).await;
+        let _ = a.try_send_raw(Msgs::new().query(sql).bytes()).await;
     }
 
     let theirs = b.read_until_ready().await;
@@ -97,16 +90,16 @@ async fn a_sync_inside_copy_data_is_in_step_when_the_copy_succeeds_and_fatal_whe
     let (mut a, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
     let (mut b, _) = raw_login(&proxy, &proxy.token("2"), &[]).await;
     let copy = |first: &[u8]| {
-        let mut batch = frame(b'Q', &raw::cstr("CREATE TEMP TABLE tt(a int) ON COMMIT DROP; COPY tt FROM STDIN"));
-        batch.extend(frame(b'd', first));
-        batch.extend(frame(b'S', b""));
-        batch.extend(frame(b'H', b""));
-        batch.extend(frame(b'd', b"2\n"));
-        batch.extend(frame(b'c', b""));
-        batch.extend(frame(b'Q', &raw::cstr("SELECT 'after'")));
-        batch
+        Msgs::new()
+            .query("CREATE TEMP TABLE tt(a int) ON COMMIT DROP; COPY tt FROM STDIN")
+            .copy_data(first)
+            .sync()
+            .flush()
+            .copy_data(b"2\n")
+            .copy_done()
+            .query("SELECT 'after'")
     };
-    a.send_raw(&copy(b"1\n")).await;
+    a.send_msgs(&copy(b"1\n")).await;
     let mut got = a.read_until_ready().await;
     got.extend(a.read_until_ready().await);
     assert_eq!(tags(&got), "CGCZTDCZ");
@@ -114,9 +107,9 @@ async fn a_sync_inside_copy_data_is_in_step_when_the_copy_succeeds_and_fatal_whe
 
     let mut attack = copy(b"abc\n");
     for _ in 0..3 {
-        attack.extend(frame(b'Q', &raw::cstr("SELECT pg_sleep(0.5), 'filler'")));
+        attack = attack.query("SELECT pg_sleep(0.5), 'filler'");
     }
-    a.send_raw(&attack).await;
+    a.send_msgs(&attack).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let theirs = raw_query(&mut b, "SELECT id, title, tenant_id FROM documents ORDER BY id").await;
     let rows = data_rows(&theirs);
@@ -137,9 +130,8 @@ async fn after_a_failed_copy_the_client_goes_on_without_copydone() {
     let proxy = proxy::start(one_connection()).await;
     let (mut a, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
     let (mut b, _) = raw_login(&proxy, &proxy.token("2"), &[]).await;
-    let mut copy = frame(b'Q', &raw::cstr("CREATE TEMP TABLE tt(a int) ON COMMIT DROP; COPY tt FROM STDIN"));
-    copy.extend(frame(b'd', b"abc\n"));
-    a.send_raw(&copy).await;
+    let copy = Msgs::new().query("CREATE TEMP TABLE tt(a int) ON COMMIT DROP; COPY tt FROM STDIN");
+    a.send_msgs(&copy.copy_data(b"abc\n")).await;
     let failed = a.read_until_ready().await;
     assert_eq!(tags(&failed), "CGEZ");
     assert_eq!(the_error(&failed)[&'C'], "22P02");
@@ -147,9 +139,7 @@ async fn after_a_failed_copy_the_client_goes_on_without_copydone() {
     let theirs = raw_query(&mut b, "SELECT title FROM documents ORDER BY id").await;
     assert_eq!(crate::first_column(&theirs), GLOBEX);
     // Late data and a Sync, then a query: the server ignores the data and answers the rest.
-    let mut late = frame(b'd', b"1\n");
-    late.extend(frame(b'S', b""));
-    a.send_raw(&late).await;
+    a.send_msgs(&Msgs::new().copy_data(b"1\n").sync()).await;
     assert_eq!(tags(&a.read_until_ready().await), "Z");
     let mine = raw_query(&mut a, "SELECT current_setting('app.current_tenant')").await;
     assert_eq!(data_rows(&mine), [[Some("1".to_string())]]);
@@ -165,11 +155,7 @@ async fn a_pipelined_copy_with_copydone_keeps_every_reply_in_step() {
     let (mut a, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
     let copy = "CREATE TEMP TABLE tt(a int) ON COMMIT DROP; COPY tt FROM STDIN";
     for (data, expected) in [(&b"1\n2\n"[..], "CGCZTDCZ"), (&b"abc\n"[..], "CGEZTDCZ")] {
-        let mut batch = frame(b'Q', &raw::cstr(copy));
-        batch.extend(frame(b'd', data));
-        batch.extend(frame(b'c', b""));
-        batch.extend(frame(b'Q', &raw::cstr("SELECT 'after'")));
-        a.send_raw(&batch).await;
+        a.send_msgs(&Msgs::new().query(copy).copy_data(data).copy_done().query("SELECT 'after'")).await;
         let mut got = a.read_until_ready().await;
         got.extend(a.read_until_ready().await);
         assert_eq!(tags(&got), expected);
@@ -184,10 +170,10 @@ async fn a_pipelined_copy_with_copydone_keeps_every_reply_in_step() {
 async fn a_half_forwarded_message_keeps_the_connection_from_the_next_tenant() {
     let proxy = proxy::start(one_connection()).await;
     let (mut a, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
-    let mut stalled = frame(b'Q', &raw::cstr("SELECT 1"));
-    let copy_data = frame(b'd', &vec![b'x'; 65_553 - 5]);
-    stalled.extend_from_slice(&copy_data[..copy_data.len() - 17]);
-    a.send_raw(&stalled).await;
+    // Tenant 1 stops 17 bytes short of the end of its CopyData.
+    let copy_data = Msgs::new().copy_data(&vec![b'x'; 65_553 - 5]);
+    let (head, tail) = copy_data.bytes().split_at(copy_data.bytes().len() - 17);
+    a.send_msgs(&Msgs::new().query("SELECT 1").raw(head)).await;
     assert_eq!(tags(&a.read_until_ready().await), "TDCZ");
 
     let theirs = async {
@@ -197,7 +183,7 @@ async fn a_half_forwarded_message_keeps_the_connection_from_the_next_tenant() {
     let answered = tokio::time::timeout(Duration::from_secs(5), theirs).await;
     assert_eq!(answered.expect("tenant 2 was not served"), GLOBEX);
     // Tenant 1 finishes its message (which nobody reads) and goes on normally.
-    a.send_raw(&copy_data[copy_data.len() - 17..]).await;
+    a.send_raw(tail).await;
     let mine = raw_query(&mut a, "SELECT current_setting('app.current_tenant')").await;
     assert_eq!(data_rows(&mine), [[Some("1".to_string())]]);
 }

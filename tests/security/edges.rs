@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::common::raw;
 use crate::common::{postgres, proxy};
-use crate::desync::{frame, one_connection};
-use crate::{assert_closed, assert_serves, raw_login, raw_query, sev_code_msg, tags, the_error};
+use crate::desync::one_connection;
+use crate::{Msgs, assert_closed, assert_serves, raw_login, raw_query, sev_code_msg, tags, the_error};
 
 /// The proxy answers refused statements itself (transaction pooling, between transactions).
 /// A client that floods it with them and never reads a reply must stop being read once its
@@ -22,7 +22,7 @@ async fn a_client_that_never_reads_is_not_read_either() {
     let first = raw_query(&mut c, refused).await;
     assert_eq!((tags(&first).as_str(), the_error(&first)[&'C'].as_str()), ("EZ", "42501"));
 
-    let chunk = frame(b'Q', &raw::cstr(refused)).repeat(2048);
+    let chunk = Msgs::new().query(refused).bytes().repeat(2048);
     let written = Arc::new(AtomicUsize::new(0));
     let counter = written.clone();
     let flood = tokio::spawn(async move {
@@ -107,10 +107,9 @@ async fn a_reported_setting_that_breaks_the_guards_assumptions_ends_the_session(
     for (name, value) in [("standard_conforming_strings", "off"), ("client_encoding", "SJIS")] {
         let (mut c, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
         let update = format!("UPDATE pg_settings SET setting = '{value}' WHERE name = '{name}'");
-        let mut batch = frame(b'Q', &raw::cstr(&update));
         // Route 2 from the review, queued behind the setting change.
-        batch.extend(frame(b'Q', &raw::cstr("SELECT 'x\\', ' ; SELECT title FROM documents WHERE tenant_id = 2; --'")));
-        c.send_raw(&batch).await;
+        let route = "SELECT 'x\\', ' ; SELECT title FROM documents WHERE tenant_id = 2; --'";
+        c.send_msgs(&Msgs::new().query(&update).query(route)).await;
         let mut msgs = Vec::new();
         while let Ok(Some(msg)) = c.try_read_message(Duration::from_secs(5)).await {
             msgs.push(msg);

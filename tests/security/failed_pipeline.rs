@@ -8,8 +8,7 @@ use rlsproxy::config::PoolMode;
 
 use crate::common::raw::{self, RawClient};
 use crate::common::{Postgres, postgres, proxy};
-use crate::desync::frame;
-use crate::raw_login;
+use crate::{Msgs, raw_login};
 
 /// A raw client straight to PostgreSQL (`trust_user`: no password exchange).
 async fn direct() -> RawClient {
@@ -20,39 +19,34 @@ async fn direct() -> RawClient {
 }
 
 /// Every message up to ReadyForQuery, as the bytes on the wire.
-async fn wire_bytes(c: &mut RawClient, sent: &[u8]) -> Vec<u8> {
-    c.send_raw(sent).await;
-    c.read_until_ready().await.iter().flat_map(|(tag, body)| frame(*tag, body)).collect()
+async fn wire_bytes(c: &mut RawClient, sent: &Msgs) -> Vec<u8> {
+    c.send_msgs(sent).await;
+    let reply = c.read_until_ready().await;
+    reply.iter().fold(Msgs::new(), |all, (tag, body)| all.msg(*tag, body)).0
 }
 
-fn failing_start() -> Vec<u8> {
-    let mut out = frame(b'P', &[raw::cstr(""), raw::cstr("SELECT 1/0"), vec![0, 0]].concat());
-    out.extend(frame(b'B', &[raw::cstr(""), raw::cstr(""), vec![0, 0, 0, 0, 0, 0]].concat()));
-    out.extend(frame(b'E', &[raw::cstr(""), vec![0, 0, 0, 0]].concat()));
-    out
+/// Parse, Bind and Execute of a division by zero, without Sync.
+fn failing_start() -> Msgs {
+    Msgs::new().unsynced("SELECT 1/0", &[])
 }
 
 async fn refusal_after_an_error_is_skipped(mode: PoolMode) {
     let mut expected = direct().await;
-    let mut sync = failing_start();
-    sync.extend(frame(b'S', b""));
-    let direct_bytes = wire_bytes(&mut expected, &sync).await;
+    let direct_bytes = wire_bytes(&mut expected, &failing_start().sync()).await;
 
     let mut cfg = proxy::base_config(postgres());
     cfg.pool.mode = mode;
     let proxy = proxy::start(cfg).await;
     let (mut c, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
     // A fast-path call of int4pl (OID 177): refused (rule function_call).
-    let call = frame(b'F', &[177u32.to_be_bytes().to_vec(), vec![0, 0, 0, 0, 0, 0]].concat());
-    let parse = frame(b'P', &[raw::cstr("x"), raw::cstr("SELECT set_config('a.b', 'c', false)"), vec![0, 0]].concat());
+    let call = Msgs::new().function_call(177, &[], &[], 0);
+    let parse = Msgs::new().parse("x", "SELECT set_config('a.b', 'c', false)", &[]);
     for refused in [call, parse] {
-        let mut sent = failing_start();
-        sent.extend(&refused);
-        sent.extend(frame(b'S', b""));
+        let sent = failing_start().then(&refused).sync();
         let got = wire_bytes(&mut c, &sent).await;
-        assert_eq!(got, direct_bytes, "refused '{}'", refused[0] as char);
+        assert_eq!(got, direct_bytes, "refused {}", refused.tags());
         // Nothing else follows: the next query's reply comes next.
-        let next = wire_bytes(&mut c, &frame(b'Q', &raw::cstr("SELECT 1"))).await;
+        let next = wire_bytes(&mut c, &Msgs::new().query("SELECT 1")).await;
         assert_eq!(next[0], b'T', "{next:?}");
     }
 }

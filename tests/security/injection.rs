@@ -205,27 +205,16 @@ async fn hidden_injection_drop_fails_closed_on_the_pipelined_path() {
 /// the injection's error, and the Query behind it runs in this client's context.
 #[tokio::test]
 async fn a_failing_pipelined_injection_runs_none_of_the_pipeline() {
-    use crate::common::raw;
     let proxy = start_without_guard().await;
     let (mut c, _) = crate::raw_login(&proxy, &proxy.token("1"), &[]).await;
     crate::raw_query(&mut c, "CREATE TEMP TABLE sec_pipeline_probe (x int)").await;
     crate::raw_query(&mut c, HIDDEN_DROP).await;
-    let frame = |tag: u8, body: &[u8]| crate::desync::frame(tag, body);
-    let mut pipeline = Vec::new();
+    let mut pipeline = crate::Msgs::new();
     for value in [1, 2] {
-        let mut parse = raw::cstr("");
-        parse.extend(raw::cstr(&format!("INSERT INTO sec_pipeline_probe VALUES ({value})")));
-        parse.extend(0i16.to_be_bytes());
-        pipeline.extend(frame(b'P', &parse));
-        pipeline.extend(frame(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
-        pipeline.extend(frame(b'E', &[0, 0, 0, 0, 0]));
+        pipeline = pipeline.unsynced(&format!("INSERT INTO sec_pipeline_probe VALUES ({value})"), &[]);
     }
-    pipeline.extend(frame(b'S', b""));
-    pipeline.extend(frame(
-        b'Q',
-        &raw::cstr("SELECT count(*)::text || '/' || current_setting('app.current_tenant') FROM sec_pipeline_probe"),
-    ));
-    c.send_raw(&pipeline).await;
+    let count = "SELECT count(*)::text || '/' || current_setting('app.current_tenant') FROM sec_pipeline_probe";
+    c.send_msgs(&pipeline.sync().query(count)).await;
     let failed = c.read_until_ready().await;
     assert_eq!(crate::tags(&failed), "EZ");
     assert_eq!(crate::sev_code_msg(&crate::the_error(&failed)), ("ERROR", "26000", DROPPED));

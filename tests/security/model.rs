@@ -9,8 +9,8 @@
 
 use crate::common::raw::{self, RawClient};
 use crate::common::{postgres, proxy};
-use crate::desync::{frame, one_connection};
-use crate::raw_login;
+use crate::desync::one_connection;
+use crate::{Msgs, raw_login};
 
 const SEEDS: [u64; 3] = [1, 2, 3];
 const BATCHES: usize = 25;
@@ -38,35 +38,25 @@ impl Rng {
     }
 }
 
-fn q(sql: &str) -> Vec<u8> {
-    frame(b'Q', &raw::cstr(sql))
-}
-
 /// Parse (unnamed), Bind, Describe portal, Execute.
-fn extended(sql: &str, describe: bool) -> Vec<u8> {
-    let mut parse = raw::cstr("");
-    parse.extend(raw::cstr(sql));
-    parse.extend(0i16.to_be_bytes());
-    let mut out = frame(b'P', &parse);
-    out.extend(frame(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
-    if describe {
-        out.extend(frame(b'D', b"P\0"));
-    }
-    out.extend(frame(b'E', &[0, 0, 0, 0, 0]));
-    out
+fn extended(sql: &str, describe: bool) -> Msgs {
+    let bound = Msgs::new().parse("", sql, &[]).bind_text("", "", &[]);
+    let described = if describe { bound.describe(b'P', "") } else { bound };
+    described.execute("", 0)
 }
 
 fn tags(list: &[u8]) -> Vec<Exp> {
     list.iter().map(|&t| Exp::Tag(t)).collect()
 }
 
-/// One random operation: the bytes to send, the replies expected, and whether the client
+/// One random operation: the messages to send, the replies expected, and whether the client
 /// must wait for them before sending anything else.
-fn operation(rng: &mut Rng, tenant: &str, token: &str) -> (Vec<u8>, Vec<Exp>, bool) {
+fn operation(rng: &mut Rng, tenant: &str, token: &str) -> (Msgs, Vec<Exp>, bool) {
     let row = || Exp::Row(token.to_string());
     let select = format!("SELECT '{token}'");
-    let sync = frame(b'S', b"");
-    let (bytes, expected, wait) = match rng.below(12) {
+    let q = |sql: &str| Msgs::new().query(sql);
+    let copy_data = |good: bool| Msgs::new().copy_data(if good { b"1\n" } else { b"abc\n" });
+    let (msgs, expected, wait) = match rng.below(12) {
         0 => (q(&select), vec![Exp::Tag(b'T'), row(), Exp::Tag(b'C')], false),
         1 => (
             q("SELECT current_setting('app.current_tenant')"),
@@ -75,43 +65,31 @@ fn operation(rng: &mut Rng, tenant: &str, token: &str) -> (Vec<u8>, Vec<Exp>, bo
         ),
         2 => (q("SELECT 1/0"), vec![Exp::Error("22012")], false),
         3 | 4 => {
-            let mut b = extended(&select, true);
-            if rng.below(2) == 0 {
-                b.extend(frame(b'H', b""));
-            }
-            b.extend(&sync);
-            (b, [tags(b"12T"), vec![row(), Exp::Tag(b'C')]].concat(), false)
+            let b = extended(&select, true);
+            let b = if rng.below(2) == 0 { b.flush() } else { b };
+            (b.sync(), [tags(b"12T"), vec![row(), Exp::Tag(b'C')]].concat(), false)
         }
         5 => {
             // Volatile, so that the error comes from the Execute, not from planning at Bind.
-            let mut b = extended("SELECT 1 / (random() * 0)::int", true);
-            b.extend(&sync);
+            let b = extended("SELECT 1 / (random() * 0)::int", true).sync();
             (b, [tags(b"12T"), vec![Exp::Error("22012")]].concat(), false)
         }
         6 | 7 => {
             let good = rng.below(2) == 0;
-            let mut b = q(COPY);
-            b.extend(frame(b'd', if good { b"1\n" } else { b"abc\n" }));
-            b.extend(frame(b'c', b""));
+            let b = q(COPY).then(&copy_data(good)).copy_done();
             let end = if good { Exp::Tag(b'C') } else { Exp::Error("22P02") };
             (b, vec![Exp::Tag(b'G'), end], false)
         }
         8 | 9 => {
             // tokio-postgres: Bind/Execute/Sync before the data, then CopyDone and Sync.
             let good = rng.below(2) == 0;
-            let mut b = extended(COPY, false);
-            b.extend(&sync);
-            b.extend(frame(b'd', if good { b"1\n" } else { b"abc\n" }));
-            b.extend(frame(b'c', b""));
-            b.extend(&sync);
+            let b = extended(COPY, false).sync().then(&copy_data(good)).copy_done().sync();
             let end = if good { Exp::Tag(b'C') } else { Exp::Error("22P02") };
             (b, [tags(b"12G"), vec![end]].concat(), false)
         }
         10 => {
             // libpq after a failed COPY: no CopyDone; it waits for the error first.
-            let mut b = q(COPY);
-            b.extend(frame(b'd', b"abc\n"));
-            (b, vec![Exp::Tag(b'G'), Exp::Error("22P02")], true)
+            (q(COPY).copy_data(b"abc\n"), vec![Exp::Tag(b'G'), Exp::Error("22P02")], true)
         }
         _ => (
             q(&format!("BEGIN; {select}; COMMIT")),
@@ -119,7 +97,7 @@ fn operation(rng: &mut Rng, tenant: &str, token: &str) -> (Vec<u8>, Vec<Exp>, bo
             false,
         ),
     };
-    (bytes, [expected, vec![Exp::Tag(b'Z')]].concat(), wait)
+    (msgs, [expected, vec![Exp::Tag(b'Z')]].concat(), wait)
 }
 
 /// The next reply that is not asynchronous (notices, parameter reports).
@@ -144,18 +122,18 @@ async fn run_client(mut c: RawClient, tenant: &str, seed: u64) {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut n = 0;
     for batch in 0..BATCHES {
-        let mut bytes = Vec::new();
+        let mut msgs = Msgs::new();
         let mut expected = Vec::new();
         for _ in 0..=rng.below(4) {
             n += 1;
-            let (b, e, wait) = operation(&mut rng, tenant, &format!("t{tenant}-{n}"));
-            bytes.extend(b);
+            let (m, e, wait) = operation(&mut rng, tenant, &format!("t{tenant}-{n}"));
+            msgs = msgs.then(&m);
             expected.extend(e);
             if wait {
                 break;
             }
         }
-        c.send_raw(&bytes).await;
+        c.send_msgs(&msgs).await;
         for (i, exp) in expected.iter().enumerate() {
             let got = next_reply(&mut c).await;
             assert!(

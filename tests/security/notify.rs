@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rlsproxy::config::PoolMode;
 
+use crate::Msgs;
 use crate::common::http;
 use crate::common::proxy::{self, TestProxy};
 use crate::common::queries::{Session, fails, value};
@@ -256,15 +257,8 @@ async fn with_the_guard_off_channels_are_still_scoped_and_computed_channels_refu
         assert_eq!(fails(&n2, sql).await, refused, "{mode:?}");
         // A fast-path FunctionCall of pg_notify (OID 3036) with text arguments.
         let (mut raw, _) = crate::raw_login(&proxy, &proxy.token("2"), &[]).await;
-        let mut call = 3036u32.to_be_bytes().to_vec();
-        call.extend_from_slice(&0u16.to_be_bytes());
-        call.extend_from_slice(&2u16.to_be_bytes());
-        for arg in [&b"6b86b273ff34fce1.notify_off"[..], b"fake 2"] {
-            call.extend_from_slice(&(arg.len() as u32).to_be_bytes());
-            call.extend_from_slice(arg);
-        }
-        call.extend_from_slice(&0u16.to_be_bytes());
-        raw.send(b'F', &call).await;
+        let args = [Some(&b"6b86b273ff34fce1.notify_off"[..]), Some(b"fake 2")];
+        raw.send_msgs(&Msgs::new().function_call(3036, &[], &args, 0)).await;
         let reply = raw.read_until_ready().await;
         let error = crate::the_error(&reply);
         assert_eq!((error[&'C'].as_str(), error[&'M'].as_str()), (refused.0.as_str(), refused.1.as_str()), "{mode:?}");

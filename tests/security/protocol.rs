@@ -6,48 +6,18 @@ use std::time::Duration;
 use crate::common::proxy::{self, TestProxy};
 use crate::common::raw::{self, RawClient, cstr};
 use crate::{
-    ACME, GLOBEX, assert_closed, assert_serves, first_column, raw_login, raw_query, sev_code_msg, tags, the_error,
-    titles,
+    ACME, GLOBEX, Msgs, assert_closed, assert_serves, first_column, raw_login, raw_query, sev_code_msg, tags,
+    the_error, titles,
 };
 
 const RESERVED: &str = "statement and portal names starting with \"rlsproxy_\" are reserved by rlsproxy";
 
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    let mut body = cstr(name);
-    body.extend(cstr(sql));
-    body.extend(0i16.to_be_bytes());
-    body
-}
-
-/// Bind of `portal` to `statement` with text parameters `values`, text results.
-fn bind(portal: &str, statement: &str, values: &[&str]) -> Vec<u8> {
-    let mut body = cstr(portal);
-    body.extend(cstr(statement));
-    body.extend(0i16.to_be_bytes());
-    body.extend((values.len() as i16).to_be_bytes());
-    for v in values {
-        body.extend((v.len() as i32).to_be_bytes());
-        body.extend(v.as_bytes());
-    }
-    body.extend(0i16.to_be_bytes());
-    body
-}
-
-fn execute(portal: &str) -> Vec<u8> {
-    let mut body = cstr(portal);
-    body.extend(0i32.to_be_bytes());
-    body
-}
-
 /// Sends `messages` then Sync: the batch must answer exactly ErrorResponse 42501 (reserved
 /// names) and ReadyForQuery 'I', and the session must go on in tenant 1.
-async fn assert_reserved(c: &mut RawClient, messages: &[(u8, Vec<u8>)]) {
-    for (tag, body) in messages {
-        c.send(*tag, body).await;
-    }
-    c.send(b'S', &[]).await;
+async fn assert_reserved(c: &mut RawClient, messages: Msgs) {
+    c.send_msgs(&messages.clone().sync()).await;
     let msgs = c.read_until_ready().await;
-    assert_eq!(tags(&msgs), "EZ", "for {:?}", messages.iter().map(|m| m.0 as char).collect::<String>());
+    assert_eq!(tags(&msgs), "EZ", "for {:?}", messages.tags());
     assert_eq!(sev_code_msg(&the_error(&msgs)), ("ERROR", "42501", RESERVED));
     assert_eq!(msgs[1].1, b"I");
     let rows = raw_query(c, "SELECT title FROM documents ORDER BY id").await;
@@ -59,30 +29,21 @@ async fn assert_reserved(c: &mut RawClient, messages: &[(u8, Vec<u8>)]) {
 async fn reserved_statement_names_are_refused() {
     let proxy = proxy::start_default().await;
     let (mut c, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
-    assert_reserved(&mut c, &[(b'P', parse("rlsproxy_ctx", "SELECT 1"))]).await;
-    assert_reserved(&mut c, &[(b'P', parse("rlsproxy_mine", "SELECT 1"))]).await;
-    let mut close = vec![b'S'];
-    close.extend(cstr("rlsproxy_ctx"));
-    assert_reserved(&mut c, &[(b'C', close)]).await;
-    let mut describe = vec![b'S'];
-    describe.extend(cstr("rlsproxy_ctx"));
-    assert_reserved(&mut c, &[(b'D', describe)]).await;
+    assert_reserved(&mut c, Msgs::new().parse("rlsproxy_ctx", "SELECT 1", &[])).await;
+    assert_reserved(&mut c, Msgs::new().parse("rlsproxy_mine", "SELECT 1", &[])).await;
+    assert_reserved(&mut c, Msgs::new().close(b'S', "rlsproxy_ctx")).await;
+    assert_reserved(&mut c, Msgs::new().describe(b'S', "rlsproxy_ctx")).await;
     // Executing the injection statement with another tenant's values.
-    let switch = [
-        (b'B', bind("", "rlsproxy_ctx", &["app.current_tenant", "2"])),
-        (b'E', execute("")),
-        (b'P', parse("", "SELECT title FROM documents ORDER BY id")),
-        (b'B', bind("", "", &[])),
-        (b'E', execute("")),
-    ];
-    assert_reserved(&mut c, &switch).await;
-    assert_reserved(&mut c, &[(b'B', bind("rlsproxy_portal", "", &[]))]).await;
+    let switch = Msgs::new()
+        .bind_text("", "rlsproxy_ctx", &["app.current_tenant", "2"])
+        .execute("", 0)
+        .unsynced("SELECT title FROM documents ORDER BY id", &[]);
+    assert_reserved(&mut c, switch).await;
+    assert_reserved(&mut c, Msgs::new().bind_text("rlsproxy_portal", "", &[])).await;
 
     // Control: the same messages with an ordinary name work.
-    c.send(b'P', &parse("mine", "SELECT title FROM documents ORDER BY id")).await;
-    c.send(b'B', &bind("", "mine", &[])).await;
-    c.send(b'E', &execute("")).await;
-    c.send(b'S', &[]).await;
+    let control = Msgs::new().parse("mine", "SELECT title FROM documents ORDER BY id", &[]);
+    c.send_msgs(&control.bind_text("", "mine", &[]).execute("", 0).sync()).await;
     assert_eq!(first_column(&c.read_until_ready().await), ACME);
 }
 
@@ -100,9 +61,9 @@ async fn sql_execute_of_the_injection_statement_is_refused() {
     assert_eq!(the_error(&msgs)[&'C'], "42501", "{}", tags(&msgs));
 }
 
-async fn login_and_send(proxy: &TestProxy, tag: u8, body: &[u8]) -> RawClient {
+async fn login_and_send(proxy: &TestProxy, msgs: Msgs) -> RawClient {
     let (mut c, _) = raw_login(proxy, &proxy.token("1"), &[]).await;
-    c.send(tag, body).await;
+    c.send_msgs(&msgs).await;
     c
 }
 
@@ -110,7 +71,7 @@ async fn login_and_send(proxy: &TestProxy, tag: u8, body: &[u8]) -> RawClient {
 async fn unknown_message_type_is_fatal_and_isolated() {
     let proxy = proxy::start_default().await;
     let bystander = proxy.connect(&proxy.token("2")).await;
-    let mut c = login_and_send(&proxy, b'z', &[]).await;
+    let mut c = login_and_send(&proxy, Msgs::new().msg(b'z', &[])).await;
     let (tag, body) = c.read_message().await;
     assert_eq!(tag, b'E');
     assert_eq!(sev_code_msg(&raw::error_fields(&body)), ("FATAL", "08P01", "invalid frontend message type 122"));
@@ -118,7 +79,7 @@ async fn unknown_message_type_is_fatal_and_isolated() {
 
     // A startup-phase message after startup (a second StartupMessage-like 'p' password) is
     // not a frontend message of the session either.
-    let mut c = login_and_send(&proxy, b'p', &cstr("again")).await;
+    let mut c = login_and_send(&proxy, Msgs::new().msg(b'p', &cstr("again"))).await;
     let (tag, body) = c.read_message().await;
     assert_eq!(tag, b'E');
     assert_eq!(sev_code_msg(&raw::error_fields(&body)).1, "08P01");
@@ -135,12 +96,11 @@ async fn limited_proxy() -> TestProxy {
 }
 
 /// A 10 KB Query: 10_000 characters of SQL + NUL, length field 10_005, 10_006 bytes in all.
-fn big_query() -> Vec<u8> {
+fn big_query() -> Msgs {
     let sql = format!("SELECT '{}'", "x".repeat(10_000 - 9));
     assert_eq!(sql.len(), 10_000);
-    let mut msg = vec![b'Q'];
-    msg.extend(10_005i32.to_be_bytes());
-    msg.extend(cstr(&sql));
+    let msg = Msgs::new().query(&sql);
+    assert_eq!(msg.bytes()[1..5], 10_005i32.to_be_bytes());
     msg
 }
 
@@ -159,7 +119,7 @@ async fn assert_too_large(c: &mut RawClient) {
 async fn oversized_query_is_fatal() {
     let proxy = limited_proxy().await;
     let (mut c, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
-    c.send_raw(&big_query()).await;
+    c.send_msgs(&big_query()).await;
     assert_too_large(&mut c).await;
     assert_serves(&proxy).await;
 }
@@ -170,9 +130,9 @@ async fn oversized_query_in_pieces_is_fatal() {
     let proxy = limited_proxy().await;
     let (mut c, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
     let msg = big_query();
-    c.send_raw(&msg[..100]).await;
+    c.send_raw(&msg.bytes()[..100]).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let _ = c.try_send_raw(&msg[100..]).await;
+    let _ = c.try_send_raw(&msg.bytes()[100..]).await;
     assert_too_large(&mut c).await;
     assert_serves(&proxy).await;
 }

@@ -6,16 +6,15 @@
 use std::sync::Once;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use rlsproxy::config::PoolMode;
 use rlsproxy::policy::strict;
-use rlsproxy::protocol::frontend;
 use tokio_postgres::Client;
 
 use crate::common::proxy::{self, TestProxy};
 use crate::common::queries::try_rows;
+use crate::common::wire::texts;
 use crate::common::{Postgres, postgres};
-use crate::{data_rows, raw_login, tags};
+use crate::{Msgs, data_rows, raw_login, tags};
 
 const KID: &str = "ra_k";
 const KEY_HEX: &str = "7261646d697373696f6e7261646d697373696f6e7261646d697373696f6e2121";
@@ -451,29 +450,20 @@ async fn ra_interleaved_on_one_connection() {
     eprintln!("{i} rounds");
 }
 
-fn msg_parse(sql: &str) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    frontend::parse(&mut b, "", sql);
-    b.to_vec()
+/// Bind of the unnamed portal to `statement` with text `values`, as the proxy's own encoder
+/// writes it (one text format code for the parameters, one for the results), then Execute.
+fn bind_exec(statement: &str, values: &[&str]) -> Msgs {
+    Msgs::new().bind("", statement, &[0], &texts(values), &[0]).execute("", 0)
 }
-fn msg_bind_exec(values: &[&str]) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    frontend::bind_text(&mut b, "", values);
-    frontend::execute(&mut b);
-    b.to_vec()
+
+/// Parse of `sql` (unnamed), then [`bind_exec`].
+fn run(sql: &str, values: &[&str]) -> Msgs {
+    Msgs::new().parse("", sql, &[]).then(&bind_exec("", values))
 }
-fn msg_sync() -> Vec<u8> {
-    let mut b = BytesMut::new();
-    frontend::sync(&mut b);
-    b.to_vec()
-}
-fn msg_flush() -> Vec<u8> {
-    vec![b'H', 0, 0, 0, 4]
-}
-fn msg_query(sql: &str) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    frontend::query(&mut b, sql);
-    b.to_vec()
+
+/// [`run`] of each of `sqls`, without parameters, and no Sync.
+fn batch(sqls: &[&str]) -> Msgs {
+    sqls.iter().fold(Msgs::new(), |all, sql| all.then(&run(sql, &[])))
 }
 
 /// Raw pipelines sent in one write on a connection tenant 2 used last: Sync/Flush first,
@@ -481,86 +471,42 @@ fn msg_query(sql: &str) -> Vec<u8> {
 /// DataRow tenant 1 gets must be its own.
 #[tokio::test]
 async fn ra_raw_pipelines_around_the_adoption() {
+    let forged = "v1.ra_k.eyJ0ZW5hbnQiOiIyIn0.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let context = ["app.current_tenant", "2", "role", "admin_role", "rlsproxy.signed_context", ""];
+    let set_context = "SELECT pg_catalog.set_config('rlsproxy.signed_context', '', false)";
     for mode in [PoolMode::Transaction, PoolMode::Session] {
         let proxy = strict_proxy(mode, 1).await;
-        let pipelines: Vec<(&str, Vec<u8>)> = vec![
-            ("sync flush first", [msg_sync(), msg_flush(), msg_parse(TITLES), msg_bind_exec(&[]), msg_sync()].concat()),
-            (
-                "error mid-batch then more",
-                [
-                    msg_parse(TITLES),
-                    msg_bind_exec(&[]),
-                    msg_parse("SELEC nonsense"),
-                    msg_bind_exec(&[]),
-                    msg_parse(TITLES),
-                    msg_bind_exec(&[]),
-                    msg_sync(),
-                    msg_query(TITLES),
-                ]
-                .concat(),
-            ),
-            (
-                "discard all then select before sync",
-                [msg_parse("DISCARD ALL"), msg_bind_exec(&[]), msg_parse(TITLES), msg_bind_exec(&[]), msg_sync()]
-                    .concat(),
-            ),
-            (
-                "discard all query then select query",
-                [msg_query("DISCARD ALL"), msg_query(TITLES), msg_query(TITLES)].concat(),
-            ),
+        let pipelines: Vec<(&str, Msgs)> = vec![
+            ("sync flush first", Msgs::new().sync().flush().then(&batch(&[TITLES])).sync()),
+            ("error mid-batch then more", batch(&[TITLES, "SELEC nonsense", TITLES]).sync().query(TITLES)),
+            ("discard all then select before sync", batch(&["DISCARD ALL", TITLES]).sync()),
+            ("discard all query then select query", Msgs::new().query("DISCARD ALL").query(TITLES).query(TITLES)),
             (
                 "admit garbage forced then select",
-                [
-                    msg_parse("SELECT rlsproxy.admit($1, true)::text"),
-                    msg_bind_exec(&["v1.ra_k.eyJ0ZW5hbnQiOiIyIn0.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]),
-                    msg_parse(TITLES),
-                    msg_bind_exec(&[]),
-                    msg_sync(),
-                ]
-                .concat(),
+                run("SELECT rlsproxy.admit($1, true)::text", &[forged]).then(&batch(&[TITLES])).sync(),
             ),
             (
                 "set context empty + marker then select, no sync between",
-                [
-                    msg_parse("SELECT pg_catalog.set_config('rlsproxy.signed_context', '', false)"),
-                    msg_bind_exec(&[]),
-                    msg_parse(TITLES),
-                    msg_bind_exec(&[]),
-                    msg_sync(),
-                    msg_query(TITLES),
-                ]
-                .concat(),
+                batch(&[set_context, TITLES]).sync().query(TITLES),
             ),
             (
                 "reserved statement names",
-                [
-                    msg_query("SELECT 1"),
-                    {
-                        let mut b = BytesMut::new();
-                        frontend::bind_text(&mut b, "rlsproxy_admit", &["x"]);
-                        frontend::execute(&mut b);
-                        frontend::bind_text(
-                            &mut b,
-                            "rlsproxy_ctx",
-                            &["app.current_tenant", "2", "role", "admin_role", "rlsproxy.signed_context", ""],
-                        );
-                        frontend::execute(&mut b);
-                        b.to_vec()
-                    },
-                    msg_sync(),
-                    msg_query(TITLES),
-                ]
-                .concat(),
+                Msgs::new()
+                    .query("SELECT 1")
+                    .then(&bind_exec("rlsproxy_admit", &["x"]))
+                    .then(&bind_exec("rlsproxy_ctx", &context))
+                    .sync()
+                    .query(TITLES),
             ),
         ];
-        for (name, bytes) in pipelines {
+        for (name, msgs) in pipelines {
             // Tenant 2 uses the connection last.
             let victim = proxy.connect(&proxy.token("2")).await;
             assert_eq!(titles(&victim).await, Ok(owned(&T2)));
             drop(victim);
             tokio::time::sleep(Duration::from_millis(200)).await;
             let (mut c, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
-            c.send_raw(&bytes).await;
+            c.send_msgs(&msgs).await;
             let mut msgs = Vec::new();
             while let Ok(Some(m)) = c.try_read_message(Duration::from_secs(2)).await {
                 msgs.push(m);

@@ -7,8 +7,7 @@ use rlsproxy::config::{Config, PoolMode};
 
 use crate::common::raw;
 use crate::common::{postgres, proxy};
-use crate::desync::frame;
-use crate::{ACME, GLOBEX, data_rows, raw_login, raw_query, tags, the_error};
+use crate::{ACME, GLOBEX, Msgs, data_rows, raw_login, raw_query, tags, the_error};
 
 const DOCS: &str = "SELECT title, tenant_id, current_setting('app.current_tenant') FROM documents ORDER BY id";
 
@@ -35,14 +34,10 @@ async fn discard_all_in_front_of_the_next_query(mode: PoolMode) {
     // Session state: a setting (which pins the client in transaction pooling) and a
     // protocol-level statement.
     assert_eq!(tags(&raw_query(&mut a, "SET statement_timeout = '5s'").await), "CZ");
-    let mut prepare = frame(b'P', &[raw::cstr("s1"), raw::cstr("SELECT 1"), vec![0, 0]].concat());
-    prepare.extend(frame(b'S', b""));
-    a.send_raw(&prepare).await;
+    a.send_msgs(&Msgs::new().parse("s1", "SELECT 1", &[]).sync()).await;
     assert_eq!(tags(&a.read_until_ready().await), "1Z");
 
-    let mut write = frame(b'Q', &raw::cstr("DISCARD ALL"));
-    write.extend(frame(b'Q', &raw::cstr(DOCS)));
-    a.send_raw(&write).await;
+    a.send_msgs(&Msgs::new().query("DISCARD ALL").query(DOCS)).await;
     let discard = a.read_until_ready().await;
     assert_eq!(tags(&discard), "CZ", "DISCARD ALL runs");
     assert_eq!(discard[0].1, raw::cstr("DISCARD ALL"));
@@ -51,9 +46,7 @@ async fn discard_all_in_front_of_the_next_query(mode: PoolMode) {
 
     let shown = raw_query(&mut a, "SHOW statement_timeout").await;
     assert_eq!(data_rows(&shown), [[Some("0".to_string())]], "the setting was reset");
-    let mut bind = frame(b'B', &[raw::cstr(""), raw::cstr("s1"), vec![0, 0, 0, 0, 0, 0]].concat());
-    bind.extend(frame(b'S', b""));
-    a.send_raw(&bind).await;
+    a.send_msgs(&Msgs::new().bind_text("", "s1", &[]).sync()).await;
     let bound = a.read_until_ready().await;
     let e = the_error(&bound);
     assert_eq!((e[&'C'].as_str(), e[&'M'].as_str()), ("26000", "prepared statement \"s1\" does not exist"));
@@ -81,9 +74,7 @@ async fn reset_all_in_front_of_the_next_query(mode: PoolMode) {
     let proxy = proxy::start(config(mode)).await;
     let (mut a, _) = raw_login(&proxy, &proxy.token("1"), &[]).await;
     for sql in ["DISCARD PLANS", "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;"] {
-        let mut write = frame(b'Q', &raw::cstr(sql));
-        write.extend(frame(b'Q', &raw::cstr(DOCS)));
-        a.send_raw(&write).await;
+        a.send_msgs(&Msgs::new().query(sql).query(DOCS)).await;
         let reset = a.read_until_ready().await;
         assert!(!reset.iter().any(|(t, _)| *t == b'E'), "{sql}: {}", tags(&reset));
         assert_own_rows(&a.read_until_ready().await, &ACME, "1");

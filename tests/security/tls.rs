@@ -169,11 +169,8 @@ async fn direct_tls_with_the_postgresql_alpn() {
     tls.write_all(&packet).await.expect("startup");
     assert_eq!(read_msg(&mut tls).await, (b'R', 3i32.to_be_bytes().to_vec()), "cleartext password request");
     let token = proxy.token("1");
-    let mut password = vec![b'p'];
-    password.extend_from_slice(&((token.len() + 5) as i32).to_be_bytes());
-    password.extend_from_slice(token.as_bytes());
-    password.push(0);
-    tls.write_all(&password).await.expect("password");
+    let password = crate::Msgs::new().msg(b'p', &raw::cstr(&token));
+    tls.write_all(password.bytes()).await.expect("password");
     assert_eq!(read_msg(&mut tls).await, (b'R', 0i32.to_be_bytes().to_vec()), "AuthenticationOk");
     loop {
         let (tag, body) = read_msg(&mut tls).await;

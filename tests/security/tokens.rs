@@ -169,13 +169,10 @@ async fn oversized_password_message_is_refused() {
     let mut c = raw::connect(proxy.addr).await;
     c.send_startup(&[("user", "alice"), ("database", "app")]).await;
     assert_eq!(c.read_message().await.0, b'R');
-    let mut msg = vec![b'p'];
     let body_len = 1 << 20;
-    msg.extend(((body_len + 4) as i32).to_be_bytes());
-    msg.extend(std::iter::repeat_n(b'a', body_len - 1));
-    msg.push(0);
+    let msg = crate::Msgs::new().msg(b'p', &raw::cstr(&"a".repeat(body_len - 1)));
     // The proxy may close before reading it all: the write can fail, the error must still arrive.
-    let _ = c.try_send_raw(&msg).await;
+    let _ = c.try_send_raw(msg.bytes()).await;
     let (tag, body) = c.read_message().await;
     assert_eq!(tag, b'E');
     let fields = raw::error_fields(&body);

@@ -5,6 +5,8 @@
 use crate::common::postgres;
 use crate::common::proxy::TestProxy;
 use crate::common::raw::{self, RawClient};
+use crate::common::reply::Reply;
+use crate::common::wire::Msgs;
 use crate::{start, superuser};
 
 /// A raw client past authentication, with every ParameterStatus it received.
@@ -14,58 +16,19 @@ struct Raw {
     params: Vec<(String, String)>,
 }
 
-/// One reply up to ReadyForQuery: DataRow values (text), error SQLSTATEs.
-#[derive(Debug, Default)]
-struct Reply {
-    rows: Vec<Vec<String>>,
-    errors: Vec<String>,
-}
-
-fn cstr_at(body: &[u8], at: usize) -> (String, usize) {
-    let len = body[at..].iter().position(|&b| b == 0).expect("NUL");
-    (String::from_utf8_lossy(&body[at..at + len]).into_owned(), at + len + 1)
-}
-
 impl Raw {
     async fn open(proxy: &TestProxy, tenant: &str, settings: &[(&str, &str)]) -> Raw {
-        let mut conn = raw::connect(proxy.addr).await;
-        let mut startup = vec![("user", "alice"), ("database", "app")];
-        startup.extend_from_slice(settings);
-        conn.send_startup(&startup).await;
-        assert_eq!(conn.read_message().await, (b'R', 3i32.to_be_bytes().to_vec()), "cleartext password request");
-        conn.send_password(&proxy.token(tenant)).await;
-        let mut raw = Raw { conn, params: Vec::new() };
-        let reply = raw.reply().await;
-        assert!(reply.errors.is_empty(), "startup failed: {reply:?}");
-        raw
+        let (conn, startup) = raw::login(proxy.addr, &proxy.token(tenant), settings).await;
+        let startup = Reply::from(startup);
+        assert!(startup.errors.is_empty(), "startup failed: {startup:?}");
+        Raw { conn, params: startup.params }
     }
 
+    /// The next reply; its ParameterStatus values are kept.
     async fn reply(&mut self) -> Reply {
-        let mut reply = Reply::default();
-        loop {
-            let (tag, body) = self.conn.read_message().await;
-            match tag {
-                b'S' => {
-                    let (name, at) = cstr_at(&body, 0);
-                    self.params.push((name, cstr_at(&body, at).0));
-                }
-                b'D' => {
-                    let mut at = 2;
-                    let mut row = Vec::new();
-                    for _ in 0..i16::from_be_bytes([body[0], body[1]]) {
-                        let len = i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
-                        at += 4;
-                        let len = usize::try_from(len).unwrap_or(0);
-                        row.push(String::from_utf8_lossy(&body[at..at + len]).into_owned());
-                        at += len;
-                    }
-                    reply.rows.push(row);
-                }
-                b'E' => reply.errors.push(raw::error_fields(&body)[&'C'].clone()),
-                b'Z' => return reply,
-                _ => {}
-            }
-        }
+        let mut reply = self.conn.reply().await;
+        self.params.append(&mut reply.params);
+        reply
     }
 
     async fn query(&mut self, sql: &str) -> Reply {
@@ -77,21 +40,6 @@ impl Raw {
     fn reported(&self, name: &str) -> Vec<&str> {
         self.params.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
     }
-}
-
-/// Extended protocol: Parse/Bind/Execute/Sync of `sql` (unnamed statement, no parameters).
-fn extended(sql: &str) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut push = |tag: u8, body: Vec<u8>| {
-        buf.push(tag);
-        buf.extend(i32::try_from(body.len() + 4).unwrap().to_be_bytes());
-        buf.extend(body);
-    };
-    push(b'P', [raw::cstr(""), raw::cstr(sql), vec![0, 0]].concat());
-    push(b'B', [raw::cstr(""), raw::cstr(""), vec![0, 0, 0, 0, 0, 0]].concat());
-    push(b'E', [raw::cstr(""), vec![0, 0, 0, 0]].concat());
-    push(b'S', Vec::new());
-    buf
 }
 
 const SHOW: &str = "SELECT current_setting('application_name'), current_setting('DateStyle'), \
@@ -120,12 +68,12 @@ async fn take_turns() -> Vec<Raw> {
     for round in 0..6 {
         for ((raw, (tenant, app, datestyle)), date) in raws.iter_mut().zip(CLIENTS).zip(&dates) {
             let own = vec![vec![app.to_string(), datestyle.to_string(), tenant.to_string()]];
-            assert_eq!(raw.query(SHOW).await.rows, own, "simple, round {round}");
-            raw.conn.send_raw(&extended(SHOW)).await;
-            assert_eq!(raw.reply().await.rows, own, "extended, round {round}");
+            assert_eq!(raw.query(SHOW).await.texts(), own, "simple, round {round}");
+            raw.conn.send_msgs(&Msgs::new().run(SHOW, &[])).await;
+            assert_eq!(raw.reply().await.texts(), own, "extended, round {round}");
             assert!(raw.query("BEGIN").await.errors.is_empty());
-            assert_eq!(raw.query(SHOW).await.rows, own, "block, round {round}");
-            let seen = raw.query("SELECT date '2024-03-05'::text").await.rows;
+            assert_eq!(raw.query(SHOW).await.texts(), own, "block, round {round}");
+            let seen = raw.query("SELECT date '2024-03-05'::text").await.texts();
             assert_eq!(seen, [[date.as_str()]], "DateStyle {datestyle} applies, round {round}");
             assert!(raw.query("COMMIT").await.errors.is_empty());
         }
@@ -193,13 +141,13 @@ async fn startup_settings_survive_the_clients_own_reset_all_and_discard_all() {
     for reset in ["RESET ALL", "DISCARD ALL"] {
         // A new session each time: it may get the connection the previous one reset.
         let mut raw = Raw::open(&proxy, "1", &settings).await;
-        let seen = raw.query(SHOW).await.rows;
+        let seen = raw.query(SHOW).await.texts();
         if seen != own {
             wrong.push(format!("a new session, before its {reset}: {seen:?}"));
         }
         assert!(raw.query(reset).await.errors.is_empty(), "{reset}");
         for i in 0..3 {
-            let seen = raw.query(SHOW).await.rows;
+            let seen = raw.query(SHOW).await.texts();
             if seen != own {
                 wrong.push(format!("after {reset}, transaction {i}: {seen:?}"));
             }

@@ -1,5 +1,5 @@
-//! Frontend message builders, logins (SCRAM straight to PostgreSQL, token through
-//! the proxy) and a reader that turns every backend message into a record.
+//! Logins (SCRAM straight to PostgreSQL, token through the proxy) and a reader that
+//! turns every backend message into a record.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,152 +7,10 @@ use std::time::Duration;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
 use crate::common::raw::{self, RawClient};
+use crate::common::reply::parameter_status;
 
 /// How long one backend message may take before the case fails (100k rows, 1 MiB values).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A sequence of frontend messages, sent in one write.
-#[derive(Debug, Clone, Default)]
-pub struct Msgs(pub Vec<u8>);
-
-fn push_cstr(buf: &mut Vec<u8>, s: &str) {
-    buf.extend_from_slice(s.as_bytes());
-    buf.push(0);
-}
-
-fn push_i16(buf: &mut Vec<u8>, v: usize) {
-    buf.extend_from_slice(&i16::try_from(v).expect("fits in i16").to_be_bytes());
-}
-
-fn push_values(buf: &mut Vec<u8>, values: &[Option<&[u8]>]) {
-    push_i16(buf, values.len());
-    for value in values {
-        match value {
-            Some(v) => {
-                buf.extend_from_slice(&i32::try_from(v.len()).expect("fits in i32").to_be_bytes());
-                buf.extend_from_slice(v);
-            }
-            None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
-        }
-    }
-}
-
-fn push_formats(buf: &mut Vec<u8>, formats: &[i16]) {
-    push_i16(buf, formats.len());
-    for f in formats {
-        buf.extend_from_slice(&f.to_be_bytes());
-    }
-}
-
-impl Msgs {
-    /// No messages yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Any tagged message.
-    pub fn msg(mut self, tag: u8, body: &[u8]) -> Self {
-        self.0.push(tag);
-        self.0.extend_from_slice(&i32::try_from(body.len() + 4).expect("fits in i32").to_be_bytes());
-        self.0.extend_from_slice(body);
-        self
-    }
-
-    /// Query (`Q`).
-    pub fn query(self, sql: &str) -> Self {
-        self.msg(b'Q', &raw::cstr(sql))
-    }
-
-    /// Parse (`P`) with parameter type OIDs (0: unspecified).
-    pub fn parse(self, name: &str, sql: &str, types: &[u32]) -> Self {
-        let mut body = Vec::new();
-        push_cstr(&mut body, name);
-        push_cstr(&mut body, sql);
-        push_i16(&mut body, types.len());
-        for t in types {
-            body.extend_from_slice(&t.to_be_bytes());
-        }
-        self.msg(b'P', &body)
-    }
-
-    /// Bind (`B`): parameter format codes, values (None: NULL), result format codes.
-    pub fn bind(self, portal: &str, stmt: &str, formats: &[i16], values: &[Option<&[u8]>], results: &[i16]) -> Self {
-        let mut body = Vec::new();
-        push_cstr(&mut body, portal);
-        push_cstr(&mut body, stmt);
-        push_formats(&mut body, formats);
-        push_values(&mut body, values);
-        push_formats(&mut body, results);
-        self.msg(b'B', &body)
-    }
-
-    /// Bind with text parameters and text results.
-    pub fn bind_text(self, portal: &str, stmt: &str, values: &[&str]) -> Self {
-        let values: Vec<Option<&[u8]>> = values.iter().map(|v| Some(v.as_bytes())).collect();
-        self.bind(portal, stmt, &[], &values, &[])
-    }
-
-    /// Describe (`D`) of a statement (`S`) or portal (`P`).
-    pub fn describe(self, kind: u8, name: &str) -> Self {
-        let mut body = vec![kind];
-        push_cstr(&mut body, name);
-        self.msg(b'D', &body)
-    }
-
-    /// Execute (`E`); `max_rows` 0 means all.
-    pub fn execute(self, portal: &str, max_rows: i32) -> Self {
-        let mut body = Vec::new();
-        push_cstr(&mut body, portal);
-        body.extend_from_slice(&max_rows.to_be_bytes());
-        self.msg(b'E', &body)
-    }
-
-    /// Close (`C`) of a statement (`S`) or portal (`P`).
-    pub fn close(self, kind: u8, name: &str) -> Self {
-        let mut body = vec![kind];
-        push_cstr(&mut body, name);
-        self.msg(b'C', &body)
-    }
-
-    /// Sync (`S`).
-    pub fn sync(self) -> Self {
-        self.msg(b'S', &[])
-    }
-
-    /// Flush (`H`).
-    pub fn flush(self) -> Self {
-        self.msg(b'H', &[])
-    }
-
-    /// CopyData (`d`).
-    pub fn copy_data(self, data: &[u8]) -> Self {
-        self.msg(b'd', data)
-    }
-
-    /// CopyDone (`c`).
-    pub fn copy_done(self) -> Self {
-        self.msg(b'c', &[])
-    }
-
-    /// CopyFail (`f`).
-    pub fn copy_fail(self, reason: &str) -> Self {
-        self.msg(b'f', &raw::cstr(reason))
-    }
-
-    /// FunctionCall (`F`) of the function with `oid`.
-    pub fn function_call(self, oid: u32, formats: &[i16], args: &[Option<&[u8]>], result_format: i16) -> Self {
-        let mut body = oid.to_be_bytes().to_vec();
-        push_formats(&mut body, formats);
-        push_values(&mut body, args);
-        body.extend_from_slice(&result_format.to_be_bytes());
-        self.msg(b'F', &body)
-    }
-
-    /// Parse + Bind (text) + Execute of the unnamed statement, then Sync.
-    pub fn run(self, sql: &str, values: &[&str]) -> Self {
-        self.parse("", sql, &[]).bind_text("", "", values).execute("", 0).sync()
-    }
-}
 
 /// A backend message as recorded: its tag and body.
 pub type Record = (u8, Vec<u8>);
@@ -210,14 +68,6 @@ pub struct Login {
     pub conn: RawClient,
     /// ParameterStatus values of the startup.
     pub params: BTreeMap<String, String>,
-}
-
-/// Name and value of a ParameterStatus body.
-pub fn parameter_status(body: &[u8]) -> (String, String) {
-    let mut parts = body.split(|&b| b == 0);
-    let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-    let value = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-    (name, value)
 }
 
 async fn finish_startup(mut conn: RawClient) -> Login {
