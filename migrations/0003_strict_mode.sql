@@ -9,6 +9,9 @@
 -- policies). Needs PostgreSQL 14 or later (standard-SQL function bodies).
 -- Upgrading: apply this file before running a proxy of the same version (its
 -- injection calls rlsproxy.admit; without it every transaction fails closed).
+-- On a live database a re-run that changes nothing locks nothing tenants use;
+-- one that must alter the key table or the sequences fails after lock_timeout
+-- (set below) instead of stalling every tenant: run it again.
 -- It changes no existing table: a table switches to strict policies only when
 -- `SELECT rlsproxy.enable_strict_policies('<table>')` is run for it (below).
 --
@@ -97,6 +100,11 @@
 
 -- CREATE ... IF NOT EXISTS would print a NOTICE per object on a re-run.
 SET client_min_messages = warning;
+-- A re-run on a live database changes nothing and takes no lock a tenant's
+-- statement waits for (the ALTERs below run only when something differs). A
+-- change that does need a strong lock gives up after this instead of queueing
+-- every tenant behind a transaction left open: run the file again then.
+SET lock_timeout = '10s';
 
 BEGIN;
 
@@ -162,10 +170,21 @@ CREATE TABLE IF NOT EXISTS rlsproxy_private.keys (
     secret     bytea NOT NULL CONSTRAINT keys_secret_length CHECK (octet_length(secret) >= 32),
     created_at timestamptz NOT NULL DEFAULT now()
 );
-ALTER TABLE rlsproxy_private.keys
-    ADD COLUMN IF NOT EXISTS inner_pad bytea GENERATED ALWAYS AS (rlsproxy.hmac_pad(secret, 54)) STORED,
-    ADD COLUMN IF NOT EXISTS outer_pad bytea GENERATED ALWAYS AS (rlsproxy.hmac_pad(secret, 92)) STORED;
-ALTER TABLE rlsproxy_private.keys OWNER TO rlsproxy_owner;
+-- Each ALTER only when needed: even an ALTER that changes nothing locks the table
+-- against every admission.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'rlsproxy_private.keys'::regclass
+                   AND attname = 'outer_pad' AND NOT attisdropped) THEN
+        ALTER TABLE rlsproxy_private.keys
+            ADD COLUMN IF NOT EXISTS inner_pad bytea GENERATED ALWAYS AS (rlsproxy.hmac_pad(secret, 54)) STORED,
+            ADD COLUMN IF NOT EXISTS outer_pad bytea GENERATED ALWAYS AS (rlsproxy.hmac_pad(secret, 92)) STORED;
+    END IF;
+    IF (SELECT relowner FROM pg_class WHERE oid = 'rlsproxy_private.keys'::regclass) <> 'rlsproxy_owner'::regrole THEN
+        ALTER TABLE rlsproxy_private.keys OWNER TO rlsproxy_owner;
+    END IF;
+END
+$$;
 REVOKE ALL ON TABLE rlsproxy_private.keys FROM PUBLIC;
 
 -- Earlier versions of this file computed HMACs with pgcrypto through this.
@@ -306,10 +325,18 @@ CREATE SEQUENCE IF NOT EXISTS rlsproxy_private.admitted_lo AS bigint MINVALUE -9
 -- expiry (unix seconds, 32 bits unsigned: until 2106) << 32 | tenant_id (its 32
 -- bits); expiry 0 when the tenant is not an int4; XOR the admission key's mask.
 CREATE SEQUENCE IF NOT EXISTS rlsproxy_private.admitted_tenant_id AS bigint MINVALUE -9223372036854775808;
-ALTER SEQUENCE rlsproxy_private.keys_epoch OWNER TO rlsproxy_owner;
-ALTER SEQUENCE rlsproxy_private.admitted_hi OWNER TO rlsproxy_owner;
-ALTER SEQUENCE rlsproxy_private.admitted_lo OWNER TO rlsproxy_owner;
-ALTER SEQUENCE rlsproxy_private.admitted_tenant_id OWNER TO rlsproxy_owner;
+DO $$
+DECLARE
+    seq regclass;
+BEGIN
+    FOREACH seq IN ARRAY ARRAY['rlsproxy_private.keys_epoch', 'rlsproxy_private.admitted_hi',
+                               'rlsproxy_private.admitted_lo', 'rlsproxy_private.admitted_tenant_id']::regclass[] LOOP
+        IF (SELECT relowner FROM pg_class WHERE oid = seq) <> 'rlsproxy_owner'::regrole THEN
+            EXECUTE format('ALTER SEQUENCE %s OWNER TO rlsproxy_owner', seq);
+        END IF;
+    END LOOP;
+END
+$$;
 REVOKE ALL ON SEQUENCE rlsproxy_private.keys_epoch, rlsproxy_private.admitted_hi, rlsproxy_private.admitted_lo,
     rlsproxy_private.admitted_tenant_id FROM PUBLIC;
 GRANT SELECT ON SEQUENCE rlsproxy_private.keys_epoch, rlsproxy_private.admitted_hi, rlsproxy_private.admitted_lo,
@@ -355,16 +382,25 @@ END
 $fn$;
 ALTER FUNCTION rlsproxy.keys_changed() OWNER TO rlsproxy_owner;
 REVOKE ALL ON FUNCTION rlsproxy.keys_changed() FROM PUBLIC;
-CREATE OR REPLACE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON rlsproxy_private.keys
-    FOR EACH STATEMENT EXECUTE FUNCTION rlsproxy.keys_changed();
--- Logical replication's apply fires row triggers only, never statement ones: a
--- key deleted on a subscriber moves the epoch through this one.
-CREATE OR REPLACE TRIGGER keys_changed_row AFTER INSERT OR UPDATE OR DELETE ON rlsproxy_private.keys
-    FOR EACH ROW EXECUTE FUNCTION rlsproxy.keys_changed();
--- Also under session_replication_role = replica (logical replication's apply,
--- pg_restore --disable-triggers): a key deleted there must revoke as well.
-ALTER TABLE rlsproxy_private.keys ENABLE ALWAYS TRIGGER keys_changed;
-ALTER TABLE rlsproxy_private.keys ENABLE ALWAYS TRIGGER keys_changed_row;
+-- keys_changed: by statement. keys_changed_row: logical replication's apply fires
+-- row triggers only, never statement ones, so a key deleted on a subscriber moves
+-- the epoch through this one. Both ENABLE ALWAYS: also under
+-- session_replication_role = replica (logical replication's apply, pg_restore
+-- --disable-triggers), a key deleted there must revoke as well. (Re)created only
+-- when missing or not enabled always.
+DO $$
+BEGIN
+    IF (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'rlsproxy_private.keys'::regclass
+            AND tgname IN ('keys_changed', 'keys_changed_row') AND tgenabled = 'A') < 2 THEN
+        CREATE OR REPLACE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON rlsproxy_private.keys
+            FOR EACH STATEMENT EXECUTE FUNCTION rlsproxy.keys_changed();
+        CREATE OR REPLACE TRIGGER keys_changed_row AFTER INSERT OR UPDATE OR DELETE ON rlsproxy_private.keys
+            FOR EACH ROW EXECUTE FUNCTION rlsproxy.keys_changed();
+        ALTER TABLE rlsproxy_private.keys ENABLE ALWAYS TRIGGER keys_changed;
+        ALTER TABLE rlsproxy_private.keys ENABLE ALWAYS TRIGGER keys_changed_row;
+    END IF;
+END
+$$;
 
 -- The admission key of a value under the keys of `epoch` (its first 16 bytes)
 -- and the mask of its recorded tenant and expiry (the next 8): a session that

@@ -29,6 +29,8 @@ mod redteam;
 mod redteam_admission;
 #[path = "security/redteam_mask.rs"]
 mod redteam_mask;
+#[path = "security/redteam_seqmove.rs"]
+mod redteam_seqmove;
 #[path = "security/resets.rs"]
 mod resets;
 #[path = "security/shared_state.rs"]

@@ -46,6 +46,10 @@ pub fn base_config(pg: &Postgres) -> Config {
 /// `rlsproxy_private.keys` meanwhile: a change moves the keys' epoch, after which admissions fall back.
 pub static KEYS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Held by tests that run migrations/0003 in a database of their own: two runs at once in one
+/// cluster fail ("tuple concurrently updated" on the shared role rlsproxy_owner).
+pub static MIGRATIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// [`base_config`] in strict mode with the guard off, signing under `kid` with `key_hex`,
 /// which it first puts into `rlsproxy_private.keys` (the cluster has migrations/0003 applied).
 pub async fn strict_without_guard(pg: &Postgres, kid: &str, key_hex: &str) -> Config {

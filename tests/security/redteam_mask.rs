@@ -274,6 +274,7 @@ fn key() -> Vec<u8> {
 /// and the next admission is masked).
 #[tokio::test]
 async fn rm_upgrade_voids_records_made_before() {
+    let _migrations = proxy::MIGRATIONS.lock().await;
     let db = "rm_upgrade_before";
     let _su = unmasked_install(db).await;
     let v = strict::sign(KID, &key(), "1", None, now() + 3600);
@@ -301,6 +302,7 @@ async fn rm_upgrade_voids_records_made_before() {
 /// rlsproxy.admitted_hi`, as a polling client does) holds it at its next ALTER SEQUENCE.
 #[tokio::test]
 async fn rm_upgrade_window_records_no_unmasked_admission() {
+    let _migrations = proxy::MIGRATIONS.lock().await;
     let db = "rm_upgrade_window";
     let su = unmasked_install(db).await;
     let next_epoch: i64 = su
