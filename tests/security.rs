@@ -37,6 +37,8 @@ mod resets;
 mod shared_state;
 #[path = "security/startup.rs"]
 mod startup;
+#[path = "security/strict_suite.rs"]
+mod strict_suite;
 #[path = "security/tenants.rs"]
 mod tenants;
 #[path = "security/tls.rs"]

@@ -245,6 +245,22 @@ mod tests {
         let err = Config::from_toml("[upstream]\nsearch_path = '\"$user\", public'\n").err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.starts_with("upstream.search_path: must not contain \"$user\"")));
         assert!(Config::from_toml("[upstream]\ndatabase = \"app\"\nsearch_path = 'app, public'\n").is_ok());
+        // A budget that a single largest message would not fit, and keepalive without probes.
+        let db = "[upstream]\ndatabase = \"app\"\n";
+        let err = Config::from_toml(&format!(
+            "{db}[limits]\nmax_message_bytes = \"8 MiB\"\nmax_buffered_bytes = \"4 MiB\"\n"
+        ))
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("limits.max_buffered_bytes: must be at least limits.max_message_bytes"));
+        let err = Config::from_toml(&format!("{db}[tcp]\nkeepalive_idle_s = 5\nkeepalive_count = 0\n"))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("tcp.keepalive_interval_s: keepalive needs an interval and a count of at least 1")
+        );
+        assert!(Config::from_toml(&format!("{db}[tcp]\nkeepalive_idle_s = 0\nkeepalive_count = 0\n")).is_ok());
     }
 
     #[test]

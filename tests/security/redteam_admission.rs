@@ -14,6 +14,7 @@ use crate::common::proxy::{self, TestProxy};
 use crate::common::queries::try_rows;
 use crate::common::wire::texts;
 use crate::common::{Postgres, postgres};
+use crate::strict_suite::{self as suite, Outcome, now, one, owned};
 use crate::{Msgs, data_rows, raw_login, tags};
 
 const KID: &str = "ra_k";
@@ -21,66 +22,42 @@ const KEY_HEX: &str = "7261646d697373696f6e7261646d697373696f6e7261646d697373696
 const T1: [&str; 2] = ["ra-1-a", "ra-1-b"];
 const T2: [&str; 2] = ["ra-2-a", "ra-2-b"];
 const ALL: [&str; 5] = ["ra-1-a", "ra-1-b", "ra-2-a", "ra-2-b", "ra-3-a"];
+const PREFIX: &str = "ra";
 const TITLES: &str = "SELECT title FROM public.ra_docs ORDER BY id";
 
 fn su_psql(sql: &str) {
-    let out = postgres().superuser_psql(Postgres::APP_DB).args(["-v", "ON_ERROR_STOP=1", "-c", sql]).output().unwrap();
-    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    suite::su_psql(Postgres::APP_DB, &["-c", sql]);
 }
 
-/// The strict table, once per binary.
+/// The strict table, once per binary, with a role policy for admin_role.
 fn setup() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        su_psql(
-            "CREATE TABLE IF NOT EXISTS public.ra_docs (id serial PRIMARY KEY, tenant_id integer NOT NULL, title text);
-             TRUNCATE public.ra_docs;
-             INSERT INTO public.ra_docs (tenant_id, title) VALUES
-                 (1, 'ra-1-a'), (1, 'ra-1-b'), (2, 'ra-2-a'), (2, 'ra-2-b'), (3, 'ra-3-a');
-             GRANT SELECT, INSERT, UPDATE, DELETE ON public.ra_docs TO app_proxy, admin_role;
-             GRANT USAGE ON SEQUENCE public.ra_docs_id_seq TO app_proxy, admin_role;
-             DROP POLICY IF EXISTS admin_bypass ON public.ra_docs;
-             CREATE POLICY admin_bypass ON public.ra_docs FOR ALL TO admin_role USING (true) WITH CHECK (true);
-             SELECT rlsproxy.enable_strict_policies('public.ra_docs');",
+        suite::create_docs(
+            Postgres::APP_DB,
+            PREFIX,
+            "app_proxy, admin_role",
+            "DROP POLICY IF EXISTS admin_bypass ON public.ra_docs;
+             CREATE POLICY admin_bypass ON public.ra_docs FOR ALL TO admin_role USING (true) WITH CHECK (true);",
         );
     });
 }
 
 async fn strict_proxy(mode: PoolMode, size: usize) -> TestProxy {
     setup();
-    let mut cfg = proxy::strict_without_guard(postgres(), KID, KEY_HEX).await;
-    cfg.pool.mode = mode;
-    cfg.pool.size = size;
-    cfg.pool.acquire_timeout_ms = 20_000;
+    let mut cfg = suite::strict_config(KID, KEY_HEX, mode, size).await;
     cfg.jwt.role_claim = "role".into();
     cfg.jwt.allowed_roles = vec!["admin_role".into()];
     proxy::start(cfg).await
 }
 
-type Outcome = Result<Vec<String>, (String, String)>;
-
 async fn titles(c: &Client) -> Outcome {
-    try_rows(c, TITLES).await.map(|rows| rows.into_iter().map(|r| r[0].clone().unwrap_or_default()).collect())
+    suite::titles(c, TITLES).await
 }
 
 /// Fails when `seen` holds any row that is not tenant 1's.
 fn only_tenant1(label: &str, seen: &Outcome) {
-    eprintln!("[{label}] {seen:?}");
-    if let Ok(rows) = seen {
-        assert!(rows.iter().all(|t| T1.contains(&t.as_str())), "{label}: tenant 1 saw other rows: {rows:?}");
-    }
-}
-
-fn owned(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
-
-async fn one(c: &Client, sql: &str) -> Result<Option<String>, (String, String)> {
-    try_rows(c, sql).await.map(|rows| rows.first().and_then(|r| r[0].clone()))
+    suite::only(label, seen, &T1);
 }
 
 /// Values tenant 1 can make: its own (read from the setting) and crafted ones.

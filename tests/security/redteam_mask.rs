@@ -14,94 +14,42 @@ use tokio_postgres::Client;
 use crate::common::proxy::{self, TestProxy};
 use crate::common::queries::try_rows;
 use crate::common::{Postgres, postgres};
+use crate::strict_suite::{self as suite, Outcome, Probe, now, one, owned, su_psql, wait_for};
 
 const KID: &str = "rm_k";
 const KEY_HEX: &str = "726d61736b726d61736b726d61736b726d61736b726d61736b726d61736b2121";
 const T1: [&str; 2] = ["rm-1-a", "rm-1-b"];
 const T2: [&str; 2] = ["rm-2-a", "rm-2-b"];
+const PREFIX: &str = "rm";
 const TITLES: &str = "SELECT title FROM public.rm_docs ORDER BY id";
-
-fn su_psql(db: &str, args: &[&str]) -> String {
-    let out = postgres().superuser_psql(db).args(args).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The strict table, once per binary.
 fn setup() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        su_psql(
-            Postgres::APP_DB,
-            &[
-                "-c",
-                "CREATE TABLE IF NOT EXISTS public.rm_docs (id serial PRIMARY KEY, tenant_id integer NOT NULL, title text);
-                 TRUNCATE public.rm_docs;
-                 INSERT INTO public.rm_docs (tenant_id, title) VALUES
-                     (1, 'rm-1-a'), (1, 'rm-1-b'), (2, 'rm-2-a'), (2, 'rm-2-b'), (3, 'rm-3-a');
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON public.rm_docs TO app_proxy, admin_role;
-                 GRANT USAGE ON SEQUENCE public.rm_docs_id_seq TO app_proxy, admin_role;
-                 SELECT rlsproxy.enable_strict_policies('public.rm_docs');",
-            ],
-        );
-    });
+    ONCE.call_once(|| suite::create_docs(Postgres::APP_DB, PREFIX, "app_proxy, admin_role", ""));
 }
 
 async fn strict_proxy(mode: PoolMode, size: usize) -> TestProxy {
     setup();
-    let mut cfg = proxy::strict_without_guard(postgres(), KID, KEY_HEX).await;
-    cfg.pool.mode = mode;
-    cfg.pool.size = size;
-    cfg.pool.acquire_timeout_ms = 20_000;
-    proxy::start(cfg).await
+    proxy::start(suite::strict_config(KID, KEY_HEX, mode, size).await).await
 }
-
-type Outcome = Result<Vec<String>, (String, String)>;
 
 async fn titles(c: &Client) -> Outcome {
-    try_rows(c, TITLES).await.map(|rows| rows.into_iter().map(|r| r[0].clone().unwrap_or_default()).collect())
-}
-
-fn owned(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
-
-async fn one(c: &Client, sql: &str) -> Result<Option<String>, (String, String)> {
-    try_rows(c, sql).await.map(|rows| rows.first().and_then(|r| r[0].clone()))
+    suite::titles(c, TITLES).await
 }
 
 /// Fails when `seen` holds any row that is not tenant 1's.
 fn only_tenant1(label: &str, seen: &Outcome) {
-    eprintln!("[{label}] {seen:?}");
-    if let Ok(rows) = seen {
-        assert!(rows.iter().all(|t| T1.contains(&t.as_str())), "{label}: tenant 1 saw other rows: {rows:?}");
-    }
+    suite::only(label, seen, &T1);
 }
 
 // ---------------------------------------------------------------------------------------------
 // (d) Lock requests queued on the admission sequences.
 // ---------------------------------------------------------------------------------------------
 
-/// What one probe saw: whether the attacker's statement was still waiting for a lock after
-/// 500 ms, whether tenant 2 (a fresh client) got its rows within 3 s, and the attacker's
-/// eventual result.
-#[derive(Debug)]
-struct Probe {
-    queued: bool,
-    victim: Result<Outcome, &'static str>,
-    revocation: Option<Result<(), (String, String)>>,
-    attacker: Result<(), (String, String)>,
-}
-
-/// Tenant 1 holds an ordinary strict transaction open on one connection (its first
-/// transaction: the proxy's adoption admitted, so the session holds RowExclusiveLock on
-/// keys_epoch and the admitted_* sequences), and on a second one runs `cmd`; tenant 2 then
-/// connects and reads; with `revoke`, the superuser deletes a key meanwhile.
-async fn probe(mode: PoolMode, cmd: &str, revoke: bool) -> Probe {
+/// A lock probe on the admission sequences' schema (`suite::lock_probe`); with `revoke`, the
+/// superuser deletes a key while tenant 1's transaction is open: the revocation's result.
+async fn probe(mode: PoolMode, cmd: &str, revoke: bool) -> (Probe, Option<Result<(), (String, String)>>) {
     let proxy = strict_proxy(mode, 6).await;
     // Held after the proxy put its key in (strict_without_guard takes it too).
     let _keys = if revoke { Some(proxy::KEYS.lock().await) } else { None };
@@ -114,33 +62,10 @@ async fn probe(mode: PoolMode, cmd: &str, revoke: bool) -> Probe {
         .await
         .unwrap();
     }
-    let holder = proxy.connect(&proxy.token("1")).await;
-    holder.batch_execute("BEGIN").await.unwrap();
-    only_tenant1("holder", &titles(&holder).await);
-    let queuer = proxy.connect(&proxy.token("1")).await;
-    let q = cmd.to_string();
-    let attack = tokio::spawn(async move { queuer.batch_execute(&q).await.map_err(|e| proxy::db_error(&e)) });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let waiting: i64 = su
-        .query_one(
-            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-             WHERE c.relnamespace = 'rlsproxy'::regnamespace AND NOT l.granted",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let queued = waiting > 0 && !attack.is_finished();
-    let token2 = proxy.token("2");
-    let seen = tokio::time::timeout(Duration::from_secs(3), async {
-        match proxy.try_connect(&token2).await {
-            Ok(victim) => titles(&victim).await,
-            Err(e) => Err(proxy::db_error(&e)),
+    let revocation = async {
+        if !revoke {
+            return None;
         }
-    })
-    .await
-    .map_err(|_| "timed out after 3 s");
-    let revocation = if revoke {
         su.batch_execute("SET lock_timeout = '3s'").await.unwrap();
         let r = su
             .batch_execute("DELETE FROM rlsproxy_private.keys WHERE kid = 'rm_compromised'")
@@ -148,14 +73,11 @@ async fn probe(mode: PoolMode, cmd: &str, revoke: bool) -> Probe {
             .map_err(|e| proxy::db_error(&e));
         su.batch_execute("RESET lock_timeout").await.unwrap();
         Some(r)
-    } else {
-        None
     };
-    let _ = holder.batch_execute("ROLLBACK").await;
-    let attacker =
-        tokio::time::timeout(Duration::from_secs(15), attack).await.expect("the attacker's statement ends").unwrap();
+    let watch = "c.relnamespace = 'rlsproxy'::regnamespace";
+    let seen = suite::lock_probe(&proxy, TITLES, &T1, cmd, watch, revocation).await;
     let _ = su.batch_execute("DELETE FROM rlsproxy_private.keys WHERE kid = 'rm_compromised'").await;
-    Probe { queued, victim: seen, revocation, attacker }
+    seen
 }
 
 /// FINDING (availability): PostgreSQL locks the relation a `CREATE RULE` (AccessExclusiveLock)
@@ -186,14 +108,14 @@ async fn rm_no_lock_request_queues_on_the_admission_sequences() {
             false,
         ),
     ] {
-        let p = probe(mode, cmd, revoke).await;
+        let (p, revocation) = probe(mode, cmd, revoke).await;
         eprintln!("[{mode:?}] {cmd}: {p:?}");
         let victim_ok = matches!(&p.victim, Ok(Ok(rows)) if *rows == owned(&T2));
-        let revoked_ok = p.revocation.as_ref().is_none_or(|r| r.is_ok());
+        let revoked_ok = revocation.as_ref().is_none_or(|r| r.is_ok());
         if p.queued || !victim_ok || !revoked_ok {
             stalled.push(format!(
                 "{mode:?} {cmd}: queued {}, tenant 2 {:?}, revocation {:?}",
-                p.queued, p.victim, p.revocation
+                p.queued, p.victim, revocation
             ));
         }
         // The secure outcome: refused before anything is locked.
@@ -223,7 +145,7 @@ async fn rm_other_commands_naming_the_sequences_queue_nothing() {
         "SECURITY LABEL ON SEQUENCE rlsproxy.keys_epoch IS 'x'",
         "DROP SEQUENCE rlsproxy.admitted_lo",
     ] {
-        let p = probe(PoolMode::Transaction, cmd, false).await;
+        let (p, _) = probe(PoolMode::Transaction, cmd, false).await;
         eprintln!("{cmd}: {p:?}");
         let victim_ok = matches!(&p.victim, Ok(Ok(rows)) if *rows == owned(&T2));
         if p.queued || !victim_ok {
@@ -242,23 +164,7 @@ const AFTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0003_strict
 
 /// A database of its own with the unmasked version of 0003, a strict table, and the test key.
 async fn unmasked_install(db: &str) -> Client {
-    su_psql("postgres", &["-c", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")]);
-    su_psql("postgres", &["-c", &format!("CREATE DATABASE {db}")]);
-    su_psql(db, &["-f", BEFORE]);
-    su_psql(
-        db,
-        &[
-            "-c",
-            &format!(
-                "INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ('{KID}', '\\x{KEY_HEX}');
-                 CREATE TABLE public.rm_docs (id serial PRIMARY KEY, tenant_id integer NOT NULL, title text);
-                 INSERT INTO public.rm_docs (tenant_id, title) VALUES (1, 'rm-1-a'), (1, 'rm-1-b'), (2, 'rm-2-a'), (2, 'rm-2-b');
-                 GRANT SELECT ON public.rm_docs TO app_proxy;
-                 SELECT rlsproxy.enable_strict_policies('public.rm_docs');"
-            ),
-        ],
-    );
-    postgres().superuser_client(db).await
+    suite::install(db, BEFORE, KID, KEY_HEX, PREFIX).await
 }
 
 async fn app_proxy(db: &str) -> Client {
@@ -274,9 +180,9 @@ fn key() -> Vec<u8> {
 /// and the next admission is masked).
 #[tokio::test]
 async fn rm_upgrade_voids_records_made_before() {
-    let _migrations = proxy::MIGRATIONS.lock().await;
     let db = "rm_upgrade_before";
     let _su = unmasked_install(db).await;
+    let _migrations = proxy::MIGRATIONS.lock().await;
     let v = strict::sign(KID, &key(), "1", None, now() + 3600);
     let s = app_proxy(db).await;
     s.query("SELECT set_config('rlsproxy.signed_context', $1, false), rlsproxy.admit($1, true)", &[&v]).await.unwrap();
@@ -302,9 +208,9 @@ async fn rm_upgrade_voids_records_made_before() {
 /// rlsproxy.admitted_hi`, as a polling client does) holds it at its next ALTER SEQUENCE.
 #[tokio::test]
 async fn rm_upgrade_window_records_no_unmasked_admission() {
-    let _migrations = proxy::MIGRATIONS.lock().await;
     let db = "rm_upgrade_window";
     let su = unmasked_install(db).await;
+    let _migrations = proxy::MIGRATIONS.lock().await;
     let next_epoch: i64 = su
         .query_one("SELECT coalesce(pg_sequence_last_value('rlsproxy.keys_epoch'), 0) + 1", &[])
         .await
@@ -346,32 +252,17 @@ async fn rm_upgrade_window_records_no_unmasked_admission() {
     let migration =
         tokio::task::spawn_blocking(move || postgres().superuser_psql(db).args(["-f", AFTER]).output().expect("psql"));
     // The migration now holds keys_epoch and waits for admitted_hi.
-    let waits = |what: &'static str| {
-        let su = &su;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let n: i64 = su.query_one(what, &[]).await.unwrap().get(0);
-                if n > 0 {
-                    return;
-                }
-                assert!(Instant::now() < deadline, "never: {what}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    waits("SELECT count(*) FROM pg_locks WHERE relation = 'rlsproxy.admitted_hi'::regclass AND mode = 'AccessExclusiveLock' AND NOT granted").await;
+    let queued = "SELECT count(*) FROM pg_locks WHERE relation = 'rlsproxy.admitted_hi'::regclass \
+                  AND mode = 'AccessExclusiveLock' AND NOT granted";
+    assert!(wait_for(&su, queued, 10).await, "never: {queued}");
     // The connection is admitted again meanwhile (a proxy's adoption or refresh).
     let v2 = v.clone();
     let admit = tokio::spawn(async move {
         let r = s.query_one("SELECT rlsproxy.admit($1, true)", &[&v2]).await.map(|r| r.get::<_, bool>(0));
         (s, r.map_err(|e| proxy::db_error(&e)))
     });
-    waits(Box::leak(
-        format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {s_pid} AND wait_event_type = 'Lock'")
-            .into_boxed_str(),
-    ))
-    .await;
+    let blocked = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {s_pid} AND wait_event_type = 'Lock'");
+    assert!(wait_for(&su, &blocked, 10).await, "never: {blocked}");
     holder.batch_execute("COMMIT").await.unwrap();
     let out = migration.await.unwrap();
     assert!(out.status.success(), "migration: {}", String::from_utf8_lossy(&out.stderr));

@@ -15,61 +15,29 @@ use tokio_postgres::Client;
 use crate::common::proxy::{self, TestProxy};
 use crate::common::queries::try_rows;
 use crate::common::{Postgres, postgres};
+use crate::strict_suite::{self as suite, Outcome, now, one, owned, su_psql, wait_for};
 
 const KID: &str = "rs_k";
 const KEY_HEX: &str = "7273656d6f76657273656d6f76657273656d6f76657273656d6f766572212121";
 const T1: [&str; 2] = ["rs-1-a", "rs-1-b"];
 const T2: [&str; 2] = ["rs-2-a", "rs-2-b"];
+const PREFIX: &str = "rs";
 const TITLES: &str = "SELECT title FROM public.rs_docs ORDER BY id";
 const AFTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0003_strict_mode.sql");
-const TABLE: &str =
-    "CREATE TABLE IF NOT EXISTS public.rs_docs (id serial PRIMARY KEY, tenant_id integer NOT NULL, title text);
-     TRUNCATE public.rs_docs;
-     INSERT INTO public.rs_docs (tenant_id, title) VALUES
-         (1, 'rs-1-a'), (1, 'rs-1-b'), (2, 'rs-2-a'), (2, 'rs-2-b'), (3, 'rs-3-a');
-     GRANT SELECT, INSERT, UPDATE, DELETE ON public.rs_docs TO app_proxy;
-     GRANT USAGE ON SEQUENCE public.rs_docs_id_seq TO app_proxy;
-     SELECT rlsproxy.enable_strict_policies('public.rs_docs');";
-
-fn su_psql(db: &str, args: &[&str]) -> String {
-    let out = postgres().superuser_psql(db).args(args).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The strict table in `app`, once per binary.
 fn setup() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        su_psql(Postgres::APP_DB, &["-c", TABLE]);
-    });
+    ONCE.call_once(|| suite::create_docs(Postgres::APP_DB, PREFIX, "app_proxy", ""));
 }
 
 async fn strict_proxy(mode: PoolMode, size: usize) -> TestProxy {
     setup();
-    let mut cfg = proxy::strict_without_guard(postgres(), KID, KEY_HEX).await;
-    cfg.pool.mode = mode;
-    cfg.pool.size = size;
-    cfg.pool.acquire_timeout_ms = 20_000;
-    proxy::start(cfg).await
+    proxy::start(suite::strict_config(KID, KEY_HEX, mode, size).await).await
 }
-
-type Outcome = Result<Vec<String>, (String, String)>;
 
 async fn titles(c: &Client) -> Outcome {
-    try_rows(c, TITLES).await.map(|rows| rows.into_iter().map(|r| r[0].clone().unwrap_or_default()).collect())
-}
-
-fn owned(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
-
-async fn one(c: &Client, sql: &str) -> Result<Option<String>, (String, String)> {
-    try_rows(c, sql).await.map(|rows| rows.first().and_then(|r| r[0].clone()))
+    suite::titles(c, TITLES).await
 }
 
 fn key() -> Vec<u8> {
@@ -78,20 +46,7 @@ fn key() -> Vec<u8> {
 
 /// A database of its own with the current 0003, the strict table and the test key.
 async fn install(db: &str) -> Client {
-    let _m = proxy::MIGRATIONS.lock().await;
-    su_psql("postgres", &["-c", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")]);
-    su_psql("postgres", &["-c", &format!("CREATE DATABASE {db}")]);
-    su_psql(db, &["-f", AFTER]);
-    su_psql(
-        db,
-        &[
-            "-c",
-            &format!("INSERT INTO rlsproxy_private.keys (kid, secret) VALUES ('{KID}', '\\x{KEY_HEX}');"),
-            "-c",
-            TABLE,
-        ],
-    );
-    postgres().superuser_client(db).await
+    suite::install(db, AFTER, KID, KEY_HEX, PREFIX).await
 }
 
 /// An app_proxy session of `db` doing what the proxy does when a connection takes tenant's
@@ -101,26 +56,6 @@ async fn tenant_session(db: &str, tenant: &str) -> (Client, String) {
     let v = strict::sign(KID, &key(), tenant, None, now() + 3600);
     c.query("SELECT set_config('rlsproxy.signed_context', $1, false), rlsproxy.admit($1, true)", &[&v]).await.unwrap();
     (c, v)
-}
-
-/// Fails when `seen` holds any row that is not tenant 1's.
-fn only_tenant1(label: &str, seen: &Outcome) {
-    eprintln!("[{label}] {seen:?}");
-    if let Ok(rows) = seen {
-        assert!(rows.iter().all(|t| T1.contains(&t.as_str())), "{label}: tenant 1 saw other rows: {rows:?}");
-    }
-}
-
-async fn wait_for(su: &Client, sql: &str, secs: u64) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        let n: i64 = su.query_one(sql, &[]).await.unwrap().get(0);
-        if n > 0 {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -217,57 +152,6 @@ async fn rs_migration_rerun_on_a_live_system_stalls_no_tenant() {
 // (d) Lock requests on the sequences and the keys by OID, and on catalogs.
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct Probe {
-    queued: bool,
-    victim: Result<Outcome, &'static str>,
-    attacker: Result<(), (String, String)>,
-}
-
-/// Tenant 1 holds a strict transaction open on one connection (admitted at adoption: it holds
-/// AccessShareLock on keys and keys_pkey, RowExclusiveLock on the sequences) and runs `cmd` on a
-/// second; tenant 2 then connects and reads. `watch` is a condition on pg_class `c` naming the
-/// relations whose ungranted locks count as queued.
-async fn probe(mode: PoolMode, holder_sql: &str, cmd: &str, watch: &str) -> Probe {
-    let proxy = strict_proxy(mode, 6).await;
-    let su = postgres().superuser_client(Postgres::APP_DB).await;
-    let holder = proxy.connect(&proxy.token("1")).await;
-    holder.batch_execute("BEGIN").await.unwrap();
-    only_tenant1("holder", &titles(&holder).await);
-    if !holder_sql.is_empty() {
-        holder.batch_execute(holder_sql).await.unwrap();
-    }
-    let queuer = proxy.connect(&proxy.token("1")).await;
-    let q = cmd.to_string();
-    let attack = tokio::spawn(async move { queuer.batch_execute(&q).await.map_err(|e| proxy::db_error(&e)) });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let waiting: i64 = su
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                 WHERE ({watch}) AND NOT l.granted"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let queued = waiting > 0 && !attack.is_finished();
-    let token2 = proxy.token("2");
-    let seen = tokio::time::timeout(Duration::from_secs(3), async {
-        match proxy.try_connect(&token2).await {
-            Ok(victim) => titles(&victim).await,
-            Err(e) => Err(proxy::db_error(&e)),
-        }
-    })
-    .await
-    .map_err(|_| "timed out after 3 s");
-    let _ = holder.batch_execute("ROLLBACK").await;
-    let attacker =
-        tokio::time::timeout(Duration::from_secs(15), attack).await.expect("the attacker's statement ends").unwrap();
-    Probe { queued, victim: seen, attacker }
-}
-
 /// The private relations by OID, found through the catalogs (the proxy refuses the schema's name
 /// in SQL text, a string literal splits it).
 const PRIVATE: &str = "(SELECT array_agg(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -310,7 +194,9 @@ async fn rs_oid_taking_functions_queue_no_lock_on_private_relations() {
     let cmd = format!("DO $rs$ DECLARE o oid; BEGIN FOREACH o IN ARRAY {PRIVATE} LOOP {body} END LOOP; END $rs$");
     let mut stalled = Vec::new();
     for mode in [PoolMode::Transaction, PoolMode::Session] {
-        let p = probe(mode, "", &cmd, "c.relnamespace = 'rlsproxy_private'::regnamespace").await;
+        let proxy = strict_proxy(mode, 6).await;
+        let watch = "c.relnamespace = 'rlsproxy_private'::regnamespace";
+        let (p, ()) = suite::lock_probe(&proxy, TITLES, &T1, &cmd, watch, async {}).await;
         eprintln!("[{mode:?}] {p:?}");
         // The block ran (each call caught its own error): the calls were made, not refused.
         assert_eq!(p.attacker, Ok(()), "[{mode:?}]");
