@@ -43,3 +43,24 @@ fn a_prefixed_literal_does_not_lend_its_verdict() {
         assert!(guard.check_sql(invalid.as_bytes(), None, false).is_err(), "{invalid} after {valid}");
     }
 }
+
+/// config_toml: a `log.filter` of a few hundred bytes of nested span-field patterns kept the
+/// configuration loader busy for over 15 seconds (tracing-subscriber compiled each field value
+/// into a full DFA). Field values are now matched as literal text; the same filter, and one
+/// twice as deep, load at once. The loader runs on a thread and the test gives up on it after
+/// a minute, so a regression fails here instead of stalling the suite.
+#[test]
+fn a_nested_log_filter_does_not_stall_the_config_loader() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/findings/config_toml-log-filter-timeout");
+    let finding = std::fs::read(path).expect("the recorded finding");
+    let text = String::from_utf8(finding).expect("UTF-8");
+    let filter = text.lines().find_map(|l| l.strip_prefix("filter = \"")).expect("a filter line");
+    let deeper = format!("[log]\nfilter = \"{}{}\n", filter.trim_end_matches('"'), filter);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        fuzzing::config_toml(text.as_bytes());
+        fuzzing::config_toml(deeper.as_bytes());
+        let _ = done.send(());
+    });
+    assert!(finished.recv_timeout(std::time::Duration::from_secs(60)).is_ok(), "the loader is still parsing");
+}
