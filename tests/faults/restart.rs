@@ -1,13 +1,14 @@
 //! PostgreSQL restarted under the proxy (`pg_ctl restart -m fast`, `-m immediate`), in both
 //! pool modes: a statement in flight ends with the server's error, not a hang or half a
 //! message; clients that come after are served at once, by the same proxy, on new server
-//! connections only.
+//! connections only; `/readyz` says ready again as soon as the pool has served one.
 
 use std::time::{Duration, Instant};
 
 use rlsproxy::config::PoolMode;
 use tokio_postgres::SimpleQueryMessage;
 
+use crate::common::http::get;
 use crate::common::postgres;
 use crate::common::proxy::{self, db_error};
 
@@ -39,7 +40,9 @@ async fn a_restarted_server_ends_in_flight_statements_and_the_pool_refills() {
         for how in ["fast", "immediate"] {
             let mut cfg = proxy::base_config(postgres());
             cfg.pool.mode = mode;
+            cfg.admin.address = Some("127.0.0.1:0".parse().expect("addr"));
             let proxy = proxy::start(cfg).await;
+            let admin = proxy.admin.expect("admin listener");
             let busy = proxy.connect(&proxy.token("1")).await;
             let idle = proxy.connect(&proxy.token("2")).await;
             let before = [backend_pid(&busy).await, backend_pid(&idle).await];
@@ -68,6 +71,8 @@ async fn a_restarted_server_ends_in_flight_statements_and_the_pool_refills() {
             assert_eq!(count(&fresh).await.expect("fresh client"), "3", "[{mode:?} -m {how}]");
             let pid = backend_pid(&fresh).await;
             assert!(!before.contains(&pid), "[{mode:?} -m {how}] server connection {pid} from before the restart");
+            let ready = (200, "ready\n".to_string());
+            assert_eq!(get(admin, "/readyz", None).await, ready, "[{mode:?} -m {how}]");
 
             // An idle client: in session mode its session was its server connection, which is
             // gone (as with PostgreSQL itself); in transaction mode it holds none, and goes on.
