@@ -100,7 +100,7 @@ pub async fn accept(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result
     let mut out = BytesMut::new();
     let minor = packet.version & 0xffff;
     if minor > 0 || !startup.unsupported_options.is_empty() {
-        backend::negotiate_protocol_version(&mut out, 0, &startup.unsupported_options);
+        backend::negotiate_protocol_version(&mut out, crate::protocol::PROTOCOL_3_0, &startup.unsupported_options);
     }
     backend::authentication(&mut out, 3);
     stream.write_all(&out).await?;

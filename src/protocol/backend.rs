@@ -58,10 +58,12 @@ pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     finish_message(buf, start);
 }
 
-/// NegotiateProtocolVersion: the newest minor version supported and the options not recognised.
-pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, unsupported: &[String]) {
+/// NegotiateProtocolVersion: the newest protocol version supported, as a whole number
+/// (`major << 16 | minor`, as PostgreSQL sends it and libpq 18 reads it), and the options
+/// not recognised.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, version: i32, unsupported: &[String]) {
     let start = begin(buf, b'v');
-    buf.put_i32(minor);
+    buf.put_i32(version);
     buf.put_i32(unsupported.len() as i32);
     for option in unsupported {
         buf.put_slice(option.as_bytes());
