@@ -6,7 +6,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, log_filter_builder};
 
 /// Changes the active log filter.
 #[derive(Debug, Clone)]
@@ -23,7 +23,8 @@ impl LogHandle {
             tracing::info!("log.filter changed but RUST_LOG is set and wins; the filter stays");
             return;
         }
-        let applied = parse_filter(filter)
+        let applied = log_filter_builder()
+            .parse(filter)
             .map_err(|e| e.to_string())
             .and_then(|f| self.filter.reload(f).map_err(|e| e.to_string()));
         match applied {
@@ -33,23 +34,12 @@ impl LogHandle {
     }
 }
 
-/// Parses a `RUST_LOG`-style filter with span field values matched as literal text, not
-/// as regular expressions: tracing-subscriber compiles those into a full DFA up front, and
-/// a few hundred bytes of nested patterns (found by fuzzing the configuration loader) took
-/// it over 15 seconds.
-pub fn parse_filter(filter: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
-    filter_builder().parse(filter)
-}
-
-fn filter_builder() -> tracing_subscriber::filter::Builder {
-    EnvFilter::builder().with_regex(false)
-}
-
 /// Installs the global subscriber for `config`; call once.
 pub fn init(config: &Config) -> LogHandle {
-    let env = filter_builder().try_from_env().ok();
+    let env = log_filter_builder().try_from_env().ok();
     let from_env = env.is_some();
-    let filter = env.unwrap_or_else(|| parse_filter(&config.log.filter).unwrap_or_else(|_| EnvFilter::new("info")));
+    let filter = env
+        .unwrap_or_else(|| log_filter_builder().parse(&config.log.filter).unwrap_or_else(|_| EnvFilter::new("info")));
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);

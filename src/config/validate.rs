@@ -141,7 +141,7 @@ impl Config {
         if self.doctor.schemas.iter().any(String::is_empty) {
             return Err(invalid("doctor.schemas", "schema names must not be empty"));
         }
-        if let Err(e) = crate::logging::parse_filter(&self.log.filter) {
+        if let Err(e) = super::log_filter_builder().parse(&self.log.filter) {
             return Err(invalid(
                 "log.filter",
                 format!("not a valid filter ({e}); e.g. \"info\" or \"info,rlsproxy=debug\""),

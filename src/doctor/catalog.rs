@@ -1,16 +1,17 @@
-//! Reading the catalog through the proxy's own upstream connection
-//! ([`ServerConn::query_rows`]: extended protocol, text parameters and results), and the few
-//! pieces of SQL text the checks share: which tables are audited, which are protected, and
-//! identifier quoting for the fixes.
+//! Reading the catalog through a tokio-postgres client (`upstream::catalog`: the relay's TLS
+//! and login), typed rows, and the few pieces of SQL text the checks share: which tables are
+//! audited, which are protected, and identifier quoting for the fixes.
 //!
 //! Conventions of the queries: `$1` is the audited schemas (`text[]`, empty: all but the
 //! system ones), `$2` the tenant column, `$3` the tenant roles (`text[]`); lists come back as
-//! JSON arrays (no separator can clash with a quoted name), booleans as `true`/`false`.
+//! JSON arrays in text (no separator can clash with a quoted name).
 
 use serde::de::DeserializeOwned;
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{Client, Row};
 
 use super::DoctorError;
-use crate::upstream::{Row, ServerConn};
+use crate::upstream::catalog::from_client;
 
 /// SQL predicate: namespace `n` is audited: one of `$1`, or when `$1` is empty any schema
 /// but the system ones (`pg_catalog`, `pg_toast`, temporary schemas: all `pg_*`; and
@@ -69,14 +70,17 @@ macro_rules! tenant_roles_where {
 
 pub(super) use {audited_schema, audited_table, protected_tables, tenant_roles_where};
 
+/// A query parameter.
+pub(super) type Param<'a> = &'a (dyn ToSql + Sync);
+
 /// Runs one catalog query; `what` names it in errors.
 pub(super) async fn query(
-    conn: &mut ServerConn,
+    client: &Client,
     what: &'static str,
     sql: &str,
-    params: &[&str],
+    params: &[Param<'_>],
 ) -> Result<Vec<Row>, DoctorError> {
-    conn.query_rows(sql, params).await.map_err(|source| DoctorError::Query { what, source })
+    client.query(sql, params).await.map_err(|e| DoctorError::Query { what, source: from_client(e) })
 }
 
 /// Typed access to the fields of one catalog row.
@@ -91,32 +95,31 @@ impl<'a> Fields<'a> {
         Self { row, what }
     }
 
-    fn bad(&self, i: usize, why: &str) -> DoctorError {
-        DoctorError::Catalog { what: self.what, detail: format!("column {i}: {why}") }
+    /// Field `i` as `T`.
+    pub(super) fn get<T: FromSql<'a>>(&self, i: usize) -> Result<T, DoctorError> {
+        self.row.try_get(i).map_err(|e| DoctorError::Catalog { what: self.what, detail: format!("column {i}: {e}") })
     }
 
     /// A nullable text field.
-    pub(super) fn opt(&self, i: usize) -> Option<&'a str> {
-        self.row.get(i).and_then(|v| v.as_deref())
+    pub(super) fn opt(&self, i: usize) -> Result<Option<&'a str>, DoctorError> {
+        self.get(i)
     }
 
     /// A text field that must not be NULL.
     pub(super) fn text(&self, i: usize) -> Result<&'a str, DoctorError> {
-        self.opt(i).ok_or_else(|| self.bad(i, "NULL"))
+        self.get(i)
     }
 
-    /// A boolean sent as `true`/`false` (`bool::text`).
+    /// A boolean field.
     pub(super) fn flag(&self, i: usize) -> Result<bool, DoctorError> {
-        match self.text(i)? {
-            "true" => Ok(true),
-            "false" => Ok(false),
-            other => Err(self.bad(i, &format!("expected true or false, got {other:?}"))),
-        }
+        self.get(i)
     }
 
-    /// A JSON value (arrays of names, objects).
+    /// A JSON value sent as text (arrays of names, objects).
     pub(super) fn json<T: DeserializeOwned>(&self, i: usize) -> Result<T, DoctorError> {
-        serde_json::from_str(self.text(i)?).map_err(|e| self.bad(i, &e.to_string()))
+        let text = self.text(i)?;
+        serde_json::from_str(text)
+            .map_err(|e| DoctorError::Catalog { what: self.what, detail: format!("column {i}: {e}") })
     }
 }
 
@@ -167,15 +170,5 @@ mod tests {
         assert_eq!(quote_ident("1x"), "\"1x\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(ident_list(&["a".into(), "B".into()]), "a, \"B\"");
-    }
-
-    #[test]
-    fn fields_are_typed() {
-        let row: Row = vec![Some("true".into()), None, Some("[\"a\"]".into()), Some("yes".into())];
-        let f = Fields::new(&row, "test");
-        assert!(f.flag(0).unwrap_or(false));
-        assert!(f.opt(1).is_none() && f.text(1).is_err());
-        assert_eq!(f.json::<Vec<String>>(2).ok(), Some(vec!["a".to_string()]));
-        assert!(f.flag(3).is_err());
     }
 }

@@ -18,7 +18,6 @@
 use super::catalog::{Fields, audited_schema, ident_list, protected_tables, query, tenant_roles_where};
 use super::scan::{mentions_word, option_value, sets_setting};
 use super::{Check, DoctorError, Finding, Params, Severity};
-use crate::upstream::{ServerConn, array_literal};
 
 /// Every protected table: its qualified name and its bare name (what a body would mention).
 const PROTECTED_SQL: &str = concat!(
@@ -34,7 +33,7 @@ const FUNCTIONS_SQL: &str = concat!(
     "WITH protected AS ",
     protected_tables!(),
     " SELECT format('%I.%I(%s)', n.nspname, p.proname, oidvectortypes(p.proargtypes)), ", // 0
-    "p.prokind::text, p.prosecdef::text, p.prosrc, coalesce(array_to_json(p.proconfig), '[]')::text, ", // 1-4
+    "p.prokind::text, p.prosecdef, p.prosrc, coalesce(array_to_json(p.proconfig), '[]')::text, ", // 1-4
     // 5: protected tables it depends on (recorded for SQL-standard bodies only)
     "coalesce((SELECT json_agg(DISTINCT format('%I.%I', pn.nspname, pc.relname)) FROM pg_depend d \
        JOIN pg_class pc ON pc.oid = d.refobjid JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
@@ -54,7 +53,7 @@ const FUNCTIONS_SQL: &str = concat!(
 
 /// Reports SECURITY DEFINER functions reading protected tables and functions changing settings.
 pub(super) async fn audit(
-    conn: &mut ServerConn,
+    conn: &tokio_postgres::Client,
     params: &Params,
     findings: &mut Vec<Finding>,
 ) -> Result<(), DoctorError> {
@@ -66,10 +65,10 @@ pub(super) async fn audit(
     }
     let [schemas, column, roles] = params.all();
     let settings = params.protected_settings();
-    let rows = query(conn, "functions", FUNCTIONS_SQL, &[schemas, column, roles, &array_literal(&settings)]).await?;
+    let rows = query(conn, "functions", FUNCTIONS_SQL, &[schemas, column, roles, &settings]).await?;
     for row in &rows {
         let f = Fields::new(row, "functions");
-        let (name, kind, definer, body) = (f.text(0)?, f.text(1)?, f.flag(2)?, f.opt(3).unwrap_or_default());
+        let (name, kind, definer, body) = (f.text(0)?, f.text(1)?, f.flag(2)?, f.opt(3)?.unwrap_or_default());
         let config: Vec<String> = f.json(4)?;
         let callers: Vec<String> = f.json(6)?;
         let owner = f.text(7)?;

@@ -1,6 +1,6 @@
 //! `rlsproxy doctor`: audits the database's row-level-security set-up as the proxy's own
-//! user, through the proxy's own upstream connection code (same `[upstream]` config, TLS and
-//! authentication), and reports each problem as a [`Finding`] with the SQL that fixes it.
+//! user, through a tokio-postgres client on a socket the proxy's upstream code opens (same
+//! `[upstream]` config, TLS and authentication: `upstream::catalog`), and reports each problem as a [`Finding`] with the SQL that fixes it.
 //!
 //! The proxy injects the tenant; whether that isolates anything depends on the database:
 //! policies that read the setting, on every tenant table, forced, for every command, and
@@ -35,13 +35,12 @@ mod signed_role;
 mod tables;
 mod views;
 
-use bytes::BytesMut;
-
 pub use finding::{Check, Finding, Group, Severity};
 pub use report::Report;
 
 use crate::config::{Config, ConfigError};
-use crate::upstream::{ServerConn, UpstreamError, UpstreamTarget, array_literal};
+use crate::upstream::{UpstreamError, UpstreamTarget, catalog as client};
+use catalog::Param;
 
 /// Why the doctor could not audit (exit code 2): never a finding.
 #[derive(Debug, thiserror::Error)]
@@ -127,12 +126,12 @@ impl Settings {
 /// `catalog`) and what the fixes and heuristics need.
 #[derive(Debug, Clone, Default)]
 struct Params {
-    /// `$1`: audited schemas, a text-array literal.
-    schemas: String,
+    /// `$1`: audited schemas.
+    schemas: Vec<String>,
     /// `$2`.
     tenant_column: String,
-    /// `$3`: tenant roles, a text-array literal.
-    roles: String,
+    /// `$3`: tenant roles.
+    roles: Vec<String>,
     tenant_setting: String,
     claims_setting: String,
     strict: bool,
@@ -141,7 +140,7 @@ struct Params {
 
 impl Params {
     /// `[$1, $2, $3]`.
-    fn all(&self) -> [&str; 3] {
+    fn all(&self) -> [Param<'_>; 3] {
         [&self.schemas, &self.tenant_column, &self.roles]
     }
 }
@@ -157,27 +156,22 @@ pub async fn run(config: &Config, database: Option<&str>) -> Result<Report, Doct
         user: target.user.clone(),
         source,
     };
-    let mut conn = ServerConn::connect(&target, &settings.database, &[]).await.map_err(connect_error)?;
-    let findings = audit(&mut conn, &settings).await;
-    conn.terminate().await;
-    Ok(Report::new(settings.database, target.user.clone(), findings?))
+    let conn = client::connect(&target, &settings.database).await.map_err(connect_error)?;
+    let findings = audit(&conn, &settings).await?;
+    Ok(Report::new(settings.database, target.user.clone(), findings))
 }
 
 /// Runs every check on `conn` ([`Report::new`] puts the findings in report order).
-pub async fn audit(conn: &mut ServerConn, settings: &Settings) -> Result<Vec<Finding>, DoctorError> {
-    let mut buf = BytesMut::new();
-    crate::protocol::frontend::query(&mut buf, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-    let begun = conn.run_batch(&buf).await.map_err(|source| DoctorError::Query { what: "BEGIN", source })?;
-    if let Some(e) = begun.error {
-        let source = UpstreamError::Server { code: e.code, message: e.message };
-        return Err(DoctorError::Query { what: "BEGIN", source });
-    }
+pub async fn audit(conn: &tokio_postgres::Client, settings: &Settings) -> Result<Vec<Finding>, DoctorError> {
+    conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| DoctorError::Query { what: "BEGIN", source: client::from_client(e) })?;
     let mut findings = Vec::new();
     let roles = roles::audit(conn, settings, &mut findings).await?;
     let params = Params {
-        schemas: array_literal(&settings.schemas),
+        schemas: settings.schemas.clone(),
         tenant_column: settings.tenant_column.clone(),
-        roles: array_literal(&roles.all),
+        roles: roles.all.clone(),
         tenant_setting: settings.tenant_setting.clone(),
         claims_setting: settings.claims_setting.clone(),
         strict: settings.strict,

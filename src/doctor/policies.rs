@@ -16,11 +16,10 @@ use super::roles::TenantRoles;
 use super::scan::Markers;
 use super::tables::TenantTable;
 use super::{Check, DoctorError, Finding, Params, Severity};
-use crate::upstream::ServerConn;
 
 /// One row per policy of an audited table.
 const POLICIES_SQL: &str = concat!(
-    "SELECT format('%I.%I', n.nspname, c.relname), p.polname, p.polcmd::text, p.polpermissive::text, ", // 0-3
+    "SELECT format('%I.%I', n.nspname, c.relname), p.polname, p.polcmd::text, p.polpermissive, ", // 0-3
     "pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid), ", // 4 USING, 5 WITH CHECK
     // 6: tenant roles it applies to: PUBLIC, or a role whose privileges they have
     tenant_roles_where!(
@@ -145,7 +144,7 @@ pub(super) fn evaluate(policies: &[Policy], roles: &[String], privileges: &BTree
 
 /// Reports the policy findings of the audited `tables`; returns their policies, by table.
 pub(super) async fn audit(
-    conn: &mut ServerConn,
+    conn: &tokio_postgres::Client,
     params: &Params,
     roles: &TenantRoles,
     tables: &[TenantTable],
@@ -171,7 +170,7 @@ pub(super) async fn audit(
 /// The policies of the audited tables, by table; `roles` narrows each to the tenant roles
 /// policies apply to.
 async fn load(
-    conn: &mut ServerConn,
+    conn: &tokio_postgres::Client,
     params: &Params,
     roles: &TenantRoles,
 ) -> Result<BTreeMap<String, Vec<Policy>>, DoctorError> {
@@ -185,10 +184,10 @@ async fn load(
             name: f.text(1)?.to_string(),
             cmd: f.text(2)?.chars().next().unwrap_or('*'),
             permissive: f.flag(3)?,
-            using: f.opt(4).map(str::to_string),
-            check: f.opt(5).map(str::to_string),
-            using_reads: reads(f.opt(4)),
-            check_reads: reads(f.opt(5)),
+            using: f.opt(4)?.map(str::to_string),
+            check: f.opt(5)?.map(str::to_string),
+            using_reads: reads(f.opt(4)?),
+            check_reads: reads(f.opt(5)?),
             roles: f.json::<Vec<String>>(6)?.into_iter().filter(|r| roles.subject.contains(r)).collect(),
             to: f.json(8)?,
         };

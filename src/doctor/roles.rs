@@ -6,17 +6,16 @@
 //! an allowed role the proxy's user is no member of makes every token selecting it fail.
 //!
 //! The facts about the proxy's user are the ones `policy::upstream_role` refuses to start
-//! with ([`upstream_role::facts`]); here they are reported, with their fix, instead.
+//! with ([`upstream_role::FACTS_SQL`]); here they are reported, with their fix, instead.
 
 use super::catalog::{Fields, query, quote_ident};
 use super::{Check, DoctorError, Finding, Settings, Severity};
-use crate::policy::upstream_role;
-use crate::upstream::{ServerConn, array_literal};
+use crate::policy::upstream_role::{self, RoleFacts};
 
 /// Each allowed role, in the configured order: whether it exists, is a superuser, has
 /// BYPASSRLS. (Role attributes are not inherited, so membership plays no part here.)
-const ALLOWED_SQL: &str = "SELECT u.x, (r.oid IS NOT NULL)::text, \
-    coalesce(r.rolsuper, false)::text, coalesce(r.rolbypassrls, false)::text, \
+const ALLOWED_SQL: &str = "SELECT u.x, r.oid IS NOT NULL, \
+    coalesce(r.rolsuper, false), coalesce(r.rolbypassrls, false), \
     (SELECT pg_get_userbyid(d.datdba) FROM pg_database d WHERE d.datname = current_database()) \
     FROM unnest($1::text[]) WITH ORDINALITY AS u(x, i) LEFT JOIN pg_roles r ON r.rolname = u.x ORDER BY u.i";
 
@@ -33,14 +32,17 @@ pub(super) struct TenantRoles {
 
 /// Reports the role findings and returns the tenant roles.
 pub(super) async fn audit(
-    conn: &mut ServerConn,
+    conn: &tokio_postgres::Client,
     settings: &Settings,
     findings: &mut Vec<Finding>,
 ) -> Result<TenantRoles, DoctorError> {
     // Fixes of memberships differ from PostgreSQL 16 on (GRANT … WITH INHERIT FALSE).
-    let pg16 = conn.params.get("server_version").and_then(|v| major_version(v)).is_some_and(|v| v >= 16);
-    let facts = upstream_role::facts(conn, &settings.allowed_roles)
-        .await
+    let version = query(conn, "server version", "SELECT current_setting('server_version_num')::int", &[]).await?;
+    let version = version.first().map(|row| Fields::new(row, "server version").get::<i32>(0)).transpose()?;
+    let pg16 = version >= Some(160_000);
+    let facts = query(conn, "upstream role", upstream_role::FACTS_SQL, &[&settings.allowed_roles]).await?;
+    let row = facts.first().ok_or_else(|| DoctorError::Query { what: "upstream role", source: RoleFacts::no_row() })?;
+    let facts = RoleFacts::from_row(|i| row.try_get(i).ok().flatten())
         .map_err(|source| DoctorError::Query { what: "upstream role", source })?;
     findings.extend(proxy_user_findings(&facts, &settings.database, pg16));
     let mut roles = TenantRoles::default();
@@ -48,14 +50,14 @@ pub(super) async fn audit(
     if !facts.superuser && !facts.bypassrls {
         roles.subject.push(facts.name.clone());
     }
-    let rows = query(conn, "allowed roles", ALLOWED_SQL, &[&array_literal(&settings.allowed_roles)]).await?;
+    let rows = query(conn, "allowed roles", ALLOWED_SQL, &[&settings.allowed_roles]).await?;
     for row in &rows {
         let f = Fields::new(row, "allowed roles");
         let role = AllowedRole { name: f.text(0)?, exists: f.flag(1)?, superuser: f.flag(2)?, bypassrls: f.flag(3)? };
         let member = !facts.not_member_of.iter().any(|r| r == role.name);
         findings.extend(allowed_role_findings(&role, &facts.name, member, pg16));
         if let Some((_, tables)) = facts.allowed_owners.iter().find(|(r, _)| r == role.name) {
-            let new_owner = f.opt(4).filter(|o| !settings.allowed_roles.iter().any(|r| r == o) && *o != facts.name);
+            let new_owner = f.opt(4)?.filter(|o| !settings.allowed_roles.iter().any(|r| r == o) && *o != facts.name);
             findings.push(owner_finding(role.name, tables, new_owner));
         }
         let operator = settings.operator_roles.iter().any(|o| o == role.name);
@@ -181,12 +183,6 @@ fn owner_finding(name: &str, tables: &[String], new_owner: Option<&str>) -> Find
     Finding::new(Check::AllowedRoleOwnsTables, Severity::Error, format!("role {name}"), message, fix.join(" "))
 }
 
-/// The major version in a `server_version` ParameterStatus ("15.8 (Debian 15.8-1.pgdg120+1)").
-fn major_version(version: &str) -> Option<u32> {
-    let digits: String = version.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,13 +214,5 @@ mod tests {
         let superuser = upstream_role::RoleFacts { superuser: true, bypassrls: true, ..facts };
         let checks: Vec<Check> = proxy_user_findings(&superuser, "app", true).iter().map(|f| f.check).collect();
         assert_eq!(checks, [Check::ProxyUserSuperuser, Check::ProxyUserBypassRls]);
-    }
-
-    #[test]
-    fn major_versions() {
-        assert_eq!(major_version("15.8 (Debian 15.8-1.pgdg120+1)"), Some(15));
-        assert_eq!(major_version("16beta1"), Some(16));
-        assert_eq!(major_version("9.6.24"), Some(9));
-        assert_eq!(major_version("devel"), None);
     }
 }

@@ -10,7 +10,6 @@
 use super::catalog::{Fields, audited_schema, ident_list, query, quote_ident, tenant_roles_where};
 use super::roles::TenantRoles;
 use super::{Check, DoctorError, Finding, Params, Severity};
-use crate::upstream::{ServerConn, array_literal};
 
 /// Audited schemas (`$1`) where a tenant role (`$2`) may CREATE: name, owner, the tenant roles,
 /// the database owner.
@@ -46,19 +45,19 @@ const SESSIONS_SQL: &str = concat!(
 /// Reports schemas tenants may create in and session functions they may still use, for the
 /// tenant roles policies apply to (a superuser or BYPASSRLS role is reported as such already).
 pub(super) async fn audit(
-    conn: &mut ServerConn,
+    conn: &tokio_postgres::Client,
     params: &Params,
     roles: &TenantRoles,
     findings: &mut Vec<Finding>,
 ) -> Result<(), DoctorError> {
-    let roles = &array_literal(&roles.subject);
+    let roles = &roles.subject;
     for row in &query(conn, "schemas", SCHEMAS_SQL, &[&params.schemas, roles]).await? {
         let f = Fields::new(row, "schemas");
         let (schema, owner, creators) = (f.text(0)?, f.text(1)?, f.json::<Vec<String>>(2)?);
         if creators.is_empty() {
             continue;
         }
-        findings.push(schema_finding(schema, owner, &creators, f.opt(3)));
+        findings.push(schema_finding(schema, owner, &creators, f.opt(3)?));
     }
     for row in &query(conn, "session functions", SESSIONS_SQL, &[roles]).await? {
         let f = Fields::new(row, "session functions");

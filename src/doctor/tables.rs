@@ -11,15 +11,14 @@ use std::collections::BTreeMap;
 use super::catalog::{Fields, audited_table, query, quote_ident, tenant_roles_where};
 use super::roles::TenantRoles;
 use super::{Check, DoctorError, Finding, Params, Severity};
-use crate::upstream::ServerConn;
 
 /// One row per audited tenant table.
 const TABLES_SQL: &str = concat!(
     "SELECT format('%I.%I', n.nspname, c.relname), ", // 0 name, schema-qualified and quoted
-    "c.relkind::text, c.relrowsecurity::text, c.relforcerowsecurity::text, ", // 1-3
+    "c.relkind::text, c.relrowsecurity, c.relforcerowsecurity, ", // 1-3
     // 4: a valid index whose first key column is the tenant column (partial ones count too)
     "EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 \
-             WHERE i.indrelid = c.oid AND i.indisvalid AND i.indkey[0] = a.attnum)::text, ",
+             WHERE i.indrelid = c.oid AND i.indisvalid AND i.indkey[0] = a.attnum), ",
     "pg_get_userbyid(c.relowner), ", // 5 owner
     // 6: tenant roles with the owner's rights (the owner itself, or inheriting it)
     tenant_roles_where!("pg_has_role(t.oid, c.relowner, 'USAGE')"),
@@ -31,7 +30,7 @@ const TABLES_SQL: &str = concat!(
        has_table_privilege(t.oid, c.oid, 'INSERT'), has_table_privilege(t.oid, c.oid, 'UPDATE'), \
        has_table_privilege(t.oid, c.oid, 'DELETE'))) FROM pg_roles t WHERE t.rolname = ANY ($3::text[])), \
        '{}')::text, ",
-    "c.relispartition::text ", // 10
+    "c.relispartition ", // 10
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ",
     audited_table!(),
     " ORDER BY 1"
@@ -52,7 +51,7 @@ pub(super) struct TenantTable {
 
 /// Reports the table findings and returns the audited tables.
 pub(super) async fn audit(
-    conn: &mut ServerConn,
+    conn: &tokio_postgres::Client,
     params: &Params,
     roles: &TenantRoles,
     findings: &mut Vec<Finding>,

@@ -14,7 +14,6 @@
 use super::catalog::{Fields, audited_schema, ident_list, protected_tables, query, tenant_roles_where};
 use super::scan::{option_value, parse_bool};
 use super::{Check, DoctorError, Finding, Params, Severity};
-use crate::upstream::ServerConn;
 
 /// One row per view or materialized view (in an audited schema) that reads a protected table.
 const VIEWS_SQL: &str = concat!(
@@ -46,7 +45,7 @@ const VIEWS_SQL: &str = concat!(
 
 /// Reports views without `security_invoker` and materialized views over protected tables.
 pub(super) async fn audit(
-    conn: &mut ServerConn,
+    conn: &tokio_postgres::Client,
     params: &Params,
     findings: &mut Vec<Finding>,
 ) -> Result<(), DoctorError> {

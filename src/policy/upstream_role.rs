@@ -21,7 +21,7 @@
 //!   gives every session that selects it (or any tenant, through `SET ROLE`) every row, or
 //!   the power to switch the table's policies off.
 //!
-//! The catalog facts are read by [`facts`] and judged by [`RoleFacts::verdict`], so that
+//! The catalog facts are read by [`facts`] (or from [`FACTS_SQL`]'s row, [`RoleFacts::from_row`]) and judged by [`RoleFacts::verdict`], so that
 //! `rlsproxy doctor` reports the same facts as findings where the proxy refuses to start.
 
 use crate::upstream::{ServerConn, UpstreamError, array_literal};
@@ -35,9 +35,10 @@ macro_rules! refused_database_settings {
     };
 }
 
-/// One row about `current_user`; lists are JSON arrays of names, so that no separator can be
-/// confused with a character of a (quoted) name. `$1`: the allowed roles.
-const FACTS_SQL: &str = concat!(
+/// One row about `current_user`, every column text (it is read from the relay's raw
+/// connection and from the doctor's client alike); lists are JSON arrays of names, so that
+/// no separator can be confused with a character of a (quoted) name. `$1`: the allowed roles.
+pub const FACTS_SQL: &str = concat!(
     "SELECT r.rolname, r.rolsuper::text, r.rolbypassrls::text, ", // 0-2
     // 3: allowed roles and roles policies name whose privileges it has
     "coalesce((SELECT json_agg(a.rolname ORDER BY a.rolname) FROM pg_roles a \
@@ -126,26 +127,38 @@ pub struct RoleFacts {
 /// tokens may select.
 pub async fn facts(conn: &mut ServerConn, allowed_roles: &[String]) -> Result<RoleFacts, UpstreamError> {
     let rows = conn.query_rows(FACTS_SQL, &[&array_literal(allowed_roles)]).await?;
-    let row = rows.first().ok_or_else(|| UpstreamError::UnsafeRole("current_user not found in pg_roles".into()))?;
-    let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-    fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, UpstreamError> {
-        serde_json::from_str(text)
-            .map_err(|e| UpstreamError::Protocol(format!("unexpected answer about the upstream role: {e}")))
+    let row = rows.first().ok_or_else(RoleFacts::no_row)?;
+    RoleFacts::from_row(|i| row.get(i).cloned().flatten())
+}
+
+impl RoleFacts {
+    /// The facts from the row of [`FACTS_SQL`], `field(i)` being column `i`'s text.
+    pub fn from_row(field: impl Fn(usize) -> Option<String>) -> Result<Self, UpstreamError> {
+        let field = |i: usize| field(i).unwrap_or_default();
+        fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, UpstreamError> {
+            serde_json::from_str(text)
+                .map_err(|e| UpstreamError::Protocol(format!("unexpected answer about the upstream role: {e}")))
+        }
+        let settings: Vec<(String, String, String)> = json(&field(8))?;
+        Ok(RoleFacts {
+            name: field(0),
+            superuser: field(1) == "true",
+            bypassrls: field(2) == "true",
+            inherited: json(&field(3))?,
+            not_member_of: json(&field(4))?,
+            unforced_owned: json(&field(5))?,
+            createrole: field(6) == "true",
+            server_files: json(&field(7))?,
+            settings: settings.into_iter().map(|(scope, made_by, fix)| RoleSetting { scope, made_by, fix }).collect(),
+            allowed_bypassing: json(&field(9))?,
+            allowed_owners: json(&field(10))?,
+        })
     }
-    let settings: Vec<(String, String, String)> = json(&field(8))?;
-    Ok(RoleFacts {
-        name: field(0),
-        superuser: field(1) == "true",
-        bypassrls: field(2) == "true",
-        inherited: json(&field(3))?,
-        not_member_of: json(&field(4))?,
-        unforced_owned: json(&field(5))?,
-        createrole: field(6) == "true",
-        server_files: json(&field(7))?,
-        settings: settings.into_iter().map(|(scope, made_by, fix)| RoleSetting { scope, made_by, fix }).collect(),
-        allowed_bypassing: json(&field(9))?,
-        allowed_owners: json(&field(10))?,
-    })
+
+    /// [`FACTS_SQL`] found no row: the role is not in `pg_roles`.
+    pub fn no_row() -> UpstreamError {
+        UpstreamError::UnsafeRole("current_user not found in pg_roles".into())
+    }
 }
 
 impl RoleFacts {

@@ -83,7 +83,7 @@ pub(super) async fn connect(
 /// (`role`) or how the server reads SQL text that the statement guard parsed as UTF-8 with
 /// standard conforming strings (`standard_conforming_strings`, `backslash_quote`, and
 /// `client_encoding` when the client sent none; the client's own is one the guard accepts).
-fn pinned<'a>(target: &'a UpstreamTarget, startup: &[(String, String)]) -> Vec<(&'a str, &'a str)> {
+pub(super) fn pinned<'a>(target: &'a UpstreamTarget, startup: &[(String, String)]) -> Vec<(&'a str, &'a str)> {
     let mut pinned = vec![
         ("search_path", target.search_path.as_str()),
         ("role", "none"),
@@ -96,7 +96,7 @@ fn pinned<'a>(target: &'a UpstreamTarget, startup: &[(String, String)]) -> Vec<(
     pinned
 }
 
-async fn negotiate_tls(mut tcp: TcpStream, target: &UpstreamTarget) -> Result<ServerStream, UpstreamError> {
+pub(super) async fn negotiate_tls(mut tcp: TcpStream, target: &UpstreamTarget) -> Result<ServerStream, UpstreamError> {
     let Some(tls) = target.tls() else { return Ok(Stream::Plain(tcp)) };
     let mut buf = BytesMut::new();
     frontend::ssl_request(&mut buf);

@@ -2,6 +2,7 @@
 //! proxy's own role: TCP, TLS per `sslmode`, SCRAM/md5/cleartext/trust, and the
 //! startup messages the client later sees replayed.
 
+pub mod catalog;
 mod connect;
 mod credentials;
 mod query;
