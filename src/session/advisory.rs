@@ -13,7 +13,7 @@ impl Relay<'_> {
     /// text (or fast-path call) whose keys cannot be. Exempt operators keep the
     /// database-wide keys (one migration lock for everyone).
     pub(super) async fn scope_lock_keys(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
-        if self.shared.live().guard.exempts(self.identity.context.role.as_deref(), Rule::AdvisoryLock) {
+        if self.shared.live().guard.exempts(self.state.identity.context.role.as_deref(), Rule::AdvisoryLock) {
             return (msg, None);
         }
         if msg[0] == client::FUNCTION_CALL {
@@ -22,7 +22,7 @@ impl Relay<'_> {
             return (msg, refusal);
         }
         self.rewrite_sql(msg, advisory::may_name_lock_function, || {
-            let scope = LockScope::for_tenant(&self.identity.context.tenant);
+            let scope = LockScope::for_tenant(&self.state.identity.context.tenant);
             move |sql: &[u8]| advisory::scope_lock_keys(sql, &scope).map_err(|e| lock_refusal(&e))
         })
         .await

@@ -6,7 +6,8 @@
 use bytes::Bytes;
 
 use super::SessionError;
-use super::relay::{Batch, Exit, Flow, Relay};
+use super::relay::{Exit, Flow, Relay};
+use super::state::Batch;
 use super::statements::Out;
 use super::tracker::{Kind, OutOfStep, Owner};
 use super::vet::{Vetted, client_protocol_error, is_frontend_message};
@@ -23,36 +24,36 @@ impl Relay<'_> {
             (live.config.limits.max_message_bytes, live.config.limits.max_buffered_bytes)
         };
         while !self.paused_for_injection() {
-            if self.held_refusal.is_some() {
+            if self.held.refusal.is_some() {
                 if let Err(e) = self.resolve_held_refusal() {
                     return Ok(Some(self.out_of_step(e)));
                 }
                 continue;
             }
-            if let Some(msg) = self.held_reset.take() {
+            if let Some(msg) = self.held.reset.take() {
                 if let Some(exit) = self.on_client_message(msg).await? {
                     return Ok(Some(exit));
                 }
                 continue;
             }
-            let continuing = self.client_in.is_streaming();
-            let frame = match self.client_in.next(|tag| tag == client::COPY_DATA, limit) {
+            let continuing = self.io.client_in.is_streaming();
+            let frame = match self.io.client_in.next(|tag| tag == client::COPY_DATA, limit) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(self.reserve_for_pending(budget)),
                 Err(e) => return Ok(Some(Exit::Fatal(client_protocol_error(&e)))),
             };
             if matches!(frame, Frame::Message(_)) {
-                self.receiving = None;
+                self.io.receiving = None;
             }
             match frame {
-                Frame::Piece(bytes) if self.server.is_some() => {
+                Frame::Piece(bytes) if self.link.server.is_some() => {
                     if bytes.first() == Some(&client::COPY_DATA) && !continuing {
                         // The first piece of a CopyData streamed to the server.
                         if let Err(e) = self.track(Kind::CopyData, Owner::Client) {
                             return Ok(Some(self.out_of_step(e)));
                         }
                     }
-                    self.to_server.extend_from_slice(&bytes);
+                    self.io.to_server.extend_from_slice(&bytes);
                 }
                 Frame::Piece(_) => {}
                 Frame::Message(msg) => {
@@ -68,13 +69,13 @@ impl Relay<'_> {
     /// Reserves the share of `limits.max_buffered_bytes` of a large message whose bytes are
     /// still arriving; ends the session when the budget has no room for it.
     fn reserve_for_pending(&mut self, limit: usize) -> Option<Exit> {
-        let len = self.client_in.pending_len().filter(|len| BufferBudget::counts(*len))?;
-        if self.receiving.is_some() {
+        let len = self.io.client_in.pending_len().filter(|len| BufferBudget::counts(*len))?;
+        if self.io.receiving.is_some() {
             return None;
         }
         match self.shared.buffers.try_reserve(len, limit) {
             Some(reservation) => {
-                self.receiving = Some(reservation);
+                self.io.receiving = Some(reservation);
                 None
             }
             None => {
@@ -89,10 +90,10 @@ impl Relay<'_> {
         if tag == client::TERMINATE {
             return Ok(Some(Exit::ClientGone));
         }
-        if self.batch == Batch::Skipping {
+        if self.link.batch == Batch::Skipping {
             if tag == client::SYNC {
-                self.batch = Batch::Start;
-                backend::ready_for_query(&mut self.to_client, self.status);
+                self.link.batch = Batch::Start;
+                backend::ready_for_query(&mut self.io.to_client, self.link.status);
             }
             return Ok(None);
         }
@@ -100,7 +101,7 @@ impl Relay<'_> {
             return Ok(Some(Exit::Fatal(ProxyError::InvalidMessageType { tag }.into())));
         }
         if self.must_hold_reset(&msg) {
-            self.held_reset = Some(msg);
+            self.held.reset = Some(msg);
             return Ok(None);
         }
         let Vetted { msg, text, refusal } = match self.vet(msg).await {
@@ -121,12 +122,12 @@ impl Relay<'_> {
                 return Ok(exit);
             }
         }
-        if self.server.is_none() {
+        if self.link.server.is_none() {
             // Only a refused Query (answered here, nothing in flight) or stray COPY data.
             if let Some(error) = refusal.filter(|_| simple) {
                 self.send_error(&error);
-                backend::ready_for_query(&mut self.to_client, self.status);
-                self.batch = Batch::Start;
+                backend::ready_for_query(&mut self.io.to_client, self.link.status);
+                self.link.batch = Batch::Start;
             }
             return Ok(None);
         }
@@ -142,7 +143,7 @@ impl Relay<'_> {
         text: Option<&SqlText>,
         runs_something: bool,
     ) -> Result<Flow, SessionError> {
-        self.batch = Batch::Open;
+        self.link.batch = Batch::Open;
         if let Some(exit) = self.check_expiry() {
             return Ok(Flow::Stop(Some(exit)));
         }
@@ -163,8 +164,8 @@ impl Relay<'_> {
     ) -> Result<Option<Exit>, SessionError> {
         let tag = msg[0];
         match refusal {
-            Some(error) if simple && !starts_batch && !self.tracker.copying_in() => {
-                self.held_refusal = Some(error);
+            Some(error) if simple && !starts_batch && !self.link.tracker.copying_in() => {
+                self.held.refusal = Some(error);
                 return Ok(None);
             }
             Some(error) => {
@@ -172,17 +173,17 @@ impl Relay<'_> {
                     return Ok(Some(self.out_of_step(e)));
                 }
             }
-            None if self.batch == Batch::Refused && tag != client::SYNC => {}
+            None if self.link.batch == Batch::Refused && tag != client::SYNC => {}
             None => {
                 if let Some(text) = text.as_ref().filter(|t| t.resets_session())
-                    && let Some(server) = self.server.as_mut()
+                    && let Some(server) = self.link.server.as_mut()
                 {
                     // DISCARD/DEALLOCATE/RESET may drop the injection statement, every statement
                     // prepared on this connection and the settings: re-prepare and re-inject.
                     server.forget_context();
                     server.statements.clear();
                     if text.drops_all_statements() {
-                        self.statements.forget_all();
+                        self.state.statements.forget_all();
                     }
                 }
                 if let Some(exit) = self.forward(msg, simple)? {
@@ -193,7 +194,7 @@ impl Relay<'_> {
         if matches!(tag, client::SYNC | client::QUERY | client::FUNCTION_CALL | client::COPY_DONE | client::COPY_FAIL) {
             // A Sync the server ignores (sent during COPY IN) ends nothing; the end of COPY
             // data may end a batch whose Sync came before the data.
-            self.batch_ended(self.tracker.last_ends_batch());
+            self.batch_ended(self.link.tracker.last_ends_batch());
         }
         Ok(None)
     }
@@ -201,10 +202,10 @@ impl Relay<'_> {
     /// Sends a client message, translating statement names in transaction mode.
     fn forward(&mut self, msg: Bytes, simple: bool) -> Result<Option<Exit>, SessionError> {
         let transaction_mode = self.transaction_mode();
-        let Some(server) = self.server.as_mut() else { return Ok(None) };
+        let Some(server) = self.link.server.as_mut() else { return Ok(None) };
         let outs = if transaction_mode {
             let capacity = self.shared.live().config.pool.max_prepared_statements;
-            match self.statements.translate(msg, &mut server.statements, capacity, self.pin.is_some()) {
+            match self.state.statements.translate(msg, &mut server.statements, capacity, self.state.pin.is_some()) {
                 Ok(outs) => outs,
                 Err(e) if e.severity == Severity::Fatal => return Ok(Some(Exit::Fatal(e))),
                 Err(e) => return Ok(self.refuse(simple, e).err().map(|e| self.out_of_step(e))),
@@ -220,7 +221,7 @@ impl Relay<'_> {
                 // Nothing of this message reaches the server.
                 return Ok(Some(self.out_of_step(e)));
             }
-            self.to_server.extend_from_slice(&out.bytes);
+            self.io.to_server.extend_from_slice(&out.bytes);
         }
         Ok(None)
     }
@@ -234,14 +235,14 @@ impl Relay<'_> {
         let Some(&name) = frontend::referenced_names(tag, body).as_deref().and_then(<[_]>::first) else { return };
         let isolating = tag == client::PARSE && text.is_some_and(SqlText::needs_own_transaction);
         if isolating {
-            self.isolating_statements.insert(name.to_vec());
-        } else if !self.isolating_statements.is_empty() {
-            self.isolating_statements.remove(name);
+            self.state.isolating_statements.insert(name.to_vec());
+        } else if !self.state.isolating_statements.is_empty() {
+            self.state.isolating_statements.remove(name);
         }
     }
 
     fn check_expiry(&self) -> Option<Exit> {
-        self.identity.context.is_expired_at(now_unix(), self.shared.live().verifier.leeway_s()).then(|| {
+        self.state.identity.context.is_expired_at(now_unix(), self.shared.live().verifier.leeway_s()).then(|| {
             tracing::info!("token expired during the session");
             Exit::Fatal(ProxyError::TokenExpired.into())
         })
@@ -251,25 +252,25 @@ impl Relay<'_> {
     /// without a word when an earlier message of the batch failed, and answers it (error,
     /// ReadyForQuery) otherwise. Called once the server's answers say which.
     fn resolve_held_refusal(&mut self) -> Result<(), OutOfStep> {
-        let Some(error) = self.held_refusal.take() else { return Ok(()) };
-        if !self.tracker.is_discarding() {
+        let Some(error) = self.held.refusal.take() else { return Ok(()) };
+        if !self.link.tracker.is_discarding() {
             self.refuse(true, error)?;
         }
-        self.batch_ended(self.tracker.last_ends_batch());
+        self.batch_ended(self.link.tracker.last_ends_batch());
         Ok(())
     }
 
     /// Fails the current batch upstream in place of the refused message.
     fn refuse(&mut self, simple: bool, error: PgError) -> Result<(), OutOfStep> {
-        if self.batch == Batch::Refused {
+        if self.link.batch == Batch::Refused {
             return Ok(());
         }
-        self.batch = Batch::Refused;
+        self.link.batch = Batch::Refused;
         self.track(Kind::Bind, Owner::Refusal(error))?;
-        frontend::bind_text(&mut self.to_server, "rlsproxy_refused", &[]);
+        frontend::bind_text(&mut self.io.to_server, "rlsproxy_refused", &[]);
         if simple {
             self.track(Kind::Sync, Owner::Client)?;
-            frontend::sync(&mut self.to_server);
+            frontend::sync(&mut self.io.to_server);
         }
         Ok(())
     }

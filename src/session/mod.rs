@@ -3,7 +3,8 @@
 //! the relay loop until either side leaves.
 //!
 //! - `start`: the greeting and the client's identity;
-//! - `relay`: the loop, the I/O pump's events and the end of the session;
+//! - `relay`: the loop, the I/O pump's events and the end of the session; `state`: its
+//!   state, in groups with the steps that write them;
 //! - `client`: client messages: transaction starts, forwarding, refusals;
 //! - `vet`: a client message checked before it goes anywhere (type, scoping, names, guard, pinning);
 //! - `scoping`: a client's SQL rewritten for its tenant, before the guard sees it:
@@ -26,6 +27,7 @@ mod relay;
 mod replies;
 mod scoping;
 mod start;
+mod state;
 pub(crate) mod statements;
 mod step;
 pub(crate) mod tracker;

@@ -14,14 +14,15 @@ impl Relay<'_> {
     /// `msg` with its channels scoped to the client's tenant (the same `msg` when it names
     /// none), or the refusal of a text whose channels cannot be scoped.
     pub(super) async fn scope_channels(&self, msg: Bytes) -> (Bytes, Option<Refusal>) {
-        let exempt = || self.shared.live().guard.exempts(self.identity.context.role.as_deref(), Rule::NotifyChannel);
+        let exempt =
+            || self.shared.live().guard.exempts(self.state.identity.context.role.as_deref(), Rule::NotifyChannel);
         if msg[0] == client::FUNCTION_CALL {
             let pg_notify = codec::body(&msg).get(..4) == Some(&notify::PG_NOTIFY_OID.to_be_bytes()[..]);
             let refusal = (pg_notify && !exempt()).then(|| channel_refusal(&ChannelError::Computed));
             return (msg, refusal);
         }
         self.rewrite_sql(msg, notify::may_name_channel, || {
-            let (scope, exempt) = (ChannelScope::for_tenant(&self.identity.context.tenant), exempt());
+            let (scope, exempt) = (ChannelScope::for_tenant(&self.state.identity.context.tenant), exempt());
             move |sql: &[u8]| {
                 notify::scope_channels(sql, &scope, exempt).map_err(|e| match e {
                     ChannelError::Unparsable(_) => Refusal::of(&Violation::new(Rule::Unparsable, e.to_string())),

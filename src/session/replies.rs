@@ -6,7 +6,8 @@
 use bytes::Bytes;
 
 use super::SessionError;
-use super::relay::{Batch, Exit, Flow, Relay};
+use super::relay::{Exit, Flow, Relay};
+use super::state::Batch;
 use super::tracker::{Kind, OutOfStep, Owner, Route};
 use crate::protocol::tag::server;
 use crate::protocol::{Frame, PgError, ProtocolError, ProxyError, Severity, backend, codec, error, frontend};
@@ -18,8 +19,8 @@ impl Relay<'_> {
         // as the client's.
         let limit = self.shared.live().config.limits.max_message_bytes;
         loop {
-            let stream_rows = self.tracker.front_is_client();
-            let Some(server) = self.server.as_deref_mut() else { return Ok(None) };
+            let stream_rows = self.link.tracker.front_is_client();
+            let Some(server) = self.link.server.as_deref_mut() else { return Ok(None) };
             let frame = match server.framer.next(
                 |tag| {
                     stream_rows && matches!(tag, server::DATA_ROW | server::COPY_DATA | server::FUNCTION_CALL_RESPONSE)
@@ -34,7 +35,7 @@ impl Relay<'_> {
             };
             match frame {
                 None => return Ok(None),
-                Some(Frame::Piece(bytes)) => self.to_client.extend_from_slice(&bytes),
+                Some(Frame::Piece(bytes)) => self.io.to_client.extend_from_slice(&bytes),
                 Some(Frame::Message(msg)) => {
                     if let Some(exit) = self.on_server_message(msg)? {
                         return Ok(Some(exit));
@@ -46,14 +47,14 @@ impl Relay<'_> {
 
     fn on_server_message(&mut self, msg: Bytes) -> Result<Option<Exit>, SessionError> {
         let tag = msg[0];
-        let copy_ends = tag == server::ERROR_RESPONSE && self.tracker.copying_in();
-        let route = self.tracker.on_server(tag);
+        let copy_ends = tag == server::ERROR_RESPONSE && self.link.tracker.copying_in();
+        let route = self.link.tracker.on_server(tag);
         self.forget_dropped();
         if copy_ends {
             // The server ended a COPY the client had not: the client's last message may have
             // ended its batch after all (data it sends now is ignored).
-            if self.tracker.last_ends_batch() {
-                self.batch = Batch::Start;
+            if self.link.tracker.last_ends_batch() {
+                self.link.batch = Batch::Start;
             }
         }
         let owner = match route {
@@ -78,7 +79,7 @@ impl Relay<'_> {
         if let Flow::Stop(exit) = self.observe(tag, codec::body(&msg))? {
             return Ok(exit);
         }
-        self.to_client.extend_from_slice(&msg);
+        self.io.to_client.extend_from_slice(&msg);
         Ok(None)
     }
 
@@ -89,15 +90,15 @@ impl Relay<'_> {
         match owner {
             Owner::Client | Owner::ClientClose { .. } => Flow::Go,
             Owner::ClientParse { .. } | Owner::Prepare { .. } if failed => {
-                if let Some(server) = self.server.as_mut() {
-                    self.statements.failed(&owner, &mut server.statements);
+                if let Some(server) = self.link.server.as_mut() {
+                    self.state.statements.failed(&owner, &mut server.statements);
                 }
                 Flow::Go
             }
             Owner::ClientParse { .. } => Flow::Go,
             Owner::Capture { client } => {
                 if !failed {
-                    self.statements.captured(&client, msg);
+                    self.state.statements.captured(&client, msg);
                 }
                 Flow::Stop(None)
             }
@@ -122,11 +123,11 @@ impl Relay<'_> {
     fn observe(&mut self, tag: u8, body: &[u8]) -> Result<Flow, SessionError> {
         match tag {
             // Syncs sent before the COPY's data turned out to be ignored by the server.
-            server::COPY_IN_RESPONSE if self.at_batch_start() && !self.tracker.last_ends_batch() => {
-                self.batch = Batch::Open;
+            server::COPY_IN_RESPONSE if self.at_batch_start() && !self.link.tracker.last_ends_batch() => {
+                self.link.batch = Batch::Open;
             }
             server::READY_FOR_QUERY => {
-                self.status = backend::ready_status(body)
+                self.link.status = backend::ready_status(body)
                     .ok_or_else(|| UpstreamError::Protocol("malformed ReadyForQuery".into()))?;
             }
             server::PARAMETER_STATUS => {
@@ -138,15 +139,15 @@ impl Relay<'_> {
                         self.close_server();
                         return Ok(Flow::Stop(Some(Exit::Fatal(ProxyError::UnsafeServerSetting { reason }.into()))));
                     }
-                    self.client_params.insert(name.clone(), value.clone());
-                    if let Some(server) = self.server.as_mut() {
+                    self.state.client_params.insert(name.clone(), value.clone());
+                    if let Some(server) = self.link.server.as_mut() {
                         server.params.insert(name, value);
                     }
                 }
             }
             server::COMMAND_COMPLETE if body.starts_with(b"DISCARD ALL\0") => self.discarded_all(),
             server::NOTIFICATION_RESPONSE => {
-                super::notify::deliver_notification(&mut self.to_client, &self.identity.context.tenant, body);
+                super::notify::deliver_notification(&mut self.io.to_client, &self.state.identity.context.tenant, body);
                 return Ok(Flow::Stop(None));
             }
             server::COPY_BOTH_RESPONSE => return Ok(Flow::Stop(Some(Exit::Fatal(ProxyError::CopyBoth.into())))),
@@ -160,7 +161,7 @@ impl Relay<'_> {
     fn server_failed(&mut self, body: &[u8]) {
         let e = error::from_server(body);
         self.server_said_fatal = e.severity == Severity::Fatal;
-        let Some(server) = self.server.as_mut() else { return };
+        let Some(server) = self.link.server.as_mut() else { return };
         match e.code.as_str() {
             // "cached plan must not change result type": a shared statement is
             // stale; prepare every statement afresh (each Parse preceded by a Close).
@@ -177,15 +178,15 @@ impl Relay<'_> {
     /// settings and advisory locks are gone, so a pinned client's connection may be lent again.
     /// (Nothing the client sent after it was forwarded yet: `awaits_reset` held it back.)
     fn discarded_all(&mut self) {
-        if self.pin.take().is_some() {
+        if self.state.pin.take().is_some() {
             tracing::debug!("DISCARD ALL: the client's session state is gone; its connection is pooled again");
         }
-        self.isolating_statements.clear();
+        self.state.isolating_statements.clear();
     }
 
     /// Reports a failed pipelined injection; returns the error the client got.
     fn injection_failed_in_pipeline(&mut self, body: &[u8], before_simple: bool) -> Result<PgError, OutOfStep> {
-        if let Some(server) = self.server.as_mut() {
+        if let Some(server) = self.link.server.as_mut() {
             server.forget_context();
         }
         let error = injection_failed(error::from_server(body));
@@ -193,7 +194,7 @@ impl Relay<'_> {
         tracing::warn!(code = error.code, message = error.message, "context injection failed");
         self.send_error(&error);
         if before_simple {
-            frontend::sync(&mut self.to_server);
+            frontend::sync(&mut self.io.to_server);
             // Right after an error, with no Sync sent yet: the server discards up to this one.
             self.track(Kind::Sync, Owner::Client)?;
         }

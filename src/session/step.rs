@@ -10,17 +10,17 @@ impl Relay<'_> {
     /// Records a message sent to the server; entries the server will never answer undo what
     /// the proxy assumed when sending them.
     pub(super) fn track(&mut self, kind: Kind, owner: Owner) -> Result<(), OutOfStep> {
-        self.tracker.sent(kind, owner)?;
+        self.link.tracker.sent(kind, owner)?;
         self.forget_dropped();
         Ok(())
     }
 
     /// Statement bookkeeping for the entries the server read and will never answer.
     pub(super) fn forget_dropped(&mut self) {
-        let dropped = self.tracker.take_dropped();
-        if let Some(server) = self.server.as_mut() {
+        let dropped = self.link.tracker.take_dropped();
+        if let Some(server) = self.link.server.as_mut() {
             for pending in &dropped {
-                self.statements.failed(&pending.owner, &mut server.statements);
+                self.state.statements.failed(&pending.owner, &mut server.statements);
             }
         }
     }
@@ -42,17 +42,17 @@ impl Relay<'_> {
 
     /// Closes the server connection now (what it still owes is cancelled), whatever it carries.
     pub(super) fn close_server(&mut self) {
-        self.cancel.set_target(None);
+        self.link.cancel.set_target(None);
         self.entry.set_backend_pid(0);
-        if let Some(server) = self.server.take() {
-            if self.tracker.batches_in_flight() > 0 {
+        if let Some(server) = self.link.server.take() {
+            if self.link.tracker.batches_in_flight() > 0 {
                 // The backend would finish a long statement before noticing the closed socket.
                 let key = server.cancel_key;
                 tokio::spawn(async move { key.cancel().await });
             }
             drop(server);
         }
-        self.tracker = Tracker::default();
-        self.to_server.clear();
+        self.link.tracker = Tracker::default();
+        self.io.to_server.clear();
     }
 }

@@ -8,9 +8,10 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::adoption::{adopted, adoption_batch};
-use super::relay::{Batch, Relay};
+use super::relay::Relay;
 use super::replies::injection_failed;
 use super::start::{acquire, pool_error};
+use super::state::Batch;
 use super::tracker::{Kind, OutOfStep, Owner};
 use super::{Identity, SessionError};
 use crate::admin::clients::ClientState;
@@ -30,24 +31,24 @@ impl Relay<'_> {
         body: &[u8],
         text: Option<&SqlText>,
     ) -> Result<bool, SessionError> {
-        if self.tracker.batches_in_flight() > 0 || self.status != status::IDLE {
+        if self.link.tracker.batches_in_flight() > 0 || self.link.status != status::IDLE {
             // Inside a block or behind a pipelined batch: the context is this client's already.
             return Ok(true);
         }
         self.tenant_metrics.transactions.inc();
-        self.transaction_started.get_or_insert_with(Instant::now);
+        self.link.transaction_started.get_or_insert_with(Instant::now);
         let isolating_sql = text.is_some_and(SqlText::needs_own_transaction)
             || tag == client::BIND
-                && frontend::bound_statement(body).is_some_and(|s| self.isolating_statements.contains(s));
+                && frontend::bound_statement(body).is_some_and(|s| self.state.isolating_statements.contains(s));
         for attempt in 1..=2 {
-            let fresh = self.server.is_none();
+            let fresh = self.link.server.is_none();
             if fresh && !self.lend(tag).await {
                 return Ok(false);
             }
             self.entry.set_state(ClientState::Active);
-            let Some(server) = self.server.as_mut() else { return Ok(false) };
-            let ready = holds_context(server, &self.identity);
-            let verify = self.statements.to_verify(tag, body, &mut server.statements);
+            let Some(server) = self.link.server.as_mut() else { return Ok(false) };
+            let ready = holds_context(server, &self.state.identity);
+            let verify = self.state.statements.to_verify(tag, body, &mut server.statements);
             if ready && !isolating_sql && verify.is_none() {
                 // Nothing is in flight here: the tracker cannot be out of step.
                 self.pipeline_injection(tag, text.is_some_and(SqlText::opens_block))
@@ -65,8 +66,8 @@ impl Relay<'_> {
                 // another; this one is closed.
                 Err(SessionError::Upstream(e)) if fresh && attempt == 1 && is_dead(&e) => {
                     tracing::debug!(error = %e, "lent connection was dead; retrying");
-                    self.cancel.set_target(None);
-                    self.server = None;
+                    self.link.cancel.set_target(None);
+                    self.link.server = None;
                 }
                 Err(e) => return Err(e),
             }
@@ -78,12 +79,12 @@ impl Relay<'_> {
     /// its error).
     async fn lend(&mut self, tag: u8) -> bool {
         self.entry.set_state(ClientState::Waiting);
-        match acquire(self.shared, &self.identity).await {
+        match acquire(self.shared, &self.state.identity).await {
             Ok(lease) => {
                 self.entry.set_backend_pid(lease.pid());
-                self.cancel.set_target(Some(CancelTarget::of(&lease)));
+                self.link.cancel.set_target(Some(CancelTarget::of(&lease)));
                 tracing::Span::current().record("backend_pid", lease.pid());
-                self.server = Some(lease);
+                self.link.server = Some(lease);
                 true
             }
             Err(e) => {
@@ -109,15 +110,15 @@ impl Relay<'_> {
             own_sync,
         };
         if own_sync {
-            self.to_server.extend_from_slice(&self.identity.injection.clear);
+            self.io.to_server.extend_from_slice(&self.state.identity.injection.clear);
             self.track(Kind::Query, Owner::Quiet)?;
         }
-        self.to_server.extend_from_slice(&self.identity.injection.bind_execute);
-        for &kind in self.identity.injection.kinds {
+        self.io.to_server.extend_from_slice(&self.state.identity.injection.bind_execute);
+        for &kind in self.state.identity.injection.kinds {
             self.track(kind, owner())?;
         }
         if own_sync {
-            frontend::sync(&mut self.to_server);
+            frontend::sync(&mut self.io.to_server);
             self.track(Kind::Sync, Owner::Quiet)?;
         }
         Ok(())
@@ -126,11 +127,11 @@ impl Relay<'_> {
     /// Tells the client the parameter values of the connection now serving it that differ
     /// from what it was last told; values a reset passed through on the way are not reported.
     pub(super) fn report_parameter_changes(&mut self) {
-        let Some(server) = self.server.as_ref() else { return };
+        let Some(server) = self.link.server.as_ref() else { return };
         for (name, value) in &server.params {
-            if self.client_params.get(name) != Some(value) {
-                backend::parameter_status(&mut self.to_client, name, value);
-                self.client_params.insert(name.clone(), value.clone());
+            if self.state.client_params.get(name) != Some(value) {
+                backend::parameter_status(&mut self.io.to_client, name, value);
+                self.state.client_params.insert(name.clone(), value.clone());
             }
         }
     }
@@ -141,50 +142,52 @@ impl Relay<'_> {
     async fn awaited_injection(&mut self, verify: Option<Vec<u8>>) -> Result<Option<Bytes>, SessionError> {
         self.flush().await?;
         let capacity = self.shared.live().config.pool.max_prepared_statements;
-        let Some(server) = self.server.as_mut() else { return Ok(None) };
-        let foreign = server.owner.as_ref() != Some(&self.identity.key);
-        let (mut batch, adoption_readies) = adoption_batch(server, &self.identity);
+        let Some(server) = self.link.server.as_mut() else { return Ok(None) };
+        let foreign = server.owner.as_ref() != Some(&self.state.identity.key);
+        let (mut batch, adoption_readies) = adoption_batch(server, &self.state.identity);
         frontend::sync(&mut batch);
         if let Some(client) = &verify {
             // A segment of its own: its failure is the client statement's, not the injection's.
-            self.statements.verify_batch(client, &mut server.statements, capacity, &mut batch);
+            self.state.statements.verify_batch(client, &mut server.statements, capacity, &mut batch);
             frontend::sync(&mut batch);
         }
         let outcome = server.run_setup(&batch).await?;
         if !foreign {
             // Notices and notifications of this identity's own session.
             super::notify::deliver_async_messages(
-                &mut self.to_client,
-                &self.identity.context.tenant,
+                &mut self.io.to_client,
+                &self.state.identity.context.tenant,
                 &outcome.passthrough,
             );
         }
-        self.status = outcome.status;
+        self.link.status = outcome.status;
         let adoption_failed = outcome.error.is_some() && outcome.error_segment < adoption_readies;
         if adoption_failed {
             server.forget_context();
         } else {
-            adopted(server, &self.identity);
+            adopted(server, &self.state.identity);
         }
         self.report_parameter_changes();
         if let (Some(client), false) = (verify, adoption_failed) {
             return Ok(match outcome.error_raw {
                 // The statement no longer prepares (e.g. its table is gone): the server's error.
                 Some(raw) => {
-                    if let Some(server) = self.server.as_mut() {
+                    if let Some(server) = self.link.server.as_mut() {
                         server.statements.clear();
                     }
                     Some(raw)
                 }
-                None => self.statements.verify(&client, outcome.description.as_deref()).err().map(|e| encoded(&e)),
+                None => {
+                    self.state.statements.verify(&client, outcome.description.as_deref()).err().map(|e| encoded(&e))
+                }
             });
         }
         let Some(e) = outcome.error else { return Ok(None) };
         if adoption_readies > 1 {
             // The reset may not have happened: this connection may still hold another
             // identity's state, so nobody gets it again.
-            self.cancel.set_target(None);
-            self.server = None;
+            self.link.cancel.set_target(None);
+            self.link.server = None;
         }
         let error = injection_failed(e);
         self.shared.metrics.injection_failures.inc();
@@ -195,12 +198,12 @@ impl Relay<'_> {
     /// Answers the batch starting with `tag` with `error` (an encoded ErrorResponse), as the
     /// server would.
     fn fail_locally(&mut self, tag: u8, error: &[u8]) {
-        self.to_client.extend_from_slice(error);
+        self.io.to_client.extend_from_slice(error);
         if matches!(tag, client::QUERY | client::FUNCTION_CALL | client::SYNC) {
-            backend::ready_for_query(&mut self.to_client, self.status);
-            self.batch = Batch::Start;
+            backend::ready_for_query(&mut self.io.to_client, self.link.status);
+            self.link.batch = Batch::Start;
         } else {
-            self.batch = Batch::Skipping;
+            self.link.batch = Batch::Skipping;
         }
     }
 
@@ -212,20 +215,20 @@ impl Relay<'_> {
         }
         let done = self.is_idle()
             && self.at_batch_start()
-            && self.to_server.is_empty()
-            && self.server.as_ref().is_some_and(|s| s.framer.is_empty());
+            && self.io.to_server.is_empty()
+            && self.link.server.as_ref().is_some_and(|s| s.framer.is_empty());
         if !done {
             return;
         }
-        if self.client_in.is_streaming() {
+        if self.io.client_in.is_streaming() {
             // A client message is half forwarded: the next borrower's bytes would complete it.
             tracing::info!("transaction over with a client message half sent; closing the server connection");
             self.close_server();
             return;
         }
-        self.cancel.set_target(None);
+        self.link.cancel.set_target(None);
         self.entry.set_backend_pid(0);
-        if let Some(lease) = self.server.take() {
+        if let Some(lease) = self.link.server.take() {
             lease.give_back();
         }
     }
@@ -235,7 +238,7 @@ impl Relay<'_> {
         if !(self.is_idle() && self.at_batch_start()) {
             return;
         }
-        if let Some(started) = self.transaction_started.take() {
+        if let Some(started) = self.link.transaction_started.take() {
             self.shared.metrics.transaction_duration.observe(started.elapsed().as_secs_f64());
             self.entry.set_state(ClientState::Idle);
         }

@@ -47,8 +47,8 @@ impl Relay<'_> {
         let tag = msg[0];
         tag == client::QUERY
             && self.at_batch_start()
-            && self.tracker.batches_in_flight() > 0
-            && !self.tracker.copying_in()
+            && self.link.tracker.batches_in_flight() > 0
+            && !self.link.tracker.copying_in()
             && frontend::sql_text(tag, codec::body(msg)).is_some_and(|t| SqlText::new(t).resets_session())
     }
 
@@ -86,13 +86,13 @@ impl Relay<'_> {
     async fn guard_refusal(&self, msg: &Bytes, sql: Option<&[u8]>) -> Option<Refusal> {
         let tag = msg[0];
         let guard = self.shared.live().guard.clone();
-        let role = self.identity.context.role.as_deref();
+        let role = self.state.identity.context.role.as_deref();
         match sql {
             Some(sql) => {
                 let starts_transaction = tag == client::QUERY
                     && self.at_batch_start()
-                    && self.tracker.batches_in_flight() == 0
-                    && self.status == status::IDLE;
+                    && self.link.tracker.batches_in_flight() == 0
+                    && self.link.status == status::IDLE;
                 guard.check_message_sql(msg.slice_ref(sql), role, starts_transaction).await.err()
             }
             None if tag == client::FUNCTION_CALL => {
@@ -111,16 +111,16 @@ impl Relay<'_> {
     /// statement caches evict). In a failed block it goes to the server, which refuses it.
     fn deallocated_locally(&mut self, tag: u8, sql: Option<(&[u8], &SqlText)>) -> bool {
         let Some((sql, text)) = sql.filter(|_| tag == client::QUERY && self.transaction_mode()) else { return false };
-        if !self.at_batch_start() || !self.tracker.is_empty() || self.status == status::FAILED {
+        if !self.at_batch_start() || !self.link.tracker.is_empty() || self.link.status == status::FAILED {
             return false;
         }
         let Some(name) = text.deallocated_statement(sql) else { return false };
-        if !self.statements.forget(name.as_bytes()) {
+        if !self.state.statements.forget(name.as_bytes()) {
             return false;
         }
-        self.isolating_statements.remove(name.as_bytes());
-        backend::command_complete(&mut self.to_client, "DEALLOCATE");
-        backend::ready_for_query(&mut self.to_client, self.status);
+        self.state.isolating_statements.remove(name.as_bytes());
+        backend::command_complete(&mut self.io.to_client, "DEALLOCATE");
+        backend::ready_for_query(&mut self.io.to_client, self.link.status);
         true
     }
 
@@ -131,8 +131,8 @@ impl Relay<'_> {
             return None;
         }
         let cap = self.shared.live().config.pool.max_pinned_per_tenant;
-        self.pin = self.shared.pins.try_pin(&self.identity.context.tenant, cap);
-        if self.pin.is_some() {
+        self.state.pin = self.shared.pins.try_pin(&self.state.identity.context.tenant, cap);
+        if self.state.pin.is_some() {
             tracing::debug!("session state created: the client keeps its server connection");
             return None;
         }
