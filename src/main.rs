@@ -80,7 +80,7 @@ enum Command {
 enum Format {
     /// Grouped findings, one line of fix each.
     Text,
-    /// The documented JSON document (README, "The doctor").
+    /// The documented JSON document (docs/doctor.md, "Output").
     Json,
 }
 

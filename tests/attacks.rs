@@ -1,4 +1,4 @@
-//! The attack suite (README "Security model in brief"). A tenant-1 client tries every known way
+//! The attack suite (docs/security.md, "Attack suite"). A tenant-1 client tries every known way
 //! (and a few more) to read, write or learn tenant 2's rows, or to change its own tenant or
 //! role. Every attempt runs in four configurations (`harness::Mode::ALL`): session and
 //! transaction pooling (pool of 2) with the statement guard, and session and transaction

@@ -283,7 +283,7 @@ fn environment_overrides_keep_strings_and_take_lists() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Sizes are accepted as the README writes their defaults (`"64 MiB"`), from the file and
+/// Sizes are accepted as docs/configuration.md writes their defaults (`"64 MiB"`), from the file and
 /// from the environment; a unit the loader does not know is refused with the key's name.
 #[test]
 fn sizes_take_the_units_the_readme_shows() {

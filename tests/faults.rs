@@ -1,5 +1,5 @@
 //! Fault tests: the proxy in front of the throwaway cluster when the network, the server or a
-//! client fails (README "Reliability"). Each test states what the client sees and what the
+//! client fails (docs/operations.md, "Reliability"). Each test states what the client sees and what the
 //! proxy gives back, within a bound.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 

@@ -1,4 +1,8 @@
-//! The module graph of `src/` has no cycle: files import downwards only (README "Layout").
+//! The module graph of `src/` has no cycle: files import downwards only (docs/contributing.md,
+//! "Layout"). And the documentation says what the code does: the configuration reference
+//! (docs/configuration.md) against the configuration structs, the table of the proxy's errors
+//! (docs/troubleshooting.md) against `src/protocol/proxy_error.rs`, and the layout
+//! (docs/contributing.md) against the tree.
 //! An edge is a path in code (not in comments) that names another file's module:
 //! `crate::a::b…`, `super::…`, `self::…` or a child module declared in the file; each path
 //! goes to the deepest module it names. A module may use what its ancestors define (a
@@ -160,41 +164,78 @@ fn the_module_graph_of_src_has_no_cycle() {
     }
 }
 
-/// README's table of the proxy's own errors is the one in `src/protocol/proxy_error.rs`.
-#[test]
-fn the_readme_lists_every_error_of_the_proxy_as_the_code_has_it() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README.md");
-    let (begin, end) = ("<!-- errors:begin -->\n", "<!-- errors:end -->");
-    let start = readme.find(begin).expect("README has the errors markers") + begin.len();
-    let stop = readme[start..].find(end).expect("README has the end marker") + start;
-    let expected = rlsproxy::protocol::ProxyError::markdown_table();
-    assert!(readme[start..stop] == expected, "README's error table differs; it should read:\n{expected}");
+/// A documentation page, by its path from the repository root.
+fn doc(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).expect(path)
 }
 
-/// The dotted keys README's configuration table documents: the first cell of each row, where
-/// `` `a.b` / `c` `` stands for `a.b` and `a.c`, and `` `a.b`, `a.c` `` for both.
-fn documented_keys(readme: &str) -> BTreeSet<String> {
-    let start = readme.find("\n## Configuration").expect("README has a Configuration section");
-    let section = &readme[start + 1..];
-    let section = &section[..section.find("\n## ").expect("a section after it")];
-    let mut keys = BTreeSet::new();
-    for row in section.lines().filter(|l| l.starts_with("| `")) {
-        let mut prefix = String::new();
-        for piece in row.split('|').nth(1).unwrap_or_default().split(['/', ',']) {
-            let Some(key) = piece.split('`').nth(1) else { continue };
-            match key.rsplit_once('.') {
-                Some((section, _)) => {
-                    prefix = section.to_string();
-                    keys.insert(key.to_string());
-                }
-                None if !prefix.is_empty() => {
-                    keys.insert(format!("{prefix}.{key}"));
-                }
-                None => {}
+/// The text of `page` from the heading line `heading` to the next heading of the same level.
+fn section<'a>(page: &'a str, heading: &str) -> &'a str {
+    let level = heading.split(' ').next().unwrap_or_default();
+    let start = page.find(&format!("\n{heading}\n")).unwrap_or_else(|| panic!("a section {heading:?}")) + 1;
+    let rest = &page[start..];
+    let end = rest[heading.len()..].find(&format!("\n{level} ")).map_or(rest.len(), |e| e + heading.len());
+    &rest[..end]
+}
+
+/// The cells of a markdown table row, `\|` kept inside its cell.
+fn cells(row: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = row.trim().trim_start_matches('|').chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'|') => {
+                out.last_mut().expect("a cell").push('|');
+                chars.next();
             }
+            '|' => out.push(String::new()),
+            _ => out.last_mut().expect("a cell").push(c),
         }
     }
-    keys
+    if out.last().is_some_and(|c| c.trim().is_empty()) {
+        out.pop();
+    }
+    out.into_iter().map(|c| c.trim().to_string()).collect()
+}
+
+const TROUBLESHOOTING: &str = "docs/troubleshooting.md";
+
+/// The table of the proxy's own errors in docs/troubleshooting.md is the one in
+/// `src/protocol/proxy_error.rs`. On a difference, paste the table printed between the markers.
+#[test]
+fn the_troubleshooting_page_lists_every_error_of_the_proxy_as_the_code_has_it() {
+    let page = doc(TROUBLESHOOTING);
+    let (begin, end) = ("<!-- errors:begin -->\n", "<!-- errors:end -->");
+    let start = page.find(begin).expect("docs/troubleshooting.md has the errors markers") + begin.len();
+    let stop = page[start..].find(end).expect("docs/troubleshooting.md has the end marker") + start;
+    let expected = rlsproxy::protocol::ProxyError::markdown_table();
+    assert!(
+        page[start..stop] == expected,
+        "docs/troubleshooting.md's error table differs; it should read:\n{expected}"
+    );
+}
+
+/// Every SQLSTATE the proxy sends has a section of causes and fixes in docs/troubleshooting.md:
+/// a heading "### `CODE`" (or "### The server's SQLSTATE" for the errors that pass the server's on).
+#[test]
+fn the_troubleshooting_page_explains_every_sqlstate_the_proxy_sends() {
+    let page = doc(TROUBLESHOOTING);
+    let fixes = section(&page, "## Causes and fixes, by SQLSTATE");
+    let table = rlsproxy::protocol::ProxyError::markdown_table();
+    let mut codes: BTreeSet<String> = table.lines().skip(2).filter_map(|row| cells(row).get(1).cloned()).collect();
+    codes.extend(["`28P01`".to_string(), "`28000`".to_string()]); // token errors (src/auth/error.rs)
+    let missing: Vec<&String> = codes
+        .iter()
+        .filter(|code| {
+            let heading = if code.as_str() == "the server's" {
+                "### The server's SQLSTATE".to_string()
+            } else {
+                format!("### {code}")
+            };
+            !fixes.lines().any(|l| l == heading)
+        })
+        .collect();
+    assert!(missing.is_empty(), "docs/troubleshooting.md has no section of causes and fixes for {missing:?}");
 }
 
 /// Every key of the configuration structs, dotted, from the defaults' serialization.
@@ -212,18 +253,127 @@ fn configuration_keys(value: &serde_json::Value, prefix: &str, out: &mut BTreeSe
     }
 }
 
-/// README's configuration table documents every key the configuration has, and no other.
+/// Whether a reload applies `key` (dotted): not when it is, or is inside, a restart-only key.
+fn reload_applies(key: &str) -> bool {
+    !rlsproxy::reload::RESTART_KEYS
+        .iter()
+        .any(|r| key == *r || key.strip_prefix(r).is_some_and(|rest| rest.starts_with('.')))
+}
+
+/// What one row of the reference says that the structs disagree with, if anything.
+fn reference_row_problems(defaults: &serde_json::Value, key: &str, row: &[String]) -> Vec<String> {
+    use serde_json::{Value, json};
+    let pointer = format!("/{}", key.replace('.', "/"));
+    let Some(default) = defaults.pointer(&pointer) else { return vec![format!("{key}: no such key")] };
+    // Whether the configuration accepts `value` for this key, everything else at its default.
+    let with = |value: Value| -> Option<rlsproxy::config::Config> {
+        let mut all = defaults.clone();
+        *all.pointer_mut(&pointer)? = value;
+        serde_json::from_value(all).ok()
+    };
+    let accepts = |value: Value| with(value).is_some();
+    let [_, ty, documented, reload, env, ..] = row else { return vec![format!("{key}: fewer than 6 cells")] };
+    let mut problems = Vec::new();
+    let type_ok = match ty.as_str() {
+        "boolean" => default.is_boolean(),
+        "integer" => default.is_u64() && !accepts(json!("1 KiB")),
+        "size" => default.is_u64() && accepts(json!("1 KiB")),
+        "string" => (default.is_string() || default.is_null()) && accepts(json!("any text")),
+        "path" => default.is_null() && accepts(json!("some/file")),
+        "address" => accepts(json!("127.0.0.1:1")) && !accepts(json!("any text")),
+        "list of strings" => default.is_array() && accepts(json!(["any text"])),
+        other => match other.strip_prefix("one of ") {
+            Some(list) => {
+                let values: Vec<&str> = list.split('`').skip(1).step_by(2).collect();
+                default.is_string()
+                    && values.iter().any(|v| default.as_str() == Some(*v))
+                    && values.iter().all(|v| accepts(json!(v)))
+                    && !accepts(json!("any text"))
+            }
+            None => false,
+        },
+    };
+    if !type_ok {
+        problems.push(format!("{key}: the type is not {ty:?}"));
+    }
+    let value = match documented.as_str() {
+        "unset" => Some(Value::Null),
+        cell => cell
+            .strip_prefix('`')
+            .and_then(|c| c.strip_suffix('`'))
+            .map(|text| serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))),
+    };
+    if value.and_then(&with) != Some(rlsproxy::config::Config::default()) {
+        problems.push(format!("{key}: the default is not {documented}"));
+    }
+    let expected_reload = if reload_applies(key) { "yes" } else { "no" };
+    if reload != expected_reload {
+        problems.push(format!("{key}: reload should say {expected_reload}"));
+    }
+    let variable = format!("`RLSPROXY__{}`", key.to_uppercase().replace('.', "__"));
+    if *env != variable {
+        problems.push(format!("{key}: the environment variable is {variable}"));
+    }
+    problems
+}
+
+/// docs/configuration.md's reference has one row per key of the configuration structs, and no
+/// other, each with the key's type, default, whether a reload applies it (the restart-only keys
+/// of `src/reload/restart.rs`) and its environment variable.
 #[test]
-fn the_readme_documents_every_configuration_key() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README.md");
+fn the_configuration_reference_documents_every_key_as_the_structs_have_it() {
+    let page = doc("docs/configuration.md");
+    let reference = section(&page, "## Every key");
     let defaults = serde_json::to_value(rlsproxy::config::Config::default()).expect("serialize the defaults");
     let mut keys = BTreeSet::new();
     configuration_keys(&defaults, "", &mut keys);
-    let documented = documented_keys(&readme);
+    let mut documented = BTreeSet::new();
+    let mut problems = Vec::new();
+    for row in reference.lines().filter(|l| l.starts_with("| `")).map(cells) {
+        let key = row[0].trim_matches('`').to_string();
+        if !row[0].starts_with('`') || !row[0].ends_with('`') || key.contains('`') {
+            problems.push(format!("{:?}: the first cell must be one key", row[0]));
+            continue;
+        }
+        if !documented.insert(key.clone()) {
+            problems.push(format!("{key}: documented twice"));
+        }
+        if keys.contains(&key) {
+            problems.extend(reference_row_problems(&defaults, &key, &row));
+        }
+    }
     let missing: Vec<&String> = keys.difference(&documented).collect();
     let unknown: Vec<&String> = documented.difference(&keys).collect();
     assert!(
-        missing.is_empty() && unknown.is_empty(),
-        "README's configuration table lacks {missing:?} and documents keys that do not exist: {unknown:?}"
+        missing.is_empty() && unknown.is_empty() && problems.is_empty(),
+        "docs/configuration.md lacks {missing:?}, documents keys that do not exist: {unknown:?}, \
+         and disagrees with the configuration structs: {problems:#?}"
+    );
+}
+
+/// The layout in docs/contributing.md names real paths (the first word of each unindented line
+/// of its code block), and every file and folder of `src/`.
+#[test]
+fn the_layout_names_existing_paths_and_every_part_of_src() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = doc("docs/contributing.md");
+    let layout = section(&page, "## Layout");
+    let block = layout.split("```").nth(1).expect("the layout's code block");
+    let named: BTreeSet<&str> =
+        block.lines().filter(|l| !l.starts_with(' ')).filter_map(|l| l.split_whitespace().next()).collect();
+    let absent: Vec<&&str> = named.iter().filter(|p| !root.join(p).exists()).collect();
+    let mut unnamed = Vec::new();
+    for entry in std::fs::read_dir(root.join("src")).expect("read src") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("a name").to_string_lossy().into_owned();
+        let shown = if path.is_dir() { format!("src/{name}/") } else { format!("src/{name}") };
+        if !named.contains(shown.as_str()) {
+            unnamed.push(shown);
+        }
+    }
+    unnamed.sort();
+    assert!(
+        absent.is_empty() && unnamed.is_empty(),
+        "docs/contributing.md's layout names paths that do not exist: {absent:?}, and leaves out {unnamed:?}"
     );
 }

@@ -1,5 +1,5 @@
 //! Security integration tests: the proxy in front of the throwaway cluster,
-//! attacked the ways README "Security model in brief" lists (tokens, startup packets, TLS,
+//! attacked the ways docs/security.md lists (tokens, startup packets, TLS,
 //! upstream roles, context injection, reserved names, malformed and oversized
 //! messages, cancel keys). Every test asserts the exact SQLSTATE and message a
 //! client sees, and leaves no data behind (temp tables only).

@@ -1,4 +1,4 @@
-//! Transaction pooling (`pool.mode = "transaction"`, README "Transaction pooling rules"):
+//! Transaction pooling (`pool.mode = "transaction"`, docs/transaction-pooling.md):
 //! many clients of many tenants share a few server connections, each lent for
 //! one transaction. What must hold, by module:
 //! - [`state`]: session state (temp tables, WITH HOLD cursors, SQL PREPARE,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-# The metrics contract of the admin listener (README "Metrics and alerts").
+# The metrics contract of the admin listener (docs/operations.md, "Metrics and alerts").
 COUNTERS = {
     "rlsproxy_transactions_total",
     "rlsproxy_queries_total",

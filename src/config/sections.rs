@@ -39,8 +39,8 @@ pub struct ListenConfig {
     /// least CPU per transaction while it keeps up: no cross-thread wake-ups.
     pub worker_threads: usize,
     /// `SO_REUSEPORT` on the listener: a new process may listen on the same port while this
-    /// one drains, so that a restart refuses no client (README "Restarting without refusing
-    /// clients").
+    /// one drains, so that a restart refuses no client (docs/operations.md,
+    /// "Restarting without refusing clients").
     pub reuse_port: bool,
 }
 

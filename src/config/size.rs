@@ -1,6 +1,6 @@
 //! Byte sizes in the configuration: an integer (bytes), or text with a binary unit as the
-//! README writes the defaults (`"64 MiB"`, `"512 KiB"`, `"1 GiB"`, `"300 B"`), so that a
-//! value copied from the documentation is accepted. Environment overrides arrive as text.
+//! configuration reference (docs/configuration.md) writes the defaults (`"64 MiB"`,
+//! `"512 KiB"`, `"1 GiB"`, `"300 B"`), so that a value copied from the documentation is accepted. Environment overrides arrive as text.
 
 use serde::Deserializer;
 use serde::de::{self, Visitor};

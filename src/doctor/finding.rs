@@ -114,7 +114,7 @@ impl Check {
         Check::FunctionCallsSetConfig,
     ];
 
-    /// The stable id, as in the JSON output and the README.
+    /// The stable id, as in the JSON output and docs/doctor.md.
     pub fn id(self) -> &'static str {
         match self {
             Check::ProxyUserSuperuser => "proxy_user_superuser",

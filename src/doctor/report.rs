@@ -1,5 +1,5 @@
 //! The doctor's output: text for people (grouped, one line of fix per finding) and JSON for
-//! pipelines. The JSON shape is documented in README.md ("The doctor") and is stable:
+//! pipelines. The JSON shape is documented in docs/doctor.md ("Output") and is stable:
 //! fields may be added, none renamed or removed.
 
 use serde::Serialize;

@@ -1,4 +1,4 @@
-//! The tenant context injection (README "Security model in brief"): one statement under a
+//! The tenant context injection (docs/security.md, "Injection"): one statement under a
 //! reserved name, executed at every transaction start with the client's values as bind
 //! parameters, so they never appear in SQL text, pg_stat_activity or the server log. In
 //! strict mode a second one records the signed value's admission when a connection takes

@@ -1,4 +1,4 @@
-//! The statement guard (README "Security model in brief"): every Query and Parse is parsed
+//! The statement guard (docs/security.md, "Statement guard"): every Query and Parse is parsed
 //! with PostgreSQL's own parser (libpg_query) and refused when it could change
 //! the tenant context or run SQL the guard cannot see (the walk: `inspect`).
 //! Verdicts are cached under a hash of the statement text with numeric literals

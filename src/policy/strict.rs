@@ -1,4 +1,4 @@
-//! Strict mode (README "Security model in brief"): the signed context value that
+//! Strict mode (docs/security.md, "Strict mode"): the signed context value that
 //! `migrations/0003_strict_mode.sql` verifies inside PostgreSQL.
 //!
 //! Format, version 1 (four fields separated by `.`, none of which contains `.`):

@@ -1,5 +1,6 @@
 //! Every error the proxy itself sends a client, in one table: SQLSTATE, severity, message
-//! and hint per kind. README "Errors the proxy sends" is [`ProxyError::markdown_table`];
+//! and hint per kind. docs/troubleshooting.md "Errors the proxy sends" is
+//! [`ProxyError::markdown_table`];
 //! `tests/layout.rs` checks that the two agree. (Token errors map through
 //! `AuthError::sqlstate`; errors of the server reach the client as the server sent them.)
 
@@ -454,7 +455,7 @@ impl ProxyError {
         }
     }
 
-    /// One of each kind, for the README's table.
+    /// One of each kind, for the table of docs/troubleshooting.md.
     pub fn catalog() -> Vec<ProxyError> {
         use ProxyError::*;
         let s = String::new;
@@ -507,7 +508,7 @@ impl ProxyError {
 }
 
 impl ProxyError {
-    /// The table as README shows it: one row per kind, `<field>` where a value goes.
+    /// The table as docs/troubleshooting.md shows it: one row per kind, `<field>` where a value goes.
     pub fn markdown_table() -> String {
         let mut out = String::from("| when | SQLSTATE | severity | message | hint |\n|---|---|---|---|---|\n");
         for e in Self::catalog() {

@@ -1,7 +1,7 @@
 //! The relay loop: client messages to the server and back, unchanged except
 //! where a rule says otherwise, with every reply routed by the [`Tracker`](super::tracker::Tracker).
 //!
-//! Injection rules (README "Security model in brief"; see `transaction` for the code):
+//! Injection rules (docs/security.md, "Injection"; see `transaction` for the code):
 //! - a transaction starts at the first client message after a ReadyForQuery
 //!   `I` with nothing in flight; there the token's expiry is re-checked;
 //! - if the connection's committed context is exactly this client's, the

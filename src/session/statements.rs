@@ -1,4 +1,5 @@
-//! Named prepared statements under transaction pooling (README "Transaction pooling rules").
+//! Named prepared statements under transaction pooling (docs/transaction-pooling.md,
+//! "Prepared statements").
 //!
 //! A client's statement names are its own; on the server a statement is named
 //! after a hash of its text (`rlsproxy_s_…`), so clients preparing the same query

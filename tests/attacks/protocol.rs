@@ -213,7 +213,7 @@ async fn query_text_in_pg_stat_activity(env: &mut Env) {
 }
 
 /// Every server connection has the proxy's role, so SQL signals reach any of them: tenant 1
-/// must not be able to cancel tenant 2's running query (README "Security model in brief").
+/// must not be able to cancel tenant 2's running query (docs/security.md, "Other sessions").
 async fn cancel_through_pg_cancel_backend(env: &mut Env) {
     let label = env.label("pg_cancel_backend of tenant 2's running query", "simple");
     let other = env.proxy.connect(&env.proxy.token("2")).await;

@@ -13,7 +13,7 @@
 # specifics: pgx's statement cache (reuse, eviction, describe mode), ActiveRecord's
 # migration (run as the owner, directly), model and transaction(isolation:
 # :serializable), PDO's DEALLOCATE of a statement destroyed inside a transaction.
-# Where transaction pooling differs (README "Known differences": SQL DEALLOCATE of a
+# Where transaction pooling differs (docs/transaction-pooling.md "Known differences": SQL DEALLOCATE of a
 # protocol-level statement), the check asserts the difference exactly and says so in
 # its name or comment. Plus the pattern the proxy replaces:
 # an SQLAlchemy app whose RLS policies come from an Alembic migration, used with no

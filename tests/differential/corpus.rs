@@ -473,7 +473,7 @@ fn extended() -> Vec<Case> {
             ],
         ),
         Case {
-            // README, "Transaction pooling rules": protocol-level statements live under proxy
+            // docs/transaction-pooling.md, "Known differences": protocol-level statements live under proxy
             // names on the server, so SQL EXECUTE cannot see them (as in PgBouncer).
             session_only: Some("SQL cannot name protocol-level statements in transaction pooling"),
             ..case(

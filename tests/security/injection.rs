@@ -1,4 +1,4 @@
-//! Context injection invariants (README "Security model in brief"): interleaved tenants stay
+//! Context injection invariants (docs/security.md, "Injection"): interleaved tenants stay
 //! apart, a reused server connection carries nothing of its last client, and a
 //! failed injection runs none of the transaction's statements.
 

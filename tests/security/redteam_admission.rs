@@ -585,8 +585,9 @@ async fn ra_a_tenant_cannot_hold_off_key_revocation() {
 /// `ALTER ROLE CURRENT_USER SET` cannot be denied to the role itself. With the guard on it is
 /// refused (rule `alter_settings`); with the guard off it locks every tenant out of new server
 /// connections, failing closed with the upstream-role check's message, until an operator
-/// resets the role (README "Limits"). Run as a role of its own (`ra_lockout`, a NOINHERIT
-/// member of admin_role like app_proxy), so that the other tests' connections are untouched.
+/// resets the role (docs/security.md, "Statement guard", rule `alter_role`). Run as a role of
+/// its own (`ra_lockout`, a NOINHERIT member of admin_role like app_proxy), so that the other
+/// tests' connections are untouched.
 #[tokio::test]
 async fn ra_role_settings_are_refused_or_lock_out_closed() {
     setup();

@@ -62,8 +62,8 @@ async fn tenant_session(db: &str, tenant: &str) -> (Client, String) {
 // (f) Re-running the migration on a live system.
 // ---------------------------------------------------------------------------------------------
 
-/// FINDING (availability, any tenant can make an upgrade an outage): the README says to apply
-/// 0003 again before starting every newer rlsproxy ("re-runnable"), on the live database. On a
+/// FINDING (availability, any tenant can make an upgrade an outage): the upgrade steps say to
+/// apply 0003 again before starting every newer rlsproxy ("re-runnable"), on the live database. On a
 /// re-run that has nothing to change, the file still takes AccessExclusiveLock on
 /// rlsproxy_private.keys (`ALTER TABLE … ADD COLUMN IF NOT EXISTS`, `OWNER TO`) and on every
 /// admission sequence (`ALTER SEQUENCE … OWNER TO`), in one transaction, with no lock_timeout.

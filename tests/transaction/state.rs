@@ -1,5 +1,5 @@
 //! Session state a transaction leaves on its server connection never reaches a
-//! client of another identity (README "Transaction pooling rules"), with `pool.size = 1` so
+//! client of another identity (docs/transaction-pooling.md, "Identity and reset"), with `pool.size = 1` so
 //! that tenant B's transactions must use the backend tenant A used.
 //!
 //! Each kind is tried twice:

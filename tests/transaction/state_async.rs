@@ -142,7 +142,7 @@ async fn session_advisory_lock_taken_past_the_detection_is_released_before_anoth
     su.query_one("SELECT pg_advisory_unlock($1)", &[&KEY]).await.unwrap();
 }
 
-/// README "Transaction pooling rules" and `pool.rs`: a connection changes *identity* (tenant, role,
+/// docs/transaction-pooling.md ("Identity and reset") and `pool.rs`: a connection changes *identity* (tenant, role,
 /// subject, startup settings) only through a reset. Between clients of the same identity
 /// nothing is reset, so state the detection misses may be shared between them (they are the
 /// same principal); detected state is not, because its creator keeps the connection.
