@@ -377,3 +377,63 @@ fn the_layout_names_existing_paths_and_every_part_of_src() {
         "docs/contributing.md's layout names paths that do not exist: {absent:?}, and leaves out {unnamed:?}"
     );
 }
+
+/// The GitHub anchors of a markdown page: each heading's text lower-cased, links reduced to
+/// their text, punctuation but `-` and `_` dropped, spaces made `-`; repeats get `-1`, `-2`.
+fn anchors(page: &str) -> BTreeSet<String> {
+    let link = regex::Regex::new(r"\[([^\]]*)\]\([^)]*\)").expect("regex");
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut in_code = false;
+    let mut out = BTreeSet::new();
+    for line in page.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        let Some(heading) = line.strip_prefix('#').filter(|_| !in_code) else { continue };
+        let text = link.replace_all(heading.trim_start_matches('#').trim(), "$1").to_lowercase();
+        let slug: String = text
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let n = seen.entry(slug.clone()).or_default();
+        out.insert(if *n == 0 { slug.clone() } else { format!("{slug}-{n}") });
+        *n += 1;
+    }
+    out
+}
+
+#[test]
+fn every_relative_link_of_the_docs_resolves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).expect("read docs") {
+        pages.push(entry.expect("entry").path());
+    }
+    pages.retain(|p| p.extension().is_some_and(|e| e == "md"));
+    let code = regex::Regex::new(r"(?s)```.*?```|`[^`\n]*`").expect("regex");
+    let link = regex::Regex::new(r"\]\(([^)\s]+)\)").expect("regex");
+    let (mut checked, mut broken) = (0, Vec::new());
+    for page in &pages {
+        let text = std::fs::read_to_string(page).expect("read a page");
+        let prose = code.replace_all(&text, "");
+        for target in link.captures_iter(&prose).map(|c| c[1].to_string()) {
+            if target.contains(':') {
+                continue; // https:, mailto:
+            }
+            checked += 1;
+            let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let file = if path.is_empty() { page.clone() } else { page.parent().expect("a folder").join(path) };
+            let from = page.strip_prefix(root).expect("in the repository").display();
+            if !file.exists() {
+                broken.push(format!("{from}: {target}: no such file"));
+            } else if !anchor.is_empty()
+                && !anchors(&std::fs::read_to_string(&file).unwrap_or_default()).contains(anchor)
+            {
+                broken.push(format!("{from}: {target}: no such heading"));
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} links found: is the pattern right?");
+    assert_eq!(broken, Vec::<String>::new(), "broken links in the docs");
+}
