@@ -3,7 +3,8 @@
 # tests need when it is missing (deploy/install-deps.sh), then checks formatting and
 # lints, validates deploy/'s manifests, runs every test against a real PostgreSQL
 # that the tests start themselves (initdb into a temp dir, random port), and the
-# real-driver client matrix (which installs its own drivers), with a two-minute soak between.
+# real-driver client matrix (which installs its own drivers), with a two-minute soak between,
+# then a short run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,3 +26,6 @@ cargo test --locked
 SOAK_PROFILE=dev bench/soak.sh 2m
 # Real drivers through the proxy in both pool modes (installs them into tests/clients/.deps).
 tests/clients/run.sh
+# Every fuzz target for 10 s from its seeds (fuzz/smoke.sh; long runs: fuzz/run.sh). Last: its
+# build switches on RUSTC_BOOTSTRAP, which makes the next plain build redo proc-macro2's tree.
+fuzz/smoke.sh 10

@@ -4,7 +4,7 @@
 # Crashes, out-of-memory inputs and timeouts land in artifacts/TARGET/; the script goes on
 # with the other targets and exits non-zero if any target failed.
 #
-#   fuzz/run.sh 20          # the CI smoke run: 20 s per target
+#   fuzz/run.sh 20          # 20 s per target (CI runs fuzz/smoke.sh instead)
 #   fuzz/run.sh 600 guard_cache   # one target
 #
 # libFuzzer needs nightly compiler flags; on a stable toolchain RUSTC_BOOTSTRAP=1 enables

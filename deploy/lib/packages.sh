@@ -19,12 +19,14 @@ apt_install() {
 }
 
 # Prints the packages building rlsproxy needs and lacks: libpg_query (the statement guard)
-# is built through bindgen, which needs libclang and a C compiler.
+# is built through bindgen, which needs libclang and a C compiler; libFuzzer (fuzz/smoke.sh)
+# is C++.
 missing_build_packages() {
     if command -v dpkg >/dev/null; then
         dpkg -s libclang-dev >/dev/null 2>&1 || echo libclang-dev
     fi
     command -v cc >/dev/null || echo build-essential
+    command -v c++ >/dev/null || echo g++
 }
 
 # Prints whether the PostgreSQL server (initdb, pgbench, pgcrypto: Debian's postgresql) is missing.

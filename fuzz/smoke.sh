@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# CI's short fuzz run: every target for SECONDS (default 10) from its recorded seeds, so that
+# a crash the fuzzers can reach quickly fails CI, and what was once found stays found (the
+# findings also replay in tests/fuzz_regressions.rs). Long runs: fuzz/run.sh.
+#
+#   fuzz/smoke.sh 10
+#
+# Needs no cargo-fuzz and shares the proxy's target/debug: a dev build in which only the
+# proxy's code and the targets carry libFuzzer's coverage instrumentation
+# ([profile.dev.package.*] rustflags in fuzz/Cargo.toml, a nightly cargo feature enabled with
+# RUSTC_BOOTSTRAP=1), so the dependencies already built for the tests are reused. The one
+# cost: crates whose build scripts read RUSTC_BOOTSTRAP (proc-macro2 and what depends on it)
+# are built again, here and by the next plain `cargo build`; deploy/test.sh runs this last.
+set -uo pipefail
+cd "$(dirname "$0")"
+seconds=${1:-10}
+targets=(client_stream server_stream guard_sql guard_cache jwt_password config_toml)
+target_dir=${CARGO_TARGET_DIR:-$PWD/../target}
+
+RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$target_dir cargo build --locked --bins || exit 1
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failed=()
+for target in "${targets[@]}"; do
+    mkdir -p "$work/$target" "artifacts/$target"
+    echo "== $target: ${seconds}s"
+    # The first directory receives what libFuzzer finds; the seeds stay as recorded.
+    "$target_dir/debug/$target" "$work/$target" "seeds/$target" \
+        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -max_len=65536 \
+        -artifact_prefix="artifacts/$target/" -print_final_stats=1 2>&1 |
+        grep -E '^(stat::number_of_executed_units|SUMMARY|.*(ERROR|panicked|Test unit written|deadly signal))'
+    [ "${PIPESTATUS[0]}" -eq 0 ] || failed+=("$target")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "FAILED: ${failed[*]} (inputs in fuzz/artifacts/; make each a test in tests/fuzz_regressions.rs)"
+    exit 1
+fi
+echo "all targets passed"
