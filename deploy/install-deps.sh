@@ -2,7 +2,7 @@
 # Installs, with apt-get, everything rlsproxy's test suite (deploy/test.sh) calls that a
 # fresh Debian machine with Rust lacks: the PostgreSQL server (initdb, pg_ctl, psql,
 # pgbench, pgcrypto), openssl (test certificates), procps (kill), iproute2 (ip), libclang and a C
-# compiler (libpg_query), the client matrix's toolchains (Python venv, Node.js/npm,
+# compiler (libpg_query) and C++ (libFuzzer, fuzz/smoke.sh), the client matrix's toolchains (Python venv, Node.js/npm,
 # a JDK and pgjdbc, Go and pgx, Ruby with ruby-pg and ActiveRecord, PHP with PDO pgsql),
 # and promtool for deploy/validate-manifests.sh (Debian ships it in
 # the prometheus package; where systemd runs, that package also enables a Prometheus
