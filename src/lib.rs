@@ -20,7 +20,8 @@
 //!   the upstream-role safety check.
 //! - [`pool`]: bounded upstream connections per database and startup settings,
 //!   tenant affinity, fair queueing, reset before reuse.
-//! - [`upstream`]: connecting and authenticating to PostgreSQL (TLS, SCRAM).
+//! - [`upstream`]: connecting and authenticating to PostgreSQL (TLS, SCRAM); the same
+//!   socket set-up under a tokio-postgres client for the doctor's catalog reads.
 //! - [`protocol`]: wire framing and the few messages the proxy reads or writes.
 //! - [`net`], [`tls`]: plain/TLS streams and rustls configurations.
 //! - [`config`]: the typed configuration and its validation.
@@ -29,7 +30,7 @@
 //! - [`logging`]: the log output, and the handle that changes its filter on reload.
 //!
 //! Beside the data path, [`doctor`] audits the database's row-level-security set-up through
-//! the same upstream connection code (`rlsproxy doctor`, and as warnings at start-up), and
+//! that client (`rlsproxy doctor`, and as warnings at start-up), and
 //! [`admin`] serves probes, metrics and the admin views on a listener of its own.
 
 pub mod admin;
