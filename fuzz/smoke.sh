@@ -12,10 +12,12 @@
 # cost: crates whose build scripts read RUSTC_BOOTSTRAP (proc-macro2 and what depends on it)
 # are built again, here and by the next plain `cargo build`; deploy/test.sh runs this last.
 set -uo pipefail
-cd "$(dirname "$0")"
+# A relative CARGO_TARGET_DIR means the repository's root, as for deploy/test.sh's cargo.
+root=$(cd "$(dirname "$0")/.." && pwd)
+target_dir=$(cd "$root" && realpath -m "${CARGO_TARGET_DIR:-target}")
+cd "$root/fuzz"
 seconds=${1:-10}
 targets=(client_stream server_stream guard_sql guard_cache jwt_password config_toml)
-target_dir=${CARGO_TARGET_DIR:-$PWD/../target}
 
 RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$target_dir cargo build --locked --bins || exit 1
 

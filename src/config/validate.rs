@@ -135,11 +135,15 @@ impl Config {
                 return Err(invalid("context.strict_key", "required with strict (or context.strict_key_file)"));
             }
         }
-        if self.doctor.tenant_column.is_empty() {
-            return Err(invalid("doctor.tenant_column", "must not be empty"));
+        if self.doctor.tenant_column.is_empty() || self.doctor.tenant_column.len() > 63 {
+            // 63 bytes: PostgreSQL's identifier limit (a column can have no longer name).
+            return Err(invalid("doctor.tenant_column", "must be a column name of 1 to 63 bytes"));
         }
         if self.doctor.schemas.iter().any(String::is_empty) {
             return Err(invalid("doctor.schemas", "schema names must not be empty"));
+        }
+        if self.log.filter.trim().is_empty() {
+            return Err(invalid("log.filter", "must not be empty; e.g. \"info\", or \"off\" for no logs"));
         }
         if let Err(e) = super::log_filter_builder().parse(&self.log.filter) {
             return Err(invalid(
@@ -277,5 +281,10 @@ mod tests {
         assert!(err.is_some_and(|e| e.starts_with("jwt.jwks_url: plain http:// is refused")));
         let err = Config::from_toml("[log]\nfilter = \"info,=x=y\"\n").err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.starts_with("log.filter: not a valid filter")));
+        let err = Config::from_toml("[log]\nfilter = \" \"\n").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.starts_with("log.filter: must not be empty")));
+        let long = format!("[doctor]\ntenant_column = \"{}\"\n", "c".repeat(64));
+        let err = Config::from_toml(&long).err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("doctor.tenant_column: must be a column name of 1 to 63 bytes"));
     }
 }

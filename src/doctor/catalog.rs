@@ -97,7 +97,8 @@ impl<'a> Fields<'a> {
 
     /// Field `i` as `T`.
     pub(super) fn get<T: FromSql<'a>>(&self, i: usize) -> Result<T, DoctorError> {
-        self.row.try_get(i).map_err(|e| DoctorError::Catalog { what: self.what, detail: format!("column {i}: {e}") })
+        // tokio-postgres's message names the column already.
+        self.row.try_get(i).map_err(|e| DoctorError::Catalog { what: self.what, detail: e.to_string() })
     }
 
     /// A nullable text field.

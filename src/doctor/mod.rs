@@ -156,9 +156,10 @@ pub async fn run(config: &Config, database: Option<&str>) -> Result<Report, Doct
         user: target.user.clone(),
         source,
     };
-    let conn = client::connect(&target, &settings.database).await.map_err(connect_error)?;
-    let findings = audit(&conn, &settings).await?;
-    Ok(Report::new(settings.database, target.user.clone(), findings))
+    let catalog = client::connect(&target, &settings.database).await.map_err(connect_error)?;
+    let findings = audit(&catalog.client, &settings).await;
+    catalog.close().await;
+    Ok(Report::new(settings.database, target.user.clone(), findings?))
 }
 
 /// Runs every check on `conn` ([`Report::new`] puts the findings in report order).

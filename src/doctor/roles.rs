@@ -42,7 +42,7 @@ pub(super) async fn audit(
     let pg16 = version >= Some(160_000);
     let facts = query(conn, "upstream role", upstream_role::FACTS_SQL, &[&settings.allowed_roles]).await?;
     let row = facts.first().ok_or_else(|| DoctorError::Query { what: "upstream role", source: RoleFacts::no_row() })?;
-    let facts = RoleFacts::from_row(|i| row.try_get(i).ok().flatten())
+    let facts = RoleFacts::from_row(|i| row.try_get(i).map_err(crate::upstream::catalog::from_client))
         .map_err(|source| DoctorError::Query { what: "upstream role", source })?;
     findings.extend(proxy_user_findings(&facts, &settings.database, pg16));
     let mut roles = TenantRoles::default();

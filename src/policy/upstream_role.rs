@@ -35,8 +35,8 @@ macro_rules! refused_database_settings {
     };
 }
 
-/// One row about `current_user`, every column text (it is read from the relay's raw
-/// connection and from the doctor's client alike); lists are JSON arrays of names, so that
+/// One row about `current_user`, every column text but the first (`name`), as it is read
+/// from the relay's raw connection and from the doctor's client alike; lists are JSON arrays of names, so that
 /// no separator can be confused with a character of a (quoted) name. `$1`: the allowed roles.
 pub const FACTS_SQL: &str = concat!(
     "SELECT r.rolname, r.rolsuper::text, r.rolbypassrls::text, ", // 0-2
@@ -128,30 +128,31 @@ pub struct RoleFacts {
 pub async fn facts(conn: &mut ServerConn, allowed_roles: &[String]) -> Result<RoleFacts, UpstreamError> {
     let rows = conn.query_rows(FACTS_SQL, &[&array_literal(allowed_roles)]).await?;
     let row = rows.first().ok_or_else(RoleFacts::no_row)?;
-    RoleFacts::from_row(|i| row.get(i).cloned().flatten())
+    RoleFacts::from_row(|i| Ok(row.get(i).cloned().flatten()))
 }
 
 impl RoleFacts {
-    /// The facts from the row of [`FACTS_SQL`], `field(i)` being column `i`'s text.
-    pub fn from_row(field: impl Fn(usize) -> Option<String>) -> Result<Self, UpstreamError> {
-        let field = |i: usize| field(i).unwrap_or_default();
+    /// The facts from the row of [`FACTS_SQL`], `field(i)` being column `i`'s text; a column
+    /// that cannot be read is an error, never a default that could read as "not a superuser".
+    pub fn from_row(field: impl Fn(usize) -> Result<Option<String>, UpstreamError>) -> Result<Self, UpstreamError> {
+        let text = |i: usize| field(i).map(Option::unwrap_or_default);
         fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, UpstreamError> {
             serde_json::from_str(text)
                 .map_err(|e| UpstreamError::Protocol(format!("unexpected answer about the upstream role: {e}")))
         }
-        let settings: Vec<(String, String, String)> = json(&field(8))?;
+        let settings: Vec<(String, String, String)> = json(&text(8)?)?;
         Ok(RoleFacts {
-            name: field(0),
-            superuser: field(1) == "true",
-            bypassrls: field(2) == "true",
-            inherited: json(&field(3))?,
-            not_member_of: json(&field(4))?,
-            unforced_owned: json(&field(5))?,
-            createrole: field(6) == "true",
-            server_files: json(&field(7))?,
+            name: text(0)?,
+            superuser: text(1)? == "true",
+            bypassrls: text(2)? == "true",
+            inherited: json(&text(3)?)?,
+            not_member_of: json(&text(4)?)?,
+            unforced_owned: json(&text(5)?)?,
+            createrole: text(6)? == "true",
+            server_files: json(&text(7)?)?,
             settings: settings.into_iter().map(|(scope, made_by, fix)| RoleSetting { scope, made_by, fix }).collect(),
-            allowed_bypassing: json(&field(9))?,
-            allowed_owners: json(&field(10))?,
+            allowed_bypassing: json(&text(9)?)?,
+            allowed_owners: json(&text(10)?)?,
         })
     }
 

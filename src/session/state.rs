@@ -35,7 +35,7 @@ pub(super) enum Batch {
 }
 
 /// The client socket and the bytes on their way: read and written by the I/O loop (`relay`);
-/// `client`, `replies`, `transaction` and `step` queue messages on it.
+/// `client`, `vet`, `replies`, `transaction` and `step` queue messages on it.
 pub(super) struct Io<'a> {
     pub(super) client: ClientStream,
     /// Bytes read from the client, not yet a whole message.
@@ -62,8 +62,9 @@ impl Io<'_> {
 }
 
 /// The server connection serving the client and where the exchange on it stands: lent and
-/// returned by `transaction`; `step` records what is sent, `replies` what comes back, and
-/// `client` where the client's batch is.
+/// returned by `transaction` (and closed by `step` when out of step, released by `relay` at
+/// the end); `step` records what is sent, `replies` what comes back, and `client` where the
+/// client's batch is.
 pub(super) struct Link {
     /// For the whole session in session mode; in transaction mode from a transaction's first
     /// message until it ends (or for good once pinned).

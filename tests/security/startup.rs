@@ -89,24 +89,28 @@ fn startup_3_2() -> Vec<u8> {
     body
 }
 
-/// The NegotiateProtocolVersion is PostgreSQL's own, byte for byte: the newest version it
-/// speaks as a whole protocol number (3.0 = 196608; libpq 18 reads it so, and a 0 there
+/// The NegotiateProtocolVersion is the one a PostgreSQL that speaks 3.0 sends, byte for byte:
+/// the newest version as a whole protocol number (196608; libpq 18 reads it so, and a 0 there
 /// would be version 0.0 to a client that asked for 3.2), then the options it did not know.
 #[tokio::test]
 async fn protocol_3_2_is_negotiated_down_to_3_0() {
-    let mut direct = raw::connect(crate::common::postgres().addr()).await;
-    direct.send_untagged(&startup_3_2()).await;
-    let from_postgres = direct.read_message().await;
     let mut expected = (3i32 << 16).to_be_bytes().to_vec();
     expected.extend(1i32.to_be_bytes());
     expected.extend(raw::cstr("_pq_.security_test"));
-    assert_eq!(from_postgres, (b'v', expected), "PostgreSQL's answer");
+    let expected = (b'v', expected);
+    let mut direct = raw::connect(crate::common::postgres().addr()).await;
+    direct.send_untagged(&startup_3_2()).await;
+    let from_postgres = direct.read_message().await;
+    // PostgreSQL 18 and later speak 3.2 themselves and answer with 196610; before, exactly so.
+    if from_postgres.1.starts_with(&(3i32 << 16).to_be_bytes()) {
+        assert_eq!(from_postgres, expected, "PostgreSQL's answer");
+    }
 
     let proxy = proxy::start_default().await;
     let token = proxy.token("1");
     let mut c = raw::connect(proxy.addr).await;
     c.send_untagged(&startup_3_2()).await;
-    assert_eq!(c.read_message().await, from_postgres, "the proxy's answer");
+    assert_eq!(c.read_message().await, expected, "the proxy's answer");
     let (tag, body) = c.read_message().await;
     assert_eq!((tag as char, body), ('R', 3i32.to_be_bytes().to_vec()));
     c.send_password(&token).await;
