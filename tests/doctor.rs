@@ -296,7 +296,10 @@ fn a_bad_configuration_exits_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = config(&dir, Postgres::APP_DB, proxy_user(), "\n[doctor]\ntenant_column = \"\"\n");
     let (code, _, stderr) = doctor(&path, &[]);
-    assert_eq!((code, stderr.trim()), (2, "rlsproxy doctor: doctor.tenant_column: must be a column name of 1 to 63 bytes"));
+    assert_eq!(
+        (code, stderr.trim()),
+        (2, "rlsproxy doctor: doctor.tenant_column: must be a column name of 1 to 63 bytes")
+    );
     let (code, _, stderr) = doctor(&dir.path().join("missing.toml"), &[]);
     assert_eq!(code, 2, "{stderr}");
     let text =
