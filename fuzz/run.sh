@@ -13,28 +13,19 @@
 # memory (-rss_limit_mb) and time (-timeout) are what is checked.
 set -uo pipefail
 cd "$(dirname "$0")"
+. ./lib.sh
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(client_stream server_stream guard_sql guard_cache jwt_password config_toml)
+[ ${#targets[@]} -gt 0 ] || targets=("${TARGETS[@]}")
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked || exit 1
 export RUSTC_BOOTSTRAP=1
 flags=(-s none -a)
 cargo fuzz build "${flags[@]}" || exit 1
 
-failed=()
-for target in "${targets[@]}"; do
-    mkdir -p "corpus/$target" "seeds/$target"
-    echo "== $target: ${seconds}s"
-    cargo fuzz run "${flags[@]}" "$target" "corpus/$target" "seeds/$target" -- \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -max_len=65536 \
-        -print_final_stats=1 2>&1 |
-        grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec|SUMMARY|.*(ERROR|panicked|Test unit written|deadly signal))'
-    [ "${PIPESTATUS[0]}" -eq 0 ] || failed+=("$target")
-done
-if [ ${#failed[@]} -gt 0 ]; then
-    echo "FAILED: ${failed[*]} (inputs in fuzz/artifacts/)"
-    exit 1
-fi
-echo "all targets passed"
+fuzz_one() {
+    mkdir -p "corpus/$1" "seeds/$1"
+    cargo fuzz run "${flags[@]}" "$1" "corpus/$1" "seeds/$1" -- -max_total_time="$2" "${LIMITS[@]}"
+}
+run_each "$seconds" fuzz_one "${targets[@]}"

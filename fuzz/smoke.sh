@@ -16,26 +16,16 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 target_dir=$(cd "$root" && realpath -m "${CARGO_TARGET_DIR:-target}")
 cd "$root/fuzz"
+. ./lib.sh
 seconds=${1:-10}
-targets=(client_stream server_stream guard_sql guard_cache jwt_password config_toml)
 
 RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$target_dir cargo build --locked --bins || exit 1
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-failed=()
-for target in "${targets[@]}"; do
-    mkdir -p "$work/$target" "artifacts/$target"
-    echo "== $target: ${seconds}s"
-    # The first directory receives what libFuzzer finds; the seeds stay as recorded.
-    "$target_dir/debug/$target" "$work/$target" "seeds/$target" \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -max_len=65536 \
-        -artifact_prefix="artifacts/$target/" -print_final_stats=1 2>&1 |
-        grep -E '^(stat::number_of_executed_units|SUMMARY|.*(ERROR|panicked|Test unit written|deadly signal))'
-    [ "${PIPESTATUS[0]}" -eq 0 ] || failed+=("$target")
-done
-if [ ${#failed[@]} -gt 0 ]; then
-    echo "FAILED: ${failed[*]} (inputs in fuzz/artifacts/; make each a test in tests/fuzz_regressions.rs)"
-    exit 1
-fi
-echo "all targets passed"
+# The first directory receives what libFuzzer finds; the seeds stay as recorded.
+fuzz_one() {
+    mkdir -p "$work/$1" "artifacts/$1"
+    "$target_dir/debug/$1" "$work/$1" "seeds/$1" -max_total_time="$2" "${LIMITS[@]}" -artifact_prefix="artifacts/$1/"
+}
+run_each "$seconds" fuzz_one "${TARGETS[@]}"

@@ -21,7 +21,8 @@
 //!   gives every session that selects it (or any tenant, through `SET ROLE`) every row, or
 //!   the power to switch the table's policies off.
 //!
-//! The catalog facts are read by [`facts`] (or from [`FACTS_SQL`]'s row, [`RoleFacts::from_row`]) and judged by [`RoleFacts::verdict`], so that
+//! The catalog facts are read by [`facts`] (the doctor reads [`FACTS_SQL`]'s row through its
+//! own client, [`RoleFacts::from_row`]) and judged by [`RoleFacts::verdict`], so that
 //! `rlsproxy doctor` reports the same facts as findings where the proxy refuses to start.
 
 use crate::upstream::{ServerConn, UpstreamError, array_literal};
@@ -36,8 +37,9 @@ macro_rules! refused_database_settings {
 }
 
 /// One row about `current_user`, every column text but the first (`name`), as it is read
-/// from the relay's raw connection and from the doctor's client alike; lists are JSON arrays of names, so that
-/// no separator can be confused with a character of a (quoted) name. `$1`: the allowed roles.
+/// from the relay's raw connection and from the doctor's client alike; lists are JSON arrays
+/// of names, so that no separator can be confused with a character of a (quoted) name. `$1`:
+/// the allowed roles.
 pub const FACTS_SQL: &str = concat!(
     "SELECT r.rolname, r.rolsuper::text, r.rolbypassrls::text, ", // 0-2
     // 3: allowed roles and roles policies name whose privileges it has
