@@ -6,7 +6,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
-use crate::config::{Config, LogFormat, log_filter_builder};
+use crate::config::{Config, LogFormat, parse_log_filter};
 
 /// Changes the active log filter.
 #[derive(Debug, Clone)]
@@ -23,10 +23,7 @@ impl LogHandle {
             tracing::info!("log.filter changed but RUST_LOG is set and wins; the filter stays");
             return;
         }
-        let applied = log_filter_builder()
-            .parse(filter)
-            .map_err(|e| e.to_string())
-            .and_then(|f| self.filter.reload(f).map_err(|e| e.to_string()));
+        let applied = parse_log_filter(filter).and_then(|f| self.filter.reload(f).map_err(|e| e.to_string()));
         match applied {
             Ok(()) => tracing::info!(filter, "log filter changed"),
             Err(e) => tracing::warn!(error = %e, "log filter not changed"),
@@ -36,10 +33,15 @@ impl LogHandle {
 
 /// Installs the global subscriber for `config`; call once.
 pub fn init(config: &Config) -> LogHandle {
-    let env = log_filter_builder().try_from_env().ok();
-    let from_env = env.is_some();
-    let filter = env
-        .unwrap_or_else(|| log_filter_builder().parse(&config.log.filter).unwrap_or_else(|_| EnvFilter::new("info")));
+    let env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()).map(|v| parse_log_filter(&v));
+    let from_env = matches!(env, Some(Ok(_)));
+    let (filter, env_error) = match env {
+        Some(Ok(filter)) => (filter, None),
+        other => {
+            let filter = parse_log_filter(&config.log.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+            (filter, other.and_then(Result::err))
+        }
+    };
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
@@ -48,5 +50,8 @@ pub fn init(config: &Config) -> LogHandle {
         LogFormat::Text => output.boxed(),
     };
     tracing_subscriber::registry().with(filter).with(output).init();
+    if let Some(error) = env_error {
+        tracing::warn!(%error, "RUST_LOG is not a valid filter and is ignored; [log] filter applies");
+    }
     LogHandle { filter: handle, from_env }
 }

@@ -323,6 +323,34 @@ impl Drop for Running {
     }
 }
 
+/// `RUST_LOG` goes through the configuration's filter parser: white space before a multi-byte
+/// target made tracing-subscriber panic at start (exit 101 before the fix); an invalid one is
+/// reported in the log instead of silently ignored, and `[log] filter` applies.
+#[test]
+fn rust_log_is_parsed_like_the_configured_filter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stderr_of = |filter: &str| {
+        let port = free_port();
+        let path = write_config(&dir, port, (Postgres::PROXY_USER, Postgres::PROXY_PASSWORD), "");
+        let mut child = Running(spawn_proxy_logging(&path, filter));
+        wait_for_port(port, &mut child.0);
+        Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().expect("kill");
+        assert_eq!(wait_for_exit(&mut child.0, Duration::from_secs(10)), Some(0), "RUST_LOG={filter}");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().expect("stderr"), &mut stderr).expect("read");
+        stderr
+    };
+    let logs = stderr_of("warn, é=debug");
+    assert!(!logs.contains("listening"), "warn level: {logs}");
+    let logs = stderr_of("rlsproxy=loud");
+    assert!(
+        logs.contains("RUST_LOG is not a valid filter and is ignored; [log] filter applies")
+            && logs.contains("error=`rlsproxy=loud`: "),
+        "{logs}"
+    );
+    assert!(logs.contains("listening"), "[log] filter = info: {logs}");
+}
+
 /// Resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");

@@ -68,3 +68,38 @@ fn a_nested_log_filter_does_not_stall_the_config_loader() {
     }
     assert!(outcome.is_ok(), "the loader is still parsing after a minute");
 }
+
+/// config_toml: two directives for one span field value (`[{a=x}]`) broke an ordering
+/// invariant tracing-subscriber asserts, a panic in every debug build, the tests' included
+/// (`directive.rs`: "Ordering::Equal must imply a.fields == b.fields"). The fuzzer's input
+/// was lost with its machine; the recorded one is the smallest of its kind. Such a filter is
+/// refused now, with a message naming both directives. Fails before: the loader panics.
+#[test]
+fn a_span_field_directive_given_twice_is_refused_not_a_panic() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/findings/config_toml-log-filter-panic");
+    let finding = std::fs::read(path).expect("the recorded finding");
+    fuzzing::config_toml(&finding);
+    let text = std::str::from_utf8(&finding).expect("UTF-8");
+    let err = rlsproxy::config::Config::from_toml(text).err().map(|e| e.to_string());
+    assert_eq!(
+        err.as_deref(),
+        Some(
+            "log.filter: not a valid filter (`[{a=x}]=info` and `[{a=x}]=debug` set the same target twice; \
+             keep one); e.g. \"info\" or \"info,rlsproxy=debug\""
+        )
+    );
+}
+
+/// Found reading tracing-subscriber's parser for the finding above: a directive with white
+/// space before a multi-byte character (`info, é=debug`) made it slice a string off a
+/// character boundary, a panic in release builds too, at start or at a reload. Each directive
+/// is trimmed before it is parsed now, and the filter means what it says.
+#[test]
+fn white_space_before_a_multi_byte_target_is_not_a_panic() {
+    fuzzing::config_toml("[log]\nfilter = \"info, é=debug\"\n".as_bytes());
+    let mut config = fuzzing::config().clone();
+    config.log.filter = "info, é=debug".into();
+    assert!(config.validate().is_ok());
+    let filter = rlsproxy::config::parse_log_filter("info, é=debug").map(|f| f.to_string());
+    assert_eq!(filter.as_deref(), Ok("é=debug,info"));
+}

@@ -3,6 +3,7 @@
 //! mistake is reported at start with the name of the key that is wrong.
 
 mod admin;
+mod log_filter;
 mod sections;
 mod size;
 mod validate;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use admin::AdminConfig;
+pub use log_filter::parse_log_filter;
 pub use sections::*;
 pub use validate::ConfigError;
 

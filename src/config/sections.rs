@@ -412,14 +412,6 @@ impl Default for LogConfig {
     }
 }
 
-/// How every log filter is parsed (`[log] filter`, `RUST_LOG`): span field values match as
-/// literal text, not as regular expressions, which tracing-subscriber compiles into a full
-/// DFA up front; a few hundred bytes of nested patterns (found by fuzzing the configuration
-/// loader) took it over 15 seconds.
-pub fn log_filter_builder() -> tracing_subscriber::filter::Builder {
-    tracing_subscriber::EnvFilter::builder().with_regex(false)
-}
-
 /// `[reload]`: when the configuration is read again (SIGHUP always does it).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
 #[serde(default, deny_unknown_fields)]

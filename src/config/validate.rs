@@ -142,10 +142,7 @@ impl Config {
         if self.doctor.schemas.iter().any(String::is_empty) {
             return Err(invalid("doctor.schemas", "schema names must not be empty"));
         }
-        if self.log.filter.trim().is_empty() {
-            return Err(invalid("log.filter", "must not be empty; e.g. \"info\", or \"off\" for no logs"));
-        }
-        if let Err(e) = super::log_filter_builder().parse(&self.log.filter) {
+        if let Err(e) = super::parse_log_filter(&self.log.filter) {
             return Err(invalid(
                 "log.filter",
                 format!("not a valid filter ({e}); e.g. \"info\" or \"info,rlsproxy=debug\""),
