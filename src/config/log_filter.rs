@@ -20,7 +20,7 @@ pub fn parse_log_filter(text: &str) -> Result<EnvFilter, String> {
     let builder = || EnvFilter::builder().with_regex(false);
     let directives: Vec<&str> = text.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
     if directives.is_empty() {
-        return Err("it has no directive (\"off\" logs nothing)".into());
+        return Err("empty; \"off\" logs nothing".into());
     }
     let mut seen: HashMap<String, &str> = HashMap::new();
     for directive in &directives {
@@ -62,7 +62,7 @@ mod tests {
 
     #[test]
     fn an_empty_filter_is_refused_not_silent() {
-        assert_eq!(parse_log_filter(" , ").err().as_deref(), Some("it has no directive (\"off\" logs nothing)"));
+        assert_eq!(parse_log_filter(" , ").err().as_deref(), Some("empty; \"off\" logs nothing"));
     }
 
     #[test]
