@@ -105,6 +105,17 @@ fn spawn_proxy_logging(config: &std::path::Path, filter: &str) -> Child {
         .expect("spawn rlsproxy")
 }
 
+/// Reads `child`'s stderr on a thread until it closes: a test that reads it only at the end
+/// would block the proxy as soon as the pipe's 64 KiB are full (trace-level logs fill it).
+fn drain_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let mut stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        let mut logs = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut logs).expect("read");
+        logs
+    })
+}
+
 fn wait_for_port(port: u16, child: &mut Child) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -148,6 +159,7 @@ async fn json_logs_carry_the_span_and_never_a_secret() {
         "leeway_s = 0\n\n[log]\nformat = \"json\"\n",
     );
     let mut child = spawn_proxy_logging(&path, "trace");
+    let logs = drain_stderr(&mut child);
     wait_for_port(port, &mut child);
     let token = mint_for(&path, "2", Duration::from_secs(600));
     let expired = mint_for(&path, "2", Duration::ZERO);
@@ -162,8 +174,7 @@ async fn json_logs_carry_the_span_and_never_a_secret() {
 
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert_eq!(wait_for_exit(&mut child, Duration::from_secs(10)), Some(0));
-    let mut logs = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut logs).expect("read");
+    let logs = logs.join().expect("the stderr reader");
     let mut saw_session = false;
     for line in logs.lines() {
         let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
@@ -333,12 +344,11 @@ fn rust_log_is_parsed_like_the_configured_filter() {
         let port = free_port();
         let path = write_config(&dir, port, (Postgres::PROXY_USER, Postgres::PROXY_PASSWORD), "");
         let mut child = Running(spawn_proxy_logging(&path, filter));
+        let logs = drain_stderr(&mut child.0);
         wait_for_port(port, &mut child.0);
         Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().expect("kill");
         assert_eq!(wait_for_exit(&mut child.0, Duration::from_secs(10)), Some(0), "RUST_LOG={filter}");
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.0.stderr.take().expect("stderr"), &mut stderr).expect("read");
-        stderr
+        logs.join().expect("the stderr reader")
     };
     let logs = stderr_of("warn, é=debug");
     assert!(!logs.contains("listening"), "warn level: {logs}");
