@@ -5,6 +5,12 @@ TARGETS=(client_stream server_stream guard_sql guard_cache jwt_password config_t
 # Memory (MiB), time per input (s), input size: what each target is held to.
 LIMITS=(-rss_limit_mb=2048 -timeout=10 -max_len=65536 -print_final_stats=1)
 
+# dict_args TARGET: libFuzzer's -dict option when dicts/TARGET.dict exists (run from fuzz/).
+dict_args() {
+    [ -f "dicts/$1.dict" ] && echo "-dict=$PWD/dicts/$1.dict"
+    return 0
+}
+
 # run_each SECONDS RUN TARGET...: `RUN TARGET SECONDS` fuzzes one target; prints libFuzzer's
 # summary of each and returns non-zero if any target failed.
 run_each() {

@@ -26,6 +26,6 @@ cargo fuzz build "${flags[@]}" || exit 1
 
 fuzz_one() {
     mkdir -p "corpus/$1" "seeds/$1"
-    cargo fuzz run "${flags[@]}" "$1" "corpus/$1" "seeds/$1" -- -max_total_time="$2" "${LIMITS[@]}"
+    cargo fuzz run "${flags[@]}" "$1" "corpus/$1" "seeds/$1" -- -max_total_time="$2" "${LIMITS[@]}" $(dict_args "$1")
 }
 run_each "$seconds" fuzz_one "${targets[@]}"

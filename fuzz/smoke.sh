@@ -26,6 +26,6 @@ trap 'rm -rf "$work"' EXIT
 # The first directory receives what libFuzzer finds; the seeds stay as recorded.
 fuzz_one() {
     mkdir -p "$work/$1" "artifacts/$1"
-    "$target_dir/debug/$1" "$work/$1" "seeds/$1" -max_total_time="$2" "${LIMITS[@]}" -artifact_prefix="artifacts/$1/"
+    "$target_dir/debug/$1" "$work/$1" "seeds/$1" -max_total_time="$2" "${LIMITS[@]}" -artifact_prefix="artifacts/$1/" $(dict_args "$1")
 }
 run_each "$seconds" fuzz_one "${TARGETS[@]}"
